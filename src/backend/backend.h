@@ -1,0 +1,58 @@
+#pragma once
+// What every compute backend (CPU reference, CUDA) offers the engine: a forward pass over a batch of sequences,
+// each contributing a chunk of new tokens (prefill chunk, one decode token, or draft candidates), against a paged KV
+// cache that the engine's BlockManager owns the bookkeeping of.
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backend/sampling.h"
+#include "model/model_config.h"
+
+namespace qed {
+
+struct KvCacheLayout {
+  int block_size = 16;  // tokens per block
+  int num_blocks = 0;
+};
+
+struct SequenceChunk {
+  std::vector<int32_t> tokens;  // new tokens of this sequence to run
+  int32_t num_cached = 0;       // tokens already in the KV cache, at cache slots [0, num_cached)
+  // RoPE positions of `tokens`; empty = num_cached + i. Tree candidates share depths, so positions repeat.
+  std::vector<int32_t> positions;
+  // Physical KV blocks of this sequence covering slots [0, num_cached + tokens.size()). Token i's K/V is written
+  // at slot num_cached + i: block_table[slot / block_size], offset slot % block_size.
+  std::vector<int32_t> block_table;
+  // Attention among `tokens`: empty = causal; else tokens.size()² row-major, mask[i*n + j] != 0 lets token i see
+  // token j. Every token always sees the whole cached prefix. Tree verification uses this.
+  std::vector<uint8_t> attention_mask;
+  // Indices into `tokens` whose logits are wanted; empty = the last token only.
+  std::vector<int32_t> logits_indices;
+};
+
+struct ForwardBatch {
+  std::vector<SequenceChunk> sequences;
+  bool want_hidden = false;  // also return the final-norm hidden state of each logits row (ReDrafter input)
+};
+
+struct ForwardResult {
+  int rows = 0;               // logits rows, sequences in batch order, each in logits_indices order
+  std::vector<float> logits;  // rows × vocab_size, fp32
+  std::vector<float> hidden;  // rows × hidden_size when want_hidden
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual const ModelConfig& config() const = 0;
+  virtual KvCacheLayout kv_layout() const = 0;
+  virtual void forward(const ForwardBatch& batch, ForwardResult& result) = 0;
+  // Copies whole KV blocks (copy-on-write when forked sequences diverge inside a shared block).
+  virtual void copy_kv_blocks(std::span<const std::pair<int32_t, int32_t>> src_dst) = 0;
+};
+
+}  // namespace qed

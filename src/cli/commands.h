@@ -1,0 +1,11 @@
+#pragma once
+// Each `qed <subcommand>` lives in its own cmd_<name>.cpp and registers itself on the app here.
+#include <CLI/CLI.hpp>
+
+namespace qed::cli {
+
+void register_tokenize(CLI::App& app);
+void register_generate(CLI::App& app);
+void register_logits(CLI::App& app);
+
+}  // namespace qed::cli
