@@ -20,3 +20,8 @@ function(qed_library name)
   target_link_libraries(${name} PUBLIC ${ARG_DEPS})
   qed_target_warnings(${name})
 endfunction()
+
+if(QED_FUZZ)
+  # Coverage instrumentation for the libraries the fuzzers drive (the fuzz mains add -fsanitize=fuzzer).
+  add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-fsanitize=fuzzer-no-link>)
+endif()
