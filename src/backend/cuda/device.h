@@ -1,0 +1,46 @@
+#pragma once
+// Device discovery and a typed owning device buffer.
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace qed::cuda {
+
+struct DeviceInfo {
+  int index = 0;
+  std::string name;
+  int sm_major = 0;
+  int sm_minor = 0;
+  size_t total_memory = 0;
+  size_t free_memory = 0;
+  int multiprocessors = 0;
+};
+
+// Empty when no driver/GPU is present (CI): callers and tests skip cleanly.
+std::vector<DeviceInfo> list_devices();
+
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& other) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
+
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+  void upload(const void* host, size_t bytes);
+  void download(void* host, size_t bytes) const;
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+}  // namespace qed::cuda
