@@ -7,5 +7,6 @@ namespace qed::cli {
 void register_tokenize(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_logits(CLI::App& app);
+void register_chat_template(CLI::App& app);
 
 }  // namespace qed::cli
