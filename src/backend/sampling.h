@@ -41,6 +41,10 @@ struct SampledToken {
 // Counter-based so a sequence's tokens do not depend on what else is in the batch.
 double sampling_uniform(uint64_t seed, uint64_t step);
 
+// Applies repetition penalty, temperature, top-k, top-p and min-p to `logits` in place, in that order (as HF's
+// logits processors): filtered-out entries become -inf. Greedy (temperature <= 0) applies the penalty only.
+void process_logits(std::span<float> logits, const SamplingParams& params, std::span<const int32_t> history);
+
 // Applies repetition penalty, temperature, top-k, top-p, min-p (in that order, as HF/vLLM) to `logits` and draws
 // one token with sampling_uniform(seed, step). `history` = prompt + generated tokens (for repetition penalty).
 SampledToken sample_token(std::span<const float> logits, const SamplingParams& params, uint64_t seed, uint64_t step,
