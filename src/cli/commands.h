@@ -8,5 +8,6 @@ void register_tokenize(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_logits(CLI::App& app);
 void register_chat_template(CLI::App& app);
+void register_inspect(CLI::App& app);
 
 }  // namespace qed::cli
