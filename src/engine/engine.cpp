@@ -1,0 +1,350 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <climits>
+#include <optional>
+
+#include "core/error.h"
+
+namespace qed {
+
+struct Engine::SequenceState {
+  std::unique_ptr<Sequence> seq;
+  std::unique_ptr<TokenDecoder> decoder;  // null without a decoder factory: no text
+  StopStringMatcher stops;
+  SequenceResult result;
+};
+
+struct Engine::Request {
+  RequestId id = 0;
+  SamplingParams params;
+  RequestCallbacks callbacks;
+  std::vector<std::unique_ptr<SequenceState>> seqs;  // [0] runs the prompt; the others fork from it
+  bool forked = false;
+  int num_finished = 0;
+  Clock::time_point arrival;
+  std::optional<Clock::time_point> first_scheduled, first_token;
+  int num_cached_prompt_tokens = 0;
+  std::string error;
+};
+
+namespace {
+double seconds_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+}  // namespace
+
+static int kv_blocks_to_use(const Backend& backend, const EngineConfig& config) {
+  const int available = backend.kv_layout().num_blocks;
+  if (config.num_kv_blocks > available) {
+    fail("engine: num_kv_blocks {} exceeds the {} blocks the {} backend allocated", config.num_kv_blocks, available,
+         backend.name());
+  }
+  return config.num_kv_blocks > 0 ? config.num_kv_blocks : available;
+}
+
+Engine::Engine(Backend& backend, EngineConfig config, TokenDecoderFactory decoders)
+    : backend_(backend),
+      config_(std::move(config)),
+      decoders_(std::move(decoders)),
+      blocks_(kv_blocks_to_use(backend, config_), backend.kv_layout().block_size, config_.enable_prefix_caching),
+      scheduler_(config_.scheduler, blocks_),
+      runner_(backend),
+      seed_rng_(config_.seed) {
+  eos_ids_ = config_.eos_token_ids.value_or(
+      std::vector<int32_t>(backend.config().eos_token_ids.begin(), backend.config().eos_token_ids.end()));
+  max_model_len_ = config_.max_model_len > 0                      ? config_.max_model_len
+                   : backend.config().max_position_embeddings > 0 ? backend.config().max_position_embeddings
+                                                                  : INT_MAX;
+}
+
+Engine::~Engine() = default;
+
+void Engine::validate(std::span<const int32_t> prompt, const SamplingParams& params) const {
+  if (prompt.empty()) fail("request: prompt has no tokens");
+  const int vocab = backend_.config().vocab_size;
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    if (prompt[i] < 0 || prompt[i] >= vocab) {
+      fail("request: prompt token {} at index {} is outside the vocabulary [0, {})", prompt[i], i, vocab);
+    }
+  }
+  if (params.n < 1) fail("request: n = {} must be at least 1", params.n);
+  if (params.max_tokens < 1) fail("request: max_tokens = {} must be at least 1", params.max_tokens);
+  if (params.temperature < 0) fail("request: temperature = {} must be >= 0", params.temperature);
+  if (!(params.top_p > 0 && params.top_p <= 1)) fail("request: top_p = {} must be in (0, 1]", params.top_p);
+  if (params.top_k < 0) fail("request: top_k = {} must be >= 0", params.top_k);
+  if (params.min_p < 0 || params.min_p > 1) fail("request: min_p = {} must be in [0, 1]", params.min_p);
+  if (params.repetition_penalty <= 0) {
+    fail("request: repetition_penalty = {} must be > 0", params.repetition_penalty);
+  }
+}
+
+RequestId Engine::add_request(std::vector<int32_t> prompt, const SamplingParams& params, RequestCallbacks callbacks) {
+  const RequestId id = reserve_request_id();
+  add_request(id, std::move(prompt), params, std::move(callbacks));
+  return id;
+}
+
+void Engine::add_request(RequestId id, std::vector<int32_t> prompt, const SamplingParams& params,
+                         RequestCallbacks callbacks) {
+  validate(prompt, params);
+  if (requests_.contains(id)) fail("request: id {} is already in use", id);
+  auto request = std::make_unique<Request>();
+  request->id = id;
+  request->params = params;
+  request->callbacks = std::move(callbacks);
+  request->arrival = Clock::now();
+  const uint64_t seed = params.seed.has_value() ? *params.seed : seed_rng_();
+  const int64_t order = next_arrival_++;
+  for (int i = 0; i < params.n; ++i) {
+    auto state = std::make_unique<SequenceState>(SequenceState{nullptr, nullptr, StopStringMatcher(params.stop), {}});
+    state->seq = std::make_unique<Sequence>();
+    Sequence& seq = *state->seq;
+    seq.seq_id = next_seq_id_++;
+    seq.request_id = id;
+    seq.index = i;
+    seq.tokens = prompt;
+    seq.num_prompt_tokens = static_cast<int>(prompt.size());
+    seq.seed = derive_sequence_seed(seed, i);
+    seq.arrival = request->arrival;
+    seq.arrival_order = order;
+    if (decoders_) state->decoder = decoders_(params.skip_special_tokens);
+    state->result.index = i;
+    request->seqs.push_back(std::move(state));
+  }
+  request->forked = params.n == 1;
+  stats_.prompt_tokens += static_cast<int64_t>(prompt.size());
+  Request& r = *request;
+  requests_.emplace(id, std::move(request));
+  if (static_cast<int64_t>(prompt.size()) >= max_model_len_) {
+    std::vector<TokenEvent> events;
+    const std::string why =
+        fmt::format("prompt of {} tokens leaves no room within max_model_len {}", prompt.size(), max_model_len_);
+    for (auto& s : r.seqs) finish_sequence(r, *s, FinishReason::Error, why, events);
+    complete_if_done(id);
+    return;
+  }
+  scheduler_.add(r.seqs[0]->seq.get());
+}
+
+void Engine::abort(RequestId id) {
+  if (in_step_) {
+    deferred_aborts_.push_back(id);
+    return;
+  }
+  auto it = requests_.find(id);
+  if (it == requests_.end()) return;
+  Request& r = *it->second;
+  std::vector<TokenEvent> events;
+  for (auto& s : r.seqs) {
+    if (!s->seq->is_finished()) finish_sequence(r, *s, FinishReason::Abort, "", events);
+  }
+  complete_if_done(id);
+}
+
+void Engine::abort_all() {
+  std::vector<RequestId> ids;
+  for (const auto& [id, request] : requests_) ids.push_back(id);
+  for (RequestId id : ids) abort(id);
+}
+
+void Engine::emit(Request& request, TokenEvent event, std::vector<TokenEvent>& out) {
+  if (request.callbacks.on_token) request.callbacks.on_token(event);
+  out.push_back(std::move(event));
+}
+
+void Engine::finish_sequence(Request& request, SequenceState& state, FinishReason reason, std::string error,
+                             std::vector<TokenEvent>& out) {
+  Sequence& seq = *state.seq;
+  scheduler_.remove(&seq);
+  seq.status = SequenceStatus::Finished;
+  seq.finish_reason = reason;
+  state.result.finish_reason = reason;
+  ++request.num_finished;
+  if (!error.empty() && request.error.empty()) request.error = error;
+  TokenEvent event;
+  event.request_id = request.id;
+  event.index = seq.index;
+  event.finish_reason = reason;
+  event.error = std::move(error);
+  emit(request, std::move(event), out);
+}
+
+void Engine::fork_children(Request& request, Sequence& parent) {
+  Sequence* previous = &parent;
+  for (size_t i = 1; i < request.seqs.size(); ++i) {
+    Sequence& child = *request.seqs[i]->seq;
+    child.tokens = parent.tokens;
+    blocks_.fork(parent, child);
+    scheduler_.add_running_after(previous, &child);
+    previous = &child;
+  }
+  request.forked = true;
+}
+
+void Engine::append_token(Request& request, SequenceState& state, const SampledToken& token,
+                          std::vector<TokenEvent>& out) {
+  Sequence& seq = *state.seq;
+  const SamplingParams& params = request.params;
+  const auto now = Clock::now();
+  if (!request.first_token) request.first_token = now;
+  seq.tokens.push_back(token.token);
+  state.result.token_ids.push_back(token.token);
+  state.result.token_times_s.push_back(seconds_between(request.arrival, now));
+  if (params.logprobs >= 0) state.result.logprobs.push_back(token);
+  ++stats_.generated_tokens;
+
+  TokenEvent event;
+  event.request_id = request.id;
+  event.index = seq.index;
+  event.tokens.push_back(token);
+  const auto contains = [](const std::vector<int32_t>& ids, int32_t t) {
+    return std::find(ids.begin(), ids.end(), t) != ids.end();
+  };
+  FinishReason reason = FinishReason::None;
+  if ((!params.ignore_eos && contains(eos_ids_, token.token)) || contains(params.stop_token_ids, token.token)) {
+    // The stop token's own text is not part of the output; what was held back is ordinary text.
+    reason = FinishReason::Stop;
+    if (state.decoder) event.text = state.stops.flush();
+  } else {
+    StopStringMatcher::Pushed pushed;
+    if (state.decoder) pushed = state.stops.push(state.decoder->push(token.token));
+    event.text = std::move(pushed.text);
+    if (pushed.stopped) {
+      reason = FinishReason::Stop;
+    } else if (seq.num_generated() >= params.max_tokens || seq.num_tokens() >= max_model_len_) {
+      reason = FinishReason::Length;
+      if (state.decoder) {
+        StopStringMatcher::Pushed tail = state.stops.push(state.decoder->flush());
+        event.text += tail.text;
+        if (tail.stopped)
+          reason = FinishReason::Stop;
+        else
+          event.text += state.stops.flush();
+      }
+    }
+  }
+  state.result.text += event.text;
+  event.finish_reason = reason;
+  if (reason != FinishReason::None) {
+    scheduler_.remove(&seq);
+    seq.status = SequenceStatus::Finished;
+    seq.finish_reason = reason;
+    state.result.finish_reason = reason;
+    ++request.num_finished;
+  }
+  emit(request, std::move(event), out);
+}
+
+void Engine::complete_if_done(RequestId id) {
+  auto it = requests_.find(id);
+  if (it == requests_.end()) return;
+  Request& r = *it->second;
+  if (r.num_finished < static_cast<int>(r.seqs.size())) return;
+  const auto now = Clock::now();
+  RequestResult result;
+  result.id = id;
+  result.prompt_token_ids.assign(r.seqs[0]->seq->tokens.begin(),
+                                 r.seqs[0]->seq->tokens.begin() + r.seqs[0]->seq->num_prompt_tokens);
+  for (auto& s : r.seqs) result.sequences.push_back(std::move(s->result));
+  result.error = r.error;
+  result.queue_s = r.first_scheduled ? seconds_between(r.arrival, *r.first_scheduled) : 0.0;
+  result.ttft_s = r.first_token ? seconds_between(r.arrival, *r.first_token) : 0.0;
+  result.total_s = seconds_between(r.arrival, now);
+  result.num_cached_prompt_tokens = r.num_cached_prompt_tokens;
+  auto on_finish = std::move(r.callbacks.on_finish);
+  requests_.erase(it);
+  if (on_finish) {
+    on_finish(std::move(result));
+  } else {
+    finished_.push_back(std::move(result));
+  }
+}
+
+std::vector<TokenEvent> Engine::step() {
+  std::vector<TokenEvent> out;
+  in_step_ = true;
+  SchedulerOutput plan = scheduler_.schedule();
+  std::vector<RequestId> touched;
+  for (Sequence* seq : plan.rejected) {
+    Request& r = *requests_.at(seq->request_id);
+    const int needed = blocks_.blocks_for_tokens(seq->num_tokens());
+    const std::string why = seq->finish_reason == FinishReason::Error
+                                ? fmt::format("prompt of {} tokens needs {} KV blocks; the cache has {}",
+                                              seq->num_tokens(), needed, blocks_.num_blocks())
+                                : std::string();
+    // Before the fork the other sequences of the request exist only as placeholders: they end the same way.
+    for (auto& s : r.seqs) {
+      if (s->seq.get() == seq || (!r.forked && !s->seq->is_finished())) {
+        finish_sequence(r, *s, seq->finish_reason, why, out);
+      }
+    }
+    touched.push_back(r.id);
+  }
+  if (!plan.empty()) {
+    const auto now = Clock::now();
+    for (const ScheduledSequence& s : plan.scheduled) {
+      Request& r = *requests_.at(s.seq->request_id);
+      if (!r.first_scheduled) {
+        r.first_scheduled = now;
+        r.num_cached_prompt_tokens = s.seq->num_computed;
+      }
+    }
+    runner_.execute(plan);
+    scheduler_.on_step_done(plan);
+    ++stats_.steps;
+    stats_.prefill_tokens += plan.num_prefill_tokens;
+    stats_.cached_tokens += plan.num_cached_tokens;
+    for (size_t i = 0; i < plan.scheduled.size(); ++i) {
+      const ScheduledSequence& s = plan.scheduled[i];
+      if (!s.samples) continue;
+      Request& r = *requests_.at(s.seq->request_id);
+      touched.push_back(r.id);
+      if (!r.forked) {
+        fork_children(r, *s.seq);
+        // Every sequence draws its first token from the prompt's logits, each with its own seed.
+        for (auto& state : r.seqs) {
+          append_token(r, *state, runner_.sample(i, *state->seq, r.params), out);
+        }
+      } else {
+        SequenceState& state = *r.seqs[static_cast<size_t>(s.seq->index)];
+        append_token(r, state, runner_.sample(i, *s.seq, r.params), out);
+      }
+    }
+  }
+  stats_.preemptions = scheduler_.num_preemptions();
+  for (RequestId id : touched) complete_if_done(id);
+  in_step_ = false;
+  std::vector<RequestId> aborts;
+  aborts.swap(deferred_aborts_);
+  for (RequestId id : aborts) abort(id);
+  return out;
+}
+
+void Engine::check_invariants() const {
+  std::vector<int> refs(static_cast<size_t>(blocks_.num_blocks()), 0);
+  for (const auto& [id, request] : requests_) {
+    for (const auto& state : request->seqs) {
+      for (int32_t b : state->seq->block_table) ++refs[static_cast<size_t>(b)];
+    }
+  }
+  int unreferenced = 0;
+  for (int32_t b = 0; b < blocks_.num_blocks(); ++b) {
+    if (refs[static_cast<size_t>(b)] != blocks_.ref_count(b)) {
+      fail("kv cache: block {} has ref count {} but {} block-table entries", b, blocks_.ref_count(b),
+           refs[static_cast<size_t>(b)]);
+    }
+    unreferenced += refs[static_cast<size_t>(b)] == 0 ? 1 : 0;
+  }
+  if (unreferenced != blocks_.num_free_blocks()) {
+    fail("kv cache: {} unreferenced blocks but {} in the free pool", unreferenced, blocks_.num_free_blocks());
+  }
+}
+
+std::vector<RequestResult> Engine::take_finished() {
+  std::vector<RequestResult> out;
+  out.swap(finished_);
+  return out;
+}
+
+}  // namespace qed

@@ -1,0 +1,101 @@
+#pragma once
+// The engine core: requests in, one scheduled forward per step(), tokens out. Single-threaded by design;
+// EngineLoop runs it on its own thread. Per step: schedule → copy-on-write → forward → sample → detokenize and
+// check stops → free what finished.
+#include <atomic>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "backend/backend.h"
+#include "engine/block_manager.h"
+#include "engine/model_runner.h"
+#include "engine/request_output.h"
+#include "engine/scheduler.h"
+#include "engine/stop_strings.h"
+#include "engine/token_decoder.h"
+
+namespace qed {
+
+struct EngineConfig {
+  SchedulerConfig scheduler;
+  int num_kv_blocks = 0;  // 0 = all the backend has; fewer to cap the cache (tests, budgets)
+  bool enable_prefix_caching = true;
+  int max_model_len = 0;  // 0 = the model's max_position_embeddings (or unlimited if it has none)
+  std::optional<std::vector<int32_t>> eos_token_ids;  // default: the model config's
+  uint64_t seed = 0;                                  // seeds requests that bring none, in arrival order
+};
+
+struct EngineStats {
+  int64_t steps = 0;
+  int64_t prompt_tokens = 0;   // of admitted requests
+  int64_t prefill_tokens = 0;  // prompt (or recompute) tokens actually run
+  int64_t cached_tokens = 0;   // prompt tokens skipped by prefix-cache hits
+  int64_t generated_tokens = 0;
+  int64_t preemptions = 0;
+};
+
+class Engine {
+ public:
+  Engine(Backend& backend, EngineConfig config, TokenDecoderFactory decoders = {});
+  ~Engine();
+
+  // Throws qed::Error on requests no engine could run (empty prompt, token ids outside the vocab, n < 1).
+  void validate(std::span<const int32_t> prompt, const SamplingParams& params) const;
+  RequestId add_request(std::vector<int32_t> prompt, const SamplingParams& params, RequestCallbacks callbacks = {});
+  // Same, under an id reserved earlier with reserve_request_id (thread-safe) by another thread.
+  void add_request(RequestId id, std::vector<int32_t> prompt, const SamplingParams& params, RequestCallbacks callbacks);
+  RequestId reserve_request_id() { return next_request_id_.fetch_add(1); }
+  // Finishes all of the request's sequences with FinishReason::Abort and frees their blocks. Unknown ids are
+  // ignored (the request may have just finished).
+  void abort(RequestId id);
+  void abort_all();
+
+  std::vector<TokenEvent> step();
+  bool has_unfinished() const { return !requests_.empty(); }
+  // Results of finished requests without an on_finish callback, in completion order.
+  std::vector<RequestResult> take_finished();
+
+  // Throws unless every block's reference count equals the number of live block-table entries naming it and the
+  // free pool holds exactly the unreferenced blocks (the leak property tests call it every step).
+  void check_invariants() const;
+
+  const EngineStats& stats() const { return stats_; }
+  const BlockManager& block_manager() const { return blocks_; }
+  const Scheduler& scheduler() const { return scheduler_; }
+  int max_model_len() const { return max_model_len_; }
+
+ private:
+  struct SequenceState;
+  struct Request;
+
+  void fork_children(Request& request, Sequence& parent);
+  void append_token(Request& request, SequenceState& state, const SampledToken& token, std::vector<TokenEvent>& out);
+  void finish_sequence(Request& request, SequenceState& state, FinishReason reason, std::string error,
+                       std::vector<TokenEvent>& out);
+  void complete_if_done(RequestId id);
+  void emit(Request& request, TokenEvent event, std::vector<TokenEvent>& out);
+
+  Backend& backend_;
+  EngineConfig config_;
+  TokenDecoderFactory decoders_;
+  std::vector<int32_t> eos_ids_;
+  int max_model_len_ = 0;
+  BlockManager blocks_;
+  Scheduler scheduler_;
+  ModelRunner runner_;
+  std::map<RequestId, std::unique_ptr<Request>> requests_;
+  std::vector<RequestResult> finished_;
+  std::atomic<int64_t> next_request_id_{0};
+  bool in_step_ = false;  // abort() from a callback inside step() is deferred to its end
+  std::vector<RequestId> deferred_aborts_;
+  int64_t next_seq_id_ = 0;
+  int64_t next_arrival_ = 0;
+  std::mt19937_64 seed_rng_;
+  EngineStats stats_;
+};
+
+}  // namespace qed
