@@ -1,5 +1,6 @@
 // qed chat-template: renders conversations with a tokenizer directory's chat template, natively.
-// stdin: one JSON object per line {"messages": [...], "add_generation_prompt": bool, "enable_thinking"?: bool};
+// stdin: one JSON object per line {"messages": [...], "add_generation_prompt": bool, "enable_thinking"?: bool,
+// "tools"?: [...]}, messages {"role", "content", "reasoning_content"?, "tool_calls"?: [...]};
 // stdout: one JSON string per line, the rendered prompt (what transformers' apply_chat_template(tokenize=False)
 // returns). All lines go through one process so parity tests and batch jobs pay the start-up once.
 #include <fmt/format.h>
@@ -17,35 +18,53 @@
 namespace qed::cli {
 namespace {
 
-ChatMessage parse_message(const nlohmann::json& j, size_t line_no, size_t index) {
-  const auto where = [&] { return fmt::format("stdin line {}: messages[{}]", line_no, index); };
-  if (!j.is_object()) fail("{}: expected an object", where());
-  ChatMessage message;
+using Json = nlohmann::ordered_json;  // ordered: tool JSON is written back in the order it was given
+
+// {"name": …, "arguments": …} or OpenAI's {"type": "function", "function": {"name": …, "arguments": …}}.
+ChatToolCall parse_tool_call(const Json& j, const std::string& where) {
+  const Json& call = j.is_object() && j.contains("function") && j["function"].is_object() ? j["function"] : j;
+  if (!call.is_object() || !call.contains("name") || !call["name"].is_string()) {
+    fail("{}: a tool call needs a string \"name\"", where);
+  }
+  if (!call.contains("arguments"))
+    fail("{}: tool call '{}' has no \"arguments\"", where, call["name"].get<std::string>());
+  return ChatToolCall{call["name"].get<std::string>(), call["arguments"].dump()};
+}
+
+ChatMessage parse_message(const Json& j, size_t line_no, size_t index) {
+  const std::string where = fmt::format("stdin line {}: messages[{}]", line_no, index);
+  if (!j.is_object()) fail("{}: expected an object", where);
+  if (!j.contains("role") || !j["role"].is_string()) fail("{}: \"role\" must be a string", where);
+  if (!j.contains("content") || !j["content"].is_string()) fail("{}: \"content\" must be a string", where);
+  ChatMessage message{j["role"].get<std::string>(), j["content"].get<std::string>()};
   for (const auto& [key, value] : j.items()) {
-    if (key == "role" && value.is_string()) {
-      message.role = value.get<std::string>();
-    } else if (key == "content" && value.is_string()) {
-      message.content = value.get<std::string>();
-    } else if (key == "reasoning_content" && (value.is_string() || value.is_null())) {
-      // null is the template's `is none`: the same as leaving the field out.
-      if (value.is_string()) message.reasoning_content = value.get<std::string>();
-    } else if (key == "tool_calls" || key == "role" || key == "content" || key == "reasoning_content") {
-      fail("{}: \"{}\" {}", where(), key,
-           key == "tool_calls" ? "is not supported (put <tool_call> text in content)" : "must be a string");
+    if (key == "role" || key == "content") continue;
+    if (key == "reasoning_content" || key == "thinking" || key == "reasoning") {
+      // transformers 5 reads the first non-null of reasoning_content, thinking, reasoning as reasoning_content.
+      if (!value.is_string() && !value.is_null()) fail("{}: \"{}\" must be a string or null", where, key);
+    } else if (key == "tool_calls") {
+      if (!value.is_array() && !value.is_null()) fail("{}: \"tool_calls\" must be a list", where);
+      if (value.is_array()) {
+        for (const auto& call : value) message.tool_calls.push_back(parse_tool_call(call, where));
+      }
     } else {
-      fail("{}: unknown field \"{}\"", where(), key);
+      fail("{}: unknown field \"{}\"", where, key);
     }
   }
-  if (!j.contains("role")) fail("{}: missing \"role\"", where());
-  if (!j.contains("content")) fail("{}: missing \"content\"", where());
+  for (const char* key : {"reasoning_content", "thinking", "reasoning"}) {
+    if (j.contains(key) && j[key].is_string()) {
+      message.reasoning_content = j[key].get<std::string>();
+      break;
+    }
+  }
   return message;
 }
 
 std::string render_line(const ChatTemplate& chat_template, const std::string& line, size_t line_no) {
-  nlohmann::json request;
+  Json request;
   try {
-    request = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error& e) {
+    request = Json::parse(line);
+  } catch (const Json::parse_error& e) {
     fail("stdin line {}: invalid JSON: {}", line_no, e.what());
   }
   if (!request.is_object()) fail("stdin line {}: expected a JSON object", line_no);
@@ -59,10 +78,10 @@ std::string render_line(const ChatTemplate& chat_template, const std::string& li
       options.add_generation_prompt = value.get<bool>();
     } else if (key == "enable_thinking" && value.is_boolean()) {
       options.enable_thinking = value.get<bool>();
-    } else if (key == "tools" && (value.is_null() || (value.is_array() && value.empty()))) {
-      // No tools: the templates' `{% if tools %}` is false for these.
-    } else if (key == "tools") {
-      fail("stdin line {}: \"tools\" is not supported", line_no);
+    } else if (key == "tools" && (value.is_array() || value.is_null())) {
+      if (value.is_array()) {
+        for (const auto& tool : value) options.tools_json.push_back(tool.dump());
+      }
     } else {
       fail("stdin line {}: unexpected field \"{}\" (or wrong type)", line_no, key);
     }
@@ -96,8 +115,7 @@ void register_chat_template(CLI::App& app) {
     while (std::getline(std::cin, line)) {
       ++line_no;
       if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      out = nlohmann::json(render_line(chat_template, line, line_no))
-                .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      out = Json(render_line(chat_template, line, line_no)).dump(-1, ' ', false, Json::error_handler_t::replace);
       out += '\n';
       std::cout << out;
     }

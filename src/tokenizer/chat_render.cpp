@@ -1,7 +1,10 @@
 #include "tokenizer/chat_render.h"
 
+#include <fmt/format.h>
+
 #include <string_view>
 
+#include "tokenizer/chat_json.h"
 #include "tokenizer/chat_text.h"
 
 namespace qed::chat_render {
@@ -25,12 +28,51 @@ void append_tool_response(std::string& out, const std::vector<ChatMessage>& mess
   if (i + 1 == messages.size() || !is_role(messages, i + 1, "tool")) out.append("<|im_end|>\n");
 }
 
+// The tool list both Qwen templates put in the system turn: one JSON object per line inside <tools></tools>.
+void append_tools(std::string& out, const std::vector<std::string>& tools_json) {
+  out.append(
+      "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with "
+      "function signatures within <tools></tools> XML tags:\n<tools>");
+  for (size_t i = 0; i < tools_json.size(); ++i) {
+    out.append("\n").append(chat_json::python_dumps(chat_json::parse(tools_json[i], fmt::format("tools[{}]", i))));
+  }
+  out.append(
+      "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+      "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": "
+      "<args-json-object>}\n</tool_call><|im_end|>\n");
+}
+
+// `{"name": "<name>", "arguments": <arguments>}` inside <tool_call> tags. Qwen2.5 passes the arguments through
+// `tojson` whatever they are; Qwen3 writes a string's text unquoted (`arguments is string`).
+void append_tool_call(std::string& out, const ChatToolCall& call, bool string_arguments_verbatim) {
+  const nlohmann::ordered_json arguments =
+      chat_json::parse(call.arguments_json, fmt::format("tool call '{}': arguments", call.name));
+  out.append("<tool_call>\n{\"name\": \"").append(call.name).append("\", \"arguments\": ");
+  if (string_arguments_verbatim && arguments.is_string()) {
+    out.append(arguments.get<std::string>());
+  } else {
+    out.append(chat_json::python_dumps(arguments));
+  }
+  out.append("}\n</tool_call>");
+}
+
 }  // namespace
 
 std::string qwen25(const std::vector<ChatMessage>& messages, const ChatTemplate::Options& options,
-                   const std::optional<std::string>& default_system) {
+                   const std::optional<std::string>& default_system,
+                   const std::optional<std::string>& tools_default_system) {
   std::string out;
-  if (messages.front().role == "system") {
+  const bool has_system = messages.front().role == "system";
+  if (!options.tools_json.empty()) {
+    out.append("<|im_start|>system\n");
+    if (has_system) {
+      out.append(messages.front().content);
+    } else if (tools_default_system) {
+      out.append(*tools_default_system);
+    }
+    out.append("\n\n");
+    append_tools(out, options.tools_json);
+  } else if (has_system) {
     append_turn(out, "system", messages.front().content);
   } else if (default_system) {
     append_turn(out, "system", *default_system);
@@ -38,8 +80,16 @@ std::string qwen25(const std::vector<ChatMessage>& messages, const ChatTemplate:
   for (size_t i = 0; i < messages.size(); ++i) {
     const ChatMessage& m = messages[i];
     // `(role == "user") or (role == "system" and not loop.first) or (role == "assistant" and not tool_calls)`
-    if (m.role == "user" || (m.role == "system" && i != 0) || m.role == "assistant") {
+    if (m.role == "user" || (m.role == "system" && i != 0) || (m.role == "assistant" && m.tool_calls.empty())) {
       append_turn(out, m.role, m.content);
+    } else if (m.role == "assistant") {
+      out.append("<|im_start|>assistant");
+      if (!m.content.empty()) out.append("\n").append(m.content);
+      for (const ChatToolCall& call : m.tool_calls) {
+        out.append("\n");
+        append_tool_call(out, call, /*string_arguments_verbatim=*/false);
+      }
+      out.append("<|im_end|>\n");
     } else if (m.role == "tool") {
       append_tool_response(out, messages, i);
     }
@@ -50,7 +100,13 @@ std::string qwen25(const std::vector<ChatMessage>& messages, const ChatTemplate:
 
 std::string qwen3(const std::vector<ChatMessage>& messages, const ChatTemplate::Options& options) {
   std::string out;
-  if (messages.front().role == "system") append_turn(out, "system", messages.front().content);
+  if (!options.tools_json.empty()) {
+    out.append("<|im_start|>system\n");
+    if (messages.front().role == "system") out.append(messages.front().content).append("\n\n");
+    append_tools(out, options.tools_json);
+  } else if (messages.front().role == "system") {
+    append_turn(out, "system", messages.front().content);
+  }
 
   // The last user message that is a real query, not a tool result passed back as a user turn; reasoning is kept
   // only for assistant turns after it (the current multi-step tool-calling exchange).
@@ -87,6 +143,10 @@ std::string qwen3(const std::vector<ChatMessage>& messages, const ChatTemplate::
         out.append(lstrip_char(content, '\n'));
       } else {
         out.append(content);
+      }
+      for (size_t k = 0; k < m.tool_calls.size(); ++k) {
+        if (k > 0 || !content.empty()) out.append("\n");
+        append_tool_call(out, m.tool_calls[k], /*string_arguments_verbatim=*/true);
       }
       out.append("<|im_end|>\n");
     } else if (m.role == "tool") {

@@ -11,6 +11,13 @@
 
 namespace qed {
 
+struct ChatToolCall {
+  std::string name;
+  // JSON text of the arguments: an object, or a JSON string holding the object's text (OpenAI's wire form). The
+  // templates differ here: Qwen3 writes a string's text as is, Qwen2.5 writes the JSON (a string stays quoted).
+  std::string arguments_json;
+};
+
 struct ChatMessage {
   std::string role;  // system | user | assistant | tool (other roles: as the template does — Llama-3 renders
                      // them, the Qwen templates drop them)
@@ -18,6 +25,7 @@ struct ChatMessage {
   // Qwen3 only: when set (even to ""), used as the assistant's reasoning instead of splitting `<think>…</think>`
   // out of `content` — the template's `message.reasoning_content is defined and is not none` branch.
   std::optional<std::string> reasoning_content = std::nullopt;
+  std::vector<ChatToolCall> tool_calls = {};  // assistant turns that call tools (Qwen templates)
 };
 
 enum class ChatTemplateFamily { Qwen25ChatML, Qwen3, Llama3, PlainChatML };
@@ -38,8 +46,11 @@ class ChatTemplate {
   struct Options {
     bool add_generation_prompt = true;
     std::optional<bool> enable_thinking;  // Qwen3 only; absent = the template's `enable_thinking is defined` false
+    // JSON text of each tool definition (apply_chat_template's `tools`); the Qwen templates list them in the system
+    // turn, the Llama-3 and plain ChatML templates ignore them (as their Jinja does).
+    std::vector<std::string> tools_json;
   };
-  // Throws qed::Error on an empty conversation (transformers refuses it too).
+  // Throws qed::Error on an empty conversation (transformers refuses it too) and on tool JSON that does not parse.
   std::string render(const std::vector<ChatMessage>& messages, const Options& options) const;
   std::string render(const std::vector<ChatMessage>& messages) const { return render(messages, Options{}); }
   ChatTemplateFamily family() const { return family_; }
@@ -50,6 +61,7 @@ class ChatTemplate {
   ChatTemplateFamily family_ = ChatTemplateFamily::PlainChatML;
   std::string bos_token_;
   std::optional<std::string> default_system_;
+  std::optional<std::string> tools_default_system_;  // Qwen2.5: the system text heading the tool list
   // The original Llama-3-Instruct template appends the assistant header even when add_generation_prompt is false.
   bool generation_prompt_always_ = false;
 };

@@ -82,6 +82,35 @@ TEST(ChatTemplateQwen25, ConsecutiveToolResultsShareOneUserTurn) {
             "<tool_response>\nb\n</tool_response><|im_end|>\n");
 }
 
+TEST(ChatTemplateQwen25, ListsToolsUnderTheDefaultSystemTextAndWritesToolCallsAsJson) {
+  const ChatTemplate t = ChatTemplate::from_dir(kFixtures + "/qwen2.5");
+  ChatTemplate::Options options = generation(false);
+  options.tools_json = {R"({"name": "python", "parameters": {"x": 1.0}})"};
+  ChatMessage call{"assistant", ""};
+  call.tool_calls = {{"python", R"("{\"code\": \"1\"}")"}};  // OpenAI form: arguments as a JSON string
+  EXPECT_EQ(
+      t.render({{"user", "u"}, call}, options),
+      "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n\n# Tools\n\n"
+      "You may call one or more functions to assist with the user query.\n\nYou are provided with function "
+      "signatures within <tools></tools> XML tags:\n<tools>\n{\"name\": \"python\", \"parameters\": {\"x\": 1.0}}\n"
+      "</tools>\n\nFor each function call, return a json object with function name and arguments within "
+      "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": "
+      "<args-json-object>}\n</tool_call><|im_end|>\n<|im_start|>user\nu<|im_end|>\n"
+      // Qwen2.5 passes string arguments through tojson, so they stay a quoted JSON string.
+      "<|im_start|>assistant\n<tool_call>\n{\"name\": \"python\", \"arguments\": \"{\\\"code\\\": \\\"1\\\"}\"}\n"
+      "</tool_call><|im_end|>\n");
+}
+
+TEST(ChatTemplateQwen3, WritesStringToolArgumentsVerbatim) {
+  const ChatTemplate t = ChatTemplate::from_dir(qwen3_dir());
+  ChatMessage call{"assistant", "Running."};
+  call.tool_calls = {{"python", R"("{\"code\": \"1\"}")"}, {"python", R"({"code": "2"})"}};
+  EXPECT_EQ(t.render({{"user", "u"}, call}, generation(false)),
+            "<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nRunning.\n<tool_call>\n"
+            "{\"name\": \"python\", \"arguments\": {\"code\": \"1\"}}\n</tool_call>\n<tool_call>\n"
+            "{\"name\": \"python\", \"arguments\": {\"code\": \"2\"}}\n</tool_call><|im_end|>\n");
+}
+
 TEST(ChatTemplateQwen3, KeepsReasoningOnlyAfterTheLastUserQuery) {
   const ChatTemplate t = ChatTemplate::from_dir(qwen3_dir());
   EXPECT_EQ(t.family(), ChatTemplateFamily::Qwen3);
@@ -219,6 +248,25 @@ TEST(ChatTemplateErrors, Qwen3VariantWithChangedReasoningRuleIsRefused) {
   config["chat_template"] = jinja;
   const std::string message = error_of([&] { ChatTemplate::from_config_text(config.dump(), "q3.json"); });
   EXPECT_NE(message.find("unsupported chat template in q3.json (a Qwen3 variant"), std::string::npos) << message;
+}
+
+TEST(ChatTemplateErrors, InvalidToolJsonNamesTheTool) {
+  const ChatTemplate t = ChatTemplate::from_dir(qwen3_dir());
+  ChatTemplate::Options options;
+  options.tools_json = {"{}", "{not json"};
+  EXPECT_NE(error_of([&] { t.render({{"user", "u"}}, options); }).find("tools[1]: invalid JSON"), std::string::npos);
+}
+
+TEST(ChatTemplateErrors, Qwen25VariantWithOtherToolCallQuotingIsRefused) {
+  std::ifstream in(kFixtures + "/qwen2.5/tokenizer_config.json");
+  nlohmann::json config = nlohmann::json::parse(in);
+  std::string jinja = config["chat_template"];
+  const std::string quoting = "{{- tool_call.arguments | tojson }}";
+  ASSERT_NE(jinja.find(quoting), std::string::npos);
+  jinja.replace(jinja.find(quoting), quoting.size(), "{{- tool_call.arguments }}");
+  config["chat_template"] = jinja;
+  const std::string message = error_of([&] { ChatTemplate::from_config_text(config.dump(), "q25.json"); });
+  EXPECT_NE(message.find("unsupported chat template in q25.json (a Qwen2.5 variant"), std::string::npos) << message;
 }
 
 TEST(ChatTemplateErrors, ChatMLTemplateWritingExtraTextIsRefused) {

@@ -76,6 +76,53 @@ def tool_conversations():
     return [(messages, agp) for messages in convs for agp in (True, False)]
 
 
+PYTHON_TOOL = {"type": "function", "function": {
+    "name": "python", "description": "Run Python code and return stdout. Unicode: π ≈ 3.14159 ✓ \"quoted\"",
+    "parameters": {"type": "object", "properties": {"code": {"type": "string", "description": "the code"}},
+                   "required": ["code"]}}}
+NUMBERS_TOOL = {"type": "function", "function": {
+    "name": "numbers", "description": "Number formats as Python's json.dumps writes them.",
+    "parameters": {"type": "object", "properties": {
+        "lat": {"type": "number", "minimum": -90.0, "maximum": 90.5}, "days": {"type": "integer", "default": 3},
+        "tiny": {"default": 1e-05}, "small": {"default": 0.0001}, "big": {"default": 1e16}, "large": {"default": 1e15},
+        "third": {"default": 0.3333333333333333}, "neg": {"default": -2.5e-300}, "zero": {"default": -0.0},
+        "none": {"default": None}, "flag": {"default": True}, "empty": {"default": {}}, "list": {"default": []},
+        "control": {"default": "tab\tnewline\nbell\u0007 del\u007f sep\u2028"}}}}}
+PLAIN_TOOL = {"name": "plain", "description": "A tool given without the OpenAI wrapper", "parameters": {}}
+
+
+def _call(name, arguments, wrapped=True):
+    call = {"name": name, "arguments": arguments}
+    return {"type": "function", "function": call} if wrapped else call
+
+
+def tool_call_conversations():
+    """(messages, add_generation_prompt, tools): tool definitions in the system turn and assistant tool_calls."""
+    tools = [PYTHON_TOOL, NUMBERS_TOOL, PLAIN_TOOL]
+    call = _assistant("", tool_calls=[_call("python", {"code": "print(2 + 2)"})])
+    convs = [
+        ([USER], tools),
+        ([SYSTEM, USER], tools),
+        ([SYSTEM, USER], [PYTHON_TOOL]),
+        ([USER, call, _tool("4"), _assistant("The answer is 4.")], tools),
+        ([USER, call, _tool("4")], None),
+        ([SYSTEM, USER, _assistant("Let me run two things.", tool_calls=[
+            _call("python", '{"code": "print(1)"}'), _call("numbers", {"x": 1.5, "y": [1, 2, {"z": "é"}]}, False)]),
+          _tool("1"), _tool("ok")], tools),
+        ([USER, _assistant("\n", tool_calls=[_call("python", {"code": "s = \"a\\nb\"\nprint(s)", "n": 10**3})])],
+         [PYTHON_TOOL]),
+        ([USER, _assistant("<think>\nneed code\n</think>\n\n", tool_calls=[_call("python", {"code": "1"})]),
+          _tool("1")], tools),
+        ([USER, _assistant("<think>\nneed code\n</think>\n\nRunning it.", tool_calls=[_call("python", "{}")])],
+         None),
+        ([USER, _assistant("answer", reasoning="given as reasoning")], None),
+        ([USER, _assistant("answer", thinking="given as thinking")], None),
+        ([USER, _assistant("answer", reasoning_content=None, reasoning="fallback after null")], None),
+        ([USER, _assistant("a", tool_calls=[])], []),
+    ]
+    return [(messages, agp, tools_) for messages, tools_ in convs for agp in (True, False)]
+
+
 def qwen3_conversations():
     """Qwen3's reasoning handling: enable_thinking, <think> in history, reasoning_content, multi-step tool turns."""
     think = _assistant("<think>\nI add 2 and 2.\n</think>\n\nThe answer is 4.")
@@ -120,11 +167,14 @@ TEMPLATES = {
 
 
 def cases_for(name):
-    cases = [(m, agp, None) for m, agp in common_conversations()]
+    """(messages, add_generation_prompt, enable_thinking, tools) for one template."""
+    cases = [(m, agp, None, None) for m, agp in common_conversations()]
+    # Llama-3 and plain ChatML ignore tools and tool_calls (their Jinja never reads them): rendered all the same.
+    cases += [(m, agp, None, tools) for m, agp, tools in tool_call_conversations()]
     if name in ("qwen3", "qwen2.5"):
-        cases += [(m, agp, None) for m, agp in tool_conversations()]
+        cases += [(m, agp, None, None) for m, agp in tool_conversations()]
     if name == "qwen3":
-        cases += qwen3_conversations()
+        cases += [(m, agp, enable, None) for m, agp, enable in qwen3_conversations()]
     return cases
 
 
@@ -148,10 +198,12 @@ def tokenizer_dir(name, shared_dir, tmp_path_factory):
 
 def render_with_qed(qed_bin, directory, cases):
     lines = []
-    for messages, agp, enable in cases:
+    for messages, agp, enable, tools in cases:
         request = {"messages": messages, "add_generation_prompt": agp}
         if enable is not None:
             request["enable_thinking"] = enable
+        if tools is not None:
+            request["tools"] = tools
         lines.append(json.dumps(request, ensure_ascii=False))
     out = subprocess.run([qed_bin, "chat-template", "--tokenizer", str(directory)], input="\n".join(lines) + "\n",
                          capture_output=True, text=True, timeout=120)
@@ -166,9 +218,10 @@ def render_with_transformers(directory, cases):
     transformers = pytest.importorskip("transformers")
     tok = transformers.AutoTokenizer.from_pretrained(str(directory))
     rendered = []
-    for messages, agp, enable in cases:
+    for messages, agp, enable, tools in cases:
         kwargs = {} if enable is None else {"enable_thinking": enable}
-        rendered.append(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=agp, **kwargs))
+        rendered.append(tok.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=agp,
+                                                **kwargs))
     return rendered
 
 
