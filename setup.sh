@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config git clang libclang-rt-14-dev clang-format
   libboost-dev libboost-system-dev
-  nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libyaml-cpp-dev libpcre2-dev
+  nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libyaml-cpp-dev libpcre2-dev libutf8proc-dev
   libseccomp-dev bubblewrap libgtest-dev libgmock-dev googletest libbenchmark-dev
   python3 python3-venv python3-dev
 )

@@ -58,8 +58,7 @@ class IncrementalDetokenizer {
  private:
   const Tokenizer& tokenizer_;
   bool skip_special_tokens_;
-  std::vector<int32_t> ids_;
-  size_t emitted_bytes_ = 0;
+  std::string pending_;  // decoded bytes not yet emitted: an incomplete UTF-8 character at the end
 };
 
 }  // namespace qed
