@@ -10,6 +10,7 @@ APT_PACKAGES=(
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libyaml-cpp-dev libpcre2-dev libutf8proc-dev
   libseccomp-dev bubblewrap libgtest-dev libgmock-dev googletest libbenchmark-dev
   python3 python3-venv python3-dev
+  python3-sympy python3-numpy
 )
 
 missing=()

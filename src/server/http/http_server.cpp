@@ -1,0 +1,257 @@
+#include "server/http/http_server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "core/error.h"
+
+namespace qed::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+
+class Connection;
+
+// Handlers capture a raw ServerState*: it outlives the io_context that owns them (member order below).
+struct ServerState {
+  ServerConfig config;
+  Router router;
+  asio::io_context io;
+  tcp::acceptor acceptor{io};
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::mutex mutex;
+  std::set<std::shared_ptr<Connection>> connections;
+  std::atomic<bool> stopping{false};
+  asio::steady_timer grace_timer{io};
+
+  void accept();
+  void forget(const std::shared_ptr<Connection>& c);
+  void maybe_finish();
+};
+
+// One TCP connection: read a request, dispatch, write the response, repeat while keep-alive holds.
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(tcp::socket socket, ServerState* server) : stream_(std::move(socket)), server_(server) {}
+
+  void start() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); });
+  }
+
+  // Called on shutdown: idle connections close now, busy ones close after their response.
+  void close_if_idle() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      if (!self->busy_) self->close();
+    });
+  }
+  void close_soon() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->close(); });
+  }
+
+ private:
+  void close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.close();
+  }
+
+  void read() {
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(server_->config.max_header_bytes));
+    parser_->body_limit(server_->config.max_body_bytes);
+    stream_.expires_after(server_->config.read_timeout);
+    bhttp::async_read(stream_, buffer_, *parser_,
+                      [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
+  }
+
+  void on_read(beast::error_code ec) {
+    if (ec == bhttp::error::end_of_stream || ec == asio::error::operation_aborted || ec == beast::error::timeout ||
+        ec == asio::error::connection_reset || ec == asio::error::eof) {
+      return finish();
+    }
+    if (ec == bhttp::error::body_limit) {
+      keep_alive_ = false;
+      return write(
+          Response::error(413, "request body exceeds " + std::to_string(server_->config.max_body_bytes) + " bytes"));
+    }
+    if (ec == bhttp::error::header_limit) {
+      keep_alive_ = false;
+      return write(Response::error(
+          431, "request headers exceed " + std::to_string(server_->config.max_header_bytes) + " bytes"));
+    }
+    if (ec) {
+      keep_alive_ = false;
+      if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category() ||
+          ec == bhttp::error::partial_message) {
+        return write(Response::error(400, "malformed HTTP request: " + ec.message()));
+      }
+      return finish();
+    }
+    auto message = parser_->release();
+    keep_alive_ = message.keep_alive() && !server_->stopping;
+    request_ = Request{};
+    request_.method = std::string(message.method_string());
+    request_.target = std::string(message.target());
+    for (const auto& field : message) {
+      request_.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+    }
+    request_.body = std::move(message.body());
+    if (!parse_target(request_.target, request_.path, request_.query)) {
+      return write(Response::error(400, "malformed percent-encoding in " + request_.target));
+    }
+    busy_ = true;
+    stream_.expires_never();  // the handler may legitimately take long (a sandbox call runs for its timeout)
+    auto self = shared_from_this();
+    server_->router.dispatch(request_, [self](Response response) {
+      asio::post(self->stream_.get_executor(),
+                 [self, r = std::move(response)]() mutable { self->write(std::move(r)); });
+    });
+  }
+
+  void write(Response r) {
+    busy_ = true;
+    auto out = std::make_shared<bhttp::response<bhttp::string_body>>();
+    out->version(11);
+    out->result(static_cast<unsigned>(r.status));
+    out->set(bhttp::field::server, server_->config.server_name);
+    out->set(bhttp::field::content_type, r.content_type);
+    for (auto& [k, v] : r.headers) out->set(k, v);
+    out->body() = std::move(r.body);
+    out->keep_alive(keep_alive_ && !server_->stopping);
+    out->prepare_payload();
+    stream_.expires_after(server_->config.write_timeout);
+    bhttp::async_write(stream_, *out, [self = shared_from_this(), out](beast::error_code ec, size_t) {
+      self->busy_ = false;
+      if (ec || !out->keep_alive()) {
+        self->close();
+        return self->finish();
+      }
+      self->read();
+    });
+  }
+
+  void finish() {
+    close();
+    server_->forget(shared_from_this());
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  ServerState* server_;
+  Request request_;
+  bool keep_alive_ = true;
+  bool busy_ = false;
+};
+
+void ServerState::accept() {
+  acceptor.async_accept(asio::make_strand(io), [self = this](beast::error_code ec, tcp::socket s) {
+    if (ec) {
+      if (!self->stopping && ec != asio::error::operation_aborted) {
+        spdlog::warn("http: accept failed: {}", ec.message());
+        self->accept();
+      }
+      return;
+    }
+    if (self->stopping) return;
+    auto c = std::make_shared<Connection>(std::move(s), self);
+    {
+      std::lock_guard lock(self->mutex);
+      self->connections.insert(c);
+    }
+    c->start();
+    self->accept();
+  });
+}
+
+void ServerState::forget(const std::shared_ptr<Connection>& c) {
+  {
+    std::lock_guard lock(mutex);
+    connections.erase(c);
+  }
+  if (stopping) maybe_finish();
+}
+
+void ServerState::maybe_finish() {
+  std::lock_guard lock(mutex);
+  if (connections.empty() && work) {
+    work.reset();
+    grace_timer.cancel();
+  }
+}
+
+struct HttpServer::Impl : ServerState {};
+
+HttpServer::HttpServer(ServerConfig config, Router router) : impl_(std::make_unique<Impl>()) {
+  impl_->config = std::move(config);
+  impl_->router = std::move(router);
+  beast::error_code ec;
+  auto address = asio::ip::make_address(impl_->config.host, ec);
+  if (ec) fail("http: '{}' is not an IP address: {}", impl_->config.host, ec.message());
+  tcp::endpoint endpoint(address, impl_->config.port);
+  impl_->acceptor.open(endpoint.protocol(), ec);
+  if (!ec) impl_->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) impl_->acceptor.bind(endpoint, ec);
+  if (!ec) impl_->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) fail("http: cannot listen on {}:{}: {}", impl_->config.host, impl_->config.port, ec.message());
+  impl_->work.emplace(impl_->io.get_executor());
+}
+
+HttpServer::~HttpServer() {
+  stop();
+  impl_->io.stop();
+}
+
+uint16_t HttpServer::port() const {
+  return impl_->acceptor.local_endpoint().port();
+}
+
+void HttpServer::run() {
+  impl_->accept();
+  std::vector<std::thread> threads;
+  for (int i = 1; i < impl_->config.io_threads; ++i) threads.emplace_back([this] { impl_->io.run(); });
+  impl_->io.run();
+  for (auto& t : threads) t.join();
+}
+
+void HttpServer::stop() {
+  if (impl_->stopping.exchange(true)) return;
+  asio::post(impl_->io, [impl = impl_.get()] {
+    beast::error_code ec;
+    impl->acceptor.close(ec);
+    std::vector<std::shared_ptr<Connection>> open;
+    {
+      std::lock_guard lock(impl->mutex);
+      open.assign(impl->connections.begin(), impl->connections.end());
+    }
+    for (auto& c : open) c->close_if_idle();
+    impl->grace_timer.expires_after(impl->config.shutdown_grace);
+    impl->grace_timer.async_wait([impl](beast::error_code wait_ec) {
+      if (wait_ec) return;  // cancelled: everything drained in time
+      spdlog::warn("http: shutdown grace expired; closing busy connections");
+      std::vector<std::shared_ptr<Connection>> left;
+      {
+        std::lock_guard lock(impl->mutex);
+        left.assign(impl->connections.begin(), impl->connections.end());
+        impl->connections.clear();
+      }
+      for (auto& c : left) c->close_soon();
+      impl->work.reset();
+      impl->io.stop();
+    });
+    impl->maybe_finish();
+  });
+}
+
+}  // namespace qed::http
