@@ -1,5 +1,6 @@
 // qed inspect --model DIR: what qed reads from a model directory (config summary, tensor list) as JSON.
-// A debugging aid, hidden from --help; the interop tests use it to check files written by HF's safetensors.
+// A debugging aid, hidden from --help; --save rewrites the tensors as one file (e.g. to merge shards). The interop
+// tests use it to check files written by HF's safetensors, and HF's reader on files we write.
 #include <fmt/format.h>
 
 #include <cstdint>
@@ -80,7 +81,15 @@ ordered_json tensor_values(const TensorInfo& t) {
   return values;
 }
 
-void inspect(const std::string& model_dir, const std::vector<std::string>& only, bool with_values) {
+struct InspectOptions {
+  std::string model_dir;
+  std::vector<std::string> only;  // tensor names; empty = all
+  bool with_values = false;
+  std::string save_path;  // when set, also write the selected tensors into one safetensors file
+};
+
+void inspect(const InspectOptions& options) {
+  const std::string& model_dir = options.model_dir;
   ordered_json out;
   out["model_dir"] = model_dir;
   std::string config_path = (std::filesystem::path(model_dir) / "config.json").string();
@@ -89,20 +98,26 @@ void inspect(const std::string& model_dir, const std::vector<std::string>& only,
   out["config"] = std::filesystem::exists(config_path, ec) ? config_summary(ModelConfig::from_file(config_path))
                                                            : ordered_json(nullptr);
   Checkpoint checkpoint = Checkpoint::open(model_dir);
-  std::vector<std::string> names = only.empty() ? checkpoint.names() : only;
+  std::vector<std::string> names = options.only.empty() ? checkpoint.names() : options.only;
+  std::vector<TensorToWrite> to_save;
   ordered_json tensors = ordered_json::array();
   size_t total_bytes = 0;
   for (const auto& name : names) {
     const TensorInfo& t = checkpoint.get(name);
     ordered_json item = {{"name", name}, {"dtype", std::string(dtype_name(t.dtype))}, {"shape", t.shape}};
     item["nbytes"] = t.nbytes;
-    if (with_values) item["values"] = tensor_values(t);
+    if (options.with_values) item["values"] = tensor_values(t);
+    to_save.push_back({name, t.dtype, t.shape, t.data});
     total_bytes += t.nbytes;
     tensors.push_back(std::move(item));
   }
   out["num_tensors"] = tensors.size();
   out["total_bytes"] = total_bytes;
   out["tensors"] = std::move(tensors);
+  if (!options.save_path.empty()) {
+    write_safetensors(options.save_path, to_save);
+    out["saved_to"] = options.save_path;
+  }
   fmt::print("{}\n", out.dump(2, ' ', false, ordered_json::error_handler_t::replace));
 }
 
@@ -111,13 +126,12 @@ void inspect(const std::string& model_dir, const std::vector<std::string>& only,
 void register_inspect(CLI::App& app) {
   auto* cmd = app.add_subcommand("inspect", "Print a model directory's config summary and tensor list as JSON");
   cmd->group("");  // debugging aid: hidden from `qed --help`
-  auto model_dir = std::make_shared<std::string>();
-  auto only = std::make_shared<std::vector<std::string>>();
-  auto with_values = std::make_shared<bool>(false);
-  cmd->add_option("--model", *model_dir, "Model directory (config.json + safetensors)")->required();
-  cmd->add_option("--tensor", *only, "Only these tensors (repeatable)");
-  cmd->add_flag("--values", *with_values, "Also print every element's value");
-  cmd->callback([=] { inspect(*model_dir, *only, *with_values); });
+  auto options = std::make_shared<InspectOptions>();
+  cmd->add_option("--model", options->model_dir, "Model directory (config.json + safetensors)")->required();
+  cmd->add_option("--tensor", options->only, "Only these tensors (repeatable)");
+  cmd->add_flag("--values", options->with_values, "Also print every element's value");
+  cmd->add_option("--save", options->save_path, "Write the (selected) tensors into one safetensors file");
+  cmd->callback([options] { inspect(*options); });
 }
 
 }  // namespace qed::cli

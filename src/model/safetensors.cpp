@@ -239,6 +239,11 @@ Checkpoint Checkpoint::open(const std::string& model_dir) {
     }
     checkpoint.index_[tensor] = &tensor_it->second;
   }
+  // transformers loads every tensor of every listed shard, not only those the weight_map names; so do we (a
+  // weight_map entry still decides which shard a duplicated name comes from).
+  for (const auto& file : checkpoint.files_) {
+    for (const auto& [name, info] : file->tensors()) checkpoint.index_.emplace(name, &info);
+  }
   return checkpoint;
 }
 

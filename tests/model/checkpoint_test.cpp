@@ -106,6 +106,14 @@ TEST_F(ShardedCheckpoint, OpensEveryTensorOfEveryShard) {
   EXPECT_EQ(checkpoint.get("norm").shape, std::vector<int64_t>{2});
 }
 
+TEST_F(ShardedCheckpoint, TensorsOfAListedShardLoadEvenIfTheMapOmitsThem) {
+  // As transformers does: it loads whole shards, the weight_map only says which shards exist.
+  write_index(R"({"layers.1.w":"model-00002-of-00002.safetensors"})");
+  Checkpoint checkpoint = Checkpoint::open(dir.path());
+  EXPECT_EQ(checkpoint.names(), (std::vector<std::string>{"layers.1.w", "norm"}));
+  EXPECT_EQ(checkpoint.get("norm").at(0), 9.0f);
+}
+
 TEST_F(ShardedCheckpoint, SingleFileWinsOverIndexLikeTransformers) {
   write_index(kFullMap);
   float value = 42.0f;
