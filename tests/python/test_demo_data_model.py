@@ -108,3 +108,31 @@ def test_weights_config_and_size(tok):
     assert tok.token_to_id("<|im_end|>") in gen["eos_token_id"]
     total = sum(p.stat().st_size for p in DEMO.iterdir() if p.is_file())
     assert total <= 30 * 1024 * 1024, total
+
+
+def test_qed_cpu_backend_solves_with_a_real_tool_call(qed_bin, tok):
+    """Two greedy rounds on qed's CPU backend with a Python run in between: the demo model must write the code,
+    read the real output block and box it (the issue's 'What is 7^2024 mod 1000?')."""
+    if not (DEMO / "model.safetensors").exists():
+        pytest.skip("models/demo/model.safetensors not trained yet")
+    import subprocess
+    import train
+
+    def qed_generate(ids):
+        res = subprocess.run([qed_bin, "generate", "--model", str(DEMO), "--prompt-ids", ",".join(map(str, ids)),
+                              "--temperature", "0", "--max-tokens", "160", "--threads", "1", "--json"],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        return json.loads(res.stdout)["token_ids"]
+
+    tool_end = tok.token_to_id("</tool_call>")
+    prompt = tok.encode(make_data.render_chatml([{"role": "user", "content": "What is 7^2024 mod 1000?"}], True)).ids
+    first = qed_generate(prompt)
+    assert tool_end in first
+    first = first[:first.index(tool_end) + 1]
+    code = train.pending_code(tok.decode(first, skip_special_tokens=False))
+    assert code == "\nprint(pow(7, 2024, 1000))\n"
+    first += tok.encode(make_data.format_output_block(train.execute(code))).ids
+    text = tok.decode(first + qed_generate(prompt + first), skip_special_tokens=False)
+    assert "```output\n401\n```\n" in text and text.endswith("<|im_end|>")
+    assert train.extract_boxed(text) == "401"
