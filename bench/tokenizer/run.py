@@ -3,8 +3,8 @@
 
 Documents: every problem of ../shared/data/math/*.jsonl plus the text rows of tests/tokenizer/corpus.jsonl,
 repeated until the total passes --mb megabytes (default 3). Both engines encode one document per call
-(HF: Tokenizer.encode per document, TOKENIZERS_PARALLELISM=false and RAYON_NUM_THREADS=1) and report the best
-of --repeat passes. The ids must agree (checksum), otherwise the run fails. Writes
+(HF: Tokenizer.encode per document, and also encode_batch of all documents, both with TOKENIZERS_PARALLELISM=false
+and RAYON_NUM_THREADS=1) and report the best of --repeat passes; the ratio is against the faster HF mode. The ids must agree (checksum), otherwise the run fails. Writes
 bench/results/tokenizer-<date>.json with provenance and prints one ratio line per tokenizer.
 
   .venv/bin/python bench/tokenizer/run.py [--build build-bench] [--mb 3] [--repeat 3]
@@ -74,9 +74,17 @@ def hf_encode(tokenizer_json: pathlib.Path, docs: list[str], repeat: int) -> dic
         for d in docs:
             tok.encode(d, add_special_tokens=False)
         best_encode = min(best_encode, time.perf_counter() - start)
+    # encode_batch on one rayon thread: the same work without a Python round trip per document.
+    best_batch = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        tok.encode_batch(docs, add_special_tokens=False)
+        best_batch = min(best_batch, time.perf_counter() - start)
     nbytes = sum(len(d.encode("utf-8")) for d in docs)
     return {"tokens": tokens, "checksum": str(checksum), "seconds": best_encode, "bytes": nbytes,
-            "bytes_per_s": nbytes / best_encode, "tokens_per_s": tokens / best_encode}
+            "bytes_per_s": nbytes / best_encode, "tokens_per_s": tokens / best_encode,
+            "batch_seconds": best_batch, "batch_bytes_per_s": nbytes / best_batch,
+            "batch_tokens_per_s": tokens / best_batch}
 
 
 def main() -> int:
@@ -113,17 +121,23 @@ def main() -> int:
             if (qed["tokens"], qed["checksum"]) != (hf["tokens"], hf["checksum"]):
                 print(f"{name}: qed and HF ids differ ({qed['tokens']} vs {hf['tokens']} tokens)", file=sys.stderr)
                 return 1
-            ratio = qed["bytes_per_s"] / hf["bytes_per_s"]
-            workload = f"encode_per_document_{qed['bytes'] / 1e6:.1f}MB"
-            for engine, r in (("qed", qed), ("hf-tokenizers", hf)):
-                for metric in ("bytes_per_s", "tokens_per_s"):
-                    results.append({"engine": engine, "model": name, "precision": "n/a", "spec": "none",
-                                    "workload": workload, "metric": metric, "value": r[metric]})
-            results.append({"engine": "qed", "model": name, "precision": "n/a", "spec": "none",
-                            "workload": workload, "metric": "speedup_vs_hf_tokenizers", "value": ratio})
+            # The ratio is against HF's faster mode, so it never flatters qed.
+            hf_best = max(hf["bytes_per_s"], hf["batch_bytes_per_s"])
+            ratio = qed["bytes_per_s"] / hf_best
+            workload = f"encode_{qed['bytes'] / 1e6:.1f}MB_{len(docs)}docs_1thread"
+            rows = [("qed", "bytes_per_s", qed["bytes_per_s"]), ("qed", "tokens_per_s", qed["tokens_per_s"]),
+                    ("hf-tokenizers-encode", "bytes_per_s", hf["bytes_per_s"]),
+                    ("hf-tokenizers-encode", "tokens_per_s", hf["tokens_per_s"]),
+                    ("hf-tokenizers-encode_batch", "bytes_per_s", hf["batch_bytes_per_s"]),
+                    ("hf-tokenizers-encode_batch", "tokens_per_s", hf["batch_tokens_per_s"]),
+                    ("qed", "speedup_vs_best_hf", ratio)]
+            for engine, metric, value in rows:
+                results.append({"engine": engine, "model": name, "precision": "n/a", "spec": "none",
+                                "workload": workload, "metric": metric, "value": value})
             lines.append(f"{name}: qed {qed['bytes_per_s'] / 1e6:.1f} MB/s vs HF tokenizers "
-                         f"{hf['bytes_per_s'] / 1e6:.1f} MB/s single-thread encode → {ratio:.2f}x "
-                         f"({len(docs)} docs, {qed['tokens']} tokens, identical ids)")
+                         f"{hf['bytes_per_s'] / 1e6:.1f} MB/s (encode per doc) / "
+                         f"{hf['batch_bytes_per_s'] / 1e6:.1f} MB/s (encode_batch), single thread → {ratio:.2f}x "
+                         f"the faster HF mode ({len(docs)} docs, {qed['tokens']} tokens, identical ids)")
 
     import tokenizers
 
@@ -135,7 +149,8 @@ def main() -> int:
             "git_sha": sha, "device": cpu_model(), "cpu_model": cpu_model(), "driver": None, "cuda": None,
             "date": now.isoformat(timespec="seconds"), "command": " ".join([sys.executable] + sys.argv),
             "threads": 1, "hf_tokenizers_version": tokenizers.__version__,
-            "hf_mode": "Tokenizer.encode per document, TOKENIZERS_PARALLELISM=false, RAYON_NUM_THREADS=1",
+            "hf_mode": "Tokenizer.encode per document, and encode_batch of all documents; "
+                       "TOKENIZERS_PARALLELISM=false, RAYON_NUM_THREADS=1",
             "qed_mode": "Tokenizer::encode per document, 1 thread (bench_tokenizer)",
             "timing": f"best of {args.repeat} passes over all documents",
         },
