@@ -7,8 +7,10 @@ namespace qed::cli {
 void register_tokenize(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_logits(CLI::App& app);
+void register_batch(CLI::App& app);
 void register_sandbox(CLI::App& app);
-void register_chat_template(CLI::App& app);
 void register_inspect(CLI::App& app);
+void register_chat_template(CLI::App& app);
+void register_pipeline(CLI::App& app);
 
 }  // namespace qed::cli

@@ -7,6 +7,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
+#include "engine/simple_generator.h"
 #include "engine_test_util.h"
 
 namespace qed::testing {
@@ -130,6 +131,28 @@ TEST_P(EngineCpu, SeededParallelSamplingIsReproducible) {
   Engine b(*backend, config_with(2, 8, 0, false));
   const auto second = generated_tokens(run_batched(b, jobs));
   EXPECT_EQ(first, second);
+}
+
+// `qed generate` runs SimpleGenerator today; the engine must draw the same tokens for the same seed when batched.
+TEST_P(EngineCpu, BatchedSeededSamplingEqualsSimpleGenerator) {
+  const Fixture f = load_fixture(GetParam());
+  auto backend = load_backend(f);
+  std::vector<Job> jobs;
+  std::vector<std::vector<int32_t>> expected;
+  for (size_t i = 0; i < f.prompts.size(); ++i) {
+    SamplingParams p;
+    p.temperature = 0.8f;
+    p.top_k = 50;
+    p.repetition_penalty = 1.1f;
+    p.seed = 100 + i;
+    p.max_tokens = 16;
+    p.ignore_eos = true;
+    jobs.push_back({f.prompts[i], p});
+    SimpleGenerator generator(*backend);
+    expected.push_back(generator.generate(f.prompts[i], p, *p.seed).tokens);
+  }
+  Engine engine(*backend, config_with(8, 16, 0, true));
+  EXPECT_EQ(generated_tokens(run_batched(engine, jobs)), expected);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, EngineCpu,
