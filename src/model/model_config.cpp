@@ -245,7 +245,7 @@ ModelConfig ModelConfig::from_file(const std::string& config_json_path) {
   json config;
   try {
     config = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     fail("{}: not valid JSON: {}", config_json_path, e.what());
   }
   return from_json(config, config_json_path);

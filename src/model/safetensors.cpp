@@ -138,7 +138,7 @@ SafetensorsHeader parse_safetensors(const unsigned char* bytes, size_t size, con
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(header_begin, header_begin + header_size);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     fail("{}: header is not valid JSON: {}", source, e.what());
   }
   if (!header.is_object()) fail("{}: header must be a JSON object, got {}", source, header.type_name());
@@ -181,7 +181,7 @@ nlohmann::json read_index(const std::string& index_path) {
   nlohmann::json index;
   try {
     index = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     fail("{}: not valid JSON: {}", index_path, e.what());
   }
   if (!index.is_object()) fail("{}: must be a JSON object", index_path);

@@ -314,6 +314,8 @@ TEST(ModelConfig, FromFileNamesThePath) {
     EXPECT_EQ(std::string(e.what()).rfind(path + ": not valid JSON", 0), 0u) << e.what();
   }
   EXPECT_THROW(ModelConfig::from_file(dir.file("absent.json")), Error);
+  std::string overflowing = dir.write("big.json", "{\"hidden_size\": 1e99999}");
+  EXPECT_THROW(ModelConfig::from_file(overflowing), Error);
 }
 
 TEST(ModelConfig, RejectsNonObject) {

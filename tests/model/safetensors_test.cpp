@@ -131,6 +131,11 @@ TEST(Safetensors, RejectsInvalidJson) {
   EXPECT_TRUE(rejected_with(image("{\"w\":"), "header is not valid JSON"));
 }
 
+TEST(Safetensors, RejectsNumberTooLargeForJsonAsInvalidJson) {
+  // nlohmann reports this as out_of_range, not parse_error (found by fuzz_safetensors).
+  EXPECT_TRUE(rejected_with(image(R"({"w":{"dtype":1e99999}})"), "header is not valid JSON"));
+}
+
 TEST(Safetensors, RejectsNonObjectHeader) {
   EXPECT_TRUE(rejected_with(image("[1,2]"), "header must be a JSON object, got array"));
 }
