@@ -31,16 +31,18 @@ namespace {
 // Bash helpers every stage script carries. Kept in one raw string so the script reads top to bottom.
 constexpr const char* kHelpers = R"BASH(
 qed_service_pids=()
-# Services run in their own session (setsid), so stopping one stops everything it spawned.
+# Services run in their own session (setsid), so stopping one stops everything it spawned. SIGTERM first, SIGKILL
+# for what is still alive 10 s later.
 qed_stop_services() {
-  local pid killer
+  local pid
   for pid in "${qed_service_pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null; done
   for pid in "${qed_service_pids[@]}"; do
-    setsid bash -c "sleep 10; kill -KILL -- -$pid 2>/dev/null" &
-    killer=$!
+    for _ in $(seq 1 100); do
+      qed_alive "$pid" || break
+      sleep 0.1
+    done
+    kill -KILL -- "-$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
-    kill -- "-$killer" 2>/dev/null
-    wait "$killer" 2>/dev/null
   done
   qed_service_pids=()
 }

@@ -52,6 +52,8 @@ SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# cred_expire also sets how long a requeued job waits before it may start again (default 120 s).
+AuthInfo=cred_expire=20
 CredType=cred/munge
 StateSaveLocation=$SPOOL/ctld
 SlurmdSpoolDir=$SPOOL/d
@@ -74,7 +76,8 @@ AccountingStorageHost=127.0.0.1
 MinJobAge=300
 # Requeued jobs (preemption, scontrol requeue) start again without being held.
 JobRequeue=1
-SchedulerParameters=defer_batch=0
+# Scan the queue every 2 s (default 60 s): a requeued job becomes eligible on a timer, and tests wait for it.
+SchedulerParameters=sched_interval=2,bf_interval=2
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP"
 
