@@ -1,6 +1,9 @@
 // CUDA RMSNorm (+ fused residual add) vs a plain CPU reference of HF's Qwen2RMSNorm on random bf16 inputs.
 // Tolerance: the kernel and the reference round at the same points (bf16 sum, bf16 normalized value, bf16 output);
-// only the fp32 reduction order differs, so outputs may differ by one bf16 ulp (relative 2^-8 = 0.0039).
+// only the fp32 reduction order differs. That can flip the rounding of the bf16 normalized value by one ulp, which
+// the weight multiply and the final rounding carry into at most two ulps of the output (relative 2^-6 at worst,
+// seen on H100: 1 ulp = 0.0078 at 1.22). Flips are rare, so at most 1% of elements may differ at all: a systematic
+// error (wrong eps, a missed element of the sum) changes most of them.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -74,14 +77,17 @@ TEST_F(CudaTest, RmsNormWithAndWithoutResidualMatchesReference) {
       dy.download(got.data(), got.size() * 2);
       dr.download(got_residual.data(), got_residual.size() * 2);
 
+      size_t differing = 0;
       for (size_t i = 0; i < want.size(); ++i) {
         float a = bf16_to_float(got[i]), b = bf16_to_float(want[i]);
         ASSERT_FALSE(std::isnan(a)) << "unwritten or NaN at " << i << " dim=" << dim;
-        ASSERT_LE(std::fabs(a - b), 0.0040f * std::fabs(b) + 1e-6f) << "i=" << i << " dim=" << dim;
+        ASSERT_LE(std::fabs(a - b), 0.0157f * std::fabs(b) + 1e-6f) << "i=" << i << " dim=" << dim;
+        differing += got[i] != want[i];
         if (with_residual) {
           ASSERT_EQ(got_residual[i], ref_residual[i]) << "residual i=" << i;
         }
       }
+      EXPECT_LE(differing, want.size() / 100) << "dim=" << dim << " residual=" << with_residual;
     }
   }
 }
