@@ -26,8 +26,9 @@ class Qed:
     def __init__(self, binary: str):
         self.binary = binary
 
-    def run(self, *args, check=True, timeout=240):
-        r = subprocess.run([self.binary, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    def run(self, *args, check=True, timeout=240, input=None):
+        r = subprocess.run([self.binary, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                           input=input)
         if check and r.returncode != 0:
             pytest.fail(f"qed {' '.join(map(str, args))} exited {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}")
         return r

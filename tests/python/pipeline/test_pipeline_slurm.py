@@ -22,25 +22,30 @@ def job_ids(status):
     return ids
 
 
-def test_chain_with_array_and_merge(qed, slurm_cluster, tmp_path):
-    spec = write_spec(tmp_path, """
+def test_chain_with_array_and_merge(qed, slurm_cluster, shared_dir, tmp_path):
+    tokenizer = shared_dir / "data" / "tokenizers" / "qwen3"
+    spec = write_spec(tmp_path, f"""
 name: slurm-chain
 executor: slurm
 output_dir: out
+data: {{tokenizer: {tokenizer}}}
 slurm:
   time: "00:05:00"
 stages:
   version:
     command: qed --version > "$QED_OUTPUT" && echo version >> order.txt
     output: version.txt
+  tokenize:
+    command: echo "What is 2+2?" | qed tokenize --tokenizer "$QED_DATA_TOKENIZER" > "$QED_OUTPUT"
+    output: tokens.txt
   gen:
     command: |
-      for k in 0 1 2; do echo "{\\"id\\": $((QED_SHARD * 10 + k)), \\"host\\": \\"$(hostname)\\"}" >> "$QED_OUTPUT"; done
+      for k in 0 1 2; do echo "{{\\"id\\": $((QED_SHARD * 10 + k)), \\"host\\": \\"$(hostname)\\"}}" >> "$QED_OUTPUT"; done
       echo "gen $QED_SHARD/$QED_NUM_SHARDS job $SLURM_ARRAY_JOB_ID" >> order.txt
-    needs: version
+    needs: [version, tokenize]
     array: 3
     output: gen.jsonl
-    resources: {cpus: 1, mem: 100M}
+    resources: {{cpus: 1, mem: 100M}}
   score:
     command: wc -l < "$QED_OUTPUT_DIR/gen.jsonl" > "$QED_OUTPUT" && echo score >> order.txt
     needs: gen
@@ -48,7 +53,7 @@ stages:
 """)
     r = qed.run("pipeline", "run", spec, *WAIT)
     out = tmp_path / "out"
-    assert "submitted 4 job(s)" in r.stdout  # version, gen array, gen merge, score
+    assert "submitted 5 job(s)" in r.stdout  # version, tokenize, gen array, gen merge, score
     order = (tmp_path / "order.txt").read_text().splitlines()
     assert order[0] == "version" and order[-1] == "score"
     assert sorted(l.split(" job")[0] for l in order[1:4]) == ["gen 0/3", "gen 1/3", "gen 2/3"]
@@ -56,13 +61,15 @@ stages:
         [0, 1, 2, 10, 11, 12, 20, 21, 22]
     assert (out / "score.txt").read_text().strip() == "9"
     assert (out / "version.txt").read_text().startswith("qed ")
+    direct = qed.run("tokenize", "--tokenizer", tokenizer, input="What is 2+2?\n").stdout
+    assert (out / "tokens.txt").read_text() == direct and direct.split()[0].isdigit()
 
     status = qed.status(out)
     assert status["all_done"] and status["executor"] == "slurm"
     gen = next(s for s in status["stages"] if s["stage"] == "gen")
     assert gen["shards_done"] == 3 and gen["merge_job_id"]
     # Accounting: every allocation, array tasks included, completed.
-    states = poll(lambda: (s := sacct_states(job_ids(status))) and len(s) == 6 and s, 30, "sacct records")
+    states = poll(lambda: (s := sacct_states(job_ids(status))) and len(s) == 7 and s, 30, "sacct records")
     assert set(states.values()) == {"COMPLETED"}, states
     assert {f"{gen['job_id']}_{i}" for i in range(3)} <= set(states)
 
