@@ -126,6 +126,9 @@ stages:
     poll(lambda: next(s for s in qed.status(out)["stages"] if s["stage"] == "slow")["state"] == "running",
          60, "stage 'slow' to run")
     ids = job_ids(qed.status(out))
+    # A second submission while the first is queued would run stages twice: refused.
+    again = qed.run("pipeline", "run", spec, check=False)
+    assert again.returncode == 1 and "still queued or running" in again.stderr, again.stderr
     r = qed.run("pipeline", "cancel", out)
     assert r.stdout.count("cancelled job") == 2  # slow (running) and last (pending)
     poll(lambda: queue_empty(ids), 60, "cancelled jobs to leave the queue")
