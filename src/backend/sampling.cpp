@@ -82,7 +82,9 @@ void apply_min_p(std::span<float> logits, float min_p) {
   }
 }
 
-void check_params(const SamplingParams& params) {
+}  // namespace
+
+void check_sampling_params(const SamplingParams& params) {
   if (!(params.temperature >= 0.0f) || !std::isfinite(params.temperature))
     fail("sampling: temperature must be >= 0, got {}", params.temperature);
   if (!(params.top_p > 0.0f && params.top_p <= 1.0f)) fail("sampling: top_p must be in (0, 1], got {}", params.top_p);
@@ -90,7 +92,10 @@ void check_params(const SamplingParams& params) {
   if (!(params.min_p >= 0.0f && params.min_p <= 1.0f)) fail("sampling: min_p must be in [0, 1], got {}", params.min_p);
   if (!(params.repetition_penalty > 0.0f) || !std::isfinite(params.repetition_penalty))
     fail("sampling: repetition_penalty must be > 0, got {}", params.repetition_penalty);
+  if (params.logprobs < -1) fail("sampling: logprobs must be >= -1, got {}", params.logprobs);
 }
+
+namespace {
 
 size_t argmax(std::span<const float> logits) {
   return size_t(std::max_element(logits.begin(), logits.end()) - logits.begin());  // first of equal maxima
@@ -105,7 +110,7 @@ double sampling_uniform(uint64_t seed, uint64_t step) {
 }
 
 void process_logits(std::span<float> logits, const SamplingParams& params, std::span<const int32_t> history) {
-  check_params(params);
+  check_sampling_params(params);
   if (params.repetition_penalty != 1.0f) apply_repetition_penalty(logits, params.repetition_penalty, history);
   if (params.temperature <= 0.0f) return;
   if (params.temperature != 1.0f) {

@@ -41,6 +41,9 @@ struct SampledToken {
 // Counter-based so a sequence's tokens do not depend on what else is in the batch.
 double sampling_uniform(uint64_t seed, uint64_t step);
 
+// Throws qed::Error naming the first out-of-range per-token parameter (temperature < 0, top_p outside (0, 1], ...).
+void check_sampling_params(const SamplingParams& params);
+
 // Applies repetition penalty, temperature, top-k, top-p and min-p to `logits` in place, in that order (as HF's
 // logits processors): filtered-out entries become -inf. Greedy (temperature <= 0) applies the penalty only.
 void process_logits(std::span<float> logits, const SamplingParams& params, std::span<const int32_t> history);

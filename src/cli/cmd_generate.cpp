@@ -1,11 +1,158 @@
+// qed generate: one prompt through the CPU reference backend with the simple single-sequence loop (no scheduler),
+// sampling flags mapping 1:1 onto SamplingParams. The paged Engine must give the same tokens for the same seed.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/sampling.h"
 #include "cli/commands.h"
 #include "core/error.h"
+#include "engine/simple_generator.h"
+#include "model/model_config.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/tokenizer.h"
 
 namespace qed::cli {
+namespace {
+
+struct GenerateOptions {
+  std::string model;
+  std::string prompt;
+  std::string prompt_ids;
+  bool text_prompt = false;  // --prompt given (else --prompt-ids)
+  bool chat = false;
+  bool stream = false;
+  bool json = false;
+  int threads = 0;
+  std::optional<uint64_t> seed;
+  SamplingParams sampling;
+};
+
+std::vector<int32_t> parse_prompt_ids(const std::string& text) {
+  std::vector<int32_t> ids;
+  std::string word;
+  auto flush = [&] {
+    if (word.empty()) return;
+    size_t used = 0;
+    long long value = -1;
+    try {
+      value = std::stoll(word, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != word.size() || value < 0 || value > INT32_MAX) fail("--prompt-ids: '{}' is not a token id", word);
+    ids.push_back(int32_t(value));
+    word.clear();
+  };
+  for (char c : text) {
+    if (c == ',' || c == ' ') {
+      flush();
+    } else {
+      word += c;
+    }
+  }
+  flush();
+  if (ids.empty()) fail("--prompt-ids: no token ids given");
+  return ids;
+}
+
+void run_generate(const GenerateOptions& opt) {
+  check_sampling_params(opt.sampling);
+  if (opt.sampling.max_tokens < 0) fail("--max-tokens must be >= 0, got {}", opt.sampling.max_tokens);
+  const ModelConfig config = ModelConfig::from_file(opt.model + "/config.json");
+
+  // The tokenizer is needed for text in or out; with --prompt-ids and no tokenizer.json the output is token ids.
+  std::optional<Tokenizer> tokenizer;
+  const bool has_tokenizer = std::filesystem::exists(opt.model + "/tokenizer.json");
+  if (opt.text_prompt || opt.stream || has_tokenizer) {
+    if (!has_tokenizer) fail("{}: no tokenizer.json (needed for --prompt and --stream; use --prompt-ids)", opt.model);
+    tokenizer.emplace(Tokenizer::from_dir(opt.model));
+  }
+
+  std::vector<int32_t> prompt;
+  if (!opt.text_prompt) {
+    if (opt.chat) fail("--chat needs a text --prompt, not --prompt-ids");
+    prompt = parse_prompt_ids(opt.prompt_ids);
+  } else if (opt.chat) {
+    const std::string text = ChatTemplate::from_dir(opt.model).render({{"user", opt.prompt}});
+    prompt = tokenizer->encode(text, /*add_special_tokens=*/false);  // the template already has BOS if any
+  } else {
+    prompt = tokenizer->encode(opt.prompt, /*add_special_tokens=*/true);  // as HF tokenizer(prompt)
+  }
+  if (prompt.empty()) fail("the prompt encodes to no tokens");
+  for (int32_t id : prompt) {
+    if (id >= config.vocab_size)
+      fail("prompt token id {} is outside the model's vocabulary [0, {})", id, config.vocab_size);
+  }
+
+  CpuBackendOptions backend_options;
+  backend_options.num_threads = opt.threads;
+  const size_t slots = prompt.size() + size_t(opt.sampling.max_tokens);
+  backend_options.num_blocks =
+      int((slots + size_t(backend_options.block_size) - 1) / size_t(backend_options.block_size));
+  CpuBackend backend(config, Checkpoint::open(opt.model), backend_options);
+
+  const uint64_t seed = opt.seed ? *opt.seed : std::random_device{}() * 0x100000001ull ^ std::random_device{}();
+  std::optional<IncrementalDetokenizer> detokenizer;
+  if (opt.stream) detokenizer.emplace(*tokenizer, opt.sampling.skip_special_tokens);
+  SimpleGenerator generator(backend);
+  const GenerationResult result = generator.generate(prompt, opt.sampling, seed, [&](int32_t token) {
+    if (!detokenizer) return;
+    std::fputs(detokenizer->push(token).c_str(), stdout);
+    std::fflush(stdout);
+  });
+
+  const std::string text =
+      tokenizer ? tokenizer->decode(result.tokens, opt.sampling.skip_special_tokens) : std::string();
+  if (opt.stream) {
+    std::fputs(detokenizer->flush().c_str(), stdout);
+    std::fputs("\n", stdout);
+  }
+  if (opt.json) {
+    nlohmann::json out = {{"text", text}, {"token_ids", result.tokens}, {"finish_reason", result.finish_reason}};
+    fmt::print("{}\n", out.dump());
+  } else if (!opt.stream) {
+    fmt::print("{}\n", tokenizer ? text : fmt::format("{}", fmt::join(result.tokens, " ")));
+  }
+}
+
+}  // namespace
 
 void register_generate(CLI::App& app) {
-  auto* cmd = app.add_subcommand("generate", "(being built)");
-  cmd->callback([] { fail("qed generate: not built yet"); });
+  auto opt = std::make_shared<GenerateOptions>();
+  auto* cmd = app.add_subcommand("generate", "Generate a continuation of one prompt on the CPU reference backend");
+  cmd->add_option("--model", opt->model, "Model directory (config.json, *.safetensors, tokenizer.json)")->required();
+  auto* prompt = cmd->add_option("--prompt", opt->prompt, "Prompt text (needs the model's tokenizer.json)");
+  auto* ids = cmd->add_option("--prompt-ids", opt->prompt_ids, "Prompt as token ids: 1,2,3");
+  prompt->excludes(ids);
+  cmd->add_flag("--chat", opt->chat, "Wrap the prompt as one user message with the model's chat template");
+  SamplingParams& s = opt->sampling;
+  cmd->add_option("--max-tokens", s.max_tokens, "Tokens to generate at most")->capture_default_str();
+  cmd->add_option("--temperature", s.temperature, "0 = greedy")->capture_default_str();
+  cmd->add_option("--top-p", s.top_p, "Nucleus sampling mass")->capture_default_str();
+  cmd->add_option("--top-k", s.top_k, "Keep the k most likely tokens (0 = off)")->capture_default_str();
+  cmd->add_option("--min-p", s.min_p, "Drop tokens below min-p × the top probability")->capture_default_str();
+  cmd->add_option("--repetition-penalty", s.repetition_penalty, "HF repetition penalty")->capture_default_str();
+  cmd->add_option("--seed", opt->seed, "Sampling seed (default: random)");
+  cmd->add_flag("--ignore-eos", s.ignore_eos, "Do not stop at the model's EOS tokens");
+  cmd->add_flag("--stream", opt->stream, "Print text as it is generated");
+  cmd->add_flag("--json", opt->json, "Print {\"text\", \"token_ids\", \"finish_reason\"} of the generated part");
+  cmd->add_option("--threads", opt->threads, "CPU threads (0 = all)")->capture_default_str();
+  cmd->callback([opt, prompt, ids] {
+    if (prompt->count() == 0 && ids->count() == 0) fail("qed generate: give --prompt TEXT or --prompt-ids 1,2,3");
+    opt->text_prompt = prompt->count() > 0;
+    run_generate(*opt);
+  });
 }
 
 }  // namespace qed::cli

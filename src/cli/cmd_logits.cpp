@@ -1,11 +1,88 @@
+// qed logits: fp32 logits at every prompt position from the CPU reference backend, written as safetensors
+// (tensor "logits", [n_tokens, vocab]), for comparisons with other implementations.
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
 #include "cli/commands.h"
 #include "core/error.h"
+#include "model/model_config.h"
+#include "model/safetensors.h"
 
 namespace qed::cli {
+namespace {
+
+struct LogitsOptions {
+  std::string model;
+  std::string prompt_ids;
+  std::string out;
+  int threads = 0;
+};
+
+std::vector<int32_t> parse_ids(const std::string& text) {
+  std::vector<int32_t> ids;
+  std::string word;
+  auto flush = [&] {
+    if (word.empty()) return;
+    size_t used = 0;
+    long long value = -1;
+    try {
+      value = std::stoll(word, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != word.size() || value < 0 || value > INT32_MAX) fail("--prompt-ids: '{}' is not a token id", word);
+    ids.push_back(int32_t(value));
+    word.clear();
+  };
+  for (char c : text) {
+    if (c == ',' || c == ' ') {
+      flush();
+    } else {
+      word += c;
+    }
+  }
+  flush();
+  if (ids.empty()) fail("--prompt-ids: no token ids given");
+  return ids;
+}
+
+void run_logits(const LogitsOptions& opt) {
+  const std::vector<int32_t> ids = parse_ids(opt.prompt_ids);
+  const ModelConfig config = ModelConfig::from_file(opt.model + "/config.json");
+  for (int32_t id : ids) {
+    if (id >= config.vocab_size)
+      fail("prompt token id {} is outside the model's vocabulary [0, {})", id, config.vocab_size);
+  }
+  CpuBackendOptions options;
+  options.num_threads = opt.threads;
+  options.num_blocks = int((ids.size() + size_t(options.block_size) - 1) / size_t(options.block_size));
+  CpuBackend backend(config, Checkpoint::open(opt.model), options);
+
+  ForwardBatch batch;
+  SequenceChunk& chunk = batch.sequences.emplace_back();
+  chunk.tokens = ids;
+  for (int32_t i = 0; i < options.num_blocks; ++i) chunk.block_table.push_back(i);
+  for (int32_t i = 0; i < int32_t(ids.size()); ++i) chunk.logits_indices.push_back(i);
+  ForwardResult result;
+  backend.forward(batch, result);
+  write_safetensors(opt.out,
+                    {{"logits", DType::F32, {int64_t(ids.size()), int64_t(config.vocab_size)}, result.logits.data()}},
+                    {{"model", opt.model}, {"backend", backend.name()}, {"prompt_ids", opt.prompt_ids}});
+}
+
+}  // namespace
 
 void register_logits(CLI::App& app) {
-  auto* cmd = app.add_subcommand("logits", "(being built)");
-  cmd->callback([] { fail("qed logits: not built yet"); });
+  auto opt = std::make_shared<LogitsOptions>();
+  auto* cmd = app.add_subcommand("logits", "Write fp32 logits at every prompt position (CPU reference backend)");
+  cmd->add_option("--model", opt->model, "Model directory (config.json, *.safetensors)")->required();
+  cmd->add_option("--prompt-ids", opt->prompt_ids, "Prompt as token ids: 1,2,3")->required();
+  cmd->add_option("--out", opt->out, "Output .safetensors file (tensor 'logits' [n_tokens, vocab], F32)")->required();
+  cmd->add_option("--threads", opt->threads, "CPU threads (0 = all)")->capture_default_str();
+  cmd->callback([opt] { run_logits(*opt); });
 }
 
 }  // namespace qed::cli
