@@ -3,6 +3,7 @@
 // unit-tested without a socket and the server can change its I/O without touching them.
 #include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
@@ -10,6 +11,8 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "server/http/stream.h"
 
 namespace qed::http {
 
@@ -23,6 +26,8 @@ struct Request {
   std::map<std::string, std::string> path_params;  // filled by the router from "{name}" segments
   Headers headers;
   std::string body;
+  // Set by the server: tells a long-running handler when the client has gone away.
+  std::shared_ptr<ClientWatch> client;
 
   // Case-insensitive header lookup (HTTP field names are case-insensitive).
   std::optional<std::string> header(std::string_view name) const;
@@ -35,6 +40,8 @@ struct Response {
   std::string content_type = "application/json";
   std::string body;
   Headers headers;
+  // Set: the body is streamed with chunked transfer encoding from this stream (`body` is ignored).
+  std::shared_ptr<ResponseStream> stream;
 
   static Response json(int status, const nlohmann::json& value);
   static Response text(int status, std::string body, std::string content_type = "text/plain; charset=utf-8");

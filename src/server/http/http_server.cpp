@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "server/http/stream.h"
 
 namespace qed::http {
 
@@ -107,20 +108,35 @@ class Connection : public std::enable_shared_from_this<Connection> {
       request_.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
     }
     request_.body = std::move(message.body());
+    request_.client = std::make_shared<ClientWatch>();
     if (!parse_target(request_.target, request_.path, request_.query)) {
       return write(Response::error(400, "malformed percent-encoding in " + request_.target));
     }
     busy_ = true;
     stream_.expires_never();  // the handler may legitimately take long (a sandbox call runs for its timeout)
     auto self = shared_from_this();
+    watch_client(request_.client);
     server_->router.dispatch(request_, [self](Response response) {
       asio::post(self->stream_.get_executor(),
                  [self, r = std::move(response)]() mutable { self->write(std::move(r)); });
     });
   }
 
+  // While a handler works (or streams), a readable socket that yields EOF or an error means the client is gone.
+  // Pipelined bytes end the watch instead (they are read after the response).
+  void watch_client(std::shared_ptr<ClientWatch> watch) {
+    stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(), watch](beast::error_code ec) {
+      if (!self->busy_ || watch != self->request_.client || ec == asio::error::operation_aborted) return;
+      char byte = 0;
+      beast::error_code peek_ec;
+      size_t n = ec ? 0 : self->stream_.socket().receive(asio::buffer(&byte, 1), tcp::socket::message_peek, peek_ec);
+      if (ec || peek_ec || n == 0) watch->notify_disconnected();
+    });
+  }
+
   void write(Response r) {
     busy_ = true;
+    if (r.stream) return write_stream(std::move(r));
     auto out = std::make_shared<bhttp::response<bhttp::string_body>>();
     out->version(11);
     out->result(static_cast<unsigned>(r.status));
@@ -141,6 +157,74 @@ class Connection : public std::enable_shared_from_this<Connection> {
     });
   }
 
+  // Streamed body: the header now, then each batch of pending bytes as one HTTP chunk, then the last chunk.
+  void write_stream(Response r) {
+    auto head = std::make_shared<bhttp::response<bhttp::empty_body>>();
+    head->version(11);
+    head->result(static_cast<unsigned>(r.status));
+    head->set(bhttp::field::server, server_->config.server_name);
+    head->set(bhttp::field::content_type, r.content_type);
+    for (auto& [k, v] : r.headers) head->set(k, v);
+    head->keep_alive(keep_alive_ && !server_->stopping);
+    head->chunked(true);
+    out_stream_ = std::move(r.stream);
+    std::weak_ptr<Connection> weak = shared_from_this();
+    out_stream_->set_waker([weak] {
+      if (auto self = weak.lock()) asio::post(self->stream_.get_executor(), [self] { self->pump(); });
+    });
+    auto serializer = std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(*head);
+    stream_writing_ = true;
+    stream_.expires_after(server_->config.write_timeout);
+    bhttp::async_write_header(stream_, *serializer,
+                              [self = shared_from_this(), head, serializer](beast::error_code ec, size_t) {
+                                self->stream_writing_ = false;
+                                if (ec) return self->stream_failed();
+                                self->stream_keep_alive_ = head->keep_alive();
+                                self->pump();
+                              });
+  }
+
+  void pump() {
+    if (stream_writing_ || !out_stream_) return;
+    ResponseStream::Taken taken = out_stream_->take();
+    if (!taken.data.empty()) {
+      stream_writing_ = true;
+      auto data = std::make_shared<std::string>(std::move(taken.data));
+      stream_.expires_after(server_->config.write_timeout);
+      asio::async_write(stream_, bhttp::make_chunk(asio::buffer(*data)),
+                        [self = shared_from_this(), data](beast::error_code ec, size_t) {
+                          self->stream_writing_ = false;
+                          self->stream_.expires_never();
+                          if (ec) return self->stream_failed();
+                          self->pump();
+                        });
+      return;
+    }
+    if (!taken.closed) return;
+    stream_writing_ = true;
+    stream_.expires_after(server_->config.write_timeout);
+    asio::async_write(stream_, bhttp::make_chunk_last(), [self = shared_from_this()](beast::error_code ec, size_t) {
+      self->stream_writing_ = false;
+      self->out_stream_->set_waker(nullptr);
+      const bool cancelled = self->out_stream_->cancelled();
+      self->out_stream_.reset();
+      self->busy_ = false;
+      if (ec || cancelled || !self->stream_keep_alive_ || self->server_->stopping) {
+        self->close();
+        return self->finish();
+      }
+      self->read();
+    });
+  }
+
+  void stream_failed() {
+    out_stream_->cancel();
+    out_stream_.reset();
+    if (request_.client) request_.client->notify_disconnected();
+    busy_ = false;
+    finish();
+  }
+
   void finish() {
     close();
     server_->forget(shared_from_this());
@@ -153,6 +237,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Request request_;
   bool keep_alive_ = true;
   bool busy_ = false;
+  std::shared_ptr<ResponseStream> out_stream_;  // the body being streamed, if any
+  bool stream_writing_ = false;
+  bool stream_keep_alive_ = false;
 };
 
 void ServerState::accept() {

@@ -78,7 +78,13 @@ void Router::dispatch(Request& request, const Respond& respond) const {
     }
     return;
   }
-  if (path_known) {
+  if (!path_known && fallback_) {
+    try {
+      fallback_(request, respond);
+    } catch (const std::exception& e) {
+      respond(Response::error(500, std::string("internal error: ") + e.what()));
+    }
+  } else if (path_known) {
     respond(Response::error(405, "method " + request.method + " not allowed on " + request.path));
   } else {
     respond(Response::error(404, "no route for " + request.path));

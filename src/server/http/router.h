@@ -14,6 +14,9 @@ class Router {
   // Quick handlers that answer inline (on the I/O thread: keep them short).
   void add_sync(std::string method, std::string pattern, Handler handler);
 
+  // Answers requests for paths no route has (instead of the plain 404), e.g. in the API's own error shape.
+  void set_fallback(AsyncHandler handler) { fallback_ = std::move(handler); }
+
   // Runs the matching handler; HttpError and other exceptions become error responses, never escape.
   void dispatch(Request& request, const Respond& respond) const;
 
@@ -24,6 +27,7 @@ class Router {
     AsyncHandler handler;
   };
   std::vector<Route> routes_;
+  AsyncHandler fallback_;
 };
 
 std::vector<std::string> split_path(std::string_view path);
