@@ -87,7 +87,7 @@ std::optional<std::string> literal_between(std::string_view code, std::string_vi
   if (!chat_scan::read_string_literal(code, quote, value)) return std::nullopt;
   size_t close = quote + 1;  // first unescaped quote after the opening one
   while (close < code.size() && code[close] != '\'') close += code[close] == '\\' ? 2 : 1;
-  if (code.substr(close + 1, suffix.size()) != suffix) return std::nullopt;
+  if (close >= code.size() || code.substr(close + 1, suffix.size()) != suffix) return std::nullopt;
   return value;
 }
 
