@@ -143,6 +143,9 @@ SPECIAL = [
     "<|vision_start|><|image_pad|><|vision_end|>", "<tool_response>\n42\n</tool_response>",
     "a<tool_call>b</tool_call>c", "<|im_end|><|im_end|><|im_end|>", "<think></think>", "</think >",
     "<|endoftext|><|begin_of_text|>", "<|box_start|>(1,2)<|box_end|>", "<s>[INST] hi [/INST]</s>",
+    # The tiny test tokenizer's added tokens: lstrip/rstrip, single_word, normalized, content with a space.
+    "a <mask>  b", "a\t\u00a0<mask>\u3000\nb", "<mask><mask>", "x [W] y", "x[W] y", "[W]", "[W]x", "é[W]",
+    "cafe\u0301 and café", "<my token>", "<my token><my token>", "<my  token>",
 ]
 
 NFC = [

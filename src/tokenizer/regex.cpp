@@ -60,8 +60,8 @@ std::string oniguruma_compatible_pattern(std::string_view pattern) {
 
 Regex::Regex(std::string_view pattern, bool literal, const std::string& source) : source_(source) {
   const std::string compiled = literal ? std::string(pattern) : oniguruma_compatible_pattern(pattern);
-  uint32_t options = PCRE2_UTF | PCRE2_UCP;
-  if (literal) options |= PCRE2_LITERAL;
+  // PCRE2_LITERAL refuses UCP (it has no classes to apply it to).
+  const uint32_t options = literal ? (PCRE2_UTF | PCRE2_LITERAL) : (PCRE2_UTF | PCRE2_UCP);
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
   code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(compiled.data()), compiled.size(), options, &error_code,
