@@ -6,6 +6,15 @@
 
 namespace qed {
 
+namespace {
+// Of the next `n` tokens to compute, those that are prompt or recompute work rather than the one decode token
+// (the last sampled token, once the prompt is done).
+int prefill_tokens_in(const Sequence& seq, int n) {
+  const int prefill_end = std::max(seq.num_prompt_tokens, seq.num_tokens() - 1);
+  return std::clamp(prefill_end - seq.num_computed, 0, n);
+}
+}  // namespace
+
 Scheduler::Scheduler(SchedulerConfig config, BlockManager& blocks) : config_(config), blocks_(blocks) {
   if (config_.max_num_seqs <= 0) fail("scheduler: max_num_seqs {} must be positive", config_.max_num_seqs);
   if (config_.max_num_batched_tokens <= 0) {
@@ -68,10 +77,9 @@ bool Scheduler::schedule_running(SchedulerOutput& out, int& budget) {
       break;
     }
     if (!fits) continue;
-    const bool prefill = seq->num_uncomputed() > 1;
     blocks_.append(*seq, n, out.block_copies);
     out.scheduled.push_back({seq, n, seq->num_computed + n == seq->num_tokens()});
-    if (prefill) out.num_prefill_tokens += n;
+    out.num_prefill_tokens += prefill_tokens_in(*seq, n);
     budget -= n;
     ++i;
   }
@@ -100,7 +108,7 @@ void Scheduler::admit_waiting(SchedulerOutput& out, int& budget) {
     seq->status = SequenceStatus::Running;
     running_.push_back(seq);
     out.scheduled.push_back({seq, n, cached + n == seq->num_tokens()});
-    out.num_prefill_tokens += n;
+    out.num_prefill_tokens += prefill_tokens_in(*seq, n);
     out.num_cached_tokens += cached;
     budget -= n;
   }

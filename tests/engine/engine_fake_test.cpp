@@ -95,6 +95,17 @@ TEST(EngineFake, PrefixCacheHitGivesSameOutputAndSkipsSharedPrefill) {
   EXPECT_EQ(generated_tokens(second_result), generated_tokens(run_one_at_a_time({second})));
 }
 
+TEST(EngineFake, PrefillTokenCountIsEveryPromptTokenWithoutPrefixCaching) {
+  const auto jobs = mixed_jobs(9, greedy(5), 17);
+  int64_t prompt_tokens = 0;
+  for (const Job& job : jobs) prompt_tokens += static_cast<int64_t>(job.prompt.size());
+  FakeBackend backend(kVocab, 4, 256, kEos);
+  Engine engine(backend, config_with(4, 7, 0, false));  // chunks of odd sizes, some ending one token short
+  run_batched(engine, jobs);
+  EXPECT_EQ(engine.stats().prefill_tokens, prompt_tokens);
+  EXPECT_EQ(engine.stats().prompt_tokens, prompt_tokens);
+}
+
 TEST(EngineFake, IdenticalPromptReusesAllButTheLastBlock) {
   const Job job{random_prompt(9, 17, kVocab), greedy(5)};
   FakeBackend backend(kVocab, 4, 256, kEos);
