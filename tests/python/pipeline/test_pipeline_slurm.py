@@ -91,8 +91,13 @@ stages:
     r = qed.run("pipeline", "run", spec, *WAIT, check=False)
     assert r.returncode == 1
     out = tmp_path / "out"
-    status = qed.status(out)
-    by_stage = {s["stage"]: s for s in status["stages"]}
+
+    def stages_once_after_is_recorded():
+        # Jobs that left the queue are known through sacct, which slurmdbd fills asynchronously.
+        by_stage = {s["stage"]: s for s in qed.status(out)["stages"]}
+        return by_stage if by_stage["after"]["state"] != "not started" else None
+
+    by_stage = poll(stages_once_after_is_recorded, 30, "sacct to record the cancelled dependent")
     assert by_stage["prep"]["state"] == "done"
     assert by_stage["flaky"]["state"] == "failed" and "exit code 3" in by_stage["flaky"]["detail"]
     # --kill-on-invalid-dep: Slurm cancels the dependent instead of leaving it pending forever.
@@ -132,6 +137,7 @@ stages:
     r = qed.run("pipeline", "cancel", out)
     assert r.stdout.count("cancelled job") == 2  # slow (running) and last (pending)
     poll(lambda: queue_empty(ids), 60, "cancelled jobs to leave the queue")
+    poll(lambda: len(sacct_states(ids)) == 3, 30, "sacct records of the cancelled jobs")
     status = {s["stage"]: s for s in qed.status(out)["stages"]}
     assert status["first"]["state"] == "done"
     assert status["slow"]["state"] == "cancelled" and status["last"]["state"] == "cancelled"
