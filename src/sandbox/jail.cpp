@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -90,6 +91,7 @@ SpawnSpec worker_spawn_spec(const JailConfig& config, const WorkerFds& fds, cons
   spec.fds.emplace_back(5, fds.seccomp_fd);
   if (geteuid() == 0) spec.drop_to = std::make_pair(config.jail_uid, config.jail_gid);
   const std::string tmpfs_bytes = std::to_string(lim.tmpfs_mb * kMiB);
+  const std::string shm_bytes = std::to_string(std::min<size_t>(lim.tmpfs_mb, 16) * kMiB);
   std::vector<std::string> a = {
       "bwrap",
       // New user, pid, network (empty: loopback only, down), ipc, uts, cgroup and mount namespaces.
@@ -105,34 +107,16 @@ SpawnSpec worker_spawn_spec(const JailConfig& config, const WorkerFds& fds, cons
     }
   }
   // /etc/alternatives: Debian resolves libblas.so.3 (numpy) through it. Symlinks only, no host data.
-  a.insert(a.end(), {"--ro-bind-try",
-                     "/etc/ld.so.cache",
-                     "/etc/ld.so.cache",
-                     "--ro-bind-try",
-                     "/etc/alternatives",
-                     "/etc/alternatives",
-                     "--ro-bind-try",
-                     "/etc/localtime",
-                     "/etc/localtime",
-                     "--proc",
-                     "/proc",
-                     "--dev",
-                     "/dev",
-                     "--perms",
-                     "1777",
-                     "--size",
-                     tmpfs_bytes,
-                     "--tmpfs",
-                     "/tmp",
-                     "--size",
-                     tmpfs_bytes,
-                     "--tmpfs",
-                     "/home/sandbox",
-                     "--remount-ro",
-                     "/",
-                     "--chdir",
-                     "/tmp",
-                     "--clearenv"});
+  for (const char* file : {"/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime"}) {
+    a.insert(a.end(), {"--ro-bind-try", file, file});
+  }
+  a.insert(a.end(), {"--proc", "/proc", "--dev", "/dev"});
+  // bwrap's /dev is a tmpfs owned by the sandbox uid, without a size limit: left writable, /dev and /dev/shm
+  // would let code fill host RAM. A small bounded /dev/shm, then /dev read-only.
+  a.insert(a.end(), {"--perms", "1777", "--size", shm_bytes, "--tmpfs", "/dev/shm", "--remount-ro", "/dev"});
+  // One bounded tmpfs for everything writable; the home directory is a link into it.
+  a.insert(a.end(), {"--perms", "1777", "--size", tmpfs_bytes, "--tmpfs", "/tmp"});
+  a.insert(a.end(), {"--symlink", "/tmp", "/home/sandbox", "--remount-ro", "/", "--chdir", "/tmp", "--clearenv"});
   for (const auto& kv : env) {
     auto eq = kv.find('=');
     a.insert(a.end(), {"--setenv", kv.substr(0, eq), kv.substr(eq + 1)});

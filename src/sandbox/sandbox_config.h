@@ -13,7 +13,9 @@ struct JailLimits {
   size_t max_processes = 32;    // RLIMIT_NPROC inside the session's user namespace (threads count too)
   size_t max_open_files = 256;  // RLIMIT_NOFILE
   size_t max_file_mb = 64;      // RLIMIT_FSIZE: largest single file
-  size_t tmpfs_mb = 128;        // size of the private /tmp and home (tmpfs, so this is RAM)
+  // Size of the private /tmp (home is a link into it). tmpfs, so host RAM: a session pins at most this plus
+  // a 16 MiB /dev/shm.
+  size_t tmpfs_mb = 128;
 };
 
 struct JailConfig {

@@ -281,7 +281,12 @@ http::Router SandboxService::router() {
   r.add_sync("GET", "/sessions", [this](const http::Request&) {
     json sessions = json::object();
     for (const auto& s : sessions_->list()) {
-      sessions[s.id] = {{"backend", "ipython"}, {"created", s.created}, {"last_used", s.last_used}, {"alive", true}};
+      // "busy" (a call is running) is ours; the rest is NeMo-Skills' shape.
+      sessions[s.id] = {{"backend", "ipython"},
+                        {"created", s.created},
+                        {"last_used", s.last_used},
+                        {"alive", true},
+                        {"busy", s.busy}};
     }
     return http::Response::json(200, {{"sessions", sessions}, {"backend", "ipython"}});
   });

@@ -37,9 +37,12 @@ WorkerPool::~WorkerPool() {
 
 std::unique_ptr<WorkerProcess> WorkerPool::start_one() {
   try {
+    auto started = std::chrono::steady_clock::now();
     auto w = WorkerProcess::start(spawner_, config_.jail, seccomp_bpf_, worker_source_, config_.jail.preimport,
                                   std::chrono::duration<double>(config_.startup_timeout_s));
     ++spawned_;
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    if (seconds > 5.0) spdlog::warn("sandbox: a worker took {:.1f} s to start (machine overloaded?)", seconds);
     return w;
   } catch (const Error&) {
     ++spawn_failures_;

@@ -40,10 +40,11 @@ void close_fd(int& fd) {
 // The longest reply line we accept; anything longer is a worker that lost its mind (or user code forging).
 constexpr size_t kMaxReplyBytes = 64 * 1024;
 
-// Reads what is available into `into`; returns false at EOF or on a hard error.
+// Reads what is available into `into`; returns false at EOF or on a hard error. Stops after 1 MiB per call:
+// a writer as fast as we read must not keep us from checking the deadline.
 bool drain(int fd, CappedBuffer& into) {
   char buf[65536];
-  while (true) {
+  for (int reads = 0; reads < 16; ++reads) {
     ssize_t n = read(fd, buf, sizeof buf);
     if (n > 0) {
       into.append(std::string_view(buf, static_cast<size_t>(n)));
@@ -53,6 +54,7 @@ bool drain(int fd, CappedBuffer& into) {
     if (errno == EINTR) continue;
     return errno == EAGAIN || errno == EWOULDBLOCK;
   }
+  return true;
 }
 
 int remaining_ms(Clock::time_point deadline) {

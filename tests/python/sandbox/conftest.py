@@ -3,6 +3,7 @@ stdlib HTTP client that speaks the NeMo-Skills sandbox protocol."""
 import http.client
 import json
 import os
+import pathlib
 import re
 import subprocess
 import threading
@@ -114,6 +115,8 @@ def sandbox_service(qed_bin):
                   env_extra={SECRET_NAME: SECRET_VALUE})
     yield svc
     svc.stop()
+    if os.environ.get("QED_SANDBOX_TEST_LOG"):
+        pathlib.Path(os.environ["QED_SANDBOX_TEST_LOG"]).write_text("".join(svc.log))
     assert svc.proc.returncode == 0, "".join(svc.log[-50:])
 
 

@@ -430,6 +430,17 @@ def test_disk_fill_is_bounded_by_tmpfs_size(sandbox, host_unaffected):
     host_unaffected()
 
 
+def test_dev_is_read_only_and_dev_shm_is_bounded(sandbox, host_unaffected):
+    out = run(sandbox, "import errno\ntry:\n    open('/dev/evil', 'w').write('x'); print('WROTE')\n"
+                       "except OSError as e:\n    print('blocked', errno.errorcode[e.errno])\n"
+                       "written = 0\ntry:\n    for i in range(1000):\n"
+                       "        with open(f'/dev/shm/f{i}', 'wb') as f:\n            f.write(b'x' * 1024**2)\n"
+                       "        written += 1\nexcept OSError as e:\n    print('stopped', errno.errorcode[e.errno], written <= 16)",
+              timeout=10)
+    assert out["stdout"] == "blocked EROFS\nstopped ENOSPC True\n", out
+    host_unaffected()
+
+
 def test_single_huge_file_hits_the_file_size_limit(sandbox, host_unaffected):
     out = run(sandbox, "import errno\ntry:\n    with open('/home/sandbox/big', 'wb') as f:\n"
                        "        f.write(b'x' * 64 * 1024**2)\nexcept OSError as e:\n    print('stopped', errno.errorcode[e.errno])")
@@ -477,12 +488,21 @@ def test_endless_raw_writes_are_capped(sandbox, host_unaffected):
     host_unaffected()
 
 
+def test_flooding_output_while_swallowing_the_interrupt_is_killed(sandbox, host_unaffected):
+    out = run(sandbox, "import os\nwhile True:\n    try:\n        while True: os.write(1, b'z' * 65536)\n"
+                       "    except BaseException:\n        pass", max_output_characters=20, timeout=1)
+    assert out["process_status"] == "timeout" and out["new_session_created"] is True
+    host_unaffected()
+
+
 def test_deleting_a_session_mid_call_kills_its_worker(sandbox, host_unaffected):
     sid = new_session_id()
     run(sandbox, "x = 1", session=sid)
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(run, sandbox, "import time\ntime.sleep(30)", session=sid, timeout=30)
-        time.sleep(0.5)
+        deadline = time.time() + 20
+        while time.time() < deadline and not sandbox.json("GET", "/sessions")[1]["sessions"][sid]["busy"]:
+            time.sleep(0.05)
         status, _ = sandbox.delete(sid)
         assert status == 200
         out = pending.result(timeout=20)

@@ -93,6 +93,24 @@ def test_warm_pool_workers_have_sympy_and_numpy_imported(qed_bin):
     assert svc.proc.returncode == 0
 
 
+def test_idle_sessions_expire(qed_bin):
+    import time
+    from conftest import Service
+    svc = Service(qed_bin, ["--workers", "1", "--preimport", "", "--session-idle-s", "1"])
+    try:
+        sid = new_session_id()
+        svc.client.execute("kept = 1", session=sid)
+        deadline = time.time() + 30
+        while time.time() < deadline and sid in svc.client.json("GET", "/sessions")[1]["sessions"]:
+            time.sleep(0.2)
+        out = svc.client.execute("kept", session=sid)
+        assert out["new_session_created"] is True and "NameError" in out["stdout"]
+        status, text = svc.client.request("GET", "/metrics")
+        assert "qed_sandbox_sessions_expired_total 1" in text.decode()
+    finally:
+        svc.stop()
+
+
 # ---- notebook semantics ----
 
 def test_state_persists_within_a_session(sandbox):
