@@ -95,6 +95,20 @@ void check(int rc, const char* what) {
   if (rc < 0) fail("seccomp: {} failed: {}", what, std::strerror(-rc));
 }
 
+// libseccomp's SCMP_A0() macros are C compound literals, which C++ compilers reject (-Wc99-extensions).
+scmp_arg_cmp arg_cmp(unsigned arg, scmp_compare op, uint64_t a, uint64_t b = 0) {
+  scmp_arg_cmp cmp{};
+  cmp.arg = arg;
+  cmp.op = op;
+  cmp.datum_a = a;
+  cmp.datum_b = b;
+  return cmp;
+}
+
+void add_with_arg(scmp_filter_ctx ctx, uint32_t action, int nr, scmp_arg_cmp cmp, const char* what) {
+  check(seccomp_rule_add_array(ctx, action, nr, 1, &cmp), what);
+}
+
 }  // namespace
 
 std::vector<uint8_t> build_seccomp_bpf() {
@@ -114,19 +128,17 @@ std::vector<uint8_t> build_seccomp_bpf() {
   // clone: threads and fork are fine, new namespaces are not.
   for (uint64_t flag : {uint64_t{CLONE_NEWNS}, uint64_t{CLONE_NEWUTS}, uint64_t{CLONE_NEWIPC}, uint64_t{CLONE_NEWUSER},
                         uint64_t{CLONE_NEWPID}, uint64_t{CLONE_NEWNET}, uint64_t{CLONE_NEWCGROUP}}) {
-    check(seccomp_rule_add(ctx, deny, SCMP_SYS(clone), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag)), "clone");
+    add_with_arg(ctx, deny, SCMP_SYS(clone), arg_cmp(0, SCMP_CMP_MASKED_EQ, flag, flag), "clone");
   }
   // Only AF_UNIX sockets (multiprocessing and friends); no IP, netlink, packet or raw sockets even inside the
   // empty network namespace.
-  check(seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket), 1, SCMP_A0(SCMP_CMP_NE, AF_UNIX)),
-        "socket");
-  check(seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socketpair), 1, SCMP_A0(SCMP_CMP_NE, AF_UNIX)),
-        "socketpair");
+  for (int nr : {SCMP_SYS(socket), SCMP_SYS(socketpair)}) {
+    add_with_arg(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), nr, arg_cmp(0, SCMP_CMP_NE, AF_UNIX), "socket");
+  }
   // Terminal injection: pushing characters into a terminal's input queue.
-  check(seccomp_rule_add(ctx, deny, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xFFFFFFFFu, TIOCSTI)),
-        "ioctl(TIOCSTI)");
-  check(seccomp_rule_add(ctx, deny, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xFFFFFFFFu, TIOCLINUX)),
-        "ioctl(TIOCLINUX)");
+  for (uint64_t request : {uint64_t{TIOCSTI}, uint64_t{TIOCLINUX}}) {
+    add_with_arg(ctx, deny, SCMP_SYS(ioctl), arg_cmp(1, SCMP_CMP_MASKED_EQ, 0xFFFFFFFFu, request), "ioctl");
+  }
 
   // Export through a memfd: libseccomp writes to a file descriptor, we want bytes.
   int fd = memfd_create("qed-seccomp-export", MFD_CLOEXEC);
