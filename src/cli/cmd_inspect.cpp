@@ -113,12 +113,21 @@ void inspect(const InspectOptions& options) {
   }
   out["num_tensors"] = tensors.size();
   out["total_bytes"] = total_bytes;
-  out["tensors"] = std::move(tensors);
   if (!options.save_path.empty()) {
     write_safetensors(options.save_path, to_save);
     out["saved_to"] = options.save_path;
   }
-  fmt::print("{}\n", out.dump(2, ' ', false, ordered_json::error_handler_t::replace));
+  // Pretty-printed, except one line per tensor: a 14B checkpoint lists ~580 tensors.
+  auto dump = [](const ordered_json& value, int indent) {
+    return value.dump(indent, ' ', false, ordered_json::error_handler_t::replace);
+  };
+  std::string text = dump(out, 2);
+  text.resize(text.rfind('}'));
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  text += ",\n  \"tensors\": [";
+  for (size_t i = 0; i < tensors.size(); ++i) text += (i ? ",\n    " : "\n    ") + dump(tensors[i], -1);
+  text += tensors.empty() ? "]\n}" : "\n  ]\n}";
+  fmt::print("{}\n", text);
 }
 
 }  // namespace
