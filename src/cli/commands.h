@@ -8,6 +8,7 @@ void register_tokenize(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_logits(CLI::App& app);
 void register_pipeline(CLI::App& app);
+void register_serve(CLI::App& app);
 void register_batch(CLI::App& app);
 void register_sandbox(CLI::App& app);
 void register_inspect(CLI::App& app);

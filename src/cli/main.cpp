@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   qed::cli::register_generate(app);
   qed::cli::register_logits(app);
   qed::cli::register_pipeline(app);
+  qed::cli::register_serve(app);
   qed::cli::register_batch(app);
   qed::cli::register_sandbox(app);
   qed::cli::register_inspect(app);

@@ -1,0 +1,131 @@
+// qed serve: the OpenAI-compatible HTTP server (src/server/openai_server.h) over the engine on the CPU reference
+// backend. Flags follow vLLM's `vllm serve` names where they exist.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "backend/cpu/cpu_backend.h"
+#include "cli/commands.h"
+#include "core/error.h"
+#include "engine/engine.h"
+#include "engine/token_decoder.h"
+#include "server/engine_service.h"
+#include "server/http/http_server.h"
+#include "server/openai_server.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/tokenizer.h"
+
+namespace qed::cli {
+namespace {
+
+struct ServeOptions {
+  std::string model;
+  std::string host = "127.0.0.1";
+  int port = 8000;
+  std::string served_model_name;
+  std::string api_key;
+  int max_queue = 512;
+  int threads = 0;
+  int io_threads = 2;
+  int max_model_len = 0;
+  size_t kv_cache_mb = 256;
+  int max_num_seqs = 64;
+  int max_num_batched_tokens = 512;
+  std::optional<uint64_t> seed;
+};
+
+void run_serve(const ServeOptions& opt) {
+  if (opt.port < 0 || opt.port > 65535) fail("--port {} is not a TCP port", opt.port);
+  if (opt.max_queue < 1) fail("--max-queue must be >= 1, got {}", opt.max_queue);
+  if (!std::filesystem::exists(opt.model + "/tokenizer.json")) {
+    fail("{}: no tokenizer.json (qed serve needs the model's tokenizer)", opt.model);
+  }
+  signal(SIGPIPE, SIG_IGN);  // a client that hangs up mid-write must not kill the server
+  const Tokenizer tokenizer = Tokenizer::from_dir(opt.model);
+  std::optional<ChatTemplate> chat_template;
+  try {
+    chat_template.emplace(ChatTemplate::from_dir(opt.model));
+  } catch (const Error& e) {
+    spdlog::warn("serve: no usable chat template ({}); /v1/chat/completions will answer 400", e.what());
+  }
+
+  CpuBackendOptions backend_options;
+  backend_options.num_threads = opt.threads;
+  backend_options.kv_cache_bytes = opt.kv_cache_mb << 20;
+  auto backend = CpuBackend::load(opt.model, backend_options);
+  EngineConfig engine_config;
+  engine_config.max_model_len = opt.max_model_len;
+  engine_config.scheduler.max_num_seqs = opt.max_num_seqs;
+  engine_config.scheduler.max_num_batched_tokens = opt.max_num_batched_tokens;
+  engine_config.seed = opt.seed ? *opt.seed : std::random_device{}();
+  Engine engine(*backend, engine_config, tokenizer_decoder_factory(tokenizer));
+  auto engine_service = std::make_unique<server::EngineService>(engine);
+
+  server::ServeConfig config;
+  config.model_dir = opt.model;
+  config.served_model_name = opt.served_model_name.empty()
+                                 ? std::filesystem::path(opt.model).lexically_normal().string()
+                                 : opt.served_model_name;
+  config.api_key = opt.api_key;
+  config.max_queue = opt.max_queue;
+  server::OpenAiServer api(config, tokenizer, chat_template ? &*chat_template : nullptr, *engine_service,
+                           engine.max_model_len());
+
+  http::ServerConfig http_config;
+  http_config.host = opt.host;
+  http_config.port = static_cast<uint16_t>(opt.port);
+  http_config.io_threads = opt.io_threads;
+  http_config.server_name = "qed-serve";
+  auto server = std::make_unique<http::HttpServer>(http_config, api.router());
+
+  // SIGINT/SIGTERM: stop accepting, end running generations (finish reason "abort"), drain, exit 0.
+  boost::asio::io_context signals_io;
+  boost::asio::signal_set signals(signals_io, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    spdlog::info("serve: signal {}, shutting down", sig);
+    server->stop();
+    engine_service->abort_all();
+  });
+  std::thread signal_thread([&] { signals_io.run(); });
+  spdlog::info("serve: {} ({} KV blocks, max_model_len {}) on http://{}:{}", config.served_model_name,
+               engine.block_manager().num_blocks(), engine.max_model_len(), opt.host, server->port());
+  server->run();
+  signals_io.stop();
+  signal_thread.join();
+  engine_service.reset();  // aborts anything left; callbacks may still touch streams the server owns
+  server.reset();
+  spdlog::info("serve: stopped");
+}
+
+}  // namespace
+
+void register_serve(CLI::App& app) {
+  auto opt = std::make_shared<ServeOptions>();
+  auto* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server (completions, chat, streaming) on the engine");
+  cmd->add_option("--model", opt->model, "Model directory (config.json, *.safetensors, tokenizer.json)")->required();
+  cmd->add_option("--host", opt->host, "Address to bind")->capture_default_str();
+  cmd->add_option("--port", opt->port, "TCP port (0 = any free port)")->capture_default_str();
+  cmd->add_option("--served-model-name", opt->served_model_name, "Model id clients use (default: --model)");
+  cmd->add_option("--api-key", opt->api_key, "Require 'Authorization: Bearer KEY' on /v1/* and /tokenize");
+  cmd->add_option("--max-queue", opt->max_queue, "Requests in flight at most; more get 503")->capture_default_str();
+  cmd->add_option("--threads", opt->threads, "CPU threads for the model (0 = all)")->capture_default_str();
+  cmd->add_option("--io-threads", opt->io_threads, "HTTP I/O threads")->capture_default_str();
+  cmd->add_option("--max-model-len", opt->max_model_len, "Context length (0 = the model's)")->capture_default_str();
+  cmd->add_option("--kv-cache-mb", opt->kv_cache_mb, "KV cache size in MiB")->capture_default_str();
+  cmd->add_option("--max-num-seqs", opt->max_num_seqs, "Sequences per engine step")->capture_default_str();
+  cmd->add_option("--max-num-batched-tokens", opt->max_num_batched_tokens, "Tokens per engine step")
+      ->capture_default_str();
+  cmd->add_option("--seed", opt->seed, "Seeds requests that bring no seed (default: random)");
+  cmd->callback([opt] { run_serve(*opt); });
+}
+
+}  // namespace qed::cli
