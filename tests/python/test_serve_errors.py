@@ -30,9 +30,9 @@ def assert_openai_error(response, status, param=None):
         assert err["param"] == param
 
 
-def post(server, path, body, **kw):
+def post(server, path, body, headers=None):
     return httpx.post(server.url + path, content=body if isinstance(body, bytes) else json.dumps(body),
-                      headers={"Content-Type": "application/json"}, timeout=60, **kw)
+                      headers={"Content-Type": "application/json", **(headers or {})}, timeout=60)
 
 
 @pytest.mark.parametrize("body", [b"{", b"[1, 2]", b"", b'{"prompt": "x",}', b"null"])
@@ -99,7 +99,7 @@ def test_api_key_and_queue_limit(qed_bin):
         assert_openai_error(post(s, "/v1/completions", body), 401)
         assert_openai_error(httpx.get(s.url + "/v1/models", headers={"Authorization": "Bearer wrong"}), 401)
         auth = {"Authorization": "Bearer sekret"}
-        assert post(s, "/v1/completions", body, headers={**auth, "Content-Type": "application/json"}).status_code == 200
+        assert post(s, "/v1/completions", body, headers=auth).status_code == 200
         assert httpx.get(s.url + "/health").status_code == 200  # health needs no key
         long = {"model": MODEL, "prompt": PROMPT, "max_tokens": 900, "ignore_eos": True, "stream": True}
         with httpx.Client(timeout=60, headers=auth) as c:
