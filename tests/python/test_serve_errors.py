@@ -101,7 +101,8 @@ def test_api_key_and_queue_limit(qed_bin):
         auth = {"Authorization": "Bearer sekret"}
         assert post(s, "/v1/completions", body, headers=auth).status_code == 200
         assert httpx.get(s.url + "/health").status_code == 200  # health needs no key
-        long = {"model": MODEL, "prompt": PROMPT, "max_tokens": 900, "ignore_eos": True, "stream": True}
+        # 16 × 1000 tokens: seconds of work on 2 cores, so it is surely still running when the second request comes.
+        long = {"model": MODEL, "prompt": PROMPT, "max_tokens": 1000, "n": 16, "ignore_eos": True, "stream": True}
         with httpx.Client(timeout=60, headers=auth) as c:
             with c.stream("POST", s.url + "/v1/completions", json=long) as first:
                 assert first.status_code == 200
