@@ -1,5 +1,5 @@
-// qed generate: one prompt through the CPU reference backend with the simple single-sequence loop (no scheduler),
-// sampling flags mapping 1:1 onto SamplingParams. The paged Engine must give the same tokens for the same seed.
+// qed generate: one prompt through the engine (paged KV, scheduler) on the CPU reference backend, sampling flags
+// mapping 1:1 onto SamplingParams. tests/engine checks the engine against SimpleGenerator token for token.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -17,7 +17,8 @@
 #include "backend/sampling.h"
 #include "cli/commands.h"
 #include "core/error.h"
-#include "engine/simple_generator.h"
+#include "engine/engine.h"
+#include "engine/token_decoder.h"
 #include "model/model_config.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -97,32 +98,41 @@ void run_generate(const GenerateOptions& opt) {
 
   CpuBackendOptions backend_options;
   backend_options.num_threads = opt.threads;
+  // Enough blocks for the prompt and every generated token, plus one so a block boundary never starves the request.
   const size_t slots = prompt.size() + size_t(opt.sampling.max_tokens);
   backend_options.num_blocks =
-      int((slots + size_t(backend_options.block_size) - 1) / size_t(backend_options.block_size));
+      int((slots + size_t(backend_options.block_size) - 1) / size_t(backend_options.block_size)) + 1;
   CpuBackend backend(config, Checkpoint::open(opt.model), backend_options);
 
-  const uint64_t seed = opt.seed ? *opt.seed : std::random_device{}() * 0x100000001ull ^ std::random_device{}();
-  std::optional<IncrementalDetokenizer> detokenizer;
-  if (opt.stream) detokenizer.emplace(*tokenizer, opt.sampling.skip_special_tokens);
-  SimpleGenerator generator(backend);
-  const GenerationResult result = generator.generate(prompt, opt.sampling, seed, [&](int32_t token) {
-    if (!detokenizer) return;
-    std::fputs(detokenizer->push(token).c_str(), stdout);
-    std::fflush(stdout);
-  });
-
-  const std::string text =
-      tokenizer ? tokenizer->decode(result.tokens, opt.sampling.skip_special_tokens) : std::string();
-  if (opt.stream) {
-    std::fputs(detokenizer->flush().c_str(), stdout);
-    std::fputs("\n", stdout);
+  SamplingParams params = opt.sampling;
+  params.seed = opt.seed ? *opt.seed : std::random_device{}() * 0x100000001ull ^ std::random_device{}();
+  std::vector<int32_t> generated;
+  std::string finish_reason = "length";
+  if (params.max_tokens > 0) {  // the engine refuses empty requests; zero tokens is a valid (empty) generation
+    Engine engine(backend, EngineConfig{}, tokenizer ? tokenizer_decoder_factory(*tokenizer) : TokenDecoderFactory{});
+    RequestCallbacks callbacks;
+    if (opt.stream) {
+      callbacks.on_token = [](const TokenEvent& event) {
+        std::fputs(event.text.c_str(), stdout);
+        std::fflush(stdout);
+      };
+    }
+    engine.add_request(prompt, params, callbacks);
+    while (engine.has_unfinished()) engine.step();
+    std::vector<RequestResult> results = engine.take_finished();
+    if (results.size() != 1 || results[0].sequences.size() != 1) fail("qed generate: the engine returned no result");
+    if (!results[0].error.empty()) fail("qed generate: {}", results[0].error);
+    generated = std::move(results[0].sequences[0].token_ids);
+    finish_reason = finish_reason_name(results[0].sequences[0].finish_reason);
   }
+
+  const std::string text = tokenizer ? tokenizer->decode(generated, opt.sampling.skip_special_tokens) : std::string();
+  if (opt.stream) std::fputs("\n", stdout);
   if (opt.json) {
-    nlohmann::json out = {{"text", text}, {"token_ids", result.tokens}, {"finish_reason", result.finish_reason}};
+    nlohmann::json out = {{"text", text}, {"token_ids", generated}, {"finish_reason", finish_reason}};
     fmt::print("{}\n", out.dump());
   } else if (!opt.stream) {
-    fmt::print("{}\n", tokenizer ? text : fmt::format("{}", fmt::join(result.tokens, " ")));
+    fmt::print("{}\n", tokenizer ? text : fmt::format("{}", fmt::join(generated, " ")));
   }
 }
 
