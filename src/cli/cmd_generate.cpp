@@ -16,6 +16,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "backend/sampling.h"
 #include "cli/commands.h"
+#include "cli/prompt_ids.h"
 #include "core/error.h"
 #include "engine/engine.h"
 #include "engine/token_decoder.h"
@@ -38,34 +39,6 @@ struct GenerateOptions {
   std::optional<uint64_t> seed;
   SamplingParams sampling;
 };
-
-std::vector<int32_t> parse_prompt_ids(const std::string& text) {
-  std::vector<int32_t> ids;
-  std::string word;
-  auto flush = [&] {
-    if (word.empty()) return;
-    size_t used = 0;
-    long long value = -1;
-    try {
-      value = std::stoll(word, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != word.size() || value < 0 || value > INT32_MAX) fail("--prompt-ids: '{}' is not a token id", word);
-    ids.push_back(int32_t(value));
-    word.clear();
-  };
-  for (char c : text) {
-    if (c == ',' || c == ' ') {
-      flush();
-    } else {
-      word += c;
-    }
-  }
-  flush();
-  if (ids.empty()) fail("--prompt-ids: no token ids given");
-  return ids;
-}
 
 void run_generate(const GenerateOptions& opt) {
   check_sampling_params(opt.sampling);

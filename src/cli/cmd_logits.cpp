@@ -7,6 +7,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "cli/commands.h"
+#include "cli/prompt_ids.h"
 #include "core/error.h"
 #include "model/model_config.h"
 #include "model/safetensors.h"
@@ -21,36 +22,8 @@ struct LogitsOptions {
   int threads = 0;
 };
 
-std::vector<int32_t> parse_ids(const std::string& text) {
-  std::vector<int32_t> ids;
-  std::string word;
-  auto flush = [&] {
-    if (word.empty()) return;
-    size_t used = 0;
-    long long value = -1;
-    try {
-      value = std::stoll(word, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != word.size() || value < 0 || value > INT32_MAX) fail("--prompt-ids: '{}' is not a token id", word);
-    ids.push_back(int32_t(value));
-    word.clear();
-  };
-  for (char c : text) {
-    if (c == ',' || c == ' ') {
-      flush();
-    } else {
-      word += c;
-    }
-  }
-  flush();
-  if (ids.empty()) fail("--prompt-ids: no token ids given");
-  return ids;
-}
-
 void run_logits(const LogitsOptions& opt) {
-  const std::vector<int32_t> ids = parse_ids(opt.prompt_ids);
+  const std::vector<int32_t> ids = parse_prompt_ids(opt.prompt_ids);
   const ModelConfig config = ModelConfig::from_file(opt.model + "/config.json");
   for (int32_t id : ids) {
     if (id >= config.vocab_size)
