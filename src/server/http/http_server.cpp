@@ -1,11 +1,13 @@
 #include "server/http/http_server.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cerrno>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -123,14 +125,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   // While a handler works (or streams), a readable socket that yields EOF or an error means the client is gone.
-  // Pipelined bytes end the watch instead (they are read after the response).
+  // Pipelined bytes end the watch instead (they are read after the response). The reactor may report the socket
+  // readable when it is not (an edge left over from bytes a speculative read already took), so the peek must not
+  // block: a blocking peek there pins this connection's strand, and the response it waits for never gets written.
   void watch_client(std::shared_ptr<ClientWatch> watch) {
     stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(), watch](beast::error_code ec) {
       if (!self->busy_ || watch != self->request_.client || ec == asio::error::operation_aborted) return;
+      if (ec) return watch->notify_disconnected();
       char byte = 0;
-      beast::error_code peek_ec;
-      size_t n = ec ? 0 : self->stream_.socket().receive(asio::buffer(&byte, 1), tcp::socket::message_peek, peek_ec);
-      if (ec || peek_ec || n == 0) watch->notify_disconnected();
+      const ssize_t n = ::recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0) return;  // pipelined request bytes: read after this response
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return self->watch_client(watch);
+      watch->notify_disconnected();
     });
   }
 
