@@ -10,6 +10,8 @@ namespace qed::eval {
 
 namespace {
 
+constexpr size_t kMaxNormalizedChars = 2000;
+
 // Builds a new string rather than replacing in place (gcc 12's -Wrestrict misfires on in-place replace).
 void replace_all(std::string& s, std::string_view from, std::string_view to) {
   if (from.empty() || s.find(from) == std::string::npos) return;
@@ -115,6 +117,8 @@ std::string normalize_answer(std::string_view answer) {
     if (auto inner = extract_boxed(s)) s = *inner;
   }
   s = strip_math_delimiters(s);
+  // std::regex recurses per character: an answer this long is no answer anyway, and is compared as it is.
+  if (s.size() > kMaxNormalizedChars) return s;
 
   // Unicode forms models emit in place of LaTeX.
   static const std::array<std::pair<const char*, const char*>, 9> kUnicode = {{{"\u2212", "-"},

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "eval/answer_grader.h"
 #include "eval/answer_normalization.h"
 
 namespace qed::eval {
@@ -51,25 +52,28 @@ std::vector<ProblemResult> group_rows(const std::vector<nlohmann::json>& rows) {
 }
 
 bool majority_correct(const ProblemResult& problem, int k, std::string* majority) {
-  std::vector<std::pair<std::string, int>> votes;  // in order of first appearance
-  std::map<std::string, bool> answer_correct;
+  struct Vote {
+    std::string answer;  // the first spelling of this value
+    int count = 0;
+    bool correct = false;
+  };
+  std::vector<Vote> votes;  // in order of first appearance
   for (int i = 0; i < k && i < static_cast<int>(problem.samples.size()); ++i) {
     const auto& s = problem.samples[i];
     if (!s.answer) continue;
-    auto it = std::find_if(votes.begin(), votes.end(), [&](const auto& v) { return v.first == *s.answer; });
-    if (it == votes.end()) {
-      votes.emplace_back(*s.answer, 1);
-    } else {
-      ++it->second;
-    }
-    answer_correct[*s.answer] = answer_correct[*s.answer] || s.correct;
+    // One vote per value: \dfrac{1}{2}, \frac12 and 0.5 are the same answer.
+    auto it =
+        std::find_if(votes.begin(), votes.end(), [&](const Vote& v) { return answers_match(v.answer, s.answer); });
+    if (it == votes.end()) it = votes.insert(votes.end(), Vote{*s.answer, 0, false});
+    ++it->count;
+    it->correct = it->correct || s.correct;
   }
   if (votes.empty()) return false;
   auto best = votes.begin();
   for (auto it = votes.begin(); it != votes.end(); ++it)
-    if (it->second > best->second) best = it;
-  if (majority) *majority = best->first;
-  return answer_correct[best->first];
+    if (it->count > best->count) best = it;
+  if (majority) *majority = best->answer;
+  return best->correct;
 }
 
 namespace {
