@@ -10,7 +10,7 @@ namespace qed::eval {
 
 namespace {
 
-constexpr size_t kMaxNormalizedChars = 2000;
+constexpr size_t kMaxNormalizedChars = 1000;
 
 // Builds a new string rather than replacing in place (gcc 12's -Wrestrict misfires on in-place replace).
 void replace_all(std::string& s, std::string_view from, std::string_view to) {

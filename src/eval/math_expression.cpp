@@ -13,7 +13,7 @@ namespace {
 using Op = MathNode::Op;
 
 // Answers longer than this are not parsed: a bound on work (and on recursion) for hostile input.
-constexpr size_t kMaxAnswerChars = 2000;
+constexpr size_t kMaxAnswerChars = 1000;
 constexpr int kMaxDepth = 200;
 
 struct Token {
