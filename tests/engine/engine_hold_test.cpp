@@ -183,6 +183,42 @@ TEST(EngineHold, StopHeldFinishesWithTheTextEndingAtTheHoldString) {
   EXPECT_LT(server.text.size() - (server.text.find(hold) + hold.size()), 3u);
 }
 
+TEST(EngineHold, HeldSequenceEvictedUnderKvPressureRecomputesAndStillMatches) {
+  const auto prompt = random_prompt(13, 6, kVocab);
+  const std::string hold = hold_string_of(prompt, 16);
+  const LoopOutput reference = client_side_loop(prompt, greedy(16), hold, 1);
+  ASSERT_EQ(reference.holds, 1);
+
+  FakeBackend backend(kVocab, 4, 10);
+  Engine engine(backend, small_config(10), letter_decoder_factory());  // 40 slots
+  SamplingParams params = greedy(16);
+  params.hold = {hold};
+  int holds = 0;
+  bool waiting_for_tool = false;
+  RequestCallbacks callbacks;
+  callbacks.on_token = [&](const TokenEvent& ev) {
+    if (ev.held) waiting_for_tool = ++holds == 1;
+    if (ev.held && holds > 1) engine.stop_held(ev.request_id, ev.index);
+  };
+  const RequestId held_id = engine.add_request(prompt, params, callbacks);
+  while (!waiting_for_tool) engine.step();
+  // A second request that needs 36 of the 40 slots: the held sequence's blocks must go.
+  SamplingParams long_params = greedy(28);
+  engine.add_request(random_prompt(14, 8, kVocab), long_params);
+  while (engine.stats().preemptions == 0) {
+    ASSERT_TRUE(engine.has_runnable());
+    engine.step();
+    ASSERT_NO_THROW(engine.check_invariants());
+  }
+  engine.resume(held_id, 0, kToolOutput);
+  const auto results = run_to_completion(engine);
+  ASSERT_NO_THROW(engine.check_invariants());
+  const auto& r = results.at(held_id);
+  EXPECT_EQ(r.sequences[0].token_ids, reference.tokens);
+  EXPECT_EQ(r.sequences[0].text, reference.text);
+  EXPECT_EQ(engine.block_manager().num_used_blocks(), 0);
+}
+
 // Random adds (some with a hold string), aborts, resumes of held sequences and steps on a tiny cache: the block
 // accounting and the queue membership hold after every operation, held sequences get evicted under pressure
 // (and recompute), and nothing leaks.
