@@ -40,6 +40,7 @@ struct RunOptions {
   float temperature = 0.0f;
   std::optional<uint64_t> seed;
   std::string sandbox;  // use this one instead of starting a child
+  std::string python;   // the child sandbox's interpreter (its --python), if given
   int threads = 0;
   tir::ToolLimits limits;
 };
@@ -87,8 +88,10 @@ void run_run(RunOptions opt) {
       sandbox = tir::parse_sandbox_url(opt.sandbox);
     } else {
       try {
-        child = std::make_unique<tir::SandboxProcess>(std::vector<std::string>{
-            self_exe().string(), "sandbox", "--host", "127.0.0.1", "--port", "0", "--workers", "1"});
+        std::vector<std::string> argv{self_exe().string(), "sandbox", "--host", "127.0.0.1", "--port", "0",
+                                      "--workers",         "1"};
+        if (!opt.python.empty()) argv.insert(argv.end(), {"--python", opt.python});
+        child = std::make_unique<tir::SandboxProcess>(std::move(argv));
       } catch (const Error& e) {
         fail(
             "qed run: could not start the code sandbox (use --no-tools to solve without code, or --sandbox URL): "
@@ -172,6 +175,7 @@ void register_run(CLI::App& app) {
   cmd->add_option("--temperature", opt->temperature, "0 = greedy")->capture_default_str();
   cmd->add_option("--seed", opt->seed, "Sampling seed (default: random)");
   cmd->add_option("--sandbox", opt->sandbox, "Use a running sandbox at this URL instead of starting one");
+  cmd->add_option("--python", opt->python, "Interpreter the started sandbox runs code with (its --python)");
   cmd->add_option("--threads", opt->threads, "CPU threads for the model (0 = all)")->capture_default_str();
   cmd->add_option("--max-code-executions", opt->limits.max_code_executions, "Tool calls at most")
       ->capture_default_str();

@@ -50,7 +50,7 @@ SandboxProcess::SandboxProcess(std::vector<std::string> argv, std::chrono::secon
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       stop();
-      fail("sandbox: `{}` did not report its port within {} s; its output:\n{}", argv[0], startup_timeout.count(),
+      fail("sandbox: `{}` did not report its port within {} s; its output: {}", argv[0], startup_timeout.count(),
            last_output());
     }
     pollfd p{out_fd_, POLLIN, 0};
@@ -59,7 +59,7 @@ SandboxProcess::SandboxProcess(std::vector<std::string> argv, std::chrono::secon
     const ssize_t n = read(out_fd_, chunk, sizeof chunk);
     if (n <= 0) {
       stop();
-      fail("sandbox: `{} {}` exited before it was ready; its output:\n{}", argv[0], argv.size() > 1 ? argv[1] : "",
+      fail("sandbox: `{} {}` exited before it was ready; its output: {}", argv[0], argv.size() > 1 ? argv[1] : "",
            last_output());
     }
     buffer.append(chunk, static_cast<size_t>(n));
@@ -78,7 +78,7 @@ SandboxProcess::SandboxProcess(std::vector<std::string> argv, std::chrono::secon
         drain_thread_ = std::thread([this] { drain(); });
         if (!SandboxClient(address_).healthy()) {
           stop();
-          fail("sandbox: {} does not answer /health; its output:\n{}", address_.url, last_output());
+          fail("sandbox: {} does not answer /health; its output: {}", address_.url, last_output());
         }
         return;
       }
@@ -110,11 +110,13 @@ void SandboxProcess::drain() {
   }
 }
 
+// The child's last lines on one line, so the caller's error stays one line.
 std::string SandboxProcess::last_output() const {
   std::lock_guard lock(mutex_);
   std::string out;
-  for (const auto& line : tail_) out += "  " + line + "\n";
-  return out.empty() ? "  (nothing)\n" : out;
+  const size_t first = tail_.size() > 5 ? tail_.size() - 5 : 0;
+  for (size_t i = first; i < tail_.size(); ++i) out += (out.empty() ? "" : " | ") + tail_[i];
+  return out.empty() ? "(no output)" : out;
 }
 
 void SandboxProcess::stop() noexcept {

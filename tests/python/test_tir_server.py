@@ -225,7 +225,12 @@ def test_qed_run_without_tools_answers_without_code(qed_bin):
     assert "```output" not in r.stdout and r.stdout.rstrip("\n").splitlines()[-1].startswith("Answer: ")
 
 
-def test_qed_run_reports_a_sandbox_that_cannot_start(qed_bin, tmp_path):
+def test_qed_run_reports_a_sandbox_that_cannot_start_in_one_line(qed_bin, tmp_path):
+    r = subprocess.run([qed_bin, "run", PROBLEM, "--python", str(tmp_path / "no-python")], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode != 0 and r.stdout == ""
+    assert "could not start the code sandbox" in r.stderr and "no-python" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     r = subprocess.run([qed_bin, "run", PROBLEM, "--sandbox", "not-a-url"], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode != 0 and "sandbox URL" in r.stderr and len(r.stderr.strip().splitlines()) == 1
