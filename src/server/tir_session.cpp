@@ -1,8 +1,8 @@
 #include "server/tir_session.h"
 
 #include <algorithm>
+#include <exception>
 
-#include "core/error.h"
 #include "tir/code_tags.h"
 
 namespace qed::server {
@@ -30,6 +30,8 @@ void TirSession::on_hold(RequestId id, int index, std::string generation) {
     std::optional<std::vector<int32_t>> tokens;
     try {
       std::lock_guard lock(sample.mutex);
+      // Checked again under the lock: the session delete of a request that ended meanwhile may have run first.
+      if (self->finished_) return;
       const int timeouts_before = sample.loop->timeouts();
       const auto block = sample.loop->run(generation);
       if (block) {
@@ -37,7 +39,7 @@ void TirSession::on_hold(RequestId id, int index, std::string generation) {
         self->timeouts_ += sample.loop->timeouts() - timeouts_before;
         tokens = self->tokenizer_.encode(*block, false);
       }
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {  // whatever it is, the held sample must not wait forever
       {
         std::lock_guard lock(self->mutex_);
         if (self->error_.empty()) self->error_ = e.what();

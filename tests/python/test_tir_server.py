@@ -234,3 +234,36 @@ def test_qed_run_reports_a_sandbox_that_cannot_start_in_one_line(qed_bin, tmp_pa
     r = subprocess.run([qed_bin, "run", PROBLEM, "--sandbox", "not-a-url"], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode != 0 and "sandbox URL" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def tir_stream_maybe_hanging_up_while_held(url, i):
+    """A sampled TIR stream; odd ones hang up right after </tool_call>, i.e. while the sample is held."""
+    body = {"model": "demo", "max_tokens": 200, "temperature": 0.8, "seed": i, "stream": True, "n": 1 + i % 2,
+            "qed": {"tir": True}, "messages": [{"role": "user", "content": f"What is {i + 3}^{100 + i} mod 97?"}]}
+    with httpx.Client(timeout=120) as c:
+        with c.stream("POST", url + "/v1/chat/completions", json=body) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                if i % 2 and "</tool_call>" in line:
+                    return "hung up"
+                if line == "data: [DONE]":
+                    return "done"
+    raise AssertionError(f"stream {i} ended without [DONE]")
+
+
+def test_concurrent_tir_streams_with_hang_ups_while_held_leave_nothing_behind(server, sandbox):
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(pool.map(lambda i: tir_stream_maybe_hanging_up_while_held(server.url, i), range(12)))
+    assert results.count("done") > 0 and results.count("hung up") > 0
+    deadline = time.time() + 60
+    while True:
+        m = server.metrics()
+        leftover = [s for s in sandbox.sessions() if s.startswith("qed-")]
+        if m["qed:requests_in_flight"] == 0 and m["qed:kv_cache_used_blocks"] == 0 and not leftover:
+            break
+        assert time.time() < deadline, (m, leftover)
+        time.sleep(0.1)
+    assert m["qed:num_requests_running"] == 0 and m["qed:num_requests_waiting"] == 0
+    out = completion(server, {"prompt": prompt_ids(server), "max_tokens": 200, "qed": {"tir": True}})
+    assert OUTPUT_401 in out["choices"][0]["text"]
