@@ -14,5 +14,6 @@ void register_sandbox(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_chat_template(CLI::App& app);
 void register_eval(CLI::App& app);
+void register_run(CLI::App& app);
 
 }  // namespace qed::cli
