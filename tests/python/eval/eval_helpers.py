@@ -97,3 +97,31 @@ class HoldingProxy(_Server):
         self.released.set()
 
 
+
+
+class QedSandbox:
+    """`qed sandbox --port 0`; the URL comes from its "listening on" log line."""
+
+    def __init__(self, qed_bin):
+        import re
+        import subprocess
+        import time
+
+        self.proc = subprocess.Popen([qed_bin, "sandbox", "--port", "0", "--workers", "2", "--preimport", ""],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.url, log, deadline = None, [], time.time() + 120
+        while self.url is None and time.time() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            log.append(line)
+            m = re.search(r"listening on (http://[\d.]+:\d+)", line)
+            self.url = m.group(1) if m else None
+        if self.url is None:
+            self.proc.kill()
+            raise RuntimeError("qed sandbox did not start:\n" + "".join(log))
+        threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()  # drain the log
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
