@@ -14,6 +14,7 @@ void register_sandbox(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_chat_template(CLI::App& app);
 void register_eval(CLI::App& app);
+void register_bench_report(CLI::App& app);  // under `qed bench`, created if absent
 void register_run(CLI::App& app);
 
 }  // namespace qed::cli
