@@ -118,6 +118,8 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--consensus", config->consensus, "Server early stop: stop once this many samples agree");
   cmd->add_option("--max-code-executions", config->max_code_executions, "tir: code calls per sample")
       ->capture_default_str();
+  cmd->add_flag("--tools", config->tools,
+                "Ask the server to run the model's code (\"qed\": {\"tir\": true}); implied by --prompt tir");
   cmd->add_flag("--parse-reasoning", config->parse_reasoning, "Grade only the text after the last </think>");
   cmd->add_option("--take-modulo", *take_modulo, "Compare integer answers modulo M (AIMO: 1000)");
   cmd->add_option("--limit", config->limit, "Evaluate only the first N problems");

@@ -145,7 +145,7 @@ class EvalRun {
     body["seed"] = config_.seed + static_cast<long long>(item.problem_index) * 1000003LL + item.samples.front();
     body["skip_special_tokens"] = false;
     nlohmann::json ext = nlohmann::json::object();
-    if (config_.prompt == "tir" && config_.prompt_template_file.empty()) {
+    if (config_.tools || (config_.prompt == "tir" && config_.prompt_template_file.empty())) {
       ext["tir"] = true;
       ext["max_code_executions"] = config_.max_code_executions;
     }

@@ -29,6 +29,7 @@ struct EvalConfig {
   std::optional<double> time_budget_s;  // → "qed": {"time_budget_s"} (one request per problem)
   std::optional<int> consensus;         // → "qed": {"consensus"} (one request per problem)
   int max_code_executions = 8;          // tir: "qed": {"tir": true, "max_code_executions"} and the prompt's count
+  bool tools = false;                   // server-side code execution with any prompt (--prompt tir implies it)
   bool parse_reasoning = false;         // grade only the text after </think>
   GradeOptions grading;
   double request_timeout_s = 3600;

@@ -132,6 +132,23 @@ def test_tir_and_early_stop_flags_shape_one_request_per_problem(qed_bin, tmp_pat
         (0, "0", True, 1), (1, "1", False, 1), (2, "2", False, 1), (3, "3", False, 1)]
 
 
+def test_tools_flag_asks_for_server_side_code_with_any_prompt(qed_bin, tmp_path):
+    reply = {"choices": [{"index": 0, "message": {"content": "\\boxed{1}"}, "finish_reason": "stop"}],
+             "usage": {"completion_tokens": 3}}
+    server = FakeOpenAI(lambda request: (200, reply))
+    try:
+        run = subprocess.run([qed_bin, "eval", "--server", server.url, "--dataset", str(DATASET), "--limit", "1",
+                              "--prompt", "plain", "--tools", "--max-code-executions", "2", "--no-system",
+                              "--no-progress", "--out", str(tmp_path / "r.jsonl")], capture_output=True, text=True,
+                             timeout=120)
+    finally:
+        server.stop()
+    assert run.returncode == 0, run.stderr
+    (_, body), = server.requests
+    assert body["qed"] == {"tir": True, "max_code_executions": 2} and body["n"] == 1
+    assert body["messages"] == [{"role": "user", "content": PROBLEMS[0]["problem"]}]
+
+
 def test_a_server_error_is_one_line_and_keeps_finished_rows(qed_bin, tmp_path):
     server = FakeOpenAI(lambda request: (400, {"error": {"message": "server-side code execution is not available"}}))
     out = tmp_path / "results.jsonl"
