@@ -33,11 +33,13 @@ def test_tir_eval_through_server_side_code_execution(qed_bin, tmp_path):
     expected = {json.loads(line)["id"]: json.loads(line)["expected_answer"] for line in DATASET.read_text().splitlines()}
     assert {r["problem_id"] for r in rows} == set(expected) and len(rows) == len(expected)
     for r in rows:
-        assert "```output\n" in r["generation"], "the server appended no code output"
-        assert r["tool_calls"] == r["generation"].count("<tool_call>") >= 1
+        assert r["tool_calls"] == r["generation"].count("<tool_call>")
+        if r["tool_calls"]:
+            assert "```output\n" in r["generation"], "the server appended no code output"
         assert r["predicted_answer"] == last_boxed(r["generation"])
         assert r["correct"] == (r["predicted_answer"] == expected[r["problem_id"]])
     # With real code outputs the demo model answers from them (98% held-out); without, it guesses (0.9%).
+    assert any(r["tool_calls"] for r in rows)
     assert any(r["correct"] for r in rows)
     summary = json.loads((tmp_path / "tir.summary.json").read_text())
     assert summary["accuracy"] == sum(r["correct"] for r in rows) / len(rows)
