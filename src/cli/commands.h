@@ -13,6 +13,8 @@ void register_batch(CLI::App& app);
 void register_sandbox(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_chat_template(CLI::App& app);
+void register_eval(CLI::App& app);
+void register_bench_report(CLI::App& app);  // under `qed bench`, created if absent
 void register_run(CLI::App& app);
 
 }  // namespace qed::cli

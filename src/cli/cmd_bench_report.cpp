@@ -1,0 +1,215 @@
+// qed bench report: bench/results/*.json (shared/design.md "Bench results") → one Markdown report with a table per
+// run and its provenance, plus one PNG bar chart per (run, metric) drawn by matplotlib.
+#include <fmt/format.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+namespace qed::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// Draws every chart in one interpreter (matplotlib's import is the slow part): argv[1] is a JSON file with
+// [{"png", "title", "metric", "labels", "values"}].
+constexpr const char* kPlotScript = R"PY(
+import json
+import sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+for chart in json.load(open(sys.argv[1])):
+    labels, values = chart["labels"], chart["values"]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(labels) + 1.4))
+    bars = ax.barh(range(len(labels)), values, color="#4878a8")
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(chart["metric"])
+    ax.set_title(chart["title"], fontsize=9)
+    ax.bar_label(bars, fmt="%.4g", fontsize=7, padding=2)
+    ax.margins(x=0.15)
+    fig.tight_layout()
+    fig.savefig(chart["png"], dpi=110)
+    plt.close(fig)
+)PY";
+
+struct Run {
+  std::string file;
+  json provenance;
+  std::vector<json> results;
+};
+
+Run load_run(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in) fail("{}: cannot open", path.string());
+  json doc;
+  try {
+    doc = json::parse(in);
+  } catch (const json::parse_error& e) {
+    fail("{}: not JSON: {}", path.string(), e.what());
+  }
+  if (!doc.is_object() || !doc.contains("results") || !doc["results"].is_array()) {
+    fail("{}: not a bench result (needs a 'results' list)", path.string());
+  }
+  Run run{path.filename().string(), doc.value("provenance", json::object()), {}};
+  for (const auto& r : doc["results"]) {
+    if (!r.is_object() || !r.contains("metric") || !r.contains("value") || !r["value"].is_number()) {
+      fail("{}: each result needs 'metric' and a numeric 'value'", path.string());
+    }
+    run.results.push_back(r);
+  }
+  return run;
+}
+
+std::string field(const json& r, const char* key) {
+  if (!r.contains(key) || r[key].is_null()) return "";
+  return r[key].is_string() ? r[key].get<std::string>() : r[key].dump();
+}
+
+// What tells two results of one metric apart: the descriptive fields that vary inside the run.
+std::string label(const json& r, const std::vector<std::string>& varying) {
+  std::string out;
+  for (const auto& key : varying) {
+    std::string v = field(r, key.c_str());
+    if (v.empty()) continue;
+    if (!out.empty()) out += " / ";
+    out += v;
+  }
+  return out.empty() ? field(r, "metric") : out;
+}
+
+std::string format_value(double v) {
+  return fmt::format("{:.6g}", v);
+}
+
+void run_plots(const std::string& python, const json& charts, const std::string& spec_path) {
+  {
+    std::ofstream spec(spec_path);
+    spec << charts.dump();
+    if (!spec) fail("bench report: cannot write {}", spec_path);
+  }
+  std::vector<std::string> argv{python, "-c", kPlotScript, spec_path};
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  pid_t pid = fork();
+  if (pid < 0) fail("bench report: fork failed: {}", std::strerror(errno));
+  if (pid == 0) {
+    execvp(cargv[0], cargv.data());
+    _exit(127);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  std::error_code ec;
+  fs::remove(spec_path, ec);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    fail("bench report: '{} -c <plot script>' failed (exit {}); is matplotlib installed? (--no-plots skips PNGs)",
+         python, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  }
+}
+
+std::string safe_name(std::string s) {
+  for (char& c : s)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') c = '_';
+  return s;
+}
+
+void write_report(const std::string& results_dir, const std::string& out_dir, bool plots, const std::string& python) {
+  std::error_code ec;
+  if (!fs::is_directory(results_dir, ec)) fail("bench report: {} is not a directory", results_dir);
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(results_dir))
+    if (entry.path().extension() == ".json") files.push_back(entry.path());
+  if (files.empty()) fail("bench report: no .json results in {}", results_dir);
+  std::sort(files.begin(), files.end());
+  fs::create_directories(out_dir, ec);
+  if (ec) fail("bench report: cannot create {}: {}", out_dir, ec.message());
+
+  std::ostringstream md;
+  md << "# qed benchmark report\n\nGenerated by `qed bench report` from `" << results_dir << "` (" << files.size()
+     << " runs). Values are as measured; see each run's device and command.\n";
+  json charts = json::array();
+  for (const auto& path : files) {
+    Run run = load_run(path);
+    const json& p = run.provenance;
+    md << "\n## " << run.file << "\n\n";
+    md << fmt::format("- date: {}\n- device: {}\n- git: `{}`\n- command: `{}`\n", field(p, "date"), field(p, "device"),
+                      field(p, "git_sha"), field(p, "command"));
+    std::vector<std::string> varying;
+    for (const char* key : {"engine", "model", "precision", "spec", "workload"}) {
+      std::string first = run.results.empty() ? "" : field(run.results[0], key);
+      bool differs =
+          std::any_of(run.results.begin(), run.results.end(), [&](const json& r) { return field(r, key) != first; });
+      if (differs) varying.emplace_back(key);
+    }
+    md << "\n| engine | model | precision | spec | workload | metric | value |\n|---|---|---|---|---|---|---|\n";
+    std::map<std::string, std::vector<const json*>> by_metric;
+    for (const auto& r : run.results) {
+      md << fmt::format("| {} | {} | {} | {} | {} | {} | {} |\n", field(r, "engine"), field(r, "model"),
+                        field(r, "precision"), field(r, "spec"), field(r, "workload"), field(r, "metric"),
+                        format_value(r["value"].get<double>()));
+      by_metric[field(r, "metric")].push_back(&r);
+    }
+    if (!plots) continue;
+    for (const auto& [metric, rows] : by_metric) {
+      std::string png = safe_name(fs::path(run.file).stem().string() + "." + metric) + ".png";
+      json chart{{"png", (fs::path(out_dir) / png).string()},
+                 {"title", run.file},
+                 {"metric", metric},
+                 {"labels", json::array()},
+                 {"values", json::array()}};
+      for (const json* r : rows) {
+        chart["labels"].push_back(label(*r, varying));
+        chart["values"].push_back((*r)["value"]);
+      }
+      charts.push_back(std::move(chart));
+      md << "\n![" << metric << "](" << png << ")\n";
+    }
+  }
+  if (!charts.empty()) run_plots(python, charts, (fs::path(out_dir) / ".charts.json").string());
+  std::string report = (fs::path(out_dir) / "README.md").string();
+  std::ofstream out(report);
+  out << md.str();
+  if (!out) fail("bench report: cannot write {}", report);
+  fmt::print("bench report: {} runs, {} plots -> {}\n", files.size(), charts.size(), report);
+}
+
+}  // namespace
+
+void register_bench_report(CLI::App& app) {
+  CLI::App* bench = nullptr;
+  for (auto* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    if (sub->get_name() == "bench") bench = sub;
+  }
+  if (!bench) bench = app.add_subcommand("bench", "Benchmarks (results as bench JSON with provenance)");
+  auto results = std::make_shared<std::string>("bench/results");
+  auto out = std::make_shared<std::string>("bench/report");
+  auto python = std::make_shared<std::string>("python3");
+  auto no_plots = std::make_shared<bool>(false);
+  auto* cmd = bench->add_subcommand("report", "Render bench/results/*.json as Markdown + PNG plots");
+  cmd->add_option("--results", *results, "Folder of bench JSON files")->capture_default_str();
+  cmd->add_option("--out", *out, "Folder for README.md and the PNGs")->capture_default_str();
+  cmd->add_option("--python", *python, "Interpreter with matplotlib")->capture_default_str();
+  cmd->add_flag("--no-plots", *no_plots, "Markdown only");
+  cmd->callback([=] { write_report(*results, *out, !*no_plots, *python); });
+}
+
+}  // namespace qed::cli

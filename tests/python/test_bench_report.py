@@ -1,0 +1,55 @@
+"""`qed bench report`: bench JSON runs → one Markdown report (a table per run, its provenance) and one PNG per
+(run, metric), drawn by matplotlib in one interpreter."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+PROVENANCE = {"git_sha": "abc1234", "device": "NVIDIA H200", "driver": "570.1", "cuda": "12.8",
+              "date": "2026-12-01T00:00:00+00:00", "command": "qed bench offline --model 14b"}
+
+
+def result(engine, precision, workload, metric, value):
+    return {"engine": engine, "model": "qwen2.5-14b-shape", "precision": precision, "spec": "none",
+            "workload": workload, "metric": metric, "value": value}
+
+
+def test_report_has_a_table_row_per_result_and_a_png_per_metric(qed_bin, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    run = [result("qed", "bf16", "decode_b1", "tok_per_s", 98.5), result("qed", "fp8", "decode_b1", "tok_per_s", 187.25),
+           result("hf-transformers", "bf16", "decode_b1", "tok_per_s", 12.8),
+           result("qed", "bf16", "ttft_1k", "ttft_ms", 41.0), result("qed", "fp8", "ttft_1k", "ttft_ms", 30.5)]
+    (results / "offline-h200.json").write_text(json.dumps({"provenance": PROVENANCE, "results": run}))
+    out = tmp_path / "report"
+    subprocess.run([qed_bin, "bench", "report", "--results", str(results), "--out", str(out), "--python", sys.executable],
+                   check=True, capture_output=True, text=True, timeout=300)
+    md = (out / "README.md").read_text()
+    assert "NVIDIA H200" in md and "qed bench offline --model 14b" in md and "abc1234" in md
+    for r in run:
+        assert f"| {r['engine']} | {r['model']} | {r['precision']} | none | {r['workload']} | {r['metric']} | " \
+               f"{r['value']:g} |" in md
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["offline-h200.tok_per_s.png", "offline-h200.ttft_ms.png"]
+    for name in pngs:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({name})" in md
+
+
+def test_a_file_that_is_not_a_bench_run_is_a_one_line_error(qed_bin, tmp_path):
+    (tmp_path / "bad.json").write_text(json.dumps({"rows": []}))
+    run = subprocess.run([qed_bin, "bench", "report", "--results", str(tmp_path), "--out", str(tmp_path / "r"),
+                          "--no-plots"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert run.stderr.strip().count("\n") == 0 and "bad.json" in run.stderr and "'results'" in run.stderr
+
+
+@pytest.mark.parametrize("folder", ["bench/results"])
+def test_the_committed_results_render(qed_bin, tmp_path, folder):
+    import pathlib
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    subprocess.run([qed_bin, "bench", "report", "--results", str(repo / folder), "--out", str(tmp_path), "--no-plots"],
+                   check=True, capture_output=True, text=True, timeout=60)
+    runs = list((repo / folder).glob("*.json"))
+    assert (tmp_path / "README.md").read_text().count("\n## ") == len(runs)
