@@ -14,6 +14,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "cli/commands.h"
+#include "cli/demo_model.h"
 #include "core/error.h"
 #include "engine/engine.h"
 #include "engine/token_decoder.h"
@@ -40,9 +41,18 @@ struct ServeOptions {
   int max_num_seqs = 64;
   int max_num_batched_tokens = 512;
   std::optional<uint64_t> seed;
+  double time_bank_s = 0;
+  double time_bank_max_extra_s = 0;
 };
 
-void run_serve(const ServeOptions& opt) {
+void run_serve(ServeOptions opt) {
+  if (opt.model.empty()) {
+    opt.model = find_demo_model_dir();
+    if (opt.served_model_name.empty()) opt.served_model_name = "demo";
+    spdlog::info("serve: no --model given; serving the demo model at {}", opt.model);
+  }
+  if (opt.time_bank_s < 0 || opt.time_bank_max_extra_s < 0)
+    fail("--time-bank-s and --time-bank-max-extra-s must be >= 0");
   if (opt.port < 0 || opt.port > 65535) fail("--port {} is not a TCP port", opt.port);
   if (opt.max_queue < 1) fail("--max-queue must be >= 1, got {}", opt.max_queue);
   if (!std::filesystem::exists(opt.model + "/tokenizer.json")) {
@@ -76,6 +86,8 @@ void run_serve(const ServeOptions& opt) {
                                  : opt.served_model_name;
   config.api_key = opt.api_key;
   config.max_queue = opt.max_queue;
+  config.time_bank.per_question_s = opt.time_bank_s;
+  config.time_bank.max_extra_s = opt.time_bank_max_extra_s;
   server::OpenAiServer api(config, tokenizer, chat_template ? &*chat_template : nullptr, *engine_service,
                            engine.max_model_len());
 
@@ -111,7 +123,9 @@ void run_serve(const ServeOptions& opt) {
 void register_serve(CLI::App& app) {
   auto opt = std::make_shared<ServeOptions>();
   auto* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server (completions, chat, streaming) on the engine");
-  cmd->add_option("--model", opt->model, "Model directory (config.json, *.safetensors, tokenizer.json)")->required();
+  cmd->add_option(
+      "--model", opt->model,
+      "Model directory (config.json, *.safetensors, tokenizer.json); default: the demo model (models/demo)");
   cmd->add_option("--host", opt->host, "Address to bind")->capture_default_str();
   cmd->add_option("--port", opt->port, "TCP port (0 = any free port)")->capture_default_str();
   cmd->add_option("--served-model-name", opt->served_model_name, "Model id clients use (default: --model)");
@@ -125,6 +139,12 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--max-num-batched-tokens", opt->max_num_batched_tokens, "Tokens per engine step")
       ->capture_default_str();
   cmd->add_option("--seed", opt->seed, "Seeds requests that bring no seed (default: random)");
+  cmd->add_option("--time-bank-s", opt->time_bank_s,
+                  "Early stop: seconds per question (a request group, qed.group); unused time is banked (0 = off)")
+      ->capture_default_str();
+  cmd->add_option("--time-bank-max-extra-s", opt->time_bank_max_extra_s,
+                  "Early stop: most seconds one question may draw from the bank")
+      ->capture_default_str();
   cmd->callback([opt] { run_serve(*opt); });
 }
 

@@ -37,6 +37,7 @@ struct OpenAiServer::Generation {
     size_t text_offset = 0;  // completions logprobs: offset of the next token in the returned text
     FinishReason finish = FinishReason::None;
     json stop_reason = nullptr;
+    CutReason cut = CutReason::None;  // ended "abort" because the early-stop policy cut it
   };
 
   GenerationRequest req;
@@ -54,6 +55,7 @@ struct OpenAiServer::Generation {
   http::Respond respond;                         // non-streaming
   std::shared_ptr<ServerMetrics> metrics;
   std::shared_ptr<std::atomic<int>> in_flight;
+  std::shared_ptr<EarlyStopGroups::Member> early_stop;  // null without early-stop fields or a group
 
   bool chat() const { return req.endpoint == Endpoint::ChatCompletions; }
 
@@ -99,6 +101,7 @@ struct OpenAiServer::Generation {
     std::string piece = event.text;
     if (event.finished()) {
       c.finish = event.finish_reason;
+      if (early_stop) note_early_stop(c);
       c.stop_reason = stop_reason_json(*tokenizer, req.params, c.tokens, c.text, c.finish);
       if (req.include_stop_str_in_output && c.stop_reason.is_string()) {
         c.text += c.stop_reason.get<std::string>();
@@ -120,9 +123,20 @@ struct OpenAiServer::Generation {
     }
     choice["finish_reason"] = finish_reason_json(c.finish);
     if (event.finished()) choice["stop_reason"] = c.stop_reason;
+    if (c.cut != CutReason::None) choice["qed"] = {{"cut", cut_reason_name(c.cut)}};
     json chunk = chunk_base();
     chunk["choices"] = json::array({std::move(choice)});
     write(chunk);
+  }
+
+  // A sample that ended by itself votes; one aborted after the group decided was cut for that reason (an abort
+  // before the decision is a disconnect or shutdown).
+  void note_early_stop(Choice& c) {
+    if (c.finish == FinishReason::Stop || c.finish == FinishReason::Length) {
+      early_stop->on_sample_finished(c.text);
+    } else if (c.finish == FinishReason::Abort) {
+      c.cut = early_stop->cut_reason();
+    }
   }
 
   int completion_tokens() const {
@@ -143,6 +157,7 @@ struct OpenAiServer::Generation {
         json chunk = chunk_base();
         chunk["choices"] = json::array();
         chunk["usage"] = usage;
+        if (early_stop) chunk["qed"] = early_stop->summary();
         write(chunk);
       }
       stream->write(sse_done());
@@ -173,8 +188,10 @@ struct OpenAiServer::Generation {
       }
       choice["finish_reason"] = finish_reason_json(c.finish);
       choice["stop_reason"] = c.stop_reason;
+      if (c.cut != CutReason::None) choice["qed"] = {{"cut", cut_reason_name(c.cut)}};
       body["choices"].push_back(std::move(choice));
     }
+    if (early_stop) body["qed"] = early_stop->summary();
     http::Response response;
     response.body = dump_json(body);
     respond(std::move(response));
@@ -210,7 +227,8 @@ OpenAiServer::OpenAiServer(ServeConfig config, const Tokenizer& tokenizer, const
       created_(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
                    .count()),
       metrics_(std::make_shared<ServerMetrics>()),
-      in_flight_(std::make_shared<std::atomic<int>>(0)) {
+      in_flight_(std::make_shared<std::atomic<int>>(0)),
+      early_stop_(std::make_unique<EarlyStopGroups>(engine, config_.time_bank)) {
   config_.limits.max_model_len = max_model_len;
 }
 
@@ -265,9 +283,6 @@ void OpenAiServer::generate(const http::Request& request, http::Respond respond,
       throw ApiError(404, fmt::format("The model `{}` does not exist.", req.model), "model");
     }
     if (req.tools.enabled) throw ApiError(400, "server-side code execution is not available yet", "tools");
-    if (req.early_stop.time_budget_s || req.early_stop.stop_after_first || req.early_stop.consensus) {
-      throw ApiError(400, "early-stop controls are not available yet", "qed");
-    }
     if (req.echo && req.params.logprobs >= 0) {
       throw ApiError(400, "echo together with logprobs (prompt logprobs) is not supported", "echo");
     }
@@ -295,6 +310,7 @@ void OpenAiServer::generate(const http::Request& request, http::Respond respond,
     } else {
       req.params.max_tokens = endpoint == Endpoint::Completions ? std::min(req.params.max_tokens, room) : room;
     }
+    if (EarlyStopGroups::wants_group(req.early_stop)) g->early_stop = early_stop_->join(req.early_stop);
     if (in_flight_->fetch_add(1) >= config_.max_queue) {
       in_flight_->fetch_sub(1);
       throw ApiError(
@@ -336,6 +352,7 @@ void OpenAiServer::generate(const http::Request& request, http::Respond respond,
     in_flight_->fetch_sub(1);
     return respond(error_response(ApiError(400, e.what())));
   }
+  if (g->early_stop) g->early_stop->attach(g->request_id);
   if (request.client) {
     request.client->on_disconnect([engine = &engine_, id = g->request_id] { engine->abort(id); });
   }
