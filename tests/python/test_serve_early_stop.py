@@ -145,7 +145,8 @@ def test_conflicting_early_stop_fields_in_an_open_group_are_a_400(server):
     with httpx.Client(timeout=120) as c:
         with c.stream("POST", server.url + "/v1/completions", json=body) as first:
             assert first.status_code == 200
-            next(first.iter_lines())
+            lines = first.iter_lines()  # kept: a collected iterator closes the connection
+            next(lines)
             other = dict(body, stream=False, qed={"group": group, "consensus": 5})
             r = c.post(server.url + "/v1/completions", json=other)
             assert r.status_code == 400 and r.json()["error"]["param"] == "qed"
