@@ -208,6 +208,9 @@ struct OpenAiServer::Generation {
     f.ttft_s = result.ttft_s;
     f.e2e_s = result.total_s;
     f.queue_s = result.queue_s;
+    for (const auto& c : choices) {
+      if (c.cut != CutReason::None) ++f.cut_samples[cut_reason_name(c.cut)];
+    }
     for (const auto& seq : result.sequences) {
       for (size_t i = 1; i < seq.token_times_s.size(); ++i) {
         f.inter_token_s.push_back(seq.token_times_s[i] - seq.token_times_s[i - 1]);

@@ -49,6 +49,7 @@ def cut_of(choice):
 
 
 def test_consensus_cuts_the_rest_once_k_answers_agree(server):
+    before = server.metrics()
     r = chat(server, {"consensus": 3}, n=12, temperature=0.3)
     summary = r["qed"]
     assert summary["cut"] == "consensus", summary
@@ -61,6 +62,8 @@ def test_consensus_cuts_the_rest_once_k_answers_agree(server):
     assert summary["finished"] == len(finished)
     # The cut samples hold what they had generated; usage counts it.
     assert r["usage"]["completion_tokens"] > 0
+    cuts = server.metrics()["qed:early_stop_cut_samples_total:consensus"]
+    assert cuts - before["qed:early_stop_cut_samples_total:consensus"] == len(cut)
 
 
 def test_stop_after_first_keeps_the_first_finishers(server):
