@@ -14,6 +14,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "cli/commands.h"
+#include "cli/demo_model.h"
 #include "core/error.h"
 #include "engine/engine.h"
 #include "engine/token_decoder.h"
@@ -46,9 +47,18 @@ struct ServeOptions {
   std::string sandbox;  // URL of `qed sandbox` for server-side TIR; empty = TIR requests are refused
   int tool_threads = 4;
   bool no_prefix_caching = false;
+  double time_bank_s = 0;
+  double time_bank_max_extra_s = 0;
 };
 
-void run_serve(const ServeOptions& opt) {
+void run_serve(ServeOptions opt) {
+  if (opt.model.empty()) {
+    opt.model = find_demo_model_dir();
+    if (opt.served_model_name.empty()) opt.served_model_name = "demo";
+    spdlog::info("serve: no --model given; serving the demo model at {}", opt.model);
+  }
+  if (opt.time_bank_s < 0 || opt.time_bank_max_extra_s < 0)
+    fail("--time-bank-s and --time-bank-max-extra-s must be >= 0");
   if (opt.port < 0 || opt.port > 65535) fail("--port {} is not a TCP port", opt.port);
   if (opt.max_queue < 1) fail("--max-queue must be >= 1, got {}", opt.max_queue);
   if (!std::filesystem::exists(opt.model + "/tokenizer.json")) {
@@ -95,6 +105,8 @@ void run_serve(const ServeOptions& opt) {
   config.api_key = opt.api_key;
   config.max_queue = opt.max_queue;
   config.tir = tir_context;
+  config.time_bank.per_question_s = opt.time_bank_s;
+  config.time_bank.max_extra_s = opt.time_bank_max_extra_s;
   server::OpenAiServer api(config, tokenizer, chat_template ? &*chat_template : nullptr, *engine_service,
                            engine.max_model_len());
 
@@ -131,7 +143,9 @@ void run_serve(const ServeOptions& opt) {
 void register_serve(CLI::App& app) {
   auto opt = std::make_shared<ServeOptions>();
   auto* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server (completions, chat, streaming) on the engine");
-  cmd->add_option("--model", opt->model, "Model directory (config.json, *.safetensors, tokenizer.json)")->required();
+  cmd->add_option(
+      "--model", opt->model,
+      "Model directory (config.json, *.safetensors, tokenizer.json); default: the demo model (models/demo)");
   cmd->add_option("--host", opt->host, "Address to bind")->capture_default_str();
   cmd->add_option("--port", opt->port, "TCP port (0 = any free port)")->capture_default_str();
   cmd->add_option("--served-model-name", opt->served_model_name, "Model id clients use (default: --model)");
@@ -149,6 +163,12 @@ void register_serve(CLI::App& app) {
                   "URL of a code sandbox (qed sandbox) for server-side tool calls, e.g. http://127.0.0.1:6000");
   cmd->add_flag("--no-enable-prefix-caching", opt->no_prefix_caching, "Recompute every prompt (vLLM's flag)");
   cmd->add_option("--tool-threads", opt->tool_threads, "Threads for concurrent sandbox calls")->capture_default_str();
+  cmd->add_option("--time-bank-s", opt->time_bank_s,
+                  "Early stop: seconds per question (a request group, qed.group); unused time is banked (0 = off)")
+      ->capture_default_str();
+  cmd->add_option("--time-bank-max-extra-s", opt->time_bank_max_extra_s,
+                  "Early stop: most seconds one question may draw from the bank")
+      ->capture_default_str();
   cmd->callback([opt] { run_serve(*opt); });
 }
 

@@ -16,5 +16,6 @@ void register_chat_template(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_bench_report(CLI::App& app);  // under `qed bench`, created if absent
 void register_run(CLI::App& app);
+void register_bench_serve(CLI::App& app);  // under `qed bench`, created if absent
 
 }  // namespace qed::cli

@@ -44,6 +44,7 @@ void ServerMetrics::record(const FinishedRequest& request) {
   for (double dt : request.inter_token_s) itl_.observe(dt);
   e2e_.observe(request.e2e_s);
   queue_.observe(request.queue_s);
+  for (const auto& [reason, n] : request.cut_samples) cut_by_reason_[reason] += static_cast<uint64_t>(n);
 }
 
 void ServerMetrics::record_rejected(int status) {
@@ -89,6 +90,13 @@ std::string ServerMetrics::render(const std::string& model_name, const EngineSna
   out += "# TYPE qed:request_rejected_total counter\n";
   for (const auto& [status, count] : rejected_by_status_) {
     out += fmt::format("qed:request_rejected_total{{{},status=\"{}\"}} {}\n", model, status, count);
+  }
+  out += "# HELP qed:early_stop_cut_samples_total Samples an early-stop policy aborted, by reason.\n";
+  out += "# TYPE qed:early_stop_cut_samples_total counter\n";
+  for (const char* reason : {"consensus", "stop_after_first", "time_budget"}) {
+    auto it = cut_by_reason_.find(reason);
+    out += fmt::format("qed:early_stop_cut_samples_total{{{},reason=\"{}\"}} {}\n", model, reason,
+                       it == cut_by_reason_.end() ? 0 : it->second);
   }
   auto histogram = [&](const char* name, const char* help, const Histogram& h) {
     out += fmt::format("# HELP {0} {1}\n# TYPE {0} histogram\n", name, help);

@@ -35,6 +35,7 @@ struct FinishedRequest {
   double e2e_s = 0;
   double queue_s = 0;
   std::vector<double> inter_token_s;
+  std::map<std::string, int> cut_samples;  // early stop: samples cut, by reason ("consensus", ...)
 };
 
 class ServerMetrics {
@@ -48,6 +49,7 @@ class ServerMetrics {
   mutable std::mutex mutex_;
   std::map<std::string, uint64_t> finished_by_reason_;
   std::map<int, uint64_t> rejected_by_status_;
+  std::map<std::string, uint64_t> cut_by_reason_;
   uint64_t prompt_tokens_ = 0, generation_tokens_ = 0, cached_tokens_ = 0;
   Histogram ttft_, itl_, e2e_, queue_;
 };

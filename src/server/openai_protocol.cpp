@@ -172,6 +172,8 @@ void parse_common(const json& body, const ServerLimits& limits, GenerationReques
       req.early_stop.stop_after_first = int(int_field(*ext, "stop_after_first", 0, 1, limits.max_n));
     }
     if (field(*ext, "consensus")) req.early_stop.consensus = int(int_field(*ext, "consensus", 0, 1, limits.max_n));
+    req.early_stop.group = string_field(*ext, "group");
+    if (req.early_stop.group.size() > 256) bad("group", "'group' must be at most 256 characters");
   }
 }
 

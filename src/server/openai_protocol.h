@@ -54,6 +54,9 @@ struct EarlyStop {
   std::optional<double> time_budget_s;  // stop all samples at the deadline, return what exists
   std::optional<int> stop_after_first;  // stop once this many samples finished
   std::optional<int> consensus;         // stop once this many finished samples agree on \boxed{}
+  // Requests naming the same group share one policy (and one time-bank draw) while any of them is in flight.
+  std::string group;
+  bool operator==(const EarlyStop&) const = default;
 };
 
 struct GenerationRequest {

@@ -37,6 +37,7 @@ struct OpenAiServer::Generation {
     size_t text_offset = 0;  // completions logprobs: offset of the next token in the returned text
     FinishReason finish = FinishReason::None;
     json stop_reason = nullptr;
+    CutReason cut = CutReason::None;  // ended "abort" because the early-stop policy cut it
   };
 
   GenerationRequest req;
@@ -54,7 +55,8 @@ struct OpenAiServer::Generation {
   http::Respond respond;                         // non-streaming
   std::shared_ptr<ServerMetrics> metrics;
   std::shared_ptr<std::atomic<int>> in_flight;
-  std::shared_ptr<TirSession> tir;  // server-side tool calls, when the request asked for them
+  std::shared_ptr<TirSession> tir;                      // server-side tool calls, when the request asked for them
+  std::shared_ptr<EarlyStopGroups::Member> early_stop;  // null without early-stop fields or a group
 
   bool chat() const { return req.endpoint == Endpoint::ChatCompletions; }
 
@@ -101,6 +103,7 @@ struct OpenAiServer::Generation {
     std::string piece = event.text;
     if (event.finished()) {
       c.finish = event.finish_reason;
+      if (early_stop) note_early_stop(c);
       c.stop_reason = stop_reason_json(*tokenizer, req.params, c.tokens, c.text, c.finish);
       if (req.include_stop_str_in_output && c.stop_reason.is_string()) {
         c.text += c.stop_reason.get<std::string>();
@@ -122,9 +125,20 @@ struct OpenAiServer::Generation {
     }
     choice["finish_reason"] = finish_reason_json(c.finish);
     if (event.finished()) choice["stop_reason"] = c.stop_reason;
+    if (c.cut != CutReason::None) choice["qed"] = {{"cut", cut_reason_name(c.cut)}};
     json chunk = chunk_base();
     chunk["choices"] = json::array({std::move(choice)});
     write(chunk);
+  }
+
+  // A sample that ended by itself votes; one aborted after the group decided was cut for that reason (an abort
+  // before the decision is a disconnect or shutdown).
+  void note_early_stop(Choice& c) {
+    if (c.finish == FinishReason::Stop || c.finish == FinishReason::Length) {
+      early_stop->on_sample_finished(c.text);
+    } else if (c.finish == FinishReason::Abort) {
+      c.cut = early_stop->cut_reason();
+    }
   }
 
   int completion_tokens() const {
@@ -163,6 +177,7 @@ struct OpenAiServer::Generation {
         json chunk = chunk_base();
         chunk["choices"] = json::array();
         chunk["usage"] = usage;
+        if (early_stop) chunk["qed"] = early_stop->summary();
         write(chunk);
       }
       stream->write(sse_done());
@@ -197,8 +212,10 @@ struct OpenAiServer::Generation {
         choice["prompt_token_ids"] = prompt;
         choice["token_ids"] = result.sequences[i].token_ids;  // tool output tokens included, as in the text
       }
+      if (c.cut != CutReason::None) choice["qed"] = {{"cut", cut_reason_name(c.cut)}};
       body["choices"].push_back(std::move(choice));
     }
+    if (early_stop) body["qed"] = early_stop->summary();
     http::Response response;
     response.body = dump_json(body);
     respond(std::move(response));
@@ -215,6 +232,9 @@ struct OpenAiServer::Generation {
     f.ttft_s = result.ttft_s;
     f.e2e_s = result.total_s;
     f.queue_s = result.queue_s;
+    for (const auto& c : choices) {
+      if (c.cut != CutReason::None) ++f.cut_samples[cut_reason_name(c.cut)];
+    }
     for (const auto& seq : result.sequences) {
       for (size_t i = 1; i < seq.token_times_s.size(); ++i) {
         f.inter_token_s.push_back(seq.token_times_s[i] - seq.token_times_s[i - 1]);
@@ -234,7 +254,8 @@ OpenAiServer::OpenAiServer(ServeConfig config, const Tokenizer& tokenizer, const
       created_(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
                    .count()),
       metrics_(std::make_shared<ServerMetrics>()),
-      in_flight_(std::make_shared<std::atomic<int>>(0)) {
+      in_flight_(std::make_shared<std::atomic<int>>(0)),
+      early_stop_(std::make_unique<EarlyStopGroups>(engine, config_.time_bank)) {
   config_.limits.max_model_len = max_model_len;
 }
 
@@ -291,9 +312,6 @@ void OpenAiServer::generate(const http::Request& request, http::Respond respond,
     if (req.tools.enabled && !config_.tir.sandbox) {
       throw ApiError(400, "server-side code execution needs a sandbox: start the server with --sandbox URL", "tools");
     }
-    if (req.early_stop.time_budget_s || req.early_stop.stop_after_first || req.early_stop.consensus) {
-      throw ApiError(400, "early-stop controls are not available yet", "qed");
-    }
     if (req.echo && req.params.logprobs >= 0) {
       throw ApiError(400, "echo together with logprobs (prompt logprobs) is not supported", "echo");
     }
@@ -321,6 +339,7 @@ void OpenAiServer::generate(const http::Request& request, http::Respond respond,
     } else {
       req.params.max_tokens = endpoint == Endpoint::Completions ? std::min(req.params.max_tokens, room) : room;
     }
+    if (EarlyStopGroups::wants_group(req.early_stop)) g->early_stop = early_stop_->join(req.early_stop);
     if (in_flight_->fetch_add(1) >= config_.max_queue) {
       in_flight_->fetch_sub(1);
       throw ApiError(
@@ -369,6 +388,7 @@ void OpenAiServer::generate(const http::Request& request, http::Respond respond,
     in_flight_->fetch_sub(1);
     return respond(error_response(ApiError(400, e.what())));
   }
+  if (g->early_stop) g->early_stop->attach(g->request_id);
   if (request.client) {
     request.client->on_disconnect([engine = &engine_, id = g->request_id] { engine->abort(id); });
   }

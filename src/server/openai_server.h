@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "server/early_stop_groups.h"
 #include "server/engine_service.h"
 #include "server/http/router.h"
 #include "server/metrics.h"
@@ -23,7 +24,8 @@ struct ServeConfig {
   std::string api_key;            // non-empty: /v1/* require "Authorization: Bearer <key>"
   int max_queue = 512;            // requests in flight at most; more are answered 503 (bounded memory)
   ServerLimits limits;
-  TirContext tir;  // server-side tool-integrated reasoning (`--sandbox URL`)
+  TirContext tir;            // server-side tool-integrated reasoning (`--sandbox URL`)
+  TimeBankConfig time_bank;  // early stop: per-question time bank for `qed.group` requests
 };
 
 class OpenAiServer {
@@ -52,6 +54,7 @@ class OpenAiServer {
   int64_t created_;  // unix time of start: /v1/models' `created`
   std::shared_ptr<ServerMetrics> metrics_;
   std::shared_ptr<std::atomic<int>> in_flight_;
+  std::unique_ptr<EarlyStopGroups> early_stop_;
 };
 
 }  // namespace qed::server

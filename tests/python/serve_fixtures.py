@@ -55,6 +55,8 @@ class Server:
             key = name.split("{")[0]
             if "finished_reason=" in name:
                 key += ":" + name.split('finished_reason="')[1].split('"')[0]
+            if "reason=" in name and "finished_reason=" not in name:
+                key += ":" + name.split('reason="')[1].split('"')[0]
             out[key] = float(value)
         return out
 

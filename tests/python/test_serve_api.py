@@ -193,3 +193,32 @@ def test_openapi_lists_served_paths(server):
     assert spec["openapi"].startswith("3.")
     for path in ("/v1/completions", "/v1/chat/completions", "/v1/models", "/tokenize", "/health", "/metrics"):
         assert path in spec["paths"]
+
+
+def test_serve_without_model_serves_the_demo_model(qed_bin):
+    """Issue 12: `qed serve` with no --model finds models/demo (relative to the binary or the checkout)."""
+    import signal
+    import subprocess
+    import time
+    from serve_fixtures import free_port
+    port = free_port()
+    proc = subprocess.Popen([qed_bin, "serve", "--port", str(port), "--threads", "1", "--kv-cache-mb", "16"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/")
+    try:
+        deadline = time.time() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1)
+                if r.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline, "qed serve did not come up"
+            time.sleep(0.1)
+        assert [m["id"] for m in r.json()["data"]] == ["demo"]
+        assert r.json()["data"][0]["root"].endswith("models/demo")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "serving the demo model" in out, out[-2000:]

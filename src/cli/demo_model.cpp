@@ -1,0 +1,30 @@
+#include "cli/demo_model.h"
+
+#include <filesystem>
+#include <system_error>
+#include <vector>
+
+#include "core/error.h"
+
+namespace qed::cli {
+
+namespace fs = std::filesystem;
+
+std::string find_demo_model_dir() {
+  std::vector<fs::path> candidates;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const fs::path dir = exe.parent_path();
+    candidates = {dir / "models/demo", dir / "../models/demo", dir / "../share/qed/models/demo"};
+  }
+  candidates.push_back(fs::current_path(ec) / "models/demo");
+  std::string looked;
+  for (const fs::path& c : candidates) {
+    if (fs::exists(c / "config.json", ec)) return c.lexically_normal().string();
+    looked += (looked.empty() ? "" : ", ") + c.lexically_normal().string();
+  }
+  fail("no --model given and the demo model is not at any of: {}", looked);
+}
+
+}  // namespace qed::cli
