@@ -14,6 +14,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "cli/commands.h"
+#include "cli/spec_options.h"
 #include "core/error.h"
 #include "engine/engine.h"
 #include "engine/token_decoder.h"
@@ -46,6 +47,7 @@ struct ServeOptions {
   std::string sandbox;  // URL of `qed sandbox` for server-side TIR; empty = TIR requests are refused
   int tool_threads = 4;
   bool no_prefix_caching = false;
+  SpecOptions spec;
 };
 
 void run_serve(const ServeOptions& opt) {
@@ -73,6 +75,7 @@ void run_serve(const ServeOptions& opt) {
   engine_config.scheduler.max_num_seqs = opt.max_num_seqs;
   engine_config.scheduler.max_num_batched_tokens = opt.max_num_batched_tokens;
   engine_config.seed = opt.seed ? *opt.seed : std::random_device{}();
+  engine_config.drafter = make_drafter(opt.spec);
   Engine engine(*backend, engine_config, tokenizer_decoder_factory(tokenizer));
   auto engine_service = std::make_unique<server::EngineService>(engine);
   // Sandbox calls run here, never on the HTTP or engine threads; reset before the engine service it resumes.
@@ -147,6 +150,7 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--seed", opt->seed, "Seeds requests that bring no seed (default: random)");
   cmd->add_option("--sandbox", opt->sandbox,
                   "URL of a code sandbox (qed sandbox) for server-side tool calls, e.g. http://127.0.0.1:6000");
+  add_spec_options(*cmd, opt->spec);
   cmd->add_flag("--no-enable-prefix-caching", opt->no_prefix_caching, "Recompute every prompt (vLLM's flag)");
   cmd->add_option("--tool-threads", opt->tool_threads, "Threads for concurrent sandbox calls")->capture_default_str();
   cmd->callback([opt] { run_serve(*opt); });
