@@ -52,6 +52,7 @@ Engine::Engine(Backend& backend, EngineConfig config, TokenDecoderFactory decode
       runner_(backend),
       seed_rng_(config_.seed) {
   if (config_.drafter) scheduler_.set_draft_hook([this](Sequence& seq) { propose_draft(seq); });
+  runner_.set_want_hidden(config_.drafter && config_.drafter->wants_hidden());
   eos_ids_ = config_.eos_token_ids.value_or(
       std::vector<int32_t>(backend.config().eos_token_ids.begin(), backend.config().eos_token_ids.end()));
   max_model_len_ = config_.max_model_len > 0                      ? config_.max_model_len
@@ -292,6 +293,7 @@ void Engine::apply_resume(Resume resume) {
   }
   seq.tokens.insert(seq.tokens.end(), tokens.begin(), tokens.end());
   seq.num_inserted_tokens += static_cast<int>(tokens.size());
+  seq.last_hidden.clear();  // the drafter's context belongs to the token before the inserted ones
   state.result.token_ids.insert(state.result.token_ids.end(), tokens.begin(), tokens.end());
   state.result.num_inserted_tokens += static_cast<int>(tokens.size());
   state.result.text += event.text;
@@ -373,12 +375,14 @@ std::vector<TokenEvent> Engine::step() {
         fork_children(r, *s.seq);
         // Every sequence draws its first token from the prompt's logits, each with its own seed.
         for (auto& state : r.seqs) {
+          keep_hidden(*state->seq, i, 0);
           append_token(r, *state, runner_.sample(i, *state->seq, r.params), out);
         }
       } else if (s.num_draft_tokens > 0) {
         verify_draft(r, *r.seqs[static_cast<size_t>(s.seq->index)], i, s.num_draft_tokens, out);
       } else {
         SequenceState& state = *r.seqs[static_cast<size_t>(s.seq->index)];
+        keep_hidden(*s.seq, i, 0);
         append_token(r, state, runner_.sample(i, *s.seq, r.params), out);
       }
     }
@@ -452,12 +456,18 @@ void Engine::propose_draft(Sequence& seq) {
   const int max_depth =
       std::min(request.params.max_tokens - seq.num_generated(), max_model_len_ - seq.num_tokens()) - 1;
   if (max_depth <= 0) return;
-  seq.draft = config_.drafter->propose({seq.tokens, max_depth});
+  if (config_.drafter->wants_hidden() && seq.last_hidden.empty()) return;  // recomputed: no context yet
+  seq.draft = config_.drafter->propose({seq.tokens, max_depth, seq.last_hidden});
   spec::validate_draft(seq.draft, backend_.config().vocab_size);
   if (seq.draft.max_depth() > max_depth) {
     fail("{} drafter: proposed depth {} beyond the allowed {}", config_.drafter->name(), seq.draft.max_depth(),
          max_depth);
   }
+}
+
+void Engine::keep_hidden(Sequence& seq, size_t scheduled_index, size_t row) {
+  const std::span<const float> hidden = runner_.hidden(scheduled_index, row);
+  seq.last_hidden.assign(hidden.begin(), hidden.end());
 }
 
 void Engine::verify_draft(Request& request, SequenceState& state, size_t scheduled_index, int num_nodes,
@@ -469,6 +479,7 @@ void Engine::verify_draft(Request& request, SequenceState& state, size_t schedul
   int contiguous = 0;  // accepted nodes whose K/V landed at the slot the token now occupies
   size_t row = 0;
   while (true) {
+    keep_hidden(seq, scheduled_index, row);
     append_token(request, state, runner_.sample(scheduled_index, seq, request.params, row), out);
     if (seq.status != SequenceStatus::Running) break;  // stopped, out of room or held: where decoding would end
     const int32_t child = seq.draft.child_with_token(node, seq.tokens.back(), static_cast<size_t>(num_nodes));

@@ -105,6 +105,8 @@ class Engine {
   void apply_resume(Resume resume);
   // Speculation hooks: drafts while scheduling, acceptance after the forward.
   void propose_draft(Sequence& seq);
+  // Remembers the hidden state of the row the sequence's next token is drawn from (empty unless wanted).
+  void keep_hidden(Sequence& seq, size_t scheduled_index, size_t row);
   void verify_draft(Request& request, SequenceState& state, size_t scheduled_index, int num_nodes,
                     std::vector<TokenEvent>& out);
 

@@ -8,7 +8,7 @@ namespace qed {
 void ModelRunner::execute(const SchedulerOutput& step) {
   if (!step.block_copies.empty()) backend_.copy_kv_blocks(step.block_copies);
   batch_.sequences.resize(step.scheduled.size());
-  batch_.want_hidden = false;
+  batch_.want_hidden = want_hidden_;
   first_row_.resize(step.scheduled.size());
   size_t rows = 0;
   for (size_t i = 0; i < step.scheduled.size(); ++i) {
@@ -39,6 +39,12 @@ void ModelRunner::execute(const SchedulerOutput& step) {
 std::span<const float> ModelRunner::logits(size_t scheduled_index, size_t row) const {
   const size_t vocab = static_cast<size_t>(backend_.config().vocab_size);
   return std::span<const float>(result_.logits).subspan((first_row_[scheduled_index] + row) * vocab, vocab);
+}
+
+std::span<const float> ModelRunner::hidden(size_t scheduled_index, size_t row) const {
+  if (!want_hidden_) return {};
+  const size_t size = static_cast<size_t>(backend_.config().hidden_size);
+  return std::span<const float>(result_.hidden).subspan((first_row_[scheduled_index] + row) * size, size);
 }
 
 SampledToken ModelRunner::sample(size_t scheduled_index, const Sequence& seq, const SamplingParams& params,

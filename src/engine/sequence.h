@@ -44,6 +44,8 @@ struct Sequence {
   int64_t arrival_order = 0;  // FIFO priority; forks inherit their parent's
   // Candidates proposed for this step, verified after the sequence's uncomputed tokens; empty = plain decode.
   spec::DraftTree draft;
+  // The base model's hidden state at the row that produced the last token, for drafters that want it.
+  std::vector<float> last_hidden;
 
   int num_tokens() const { return static_cast<int>(tokens.size()); }
   int num_generated() const { return num_tokens() - num_prompt_tokens - num_inserted_tokens; }

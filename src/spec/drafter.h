@@ -13,12 +13,17 @@ namespace qed::spec {
 struct DraftContext {
   std::span<const int32_t> tokens;  // prompt + everything generated (and inserted) so far
   int max_depth = 0;                // deepest node the engine can still use (max_tokens, context length)
+  // The base model's final-norm hidden state at the row that produced the last token (ReDrafter's context), when
+  // the drafter wants_hidden() and the engine has it; else empty.
+  std::span<const float> hidden;
 };
 
 class Drafter {
  public:
   virtual ~Drafter() = default;
   virtual std::string name() const = 0;
+  // Whether proposals need DraftContext::hidden (the engine then asks the backend for hidden states).
+  virtual bool wants_hidden() const { return false; }
   // Candidates below the last token of `context.tokens`, none deeper than context.max_depth; may be empty.
   virtual DraftTree propose(const DraftContext& context) const = 0;
 };

@@ -14,7 +14,11 @@
 #include "backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
 #include "engine_test_util.h"
+#include "model/model_config.h"
+#include "model/safetensors.h"
+#include "model/weights.h"
 #include "spec/ngram_drafter.h"
+#include "spec/redrafter_drafter.h"
 #include "tokenizer/tokenizer.h"
 
 namespace qed::testing {
@@ -161,6 +165,69 @@ TEST_P(EngineSpecCpu, SeededSamplingWithDraftsDrawsTheSameTokens) {
   Engine engine(*backend, config_with(8, 48, ngram(3)));
   EXPECT_EQ(generated_tokens(run_batched(engine, jobs)), expected);
   EXPECT_GT(engine.stats().spec_verify_steps, 0);
+}
+
+// Checks every hidden state the engine hands a drafter against a fresh forward of the context without the last
+// token (the row that produced it), bit for bit, then drafts with the wrapped drafter.
+class HiddenCheckingDrafter final : public spec::Drafter {
+ public:
+  HiddenCheckingDrafter(const std::string& model_dir, std::shared_ptr<const spec::Drafter> inner)
+      : reference_(load_backend(model_dir)), inner_(std::move(inner)) {}
+  std::string name() const override { return "hidden-check(" + inner_->name() + ")"; }
+  bool wants_hidden() const override { return true; }
+  spec::DraftTree propose(const spec::DraftContext& context) const override {
+    ForwardBatch batch;
+    SequenceChunk chunk;
+    chunk.tokens.assign(context.tokens.begin(), context.tokens.end() - 1);
+    for (int32_t b = 0; b < 64; ++b) chunk.block_table.push_back(b);
+    batch.sequences = {chunk};
+    batch.want_hidden = true;
+    ForwardResult result;
+    reference_->forward(batch, result);
+    ++checks;
+    if (!std::equal(result.hidden.begin(), result.hidden.end(), context.hidden.begin(), context.hidden.end())) {
+      ++mismatches;
+    }
+    return inner_->propose(context);
+  }
+  mutable int checks = 0;
+  mutable int mismatches = 0;
+
+ private:
+  std::unique_ptr<CpuBackend> reference_;
+  std::shared_ptr<const spec::Drafter> inner_;
+};
+
+std::shared_ptr<const spec::Drafter> random_redrafter(const std::string& model_dir, uint64_t seed) {
+  const ModelConfig config = ModelConfig::from_file(model_dir + "/config.json");
+  const Checkpoint checkpoint = Checkpoint::open(model_dir);
+  std::vector<float> embeddings = tensor_to_f32(*ModelWeights::bind(checkpoint, config).embed_tokens);
+  spec::RedrafterConfig head{.vocab_size = config.vocab_size,
+                             .hidden_size = config.hidden_size,
+                             .exit_dim = 2 * config.hidden_size,
+                             .num_draft_layers = 2,
+                             .rnn = true};
+  return std::make_shared<spec::RedrafterDrafter>(
+      spec::RedrafterHead::random(head, seed, 0.2f), std::move(embeddings),
+      spec::RedrafterDrafterConfig{.num_beams = 4, .draft_len_per_beam = 3});
+}
+
+// ReDrafter's beams (an untrained head, so few accepted) through the engine: the hidden states it drafts from are
+// the base model's exactly, and greedy outputs do not change.
+TEST_P(EngineSpecCpu, RedrafterDraftsFromTheExactHiddenStateAndKeepsGreedyOutputs) {
+  const Fixture f = load_fixture(GetParam());
+  const std::string dir = kFixtures + GetParam();
+  auto backend = load_backend(dir);
+  std::vector<Job> jobs;
+  for (const auto& prompt : f.prompts) jobs.push_back({prompt, greedy(12)});
+  Engine plain(*backend, config_with(8, 64, nullptr));
+  const auto expected = generated_tokens(run_batched(plain, jobs));
+  auto checker = std::make_shared<HiddenCheckingDrafter>(dir, random_redrafter(dir, 5));
+  Engine engine(*backend, config_with(8, 64, checker));
+  EXPECT_EQ(generated_tokens(run_batched(engine, jobs)), expected);
+  EXPECT_GT(checker->checks, 20);
+  EXPECT_EQ(checker->mismatches, 0);
+  EXPECT_GT(engine.stats().spec_draft_tokens, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, EngineSpecCpu,

@@ -8,7 +8,7 @@ namespace qed::spec {
 namespace {
 
 DraftTree propose(const NgramDrafter& drafter, const std::vector<int32_t>& tokens, int max_depth = 100) {
-  return drafter.propose({tokens, max_depth});
+  return drafter.propose({tokens, max_depth, {}});
 }
 
 TEST(NgramDrafter, ProposesWhatFollowedTheLatestMatch) {
