@@ -231,7 +231,7 @@ void run_batch(const BatchOptions& options) {
   config.scheduler.max_num_seqs = options.max_batch;
   config.scheduler.max_num_batched_tokens = std::max(options.max_batched_tokens, options.max_batch);
   config.enable_prefix_caching = !options.no_prefix_cache;
-  config.drafter = make_drafter(options.spec);
+  config.drafter = make_drafter(options.spec, options.model_dir);
   Engine engine(*backend, config, tokenizer ? tokenizer_decoder_factory(*tokenizer) : TokenDecoderFactory{});
 
   AppendOnlyFile out(options.output_path);

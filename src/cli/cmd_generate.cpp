@@ -88,7 +88,7 @@ void run_generate(const GenerateOptions& opt) {
   nlohmann::json spec_stats;
   if (params.max_tokens > 0) {  // the engine refuses empty requests; zero tokens is a valid (empty) generation
     EngineConfig engine_config;
-    engine_config.drafter = make_drafter(opt.spec);
+    engine_config.drafter = make_drafter(opt.spec, opt.model);
     Engine engine(backend, engine_config, tokenizer ? tokenizer_decoder_factory(*tokenizer) : TokenDecoderFactory{});
     RequestCallbacks callbacks;
     if (opt.stream) {

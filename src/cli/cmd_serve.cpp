@@ -75,7 +75,7 @@ void run_serve(const ServeOptions& opt) {
   engine_config.scheduler.max_num_seqs = opt.max_num_seqs;
   engine_config.scheduler.max_num_batched_tokens = opt.max_num_batched_tokens;
   engine_config.seed = opt.seed ? *opt.seed : std::random_device{}();
-  engine_config.drafter = make_drafter(opt.spec);
+  engine_config.drafter = make_drafter(opt.spec, opt.model);
   Engine engine(*backend, engine_config, tokenizer_decoder_factory(tokenizer));
   auto engine_service = std::make_unique<server::EngineService>(engine);
   // Sandbox calls run here, never on the HTTP or engine threads; reset before the engine service it resumes.

@@ -76,3 +76,44 @@ def test_serve_with_ngram_drafts_answers_the_same_and_counts_acceptance(qed_bin)
         else:
             assert 0 < accepted <= drafts
     assert texts["ngram"] == texts["none"]
+
+
+def write_rd_head(path, vocab, hidden, layers=2, seed=0):
+    """A random ReDrafter head in apple/ml-recurrent-drafter's layout, written by the safetensors library (what
+    Drafter.save_pretrained writes: RD's config.json + model.safetensors with its module names)."""
+    np = pytest.importorskip("numpy")
+    st = pytest.importorskip("safetensors.numpy")
+    rng = np.random.default_rng(seed)
+    exit_dim = 2 * hidden
+
+    def w(*shape):
+        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
+
+    tensors = {}
+    for i in range(layers):
+        tensors[f"lm_head.{i}.linear.weight"] = w(exit_dim, exit_dim)
+        tensors[f"lm_head.{i}.linear.bias"] = w(exit_dim)
+    tensors[f"lm_head.{layers}.weight"] = w(vocab, exit_dim)
+    tensors["rnn_u.weight"], tensors["rnn_u.bias"], tensors["rnn_w.weight"] = w(hidden, hidden), w(hidden), w(hidden, hidden)
+    path.mkdir()
+    st.save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    (path / "config.json").write_text(json.dumps({
+        "model_type": "recurrent_drafting_drafter", "vocab_size": vocab, "hidden_size": hidden, "exit_dim": exit_dim,
+        "num_draft_layers": layers, "num_lookback_tokens": -1, "rnn": True}))
+
+
+def test_generate_with_a_reference_layout_redrafter_head_is_token_identical(qed_bin, tmp_path):
+    config = json.loads((DEMO / "config.json").read_text())
+    write_rd_head(tmp_path / "head", config["vocab_size"], config["hidden_size"])
+    plain = generate(qed_bin)
+    spec = generate(qed_bin, "--spec", "redrafter", "--drafter", str(tmp_path / "head"), "--num-beams", "3",
+                    "--num-draft-tokens", "2")
+    assert spec["token_ids"] == plain["token_ids"]
+    s = spec["speculation"]
+    assert s["spec"] == "redrafter" and s["verify_steps"] > 0 and s["draft_tokens"] > 0
+
+
+def test_redrafter_without_a_head_is_a_one_line_error(qed_bin):
+    r = subprocess.run([qed_bin, "generate", "--model", str(DEMO), "--prompt", "x", "--spec", "redrafter"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "--drafter" in r.stderr
