@@ -27,6 +27,9 @@ struct SamplingParams {
   std::vector<std::string> hold;
   std::vector<int32_t> stop_token_ids;  // in addition to the model's EOS ids
   bool skip_special_tokens = true;
+  // Lets the engine's drafter (EngineConfig::drafter) propose tokens for this request's sequences; outputs are the
+  // same either way.
+  bool speculate = true;
 };
 
 struct TokenLogprob {

@@ -16,6 +16,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "cli/commands.h"
+#include "cli/spec_options.h"
 #include "core/error.h"
 #include "engine/engine.h"
 #include "tokenizer/tokenizer.h"
@@ -36,6 +37,7 @@ struct BatchOptions {
   int max_tokens = SamplingParams{}.max_tokens;
   float temperature = SamplingParams{}.temperature;
   std::string stats_path;
+  SpecOptions spec;
 };
 
 struct InputRow {
@@ -229,6 +231,7 @@ void run_batch(const BatchOptions& options) {
   config.scheduler.max_num_seqs = options.max_batch;
   config.scheduler.max_num_batched_tokens = std::max(options.max_batched_tokens, options.max_batch);
   config.enable_prefix_caching = !options.no_prefix_cache;
+  config.drafter = make_drafter(options.spec, options.model_dir);
   Engine engine(*backend, config, tokenizer ? tokenizer_decoder_factory(*tokenizer) : TokenDecoderFactory{});
 
   AppendOnlyFile out(options.output_path);
@@ -276,7 +279,8 @@ void run_batch(const BatchOptions& options) {
                             {"cached_tokens", stats.cached_tokens},
                             {"preemptions", stats.preemptions},
                             {"max_batch", options.max_batch},
-                            {"kv_blocks", engine.block_manager().num_blocks()}};
+                            {"kv_blocks", engine.block_manager().num_blocks()},
+                            {"speculation", spec_stats_json(options.spec, stats)}};
   fmt::print(stderr, "qed batch: done {}\n", summary.dump());
   if (!options.stats_path.empty()) {
     std::ofstream stats_out(options.stats_path);
@@ -307,6 +311,7 @@ void register_batch(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--temperature", options->temperature, "default temperature for rows without one");
   cmd->add_option("--stats", options->stats_path, "write a JSON summary (throughput, prefix-cache hits) here");
+  add_spec_options(*cmd, options->spec);
   cmd->callback([options] { run_batch(*options); });
 }
 

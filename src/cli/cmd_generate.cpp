@@ -17,6 +17,7 @@
 #include "backend/sampling.h"
 #include "cli/commands.h"
 #include "cli/prompt_ids.h"
+#include "cli/spec_options.h"
 #include "core/error.h"
 #include "engine/engine.h"
 #include "engine/token_decoder.h"
@@ -38,6 +39,7 @@ struct GenerateOptions {
   int threads = 0;
   std::optional<uint64_t> seed;
   SamplingParams sampling;
+  SpecOptions spec;
 };
 
 void run_generate(const GenerateOptions& opt) {
@@ -72,7 +74,9 @@ void run_generate(const GenerateOptions& opt) {
   CpuBackendOptions backend_options;
   backend_options.num_threads = opt.threads;
   // Enough blocks for the prompt and every generated token, plus one so a block boundary never starves the request.
-  const size_t slots = prompt.size() + size_t(opt.sampling.max_tokens);
+  // Draft tokens need slots beyond the last accepted one.
+  const size_t slots = prompt.size() + size_t(opt.sampling.max_tokens) +
+                       (opt.spec.method == "none" ? 0 : size_t(opt.spec.num_draft_tokens));
   backend_options.num_blocks =
       int((slots + size_t(backend_options.block_size) - 1) / size_t(backend_options.block_size)) + 1;
   CpuBackend backend(config, Checkpoint::open(opt.model), backend_options);
@@ -81,8 +85,11 @@ void run_generate(const GenerateOptions& opt) {
   params.seed = opt.seed ? *opt.seed : std::random_device{}() * 0x100000001ull ^ std::random_device{}();
   std::vector<int32_t> generated;
   std::string finish_reason = "length";
+  nlohmann::json spec_stats;
   if (params.max_tokens > 0) {  // the engine refuses empty requests; zero tokens is a valid (empty) generation
-    Engine engine(backend, EngineConfig{}, tokenizer ? tokenizer_decoder_factory(*tokenizer) : TokenDecoderFactory{});
+    EngineConfig engine_config;
+    engine_config.drafter = make_drafter(opt.spec, opt.model);
+    Engine engine(backend, engine_config, tokenizer ? tokenizer_decoder_factory(*tokenizer) : TokenDecoderFactory{});
     RequestCallbacks callbacks;
     if (opt.stream) {
       callbacks.on_token = [](const TokenEvent& event) {
@@ -96,6 +103,7 @@ void run_generate(const GenerateOptions& opt) {
     if (results.size() != 1 || results[0].sequences.size() != 1) fail("qed generate: the engine returned no result");
     if (!results[0].error.empty()) fail("qed generate: {}", results[0].error);
     generated = std::move(results[0].sequences[0].token_ids);
+    if (opt.spec.method != "none") spec_stats = spec_stats_json(opt.spec, engine.stats());
     finish_reason = finish_reason_name(results[0].sequences[0].finish_reason);
   }
 
@@ -103,6 +111,7 @@ void run_generate(const GenerateOptions& opt) {
   if (opt.stream) std::fputs("\n", stdout);
   if (opt.json) {
     nlohmann::json out = {{"text", text}, {"token_ids", generated}, {"finish_reason", finish_reason}};
+    if (!spec_stats.is_null()) out["speculation"] = spec_stats;
     fmt::print("{}\n", out.dump());
   } else if (!opt.stream) {
     fmt::print("{}\n", tokenizer ? text : fmt::format("{}", fmt::join(generated, " ")));
@@ -131,6 +140,7 @@ void register_generate(CLI::App& app) {
   cmd->add_flag("--stream", opt->stream, "Print text as it is generated");
   cmd->add_flag("--json", opt->json, "Print {\"text\", \"token_ids\", \"finish_reason\"} of the generated part");
   cmd->add_option("--threads", opt->threads, "CPU threads (0 = all)")->capture_default_str();
+  add_spec_options(*cmd, opt->spec);
   cmd->callback([opt, prompt, ids] {
     if (prompt->count() == 0 && ids->count() == 0) fail("qed generate: give --prompt TEXT or --prompt-ids 1,2,3");
     opt->text_prompt = prompt->count() > 0;

@@ -15,6 +15,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "cli/commands.h"
 #include "cli/demo_model.h"
+#include "cli/spec_options.h"
 #include "core/error.h"
 #include "engine/engine.h"
 #include "engine/token_decoder.h"
@@ -49,6 +50,7 @@ struct ServeOptions {
   bool no_prefix_caching = false;
   double time_bank_s = 0;
   double time_bank_max_extra_s = 0;
+  SpecOptions spec;
 };
 
 void run_serve(ServeOptions opt) {
@@ -83,6 +85,7 @@ void run_serve(ServeOptions opt) {
   engine_config.scheduler.max_num_seqs = opt.max_num_seqs;
   engine_config.scheduler.max_num_batched_tokens = opt.max_num_batched_tokens;
   engine_config.seed = opt.seed ? *opt.seed : std::random_device{}();
+  engine_config.drafter = make_drafter(opt.spec, opt.model);
   Engine engine(*backend, engine_config, tokenizer_decoder_factory(tokenizer));
   auto engine_service = std::make_unique<server::EngineService>(engine);
   // Sandbox calls run here, never on the HTTP or engine threads; reset before the engine service it resumes.
@@ -161,6 +164,7 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--seed", opt->seed, "Seeds requests that bring no seed (default: random)");
   cmd->add_option("--sandbox", opt->sandbox,
                   "URL of a code sandbox (qed sandbox) for server-side tool calls, e.g. http://127.0.0.1:6000");
+  add_spec_options(*cmd, opt->spec);
   cmd->add_flag("--no-enable-prefix-caching", opt->no_prefix_caching, "Recompute every prompt (vLLM's flag)");
   cmd->add_option("--tool-threads", opt->tool_threads, "Threads for concurrent sandbox calls")->capture_default_str();
   cmd->add_option("--time-bank-s", opt->time_bank_s,

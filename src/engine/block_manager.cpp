@@ -158,6 +158,15 @@ void BlockManager::append(Sequence& seq, int num_new_tokens, std::vector<std::pa
   }
 }
 
+void BlockManager::truncate(Sequence& seq, int num_slots) {
+  const size_t keep = static_cast<size_t>(blocks_for_tokens(num_slots));
+  while (seq.block_table.size() > keep) {
+    release(seq.block_table.back());
+    seq.block_table.pop_back();
+  }
+  if (seq.block_hashes.size() > keep) seq.block_hashes.resize(keep);
+}
+
 void BlockManager::commit_computed_blocks(Sequence& seq) {
   const size_t full = static_cast<size_t>(seq.num_computed / block_size_);
   while (seq.block_hashes.size() < full) {

@@ -48,6 +48,10 @@ class BlockManager {
   bool can_append(const Sequence& seq, int num_new_tokens) const;
   void append(Sequence& seq, int num_new_tokens, std::vector<std::pair<int32_t, int32_t>>& copies);
 
+  // Gives back the trailing blocks not needed for slots [0, num_slots) (the KV of rejected draft tokens). Those
+  // blocks were appended privately for the draft, so nothing shared is dropped.
+  void truncate(Sequence& seq, int num_slots);
+
   // After a forward: hashes and publishes the sequence's newly completed full blocks in the prefix cache.
   void commit_computed_blocks(Sequence& seq);
 

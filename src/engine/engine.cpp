@@ -51,6 +51,8 @@ Engine::Engine(Backend& backend, EngineConfig config, TokenDecoderFactory decode
       scheduler_(config_.scheduler, blocks_),
       runner_(backend),
       seed_rng_(config_.seed) {
+  if (config_.drafter) scheduler_.set_draft_hook([this](Sequence& seq) { propose_draft(seq); });
+  runner_.set_want_hidden(config_.drafter && config_.drafter->wants_hidden());
   eos_ids_ = config_.eos_token_ids.value_or(
       std::vector<int32_t>(backend.config().eos_token_ids.begin(), backend.config().eos_token_ids.end()));
   max_model_len_ = config_.max_model_len > 0                      ? config_.max_model_len
@@ -291,6 +293,7 @@ void Engine::apply_resume(Resume resume) {
   }
   seq.tokens.insert(seq.tokens.end(), tokens.begin(), tokens.end());
   seq.num_inserted_tokens += static_cast<int>(tokens.size());
+  seq.last_hidden.clear();  // the drafter's context belongs to the token before the inserted ones
   state.result.token_ids.insert(state.result.token_ids.end(), tokens.begin(), tokens.end());
   state.result.num_inserted_tokens += static_cast<int>(tokens.size());
   state.result.text += event.text;
@@ -372,10 +375,14 @@ std::vector<TokenEvent> Engine::step() {
         fork_children(r, *s.seq);
         // Every sequence draws its first token from the prompt's logits, each with its own seed.
         for (auto& state : r.seqs) {
+          keep_hidden(*state->seq, i, 0);
           append_token(r, *state, runner_.sample(i, *state->seq, r.params), out);
         }
+      } else if (s.num_draft_tokens > 0) {
+        verify_draft(r, *r.seqs[static_cast<size_t>(s.seq->index)], i, s.num_draft_tokens, out);
       } else {
         SequenceState& state = *r.seqs[static_cast<size_t>(s.seq->index)];
+        keep_hidden(*s.seq, i, 0);
         append_token(r, state, runner_.sample(i, *s.seq, r.params), out);
       }
     }
@@ -404,10 +411,16 @@ void Engine::check_invariants() const {
         fail("scheduler: sequence {} has status {} but sits in the queue of status {}", seq.seq_id,
              static_cast<int>(seq.status), static_cast<int>(scheduler_.queue_of(&seq)));
       }
-      // A held sequence keeps all but its last sampled token computed, or lost its blocks to an eviction.
-      if (seq.status == SequenceStatus::Held && seq.num_computed != seq.num_tokens() - 1 &&
-          !(seq.num_computed == 0 && seq.block_table.empty())) {
+      // A held sequence keeps all but its last sampled token computed (fewer when a draft tree's accepted path
+      // left some at other slots: they recompute on resume), or lost its blocks to an eviction.
+      if (seq.status == SequenceStatus::Held && seq.num_computed > seq.num_tokens() - 1) {
         fail("kv cache: held sequence {} has {} of {} tokens computed", seq.seq_id, seq.num_computed, seq.num_tokens());
+      }
+      // Between steps a sequence holds exactly the blocks of its computed tokens: the slots of rejected draft
+      // tokens were given back.
+      if (blocks_.blocks_for_tokens(seq.num_computed) != static_cast<int>(seq.block_table.size())) {
+        fail("kv cache: sequence {} holds {} blocks for {} computed tokens", seq.seq_id, seq.block_table.size(),
+             seq.num_computed);
       }
     }
   }
@@ -428,6 +441,63 @@ std::vector<RequestResult> Engine::take_finished() {
   std::vector<RequestResult> out;
   out.swap(finished_);
   return out;
+}
+
+// --- Speculative decoding: drafts are proposed while scheduling (the scheduler appends them to a sequence's chunk
+// when budget and KV blocks allow) and verified after the forward by walking the draft tree with the target's own
+// draws (see spec/speculative_sampling.h for why that is lossless).
+
+void Engine::propose_draft(Sequence& seq) {
+  seq.draft.clear();
+  const Request& request = *requests_.at(seq.request_id);
+  // Before an n > 1 request forks, its first token comes from the shared prompt row: nothing to verify there.
+  if (!request.forked || !request.params.speculate) return;
+  // Each accepted node adds one token besides the base model's own: stay within max_tokens and the context.
+  const int max_depth =
+      std::min(request.params.max_tokens - seq.num_generated(), max_model_len_ - seq.num_tokens()) - 1;
+  if (max_depth <= 0) return;
+  if (config_.drafter->wants_hidden() && seq.last_hidden.empty()) return;  // recomputed: no context yet
+  seq.draft = config_.drafter->propose({seq.tokens, max_depth, seq.last_hidden});
+  spec::validate_draft(seq.draft, backend_.config().vocab_size);
+  if (seq.draft.max_depth() > max_depth) {
+    fail("{} drafter: proposed depth {} beyond the allowed {}", config_.drafter->name(), seq.draft.max_depth(),
+         max_depth);
+  }
+}
+
+void Engine::keep_hidden(Sequence& seq, size_t scheduled_index, size_t row) {
+  const std::span<const float> hidden = runner_.hidden(scheduled_index, row);
+  seq.last_hidden.assign(hidden.begin(), hidden.end());
+}
+
+void Engine::verify_draft(Request& request, SequenceState& state, size_t scheduled_index, int num_nodes,
+                          std::vector<TokenEvent>& out) {
+  Sequence& seq = *state.seq;
+  const int known = seq.num_tokens();  // all computed by this forward; the draft's slots follow
+  int32_t node = -1;
+  int accepted = 0;
+  int contiguous = 0;  // accepted nodes whose K/V landed at the slot the token now occupies
+  size_t row = 0;
+  while (true) {
+    keep_hidden(seq, scheduled_index, row);
+    append_token(request, state, runner_.sample(scheduled_index, seq, request.params, row), out);
+    if (seq.status != SequenceStatus::Running) break;  // stopped, out of room or held: where decoding would end
+    const int32_t child = seq.draft.child_with_token(node, seq.tokens.back(), static_cast<size_t>(num_nodes));
+    if (child < 0) break;
+    if (child == accepted && contiguous == accepted) ++contiguous;
+    ++accepted;
+    node = child;
+    row = 1 + static_cast<size_t>(child);
+  }
+  ++stats_.spec_verify_steps;
+  stats_.spec_draft_tokens += num_nodes;
+  stats_.spec_accepted_tokens += accepted;
+  seq.draft.clear();
+  if (seq.is_finished()) return;  // its blocks are already free
+  // Accepted tokens off the contiguous path stay uncomputed and are recomputed with the next chunk.
+  seq.num_computed = known + std::min(contiguous, seq.num_tokens() - 1 - known);
+  blocks_.commit_computed_blocks(seq);
+  blocks_.truncate(seq, seq.num_computed);
 }
 
 }  // namespace qed

@@ -17,6 +17,7 @@
 #include "engine/scheduler.h"
 #include "engine/stop_strings.h"
 #include "engine/token_decoder.h"
+#include "spec/drafter.h"
 
 namespace qed {
 
@@ -27,6 +28,9 @@ struct EngineConfig {
   int max_model_len = 0;  // 0 = the model's max_position_embeddings (or unlimited if it has none)
   std::optional<std::vector<int32_t>> eos_token_ids;  // default: the model config's
   uint64_t seed = 0;                                  // seeds requests that bring none, in arrival order
+  // Speculative decoding: proposes candidates for every running sequence of a request with
+  // SamplingParams::speculate, verified in the same forward as the step's other work. Null = off.
+  std::shared_ptr<const spec::Drafter> drafter;
 };
 
 struct EngineStats {
@@ -36,6 +40,11 @@ struct EngineStats {
   int64_t cached_tokens = 0;   // prompt tokens skipped by prefix-cache hits
   int64_t generated_tokens = 0;
   int64_t preemptions = 0;
+  // Speculative decoding: sequence-steps that verified a draft, draft tokens verified, and those accepted (each
+  // verify step also yields one token of the base model's own, so tokens per verify step = 1 + accepted / steps).
+  int64_t spec_verify_steps = 0;
+  int64_t spec_draft_tokens = 0;
+  int64_t spec_accepted_tokens = 0;
 };
 
 class Engine {
@@ -94,6 +103,12 @@ class Engine {
     std::optional<std::vector<int32_t>> tokens;  // none: stop_held
   };
   void apply_resume(Resume resume);
+  // Speculation hooks: drafts while scheduling, acceptance after the forward.
+  void propose_draft(Sequence& seq);
+  // Remembers the hidden state of the row the sequence's next token is drawn from (empty unless wanted).
+  void keep_hidden(Sequence& seq, size_t scheduled_index, size_t row);
+  void verify_draft(Request& request, SequenceState& state, size_t scheduled_index, int num_nodes,
+                    std::vector<TokenEvent>& out);
 
   Backend& backend_;
   EngineConfig config_;

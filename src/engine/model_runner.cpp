@@ -1,13 +1,16 @@
 #include "engine/model_runner.h"
 
 #include "core/error.h"
+#include "spec/draft_tree.h"
 
 namespace qed {
 
 void ModelRunner::execute(const SchedulerOutput& step) {
   if (!step.block_copies.empty()) backend_.copy_kv_blocks(step.block_copies);
   batch_.sequences.resize(step.scheduled.size());
-  batch_.want_hidden = false;
+  batch_.want_hidden = want_hidden_;
+  first_row_.resize(step.scheduled.size());
+  size_t rows = 0;
   for (size_t i = 0; i < step.scheduled.size(); ++i) {
     const ScheduledSequence& s = step.scheduled[i];
     SequenceChunk& chunk = batch_.sequences[i];
@@ -19,22 +22,34 @@ void ModelRunner::execute(const SchedulerOutput& step) {
     chunk.attention_mask.clear();
     // The backend has no "no logits" option; a non-sampling prefill chunk costs one unused row.
     chunk.logits_indices.clear();
-    num_forwarded_tokens_ += s.num_new_tokens;
+    first_row_[i] = rows;
+    rows += 1 + static_cast<size_t>(s.num_draft_tokens);
+    if (s.num_draft_tokens > 0) {
+      spec::append_draft_to_chunk(s.seq->draft, static_cast<size_t>(s.num_draft_tokens), s.seq->num_tokens() - 1,
+                                  chunk);
+    }
+    num_forwarded_tokens_ += s.num_new_tokens + s.num_draft_tokens;
   }
   backend_.forward(batch_, result_);
-  if (result_.rows != static_cast<int>(step.scheduled.size())) {
-    fail("{} backend: forward returned {} logits rows for {} sequences", backend_.name(), result_.rows,
-         step.scheduled.size());
+  if (result_.rows != static_cast<int>(rows)) {
+    fail("{} backend: forward returned {} logits rows for {} expected", backend_.name(), result_.rows, rows);
   }
 }
 
-std::span<const float> ModelRunner::logits(size_t scheduled_index) const {
+std::span<const float> ModelRunner::logits(size_t scheduled_index, size_t row) const {
   const size_t vocab = static_cast<size_t>(backend_.config().vocab_size);
-  return std::span<const float>(result_.logits).subspan(scheduled_index * vocab, vocab);
+  return std::span<const float>(result_.logits).subspan((first_row_[scheduled_index] + row) * vocab, vocab);
 }
 
-SampledToken ModelRunner::sample(size_t scheduled_index, const Sequence& seq, const SamplingParams& params) const {
-  return sample_token(logits(scheduled_index), params, seq.seed, static_cast<uint64_t>(seq.num_generated()),
+std::span<const float> ModelRunner::hidden(size_t scheduled_index, size_t row) const {
+  if (!want_hidden_) return {};
+  const size_t size = static_cast<size_t>(backend_.config().hidden_size);
+  return std::span<const float>(result_.hidden).subspan((first_row_[scheduled_index] + row) * size, size);
+}
+
+SampledToken ModelRunner::sample(size_t scheduled_index, const Sequence& seq, const SamplingParams& params,
+                                 size_t row) const {
+  return sample_token(logits(scheduled_index, row), params, seq.seed, static_cast<uint64_t>(seq.num_generated()),
                       seq.tokens);
 }
 

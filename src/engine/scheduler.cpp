@@ -102,6 +102,13 @@ bool Scheduler::schedule_running(SchedulerOutput& out, int& budget) {
   while (i < running_.size() && budget > 0) {
     Sequence* seq = running_[i];
     const int n = std::min(seq->num_uncomputed(), budget);
+    // Drafts ride along only with room to spare: they never preempt anything or delay another sequence.
+    int drafts = 0;
+    if (n == seq->num_uncomputed() && draft_hook_) {
+      draft_hook_(*seq);
+      drafts = std::min(static_cast<int>(seq->draft.size()), budget - n);
+      if (drafts > 0 && !blocks_.can_append(*seq, n + drafts)) drafts = 0;
+    }
     bool fits = true;
     while (!blocks_.can_append(*seq, n)) {
       preempted_any = true;
@@ -127,10 +134,10 @@ bool Scheduler::schedule_running(SchedulerOutput& out, int& budget) {
       break;
     }
     if (!fits) continue;
-    blocks_.append(*seq, n, out.block_copies);
-    out.scheduled.push_back({seq, n, seq->num_computed + n == seq->num_tokens()});
+    blocks_.append(*seq, n + drafts, out.block_copies);
+    out.scheduled.push_back({seq, n, seq->num_computed + n == seq->num_tokens(), drafts});
     out.num_prefill_tokens += prefill_tokens_in(*seq, n);
-    budget -= n;
+    budget -= n + drafts;
     ++i;
   }
   return preempted_any;
@@ -153,14 +160,20 @@ void Scheduler::admit_waiting(SchedulerOutput& out, int& budget) {
     const int n = std::min(seq->num_tokens() - cached, budget);
     // FIFO: the head waits for room rather than letting later requests overtake it.
     if (!blocks_.can_allocate(prefix, cached + n)) break;
-    blocks_.allocate(*seq, prefix, cached + n);
+    int drafts = 0;
+    if (cached + n == seq->num_tokens() && draft_hook_) {
+      draft_hook_(*seq);
+      drafts = std::min(static_cast<int>(seq->draft.size()), budget - n);
+      if (drafts > 0 && !blocks_.can_allocate(prefix, cached + n + drafts)) drafts = 0;
+    }
+    blocks_.allocate(*seq, prefix, cached + n + drafts);
     waiting_.pop_front();
     seq->status = SequenceStatus::Running;
     running_.push_back(seq);
-    out.scheduled.push_back({seq, n, cached + n == seq->num_tokens()});
+    out.scheduled.push_back({seq, n, cached + n == seq->num_tokens(), drafts});
     out.num_prefill_tokens += prefill_tokens_in(*seq, n);
     out.num_cached_tokens += cached;
-    budget -= n;
+    budget -= n + drafts;
   }
 }
 

@@ -7,6 +7,7 @@
 // Held sequences (paused for a tool call) sit outside both queues with their blocks; they are the first whose
 // blocks are taken when the cache runs out, and then recompute on resume like a preempted sequence.
 #include <deque>
+#include <functional>
 #include <utility>
 #include <vector>
 
@@ -25,6 +26,9 @@ struct ScheduledSequence {
   int num_new_tokens = 0;  // tokens [num_computed, num_computed + n) run this step
   // The chunk reaches the end of the known tokens, so its last logits row yields the next token.
   bool samples = false;
+  // Leading nodes of seq->draft verified after the chunk (only when the chunk reaches the end of the known
+  // tokens); their KV slots follow the known tokens' and are given back after acceptance.
+  int num_draft_tokens = 0;
 };
 
 struct SchedulerOutput {
@@ -54,6 +58,10 @@ class Scheduler {
   // The status the queues say the sequence has (Finished when in none): for the engine's invariant checks.
   SequenceStatus queue_of(const Sequence* seq) const;
 
+  // Called for a sequence about to be scheduled up to the end of its known tokens (a decode, or a prefill that
+  // completes): it may set seq.draft, which the step then verifies if budget and KV blocks leave room.
+  void set_draft_hook(std::function<void(Sequence&)> hook) { draft_hook_ = std::move(hook); }
+
   SchedulerOutput schedule();
   // After the forward: the scheduled tokens now have K/V; full blocks are published for prefix reuse.
   void on_step_done(const SchedulerOutput& output);
@@ -77,6 +85,7 @@ class Scheduler {
   std::deque<Sequence*> running_;
   std::deque<Sequence*> held_;  // oldest hold first: the first evicted
   int64_t num_preemptions_ = 0;
+  std::function<void(Sequence&)> draft_hook_;
 };
 
 }  // namespace qed

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend/sampling.h"
+#include "spec/draft_tree.h"
 
 namespace qed {
 
@@ -41,6 +42,10 @@ struct Sequence {
   uint64_t seed = 0;  // this sequence's sampling stream (see derive_sequence_seed)
   Clock::time_point arrival;
   int64_t arrival_order = 0;  // FIFO priority; forks inherit their parent's
+  // Candidates proposed for this step, verified after the sequence's uncomputed tokens; empty = plain decode.
+  spec::DraftTree draft;
+  // The base model's hidden state at the row that produced the last token, for drafters that want it.
+  std::vector<float> last_hidden;
 
   int num_tokens() const { return static_cast<int>(tokens.size()); }
   int num_generated() const { return num_tokens() - num_prompt_tokens - num_inserted_tokens; }

@@ -74,6 +74,14 @@ std::string ServerMetrics::render(const std::string& model_name, const EngineSna
           static_cast<uint64_t>(engine.stats.preemptions));
   counter("qed:prefill_tokens_total", "Prompt tokens run through the model (prefix-cache hits excluded).",
           static_cast<uint64_t>(engine.stats.prefill_tokens));
+  // vLLM's spec_decode counters under our prefix: acceptance rate = accepted / draft, mean accepted length =
+  // 1 + accepted / verify steps.
+  counter("qed:spec_decode_num_drafts_total", "Sequence steps that verified a draft (speculative decoding).",
+          static_cast<uint64_t>(engine.stats.spec_verify_steps));
+  counter("qed:spec_decode_num_draft_tokens_total", "Draft tokens verified by the base model.",
+          static_cast<uint64_t>(engine.stats.spec_draft_tokens));
+  counter("qed:spec_decode_num_accepted_tokens_total", "Draft tokens accepted (equal to the base model's own).",
+          static_cast<uint64_t>(engine.stats.spec_accepted_tokens));
 
   std::lock_guard lock(mutex_);
   counter("qed:prompt_tokens_total", "Prompt tokens of finished requests.", prompt_tokens_);

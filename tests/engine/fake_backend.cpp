@@ -13,7 +13,24 @@ uint64_t mix(uint64_t h, uint64_t v) {
   return (h ^ (h >> 27)) * 0x94D049BB133111EBull;
 }
 
+float logit(uint64_t context_hash, size_t token) {
+  const uint64_t r = mix(context_hash, token);
+  return static_cast<float>(r >> 40) / static_cast<float>(1 << 24) * 8.0f - 4.0f;
+}
+
 }  // namespace
+
+int32_t FakeBackend::greedy_token(std::span<const int32_t> context) const {
+  uint64_t h = 0x1234;
+  for (size_t i = 0; i < context.size(); ++i) {
+    h = mix(mix(h, static_cast<uint64_t>(context[i])), static_cast<uint64_t>(i));
+  }
+  int32_t best = 0;
+  for (size_t v = 1; v < static_cast<size_t>(config_.vocab_size); ++v) {
+    if (logit(h, v) > logit(h, static_cast<size_t>(best))) best = static_cast<int32_t>(v);
+  }
+  return best;
+}
 
 FakeBackend::FakeBackend(int vocab_size, int block_size, int num_blocks, int eos_token_id) {
   config_.model_type = "fake";
@@ -61,14 +78,16 @@ void FakeBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
     for (int32_t row : rows) {
       uint64_t h = 0x1234;
       for (int32_t s = 0; s <= chunk.num_cached + row; ++s) {
+        const int32_t j = s - chunk.num_cached;  // index in the chunk; < 0 for cached slots
+        if (j >= 0 && !chunk.attention_mask.empty() &&
+            chunk.attention_mask[static_cast<size_t>(row) * static_cast<size_t>(n) + static_cast<size_t>(j)] == 0) {
+          continue;
+        }
         const Slot& visible = slot(chunk, s);
         if (visible.token < 0) throw std::logic_error("fake backend: read of unwritten KV slot");
         h = mix(mix(h, static_cast<uint64_t>(visible.token)), static_cast<uint64_t>(visible.position));
       }
-      for (size_t v = 0; v < vocab; ++v) {
-        const uint64_t r = mix(h, v);
-        result.logits.push_back(static_cast<float>(r >> 40) / static_cast<float>(1 << 24) * 8.0f - 4.0f);
-      }
+      for (size_t v = 0; v < vocab; ++v) result.logits.push_back(logit(h, v));
       ++result.rows;
     }
   }

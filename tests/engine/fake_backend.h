@@ -1,6 +1,7 @@
 #pragma once
 // A backend whose "KV cache" stores (token id, position) per slot and whose logits are a hash of everything each
-// row can see through its block table: cached slots plus the chunk's own causal prefix. Any paging, prefix-cache,
+// row can see through its block table: cached slots plus the chunk's own causal prefix (or the tokens its
+// attention_mask row names, for draft trees; a tree's rows only see earlier chunk tokens). Any paging, prefix-cache,
 // copy-on-write or position bug changes what a row sees and so changes the generated tokens; reads of slots that
 // were never written throw.
 #include <cstdint>
@@ -19,6 +20,10 @@ class FakeBackend final : public Backend {
   KvCacheLayout kv_layout() const override { return layout_; }
   void forward(const ForwardBatch& batch, ForwardResult& result) override;
   void copy_kv_blocks(std::span<const std::pair<int32_t, int32_t>> src_dst) override;
+
+  // The greedy next token after `context` at positions 0..n-1, computed without the cache: what a decode of that
+  // context yields, so test drafters can propose tokens that will be accepted.
+  int32_t greedy_token(std::span<const int32_t> context) const;
 
   int64_t forwarded_tokens() const { return forwarded_tokens_; }
   int64_t forward_calls() const { return forward_calls_; }
