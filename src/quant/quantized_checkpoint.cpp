@@ -138,7 +138,7 @@ void write_quantized_checkpoint(const std::string& model_dir, const std::string&
     fail("quantize: calibration has {} layers, the model {}", stats->layers.size(), config.num_layers);
   }
   const Checkpoint checkpoint = Checkpoint::open(model_dir);
-  const ModelWeights weights = ModelWeights::bind(checkpoint, config);  // checks every tensor's shape first
+  (void)ModelWeights::bind(checkpoint, config);  // every tensor present with its shape, before anything is written
 
   // Decoder linear weights → (layer, site of the input they read).
   std::map<std::string, std::pair<int, float LayerAmax::*>> linears;
@@ -183,7 +183,11 @@ void write_quantized_checkpoint(const std::string& model_dir, const std::string&
   ordered_json config_json = ordered_json::parse(read_text_file(config_path));
   config_json["quantization_config"] = quantization_config(options);
   const std::string config_out = out_dir + "/config.json";
-  std::ofstream(config_out) << config_json.dump(2) << "\n";
+  {
+    std::ofstream config_file(config_out);
+    config_file << config_json.dump(2) << "\n";
+    if (!config_file) fail("{}: cannot write", config_out);
+  }
   for (const char* file : kSideFiles) {
     const fs::path from = fs::path(model_dir) / file;
     if (fs::is_regular_file(from, ec)) {
@@ -203,7 +207,6 @@ void write_quantized_checkpoint(const std::string& model_dir, const std::string&
     }
     std::ofstream(out_dir + "/qed_calibration.json") << calib.dump(1) << "\n";
   }
-  (void)weights;
 }
 
 }  // namespace qed::quant
