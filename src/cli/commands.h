@@ -7,12 +7,12 @@ namespace qed::cli {
 void register_tokenize(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_logits(CLI::App& app);
+void register_quantize(CLI::App& app);
 void register_pipeline(CLI::App& app);
 void register_serve(CLI::App& app);
 void register_batch(CLI::App& app);
 void register_sandbox(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_chat_template(CLI::App& app);
-void register_quantize(CLI::App& app);
 
 }  // namespace qed::cli

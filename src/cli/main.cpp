@@ -17,13 +17,13 @@ int main(int argc, char** argv) {
   qed::cli::register_tokenize(app);
   qed::cli::register_generate(app);
   qed::cli::register_logits(app);
+  qed::cli::register_quantize(app);
   qed::cli::register_pipeline(app);
   qed::cli::register_serve(app);
   qed::cli::register_batch(app);
   qed::cli::register_sandbox(app);
   qed::cli::register_inspect(app);
   qed::cli::register_chat_template(app);
-  qed::cli::register_quantize(app);
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
     for (const auto* sub : app.get_subcommands([](const CLI::App*) { return true; })) {

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstring>
 
-#include "backend/cpu/quant_ops.h"
 #include "core/error.h"
 #include "model/weights.h"
 

@@ -8,6 +8,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/quant_ops.h"
 #include "core/thread_pool.h"
 #include "model/model_config.h"
 #include "model/safetensors.h"
