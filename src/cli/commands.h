@@ -7,6 +7,7 @@ namespace qed::cli {
 void register_tokenize(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_logits(CLI::App& app);
+void register_quantize(CLI::App& app);
 void register_pipeline(CLI::App& app);
 void register_serve(CLI::App& app);
 void register_batch(CLI::App& app);

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   qed::cli::register_tokenize(app);
   qed::cli::register_generate(app);
   qed::cli::register_logits(app);
+  qed::cli::register_quantize(app);
   qed::cli::register_pipeline(app);
   qed::cli::register_serve(app);
   qed::cli::register_batch(app);

@@ -236,6 +236,7 @@ ModelConfig ModelConfig::from_json(const json& config, const std::string& source
   } else if (const json* eos = field(config, "eos_token_id")) {
     c.eos_token_ids = token_ids(*eos, source, "eos_token_id");
   }
+  c.quantization = QuantizationConfig::from_json(field(config, "quantization_config"), source);
   c.validate(source);
   return c;
 }

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "model/quant_config.h"
 
 namespace qed {
 
@@ -39,6 +40,7 @@ struct ModelConfig {
   DType dtype = DType::BF16;  // `torch_dtype` or (transformers >= 5) `dtype`
   int bos_token_id = -1;
   std::vector<int> eos_token_ids;
+  QuantizationConfig quantization;  // config.json's quantization_config (none for a bf16 checkpoint)
 
   // `source` names the file in error messages.
   static ModelConfig from_json(const nlohmann::json& json, const std::string& source);

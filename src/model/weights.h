@@ -9,6 +9,12 @@
 
 namespace qed {
 
+// The scales of one quantized linear layer (both null when the layer is not quantized).
+struct LinearScales {
+  const TensorInfo* weight_scale = nullptr;  // [] or [1]: per tensor; [out] or [out, 1]: per output channel
+  const TensorInfo* input_scale = nullptr;   // [] or [1]: static FP8 activation scale; null = dynamic or none
+};
+
 struct LayerWeights {
   const TensorInfo* input_norm = nullptr;  // [hidden]
   const TensorInfo* q_proj = nullptr;      // [heads * head_dim, hidden]
@@ -26,6 +32,12 @@ struct LayerWeights {
   const TensorInfo* gate_bias = nullptr;            // mlp_bias only
   const TensorInfo* up_bias = nullptr;
   const TensorInfo* down_bias = nullptr;
+  // Quantized checkpoints only (see quantization_config): a linear layer's weight above is then F8_E4M3 or I8 and
+  // its scales are here; the FP8 KV-cache scales are null when the checkpoint has none.
+  LinearScales q_proj_scales, k_proj_scales, v_proj_scales, o_proj_scales;
+  LinearScales gate_proj_scales, up_proj_scales, down_proj_scales;
+  const TensorInfo* k_cache_scale = nullptr;  // self_attn.k_scale (or vLLM's/ModelOpt's other spellings), []
+  const TensorInfo* v_cache_scale = nullptr;
 };
 
 struct ModelWeights {
@@ -35,8 +47,10 @@ struct ModelWeights {
   const TensorInfo* lm_head = nullptr;     // [vocab, hidden]; the embedding itself when tie_word_embeddings
 
   // Looks up every tensor the config implies, checks shape and dtype (F32/F16/BF16); throws qed::Error naming the
-  // tensor and the checkpoint directory.
-  static ModelWeights bind(const Checkpoint& checkpoint, const ModelConfig& config);
+  // tensor and the checkpoint directory. A quantized checkpoint (config.quantization) is refused unless the
+  // backend says it runs one (allow_quantized): then quantized linear weights must have the quantized dtype and
+  // their scales, which are bound too.
+  static ModelWeights bind(const Checkpoint& checkpoint, const ModelConfig& config, bool allow_quantized = false);
 };
 
 // HF name of a per-layer tensor: "model.layers.<layer>.<suffix>".
@@ -44,5 +58,12 @@ std::string layer_tensor_name(int layer, const std::string& suffix);
 
 // Reads a whole tensor as float32 (exact for F32/F16/BF16).
 std::vector<float> tensor_to_f32(const TensorInfo& tensor);
+
+// A linear weight as float32: the stored values times weight_scale (per tensor, or per output row), or the plain
+// values when `scales` has no weight_scale. Throws if a scale is not finite and positive.
+std::vector<float> linear_to_f32(const TensorInfo& weight, const LinearScales& scales);
+
+// The value of a one-element scale tensor; throws naming it unless finite and positive.
+float scalar_scale(const TensorInfo& tensor);
 
 }  // namespace qed

@@ -39,7 +39,9 @@ int num_blocks_for(const ModelConfig& config, const CpuBackendOptions& options) 
 CpuBackend::CpuBackend(const ModelConfig& config, const Checkpoint& checkpoint, const CpuBackendOptions& options)
     : config_(config), pool_(options.num_threads > 0 ? size_t(options.num_threads) : 0) {
   if (options.block_size <= 0) fail("cpu backend: block_size must be positive, got {}", options.block_size);
-  const ModelWeights weights = ModelWeights::bind(checkpoint, config);
+  // Quantized weights are dequantized once here (W = W_q * weight_scale, exact in fp32); activations and the KV
+  // cache are quantized in the forward, so every number the CPU computes with is one the quantized format holds.
+  const ModelWeights weights = ModelWeights::bind(checkpoint, config, /*allow_quantized=*/true);
   embed_tokens_ = tensor_to_f32(*weights.embed_tokens);
   if (!config.tie_word_embeddings) lm_head_ = tensor_to_f32(*weights.lm_head);
   final_norm_ = tensor_to_f32(*weights.final_norm);
@@ -47,17 +49,34 @@ CpuBackend::CpuBackend(const ModelConfig& config, const Checkpoint& checkpoint, 
     Layer layer;
     layer.input_norm = tensor_to_f32(*w.input_norm);
     layer.post_attention_norm = tensor_to_f32(*w.post_attention_norm);
-    layer.q_proj = tensor_to_f32(*w.q_proj);
-    layer.k_proj = tensor_to_f32(*w.k_proj);
-    layer.v_proj = tensor_to_f32(*w.v_proj);
-    layer.o_proj = tensor_to_f32(*w.o_proj);
+    layer.q_proj = linear_to_f32(*w.q_proj, w.q_proj_scales);
+    layer.q_input = input_quant(w.q_proj_scales);
+    layer.k_proj = linear_to_f32(*w.k_proj, w.k_proj_scales);
+    layer.k_input = input_quant(w.k_proj_scales);
+    layer.v_proj = linear_to_f32(*w.v_proj, w.v_proj_scales);
+    layer.v_input = input_quant(w.v_proj_scales);
+    layer.o_proj = linear_to_f32(*w.o_proj, w.o_proj_scales);
+    layer.o_input = input_quant(w.o_proj_scales);
     layer.q_bias = optional_f32(w.q_bias);
     layer.k_bias = optional_f32(w.k_bias);
     layer.v_bias = optional_f32(w.v_bias);
     layer.o_bias = optional_f32(w.o_bias);
-    layer.gate_up_proj = concat(tensor_to_f32(*w.gate_proj), tensor_to_f32(*w.up_proj));
+    layer.gate_up_proj =
+        concat(linear_to_f32(*w.gate_proj, w.gate_proj_scales), linear_to_f32(*w.up_proj, w.up_proj_scales));
+    // One GEMM for gate and up, as vLLM fuses them: it takes the larger of the two input scales.
+    const InputQuant gate_input = input_quant(w.gate_proj_scales), up_input = input_quant(w.up_proj_scales);
+    if (gate_input.scheme != up_input.scheme) {
+      fail("{}: layer {}: mlp.gate_proj and mlp.up_proj must be quantized alike", checkpoint.dir(), layers_.size());
+    }
+    layer.gate_up_input = gate_input;
+    layer.gate_up_input.scale = std::max(gate_input.scale, up_input.scale);
     if (w.gate_bias) layer.gate_up_bias = concat(tensor_to_f32(*w.gate_bias), tensor_to_f32(*w.up_bias));
-    layer.down_proj = tensor_to_f32(*w.down_proj);
+    layer.down_proj = linear_to_f32(*w.down_proj, w.down_proj_scales);
+    layer.down_input = input_quant(w.down_proj_scales);
+    if (w.k_cache_scale) {
+      layer.k_cache_scale = scalar_scale(*w.k_cache_scale);
+      layer.v_cache_scale = scalar_scale(*w.v_cache_scale);
+    }
     layer.down_bias = optional_f32(w.down_bias);
     layers_.push_back(std::move(layer));
   }
@@ -76,6 +95,26 @@ std::unique_ptr<CpuBackend> CpuBackend::load(const std::string& model_dir, const
   ModelConfig config = ModelConfig::from_file(model_dir + "/config.json");
   Checkpoint checkpoint = Checkpoint::open(model_dir);
   return std::make_unique<CpuBackend>(config, checkpoint, options);
+}
+
+CpuBackend::InputQuant CpuBackend::input_quant(const LinearScales& scales) const {
+  if (config_.quantization.method != QuantMethod::Fp8 || !scales.weight_scale) return {};
+  if (!scales.input_scale) return {ActivationScheme::Dynamic, 0.0f};
+  return {ActivationScheme::Static, scalar_scale(*scales.input_scale)};
+}
+
+const float* CpuBackend::quantized_input(const InputQuant& quant, const float* x, size_t n,
+                                         std::vector<float>& scratch) {
+  if (quant.scheme == ActivationScheme::None) return x;
+  float scale = quant.scale;
+  if (quant.scheme == ActivationScheme::Dynamic) {
+    const float a = cpu::amax(x, n);
+    if (std::isnan(a)) fail("forward: NaN in a linear layer's input");
+    scale = cpu::fp8_scale_for_amax(a);
+  }
+  scratch.resize(n);
+  cpu::fake_quantize_fp8(x, n, scale, scratch.data());
+  return scratch.data();
 }
 
 cpu::PagedKv CpuBackend::layer_cache(int layer) {
@@ -149,6 +188,7 @@ void CpuBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
   std::vector<float> q(size_t(rows) * q_dim), k(size_t(rows) * kv_dim), v(size_t(rows) * kv_dim);
   std::vector<float> attn(size_t(rows) * q_dim);
   std::vector<float> gate_up(size_t(rows) * 2 * inter), act(size_t(rows) * inter);
+  std::vector<float> scratch;  // FP8-quantized linear inputs (quantized checkpoints only)
 
   cpu::embedding(embed_tokens_.data(), ids.data(), residual.data(), rows, hidden);
   for (int l = 0; l < config_.num_layers; ++l) {
@@ -158,11 +198,23 @@ void CpuBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
     } else {
       cpu::add_rmsnorm(residual.data(), sublayer_out.data(), w.input_norm.data(), normed.data(), rows, hidden, eps);
     }
-    cpu::matmul(normed.data(), w.q_proj.data(), or_null(w.q_bias), q.data(), rows, hidden, q_dim, &pool_);
-    cpu::matmul(normed.data(), w.k_proj.data(), or_null(w.k_bias), k.data(), rows, hidden, kv_dim, &pool_);
-    cpu::matmul(normed.data(), w.v_proj.data(), or_null(w.v_bias), v.data(), rows, hidden, kv_dim, &pool_);
+    const size_t hidden_floats = size_t(rows) * hidden;
+    if (observer_) observer_->linear_input(l, LinearInput::Qkv, normed.data(), hidden_floats);
+    cpu::matmul(quantized_input(w.q_input, normed.data(), hidden_floats, scratch), w.q_proj.data(), or_null(w.q_bias),
+                q.data(), rows, hidden, q_dim, &pool_);
+    cpu::matmul(quantized_input(w.k_input, normed.data(), hidden_floats, scratch), w.k_proj.data(), or_null(w.k_bias),
+                k.data(), rows, hidden, kv_dim, &pool_);
+    cpu::matmul(quantized_input(w.v_input, normed.data(), hidden_floats, scratch), w.v_proj.data(), or_null(w.v_bias),
+                v.data(), rows, hidden, kv_dim, &pool_);
     cpu::rope(q.data(), positions.data(), inv_freq_.data(), rows, heads, head_dim);
     cpu::rope(k.data(), positions.data(), inv_freq_.data(), rows, config_.num_kv_heads, head_dim);
+    if (observer_) observer_->kv_written(l, k.data(), v.data(), size_t(rows) * kv_dim);
+    if (w.k_cache_scale > 0.0f) {
+      // An FP8 KV cache stores saturate(K / k_scale) as E4M3; attention reads it back times k_scale (vLLM's
+      // convention). The fp32 cache holds those dequantized values, the same numbers.
+      cpu::fake_quantize_fp8(k.data(), size_t(rows) * kv_dim, w.k_cache_scale, k.data());
+      cpu::fake_quantize_fp8(v.data(), size_t(rows) * kv_dim, w.v_cache_scale, v.data());
+    }
 
     const cpu::PagedKv cache = layer_cache(l);
     for (size_t s = 0; s < batch.sequences.size(); ++s) {
@@ -175,13 +227,18 @@ void CpuBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
                      seq.attention_mask.empty() ? nullptr : seq.attention_mask.data(), scale,
                      attn.data() + begin * q_dim, &pool_);
     }
-    cpu::matmul(attn.data(), w.o_proj.data(), or_null(w.o_bias), sublayer_out.data(), rows, q_dim, hidden, &pool_);
+    if (observer_) observer_->linear_input(l, LinearInput::O, attn.data(), size_t(rows) * q_dim);
+    cpu::matmul(quantized_input(w.o_input, attn.data(), size_t(rows) * q_dim, scratch), w.o_proj.data(),
+                or_null(w.o_bias), sublayer_out.data(), rows, q_dim, hidden, &pool_);
     cpu::add_rmsnorm(residual.data(), sublayer_out.data(), w.post_attention_norm.data(), normed.data(), rows, hidden,
                      eps);
-    cpu::matmul(normed.data(), w.gate_up_proj.data(), or_null(w.gate_up_bias), gate_up.data(), rows, hidden, 2 * inter,
-                &pool_);
+    if (observer_) observer_->linear_input(l, LinearInput::GateUp, normed.data(), hidden_floats);
+    cpu::matmul(quantized_input(w.gate_up_input, normed.data(), hidden_floats, scratch), w.gate_up_proj.data(),
+                or_null(w.gate_up_bias), gate_up.data(), rows, hidden, 2 * inter, &pool_);
     cpu::silu_and_mul(gate_up.data(), act.data(), rows, inter);
-    cpu::matmul(act.data(), w.down_proj.data(), or_null(w.down_bias), sublayer_out.data(), rows, inter, hidden, &pool_);
+    if (observer_) observer_->linear_input(l, LinearInput::Down, act.data(), size_t(rows) * inter);
+    cpu::matmul(quantized_input(w.down_input, act.data(), size_t(rows) * inter, scratch), w.down_proj.data(),
+                or_null(w.down_bias), sublayer_out.data(), rows, inter, hidden, &pool_);
   }
   for (size_t i = 0; i < residual.size(); ++i) residual[i] += sublayer_out[i];
 
