@@ -1,7 +1,8 @@
+#include "backend/cuda/device.h"
+
 #include <utility>
 
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/device.h"
 #include "core/error.h"
 
 namespace qed::cuda {
