@@ -80,12 +80,33 @@ __global__ void f32_to_bf16_kernel(const float* in, __nv_bfloat16* out, size_t n
   }
 }
 
+__device__ uint64_t mix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+__global__ void fill_uniform_kernel(__nv_bfloat16* out, size_t n, uint64_t seed, float low, float high) {
+  const uint64_t key = mix64(seed);
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    const float unit = float(mix64(key ^ i) >> 40) * 0x1.0p-24f;  // [0, 1)
+    out[i] = __float2bfloat16(low + (high - low) * unit);
+  }
+}
+
 unsigned grid_for(size_t n) {
   const size_t blocks = (n + kThreads - 1) / kThreads;
   return unsigned(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);
 }
 
 }  // namespace
+
+void fill_uniform_bf16(uint16_t* out, size_t n, uint64_t seed, float low, float high, cudaStream_t stream) {
+  if (n == 0) return;
+  fill_uniform_kernel<<<grid_for(n), kThreads, 0, stream>>>(as_bf16(out), n, seed, low, high);
+  QED_CUDA_CHECK_LAUNCH();
+}
 
 void gather_rows_bf16(const uint16_t* table, const int32_t* ids, uint16_t* out, int rows, int dim,
                       cudaStream_t stream) {

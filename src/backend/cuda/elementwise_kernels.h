@@ -24,4 +24,8 @@ void silu_and_mul_bf16(const uint16_t* gate_up, uint16_t* out, int rows, int int
 void bf16_to_f32(const uint16_t* in, float* out, size_t n, cudaStream_t stream);
 void f32_to_bf16(const float* in, uint16_t* out, size_t n, cudaStream_t stream);
 
+// Fills n bf16 with values uniform in [low, high) from a counter-based hash of (seed, index): random weights of a
+// model shape generated on the device (qed bench offline), reproducible from the seed, no host traffic.
+void fill_uniform_bf16(uint16_t* out, size_t n, uint64_t seed, float low, float high, cudaStream_t stream);
+
 }  // namespace qed::cuda

@@ -1,0 +1,86 @@
+#pragma once
+// The CUDA backend: a Qwen2/Llama forward in bf16 (fp32 accumulation and fp32 softmax/norm statistics), weights
+// uploaded once, a paged bf16 KV cache sized from free device memory, cuBLASLt for every GEMM. Per step: the batch
+// metadata is packed into one pinned buffer and sent with one async copy; every buffer is allocated at construction
+// (no cudaMalloc per step); the logits of the requested rows come back as fp32. CpuBackend is its reference.
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <string>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_weights.h"
+#include "backend/cuda/device.h"
+#include "backend/cuda/gemm.h"
+#include "backend/cuda/step_inputs.h"
+#include "model/model_config.h"
+
+namespace qed {
+
+struct CudaBackendOptions {
+  int device = 0;
+  int block_size = 16;                // tokens per KV block
+  int num_blocks = 0;                 // 0 = as many as gpu_memory_fraction leaves room for
+  float gpu_memory_fraction = 0.90f;  // of the device's total memory, for weights + buffers + KV cache (as vLLM)
+  int max_batched_tokens = 8192;      // rows of one forward (the scheduler's max_num_batched_tokens)
+  int max_logits_rows = 256;          // logits rows per lm_head pass; more rows run in several passes
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(const ModelConfig& config, cuda::CudaModelWeights weights, const CudaBackendOptions& options);
+  ~CudaBackend() override;
+  // config.json + safetensors of a model directory.
+  static std::unique_ptr<CudaBackend> load(const std::string& model_dir, const CudaBackendOptions& options);
+  // A model of `config`'s shape with random weights generated on the device (benchmarks).
+  static std::unique_ptr<CudaBackend> random(const ModelConfig& config, uint64_t seed,
+                                             const CudaBackendOptions& options);
+
+  std::string name() const override { return "cuda"; }
+  const ModelConfig& config() const override { return config_; }
+  KvCacheLayout kv_layout() const override { return layout_; }
+  void forward(const ForwardBatch& batch, ForwardResult& result) override;
+  void copy_kv_blocks(std::span<const std::pair<int32_t, int32_t>> src_dst) override;
+
+  size_t weight_bytes() const { return weights_.bytes; }
+  size_t kv_cache_bytes() const { return 2 * kv_layer_elems_ * size_t(config_.num_layers) * sizeof(uint16_t); }
+
+ private:
+  struct PinnedBuffer {
+    void* data = nullptr;
+    size_t bytes = 0;
+    void reserve(size_t wanted);
+    ~PinnedBuffer();
+  };
+
+  void allocate_buffers();
+  void size_kv_cache();
+  void ensure_step_capacity(size_t bytes);
+  void run_layers(const cuda::StepSections& sections, const std::byte* meta);
+  void compute_logits(const cuda::StepSections& sections, const std::byte* meta, bool want_hidden,
+                      ForwardResult& result);
+
+  ModelConfig config_;
+  CudaBackendOptions options_;
+  KvCacheLayout layout_;
+  cuda::CudaModelWeights weights_;
+  cudaStream_t stream_ = nullptr;
+  int num_sms_ = 0;
+  std::unique_ptr<cuda::Gemm> gemm_;
+
+  int qkv_dim_ = 0;
+  cuda::DeviceBuffer inv_freq_;
+  cuda::DeviceBuffer residual_, delta_, normed_, qkv_, attn_, gate_up_, act_;
+  cuda::DeviceBuffer selected_residual_, selected_delta_, final_hidden_, logits_;
+  cuda::DeviceBuffer attention_partials_;
+  size_t partial_capacity_floats_ = 0;
+  cuda::DeviceBuffer step_meta_;  // device copy of the packed step inputs
+  PinnedBuffer host_meta_, host_logits_, host_hidden_;
+  cuda::DeviceBuffer block_pairs_;
+  PinnedBuffer host_pairs_;
+
+  size_t kv_layer_elems_ = 0;  // bf16 elements of one layer's K (or V) cache
+  cuda::DeviceBuffer k_cache_, v_cache_;
+};
+
+}  // namespace qed
