@@ -12,7 +12,8 @@
 #include <string>
 #include <thread>
 
-#include "backend/cpu/cpu_backend.h"
+#include "backend/factory/backend_factory.h"
+#include "cli/backend_flags.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "engine/engine.h"
@@ -34,6 +35,7 @@ struct ServeOptions {
   std::string api_key;
   int max_queue = 512;
   int threads = 0;
+  BackendFlags backend;
   int io_threads = 2;
   int max_model_len = 0;
   size_t kv_cache_mb = 256;
@@ -57,10 +59,11 @@ void run_serve(const ServeOptions& opt) {
     spdlog::warn("serve: no usable chat template ({}); /v1/chat/completions will answer 400", e.what());
   }
 
-  CpuBackendOptions backend_options;
-  backend_options.num_threads = opt.threads;
-  backend_options.kv_cache_bytes = opt.kv_cache_mb << 20;
-  auto backend = CpuBackend::load(opt.model, backend_options);
+  BackendSelection selection = backend_selection(opt.backend);
+  selection.threads = opt.threads;
+  selection.kv_cache_bytes = opt.kv_cache_mb << 20;
+  selection.max_batched_tokens = std::max(opt.max_num_batched_tokens, opt.max_num_seqs);
+  auto backend = make_backend(opt.model, selection);
   EngineConfig engine_config;
   engine_config.max_model_len = opt.max_model_len;
   engine_config.scheduler.max_num_seqs = opt.max_num_seqs;
@@ -125,6 +128,7 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--max-num-batched-tokens", opt->max_num_batched_tokens, "Tokens per engine step")
       ->capture_default_str();
   cmd->add_option("--seed", opt->seed, "Seeds requests that bring no seed (default: random)");
+  add_backend_flags(cmd, opt->backend);
   cmd->callback([opt] { run_serve(*opt); });
 }
 
