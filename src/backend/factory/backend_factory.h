@@ -2,10 +2,12 @@
 // Picks the compute backend for a model directory by name, so the CLI, the engine and the server stay
 // backend-agnostic: `--backend cpu|cuda` maps onto BackendSelection 1:1.
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 
 #include "backend/backend.h"
+#include "model/model_config.h"
 
 namespace qed {
 
@@ -26,7 +28,20 @@ struct BackendSelection {
 // without it, or when no device is visible.
 std::unique_ptr<Backend> make_backend(const std::string& model_dir, const BackendSelection& selection);
 
+// A model of `config`'s shape with random weights generated on the device from `seed` (benchmarks without a
+// checkpoint); cuda only: the CPU backend would need the whole model in host memory for numbers that mean nothing.
+std::unique_ptr<Backend> make_random_backend(const ModelConfig& config, uint64_t seed,
+                                             const BackendSelection& selection);
+
 // Whether this binary contains the CUDA backend.
 bool cuda_backend_compiled();
+
+// What a benchmark's provenance records about the device the selection runs on.
+struct BackendDevice {
+  std::string device;  // "NVIDIA H100 80GB HBM3", or "cpu"
+  std::string driver;  // CUDA version the driver supports ("" on cpu)
+  std::string cuda;    // CUDA runtime version of this binary ("" on cpu)
+};
+BackendDevice describe_backend_device(const BackendSelection& selection);
 
 }  // namespace qed
