@@ -4,7 +4,7 @@
 
 namespace qed {
 
-void ModelRunner::execute(const SchedulerOutput& step) {
+void ModelRunner::execute(const SchedulerOutput& step, std::span<const PlannedSample> samples) {
   if (!step.block_copies.empty()) backend_.copy_kv_blocks(step.block_copies);
   batch_.sequences.resize(step.scheduled.size());
   batch_.want_hidden = false;
@@ -21,7 +21,22 @@ void ModelRunner::execute(const SchedulerOutput& step) {
     chunk.logits_indices.clear();
     num_forwarded_tokens_ += s.num_new_tokens;
   }
+  batch_.device_samples.clear();
+  device_sampled_.clear();
+  bool on_device = !samples.empty();
+  for (const PlannedSample& p : samples) on_device = on_device && backend_.can_sample_on_device(*p.params);
+  if (on_device) {
+    for (const PlannedSample& p : samples) {
+      batch_.device_samples.push_back({static_cast<int32_t>(p.scheduled_index), p.params, p.seq->seed, p.step});
+      device_sampled_.push_back(p.seq);
+    }
+  }
+  batch_.skip_logits = on_device;
   backend_.forward(batch_, result_);
+  if (result_.samples.size() != batch_.device_samples.size()) {
+    fail("{} backend: forward drew {} device samples of {}", backend_.name(), result_.samples.size(),
+         batch_.device_samples.size());
+  }
   if (result_.rows != static_cast<int>(step.scheduled.size())) {
     fail("{} backend: forward returned {} logits rows for {} sequences", backend_.name(), result_.rows,
          step.scheduled.size());
@@ -34,6 +49,12 @@ std::span<const float> ModelRunner::logits(size_t scheduled_index) const {
 }
 
 SampledToken ModelRunner::sample(size_t scheduled_index, const Sequence& seq, const SamplingParams& params) const {
+  for (size_t i = 0; i < device_sampled_.size(); ++i) {
+    if (device_sampled_[i] == &seq && size_t(batch_.device_samples[i].row) == scheduled_index) {
+      return result_.samples[i];
+    }
+  }
+  if (batch_.skip_logits) fail("engine: a draw of sequence {} was not planned before the forward", seq.seq_id);
   return sample_token(logits(scheduled_index), params, seq.seed, static_cast<uint64_t>(seq.num_generated()),
                       seq.tokens);
 }

@@ -56,7 +56,7 @@ void check(int vocab, float logit_scale, bool with_ties, uint32_t rng_seed) {
     const SamplingParams& p = grid[size_t(r / draws_per_setting)];
     const uint64_t seed = rng() * 0x9E3779B97F4A7C15ull + uint64_t(r);
     const uint64_t step = uint64_t(r % draws_per_setting) * 1000;
-    params[r] = {p.temperature, p.top_p, p.min_p, p.top_k, p.logprobs, seed, step};
+    params[r] = {r, p.temperature, p.top_p, p.min_p, p.top_k, p.logprobs, seed, step};
     want[r] = sample_token(std::span<const float>(logits.data() + size_t(r) * vocab, size_t(vocab)), p, seed, step, {});
   }
   auto d_logits = upload(logits);
@@ -96,6 +96,32 @@ TEST_F(SamplingKernel, TiedLogitsBreakTiesAsCpuSampler) {
 
 TEST_F(SamplingKernel, TinyVocabularySmallerThanTheBlock) {
   check(7, 1.0f, false, 34);
+}
+
+TEST_F(SamplingKernel, SamplesSharingOneRowUseTheirOwnSeeds) {
+  // n > 1 requests: every sample of the first token draws from the prompt's one logits row.
+  std::mt19937 rng(35);
+  const int vocab = 3000, samples = 12;
+  std::normal_distribution<float> dist(0.0f, 2.0f);
+  std::vector<float> logits(static_cast<size_t>(vocab));
+  for (float& x : logits) x = dist(rng);
+  SamplingParams p;
+  p.temperature = 0.7f;
+  p.top_p = 0.95f;
+  std::vector<cuda::SamplingRowParams> params(samples);
+  std::vector<int32_t> want(samples);
+  for (int i = 0; i < samples; ++i) {
+    params[i] = {0, p.temperature, p.top_p, p.min_p, p.top_k, -1, uint64_t(1000 + i), 0};
+    want[i] = sample_token(logits, p, uint64_t(1000 + i), 0, {}).token;
+  }
+  auto d_logits = upload(logits);
+  auto d_params = upload(params);
+  cuda::DeviceBuffer work(size_t(samples) * vocab * sizeof(float));
+  cuda::DeviceBuffer d_out(size_t(samples) * sizeof(cuda::SampledRow));
+  cuda::sample_rows(d_logits.as<float>(), samples, vocab, d_params.as<cuda::SamplingRowParams>(), work.as<float>(),
+                    d_out.as<cuda::SampledRow>(), nullptr);
+  const auto got = download<cuda::SampledRow>(d_out, size_t(samples));
+  for (int i = 0; i < samples; ++i) EXPECT_EQ(got[i].token, want[i]) << "sample " << i;
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "backend/cuda/elementwise_kernels.h"
 #include "backend/cuda/kv_cache_kernels.h"
 #include "backend/cuda/norm_kernels.h"
+#include "backend/cuda/sampling_kernels.h"
 #include "core/dtype.h"
 #include "core/error.h"
 
@@ -175,12 +176,64 @@ void CudaBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
          options_.max_batched_tokens);
   }
   ensure_step_capacity(sections.total_bytes);
+  if (!batch.device_samples.empty()) prepare_samples(batch, sections);
   cuda::pack_step(batch, layout_.block_size, sections, static_cast<std::byte*>(host_meta_.data));
   QED_CUDA_CHECK(
       cudaMemcpyAsync(step_meta_.data(), host_meta_.data, sections.total_bytes, cudaMemcpyHostToDevice, stream_));
   const std::byte* meta = step_meta_.as<const std::byte>();
   run_layers(sections, meta);
-  compute_logits(sections, meta, batch.want_hidden, result);
+  compute_logits(sections, meta, batch, result);
+}
+
+bool CudaBackend::can_sample_on_device(const SamplingParams& params) const {
+  return params.repetition_penalty == 1.0f && params.logprobs <= cuda::kMaxTopLogprobs;
+}
+
+void CudaBackend::prepare_samples(const ForwardBatch& batch, const cuda::StepSections& sections) {
+  const int capacity = std::min(options_.max_logits_rows, options_.max_batched_tokens);
+  const int chunks = (sections.logits_count + capacity - 1) / capacity;
+  const size_t count = batch.device_samples.size();
+  chunk_sample_begin_.assign(size_t(chunks) + 1, 0);
+  for (size_t i = 0; i < count; ++i) {
+    const DeviceSample& sample = batch.device_samples[i];
+    if (!sample.params || sample.row < 0 || sample.row >= sections.logits_count) {
+      fail("forward: device sample {} names logits row {} of {}", i, sample.row, sections.logits_count);
+    }
+    if (!can_sample_on_device(*sample.params)) fail("forward: device sample {} has host-only parameters", i);
+    ++chunk_sample_begin_[size_t(sample.row / capacity) + 1];
+  }
+  int widest = 0;
+  for (int c = 0; c < chunks; ++c) {
+    widest = std::max(widest, chunk_sample_begin_[size_t(c) + 1]);
+    chunk_sample_begin_[size_t(c) + 1] += chunk_sample_begin_[size_t(c)];
+  }
+  // Counting sort by lm_head pass, stable, so each pass samples one contiguous range.
+  sample_order_.assign(count, 0);
+  host_sample_params_.reserve(count * sizeof(cuda::SamplingRowParams));
+  host_sample_out_.reserve(count * sizeof(cuda::SampledRow));
+  auto* params = static_cast<cuda::SamplingRowParams*>(host_sample_params_.data);
+  std::vector<int32_t>& next = chunk_sample_begin_;  // advanced while placing, restored below
+  for (size_t i = 0; i < count; ++i) {
+    const DeviceSample& sample = batch.device_samples[i];
+    const int chunk = sample.row / capacity;
+    const int at = next[size_t(chunk)]++;
+    const SamplingParams& p = *sample.params;
+    params[at] = {
+        sample.row - chunk * capacity, p.temperature, p.top_p, p.min_p, p.top_k, p.logprobs, sample.seed, sample.step};
+    sample_order_[size_t(at)] = int32_t(i);
+  }
+  for (int c = chunks; c > 0; --c) next[size_t(c)] = next[size_t(c) - 1];  // next[c] had advanced to begin[c + 1]
+  next[0] = 0;
+  const size_t work_bytes = size_t(widest) * size_t(config_.vocab_size) * sizeof(float);
+  if (sample_work_.bytes() < work_bytes) sample_work_ = cuda::DeviceBuffer(work_bytes);
+  if (sample_params_.bytes() < count * sizeof(cuda::SamplingRowParams)) {
+    sample_params_ = cuda::DeviceBuffer(count * sizeof(cuda::SamplingRowParams));
+  }
+  if (sample_out_.bytes() < count * sizeof(cuda::SampledRow)) {
+    sample_out_ = cuda::DeviceBuffer(count * sizeof(cuda::SampledRow));
+  }
+  QED_CUDA_CHECK(cudaMemcpyAsync(sample_params_.data(), host_sample_params_.data,
+                                 count * sizeof(cuda::SamplingRowParams), cudaMemcpyHostToDevice, stream_));
 }
 
 void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta) {
@@ -241,8 +294,11 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
   }
 }
 
-void CudaBackend::compute_logits(const cuda::StepSections& s, const std::byte* meta, bool want_hidden,
+void CudaBackend::compute_logits(const cuda::StepSections& s, const std::byte* meta, const ForwardBatch& batch,
                                  ForwardResult& result) {
+  const bool want_hidden = batch.want_hidden;
+  const bool logits_to_host = !batch.skip_logits;
+  const size_t num_samples = batch.device_samples.size();
   const int hidden = config_.hidden_size;
   const int vocab = config_.vocab_size;
   const int32_t* logits_rows = reinterpret_cast<const int32_t*>(meta + s.logits_rows);
@@ -250,7 +306,11 @@ void CudaBackend::compute_logits(const cuda::StepSections& s, const std::byte* m
   const cuda::DeviceBuffer& lm_head = config_.tie_word_embeddings ? weights_.embed_tokens : weights_.lm_head;
   const cuda::GemmWeight head{lm_head.data(), cuda::GemmType::BF16, vocab, hidden, nullptr};
   result.rows = s.logits_count;
-  result.logits.resize(size_t(s.logits_count) * vocab);
+  if (logits_to_host) {
+    result.logits.resize(size_t(s.logits_count) * vocab);
+  } else {
+    result.logits.clear();
+  }
   if (want_hidden) {
     result.hidden.resize(size_t(s.logits_count) * hidden);
   } else {
@@ -268,20 +328,47 @@ void CudaBackend::compute_logits(const cuda::StepSections& s, const std::byte* m
                        config_.rms_norm_eps, stream_);
     gemm_->run(final_hidden_.data(), cuda::GemmType::BF16, head, nullptr, logits_.data(), cuda::GemmType::F32, n,
                stream_);
+    if (num_samples > 0) {
+      const int chunk = begin / capacity;
+      const int first = chunk_sample_begin_[size_t(chunk)];
+      const int samples_here = chunk_sample_begin_[size_t(chunk) + 1] - first;
+      cuda::sample_rows(logits_.as<float>(), samples_here, vocab, sample_params_.as<cuda::SamplingRowParams>() + first,
+                        sample_work_.as<float>(), sample_out_.as<cuda::SampledRow>() + first, stream_);
+    }
+    if (!logits_to_host && !want_hidden) continue;  // nothing of this pass goes to the host: no sync
     const size_t logits_bytes = size_t(n) * vocab * sizeof(float);
-    QED_CUDA_CHECK(cudaMemcpyAsync(host_logits_.data, logits_.data(), logits_bytes, cudaMemcpyDeviceToHost, stream_));
+    if (logits_to_host) {
+      QED_CUDA_CHECK(cudaMemcpyAsync(host_logits_.data, logits_.data(), logits_bytes, cudaMemcpyDeviceToHost, stream_));
+    }
     const size_t hidden_bytes = size_t(n) * hidden * sizeof(uint16_t);
     if (want_hidden) {
       QED_CUDA_CHECK(
           cudaMemcpyAsync(host_hidden_.data, final_hidden_.data(), hidden_bytes, cudaMemcpyDeviceToHost, stream_));
     }
     QED_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    std::memcpy(result.logits.data() + size_t(begin) * vocab, host_logits_.data, logits_bytes);
+    if (logits_to_host) std::memcpy(result.logits.data() + size_t(begin) * vocab, host_logits_.data, logits_bytes);
     if (want_hidden) {
       const uint16_t* bits = static_cast<const uint16_t*>(host_hidden_.data);
       float* dst = result.hidden.data() + size_t(begin) * hidden;
       for (size_t i = 0; i < size_t(n) * hidden; ++i) dst[i] = bf16_to_float(bits[i]);
     }
+  }
+  result.samples.resize(num_samples);
+  if (num_samples > 0) {
+    QED_CUDA_CHECK(cudaMemcpyAsync(host_sample_out_.data, sample_out_.data(), num_samples * sizeof(cuda::SampledRow),
+                                   cudaMemcpyDeviceToHost, stream_));
+  }
+  QED_CUDA_CHECK(cudaStreamSynchronize(stream_));  // also when every pass skipped its copies
+  const auto* rows = static_cast<const cuda::SampledRow*>(host_sample_out_.data);
+  for (size_t at = 0; at < num_samples; ++at) {
+    const int32_t index = sample_order_[at];
+    const SamplingParams& params = *batch.device_samples[size_t(index)].params;
+    SampledToken& token = result.samples[size_t(index)];
+    token.token = rows[at].token;
+    token.logprob = params.logprobs >= 0 ? rows[at].logprob : 0.0f;
+    token.top.clear();
+    const int k = std::min(params.logprobs, vocab);
+    for (int j = 0; j < k; ++j) token.top.push_back({rows[at].top_tokens[j], rows[at].top_logprobs[j]});
   }
 }
 

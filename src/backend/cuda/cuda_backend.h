@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_weights.h"
@@ -40,6 +41,9 @@ class CudaBackend final : public Backend {
   const ModelConfig& config() const override { return config_; }
   KvCacheLayout kv_layout() const override { return layout_; }
   void forward(const ForwardBatch& batch, ForwardResult& result) override;
+  // The GPU sampler covers temperature/top-k/top-p/min-p and logprobs up to 20; repetition penalty needs the
+  // sequence's history and stays on the host.
+  bool can_sample_on_device(const SamplingParams& params) const override;
   void copy_kv_blocks(std::span<const std::pair<int32_t, int32_t>> src_dst) override;
 
   size_t weight_bytes() const { return weights_.bytes; }
@@ -57,7 +61,8 @@ class CudaBackend final : public Backend {
   void size_kv_cache();
   void ensure_step_capacity(size_t bytes);
   void run_layers(const cuda::StepSections& sections, const std::byte* meta);
-  void compute_logits(const cuda::StepSections& sections, const std::byte* meta, bool want_hidden,
+  void prepare_samples(const ForwardBatch& batch, const cuda::StepSections& sections);
+  void compute_logits(const cuda::StepSections& sections, const std::byte* meta, const ForwardBatch& batch,
                       ForwardResult& result);
 
   ModelConfig config_;
@@ -78,6 +83,13 @@ class CudaBackend final : public Backend {
   PinnedBuffer host_meta_, host_logits_, host_hidden_;
   cuda::DeviceBuffer block_pairs_;
   PinnedBuffer host_pairs_;
+
+  // Device sampling: params packed by lm_head pass (chunk), results in the same order; sample_order_[i] is the
+  // device_samples index of packed entry i. Reused every step (capacity only grows).
+  PinnedBuffer host_sample_params_, host_sample_out_;
+  cuda::DeviceBuffer sample_params_, sample_out_, sample_work_;
+  std::vector<int32_t> sample_order_;
+  std::vector<int32_t> chunk_sample_begin_;
 
   size_t kv_layer_elems_ = 0;  // bf16 elements of one layer's K (or V) cache
   cuda::DeviceBuffer k_cache_, v_cache_;

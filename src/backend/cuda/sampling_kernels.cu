@@ -267,11 +267,11 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ uint32_t shared_prefix[2];
   __shared__ int shared_ints[2];
 
-  const size_t row = blockIdx.x;
-  const SamplingRowParams params = all_params[row];
-  const float* raw = logits + row * vocab;
-  float* x = work + row * vocab;
-  SampledRow& out = all_out[row];
+  const size_t sample = blockIdx.x;
+  const SamplingRowParams params = all_params[sample];
+  const float* raw = logits + size_t(params.row) * vocab;
+  float* x = work + sample * vocab;
+  SampledRow& out = all_out[sample];
 
   int token;
   if (params.temperature <= 0.0f) {
@@ -320,11 +320,11 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-void sample_rows(const float* logits, int rows, int vocab, const SamplingRowParams* params, float* work,
+void sample_rows(const float* logits, int samples, int vocab, const SamplingRowParams* params, float* work,
                  SampledRow* out, cudaStream_t stream) {
-  if (rows <= 0) return;
+  if (samples <= 0) return;
   QED_KERNEL_REQUIRE(vocab > 0, "sample_rows: vocab must be positive");
-  sample_kernel<<<rows, kThreads, 0, stream>>>(logits, vocab, params, work, out);
+  sample_kernel<<<samples, kThreads, 0, stream>>>(logits, vocab, params, work, out);
   QED_CUDA_CHECK_LAUNCH();
 }
 

@@ -13,6 +13,7 @@ namespace qed::cuda {
 constexpr int kMaxTopLogprobs = 20;  // as vLLM's default max_logprobs
 
 struct SamplingRowParams {
+  int32_t row = 0;           // logits row to draw from (forked samples share one)
   float temperature = 1.0f;  // <= 0: greedy
   float top_p = 1.0f;
   float min_p = 0.0f;
@@ -29,9 +30,9 @@ struct SampledRow {
   float top_logprobs[kMaxTopLogprobs];
 };
 
-// One CTA per row of `logits` (rows × vocab fp32, device). params and out are device arrays of `rows`; work is a
-// device scratch of rows × vocab floats (the filtered logits).
-void sample_rows(const float* logits, int rows, int vocab, const SamplingRowParams* params, float* work,
+// One CTA per sample: sample i draws from logits row params[i].row (logits: rows × vocab fp32, device). params
+// and out are device arrays of `samples`; work is a device scratch of samples × vocab floats (filtered logits).
+void sample_rows(const float* logits, int samples, int vocab, const SamplingRowParams* params, float* work,
                  SampledRow* out, cudaStream_t stream);
 
 }  // namespace qed::cuda
