@@ -90,8 +90,8 @@ void run_bench_offline(const BenchOfflineOptions& opt) {
   if (!opt.config_path.empty()) {
     const ModelConfig config = ModelConfig::from_file(opt.config_path);
     backend = make_random_backend(config, opt.settings.seed, selection);
-    if (model_name.empty())
-      model_name = "random:" + std::filesystem::path(opt.config_path).parent_path().filename().string();
+    // bench/configs/<name>/config.json: results name the shape ("qwen2.5-14b-shape"), as the Formats schema does.
+    if (model_name.empty()) model_name = std::filesystem::path(opt.config_path).parent_path().filename().string();
   } else {
     backend = make_backend(opt.model_dir, selection);
     if (model_name.empty()) model_name = std::filesystem::path(opt.model_dir).lexically_normal().filename().string();

@@ -14,6 +14,7 @@
 #include "backend/cuda/device.h"
 #include "backend_test_util.h"
 #include "core/error.h"
+#include "engine/engine.h"
 
 namespace qed::testing {
 namespace {
@@ -215,6 +216,47 @@ TEST_P(CudaParity, BadBatchesFailWithAnErrorNotAFault) {
   chunk.block_table = iota_blocks(0, 65);
   batch.sequences = {chunk};
   EXPECT_THROW(cuda->forward(batch, result), Error);
+}
+
+// The engine over the CUDA backend, with device sampling and with it switched off (host sampling of the same fp32
+// logits): both samplers follow sample_token() on identical logits, so the tokens must be identical.
+class HostSamplingOnly final : public Backend {
+ public:
+  explicit HostSamplingOnly(Backend& inner) : inner_(inner) {}
+  std::string name() const override { return inner_.name(); }
+  const ModelConfig& config() const override { return inner_.config(); }
+  KvCacheLayout kv_layout() const override { return inner_.kv_layout(); }
+  void forward(const ForwardBatch& batch, ForwardResult& result) override { inner_.forward(batch, result); }
+  void copy_kv_blocks(std::span<const std::pair<int32_t, int32_t>> pairs) override { inner_.copy_kv_blocks(pairs); }
+
+ private:
+  Backend& inner_;
+};
+
+TEST_P(CudaParity, DeviceSamplingInTheEngineEqualsHostSampling) {
+  const HfFixture fixture = load_hf_fixture(GetParam());
+  std::vector<std::vector<int32_t>> tokens[2];
+  for (int device = 0; device < 2; ++device) {
+    auto cuda = load_cuda_fixture(GetParam(), 256);
+    HostSamplingOnly host_only(*cuda);
+    Engine engine(device ? static_cast<Backend&>(*cuda) : static_cast<Backend&>(host_only), EngineConfig{});
+    SamplingParams params;
+    params.temperature = 0.8f;
+    params.top_p = 0.9f;
+    params.top_k = 50;
+    params.max_tokens = 16;
+    params.ignore_eos = true;
+    params.n = 3;
+    params.seed = 11;
+    for (const HfPrompt& prompt : fixture.prompts) engine.add_request(prompt.ids, params);
+    while (engine.has_unfinished()) engine.step();
+    std::vector<RequestResult> results = engine.take_finished();
+    std::sort(results.begin(), results.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    for (const RequestResult& r : results) {
+      for (const SequenceResult& seq : r.sequences) tokens[device].push_back(seq.token_ids);
+    }
+  }
+  EXPECT_EQ(tokens[1], tokens[0]);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaParity, ::testing::ValuesIn(hf_fixture_names()),
