@@ -2,8 +2,8 @@
 # The CUDA backend's GPU session in two halves, because the device machine has nvcc, cmake and PyTorch but none of
 # the Debian -dev packages qed builds against (fmt, spdlog, CLI11, gtest, pcre2, boost):
 #
-#   here (no GPU):   tools/cuda_gpu_session.sh bundle      # builds sm_90 binaries, copies them + their .so into
-#                                                          # build-gpu/bundle (ignored by git; ~15 MB)
+#   here (no GPU):   tools/cuda_gpu_session.sh bundle  # builds qed + the gpu tests in build/, copies them and their
+#                                                      # .so into build-gpu/bundle (ignored by git; ~15 MB)
 #   device machine:  tools/cuda_gpu_session.sh run    # with carry=["build-gpu/bundle"]; results in $OUT (~8 min)
 #                    tools/cuda_gpu_session.sh peer   # the HF transformers peer, a second call (~4 min)
 #
@@ -18,12 +18,13 @@ BUNDLE=build-gpu/bundle
 
 bundle() {
   set -e
-  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+  # The regular build tree (sm_80/89/90 SASS) serves; configured here if absent.
+  local build="${BUILD_DIR:-build}"
+  [ -f "$build/build.ninja" ] || cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache >/dev/null
-  cmake --build build-gpu -j2 --target qed test_cuda_kernels test_cuda_backend
+  cmake --build "$build" -j2 --target qed test_cuda_kernels test_cuda_backend
   rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/lib"
-  cp build-gpu/qed build-gpu/tests/backend_cuda/test_cuda_kernels build-gpu/tests/backend_cuda/test_cuda_backend \
-    "$BUNDLE/"
+  cp "$build/qed" "$build/tests/backend_cuda/test_cuda_kernels" "$build/tests/backend_cuda/test_cuda_backend" "$BUNDLE/"
   # Shared libraries from this machine's Debian that the device image may lack; CUDA's own come from the device.
   for bin in "$BUNDLE"/qed "$BUNDLE"/test_cuda_*; do
     ldd "$bin" | awk '/=>/ {print $3}' | grep -Ev 'libc\.so|libm\.so|libstdc|libgcc_s|libdl|libpthread|librt|cuda|cublas' \
@@ -36,7 +37,7 @@ bundle() {
 setup_env() {
   [ -x "$BUNDLE/qed" ] || { echo "no $BUNDLE: run 'tools/cuda_gpu_session.sh bundle' here and carry it"; exit 2; }
   local cublas
-  cublas="$(dirname "$(find / -name 'libcublasLt.so.13*' -not -path '*/proc/*' 2>/dev/null | head -1)")"
+  cublas="$(dirname "$(find /usr /opt /lib /lib64 -name 'libcublasLt.so.13*' 2>/dev/null | head -1)")"
   export LD_LIBRARY_PATH="$PWD/$BUNDLE/lib:${cublas}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
   local src
   src="$(cat "$BUNDLE/source_dir.txt")"
