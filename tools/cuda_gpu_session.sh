@@ -5,7 +5,8 @@
 #   here (no GPU):   tools/cuda_gpu_session.sh bundle  # builds qed + the gpu tests in build/, copies them and their
 #                                                      # .so into build-gpu/bundle (ignored by git; ~15 MB)
 #   device machine:  tools/cuda_gpu_session.sh run    # with carry=["build-gpu/bundle"]; results in $OUT (~8 min)
-#                    tools/cuda_gpu_session.sh peer   # the HF transformers peer, a second call (~4 min)
+#                    tools/cuda_gpu_session.sh graphs # the decode workloads again with --cuda-graphs (~5 min)
+#                    tools/cuda_gpu_session.sh peer   # the HF transformers peer (~4 min)
 #
 # `run` executes, in order of value (each step logs to $OUT and the next runs whatever the last gave):
 #   1. the gpu-labelled kernel tests (test_cuda_kernels) and backend parity tests (test_cuda_backend)
@@ -64,6 +65,15 @@ run() {
     --output "$result" 2>&1 | tee "$out/bench.log"
 }
 
+graphs() {
+  local out="${OUT:-/tmp/qed-gpu-out}"
+  mkdir -p "$out"
+  setup_env
+  timeout 500 "$BUNDLE/qed" bench offline --config bench/configs/qwen2.5-14b-shape/config.json --backend cuda \
+    --cuda-graphs --workloads decode_b1,decode_b8,decode_b32,aimo_12x4500 --output "$out/offline_graphs.json" 2>&1 \
+    | tee "$out/bench_graphs.log"
+}
+
 peer() {
   local out="${OUT:-/tmp/qed-gpu-out}"
   mkdir -p "$out"
@@ -76,5 +86,6 @@ case "${1:-}" in
   bundle) bundle ;;
   run) run ;;
   peer) peer ;;
-  *) echo "usage: $0 bundle | run | peer"; exit 2 ;;
+  graphs) graphs ;;
+  *) echo "usage: $0 bundle | run | graphs | peer"; exit 2 ;;
 esac

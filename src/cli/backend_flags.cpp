@@ -11,6 +11,7 @@ void add_backend_flags(CLI::App* cmd, BackendFlags& flags) {
       ->check(CLI::Range(0.01f, 1.0f))
       ->capture_default_str();
   cmd->add_option("--gpu-device", flags.gpu_device, "cuda: device index")->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--cuda-graphs", flags.cuda_graphs, "cuda: replay captured CUDA graphs for decode steps");
 }
 
 BackendSelection backend_selection(const BackendFlags& flags) {
@@ -18,6 +19,7 @@ BackendSelection backend_selection(const BackendFlags& flags) {
   selection.kind = flags.backend;
   selection.gpu_memory_fraction = flags.gpu_memory_fraction;
   selection.device = flags.gpu_device;
+  selection.cuda_graphs = flags.cuda_graphs;
   return selection;
 }
 

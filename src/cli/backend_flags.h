@@ -11,6 +11,7 @@ struct BackendFlags {
   std::string backend = "cpu";
   float gpu_memory_fraction = BackendSelection{}.gpu_memory_fraction;
   int gpu_device = 0;
+  bool cuda_graphs = false;
 };
 
 void add_backend_flags(CLI::App* cmd, BackendFlags& flags);

@@ -76,6 +76,59 @@ TEST(CudaStepInputs, SectionsAreSixteenByteAlignedAndDisjoint) {
   EXPECT_GE(s.total_bytes, s.masks + 4);
 }
 
+TEST(CudaStepInputs, GraphDecodeStepPadsRowsOntoTheScratchBlock) {
+  ForwardBatch batch;
+  SequenceChunk a;
+  a.tokens = {7};
+  a.num_cached = 17;  // slot 17: block_table[1], offset 1
+  a.block_table = {3, 8};
+  SequenceChunk b;
+  b.tokens = {9};
+  b.num_cached = 0;
+  b.block_table = {5};
+  batch.sequences = {a, b};
+  ASSERT_TRUE(cuda::is_graph_decode_step(batch, 4, 4));
+  const int padded = 4, max_blocks = 4, scratch = 50;
+  const cuda::StepSections s = cuda::decode_graph_sections(padded, max_blocks, max_blocks * 16);
+  EXPECT_EQ(s.rows, 4);
+  EXPECT_EQ(s.max_kv_len, 64);
+  std::vector<std::byte> buffer(s.total_bytes, std::byte{0});
+  cuda::pack_decode_step(batch, 16, s, padded, max_blocks, scratch, buffer.data());
+  EXPECT_EQ(section(buffer, s.token_ids, 4), (std::vector<int32_t>{7, 9, 0, 0}));
+  EXPECT_EQ(section(buffer, s.positions, 4), (std::vector<int32_t>{17, 0, 0, 0}));
+  EXPECT_EQ(section(buffer, s.slot_mapping, 4), (std::vector<int32_t>{8 * 16 + 1, 5 * 16, 800, 800}));
+  EXPECT_EQ(section(buffer, s.seq_num_cached, 4), (std::vector<int32_t>{17, 0, 0, 0}));
+  EXPECT_EQ(section(buffer, s.seq_block_offset, 4), (std::vector<int32_t>{0, 4, 8, 12}));
+  EXPECT_EQ(section(buffer, s.seq_mask_offset, 4), (std::vector<int32_t>{-1, -1, -1, -1}));
+  const std::vector<int32_t> tables = section(buffer, s.block_tables, 16);
+  EXPECT_EQ(tables[0], 3);
+  EXPECT_EQ(tables[1], 8);
+  EXPECT_EQ(tables[4], 5);
+  EXPECT_EQ(tables[8], scratch);
+  EXPECT_EQ(tables[12], scratch);
+  EXPECT_EQ(section(buffer, s.logits_rows, 2), (std::vector<int32_t>{0, 1}));
+}
+
+TEST(CudaStepInputs, OnlyPlainDecodeStepsQualifyForGraphs) {
+  SequenceChunk decode;
+  decode.tokens = {1};
+  decode.block_table = {0};
+  ForwardBatch batch;
+  batch.sequences = {decode};
+  EXPECT_TRUE(cuda::is_graph_decode_step(batch, 8, 2));
+  batch.want_hidden = true;
+  EXPECT_FALSE(cuda::is_graph_decode_step(batch, 8, 2));
+  batch.want_hidden = false;
+  batch.sequences[0].tokens = {1, 2};  // a prefill chunk
+  EXPECT_FALSE(cuda::is_graph_decode_step(batch, 8, 2));
+  batch.sequences[0].tokens = {1};
+  batch.sequences[0].block_table = {0, 1, 2};  // longer than the graph's tables
+  EXPECT_FALSE(cuda::is_graph_decode_step(batch, 8, 2));
+  batch.sequences[0].block_table = {0};
+  batch.sequences.assign(9, batch.sequences[0]);  // more rows than any graph
+  EXPECT_FALSE(cuda::is_graph_decode_step(batch, 8, 2));
+}
+
 TEST(CudaBackendWithoutDevice, LoadFailsWithOneClearLine) {
   if (!cuda::list_devices().empty()) GTEST_SKIP() << "a CUDA device is present";
   try {

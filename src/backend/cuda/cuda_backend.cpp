@@ -1,5 +1,7 @@
 #include "backend/cuda/cuda_backend.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -81,6 +83,7 @@ CudaBackend::CudaBackend(const ModelConfig& config, cuda::CudaModelWeights weigh
 }
 
 CudaBackend::~CudaBackend() {
+  for (auto& [rows, exec] : decode_graphs_) cudaGraphExecDestroy(exec);
   if (stream_) {
     cudaStreamSynchronize(stream_);
     cudaStreamDestroy(stream_);
@@ -154,7 +157,20 @@ void CudaBackend::size_kv_cache() {
   }
   layout_.block_size = options_.block_size;
   layout_.num_blocks = int(blocks);
-  kv_layer_elems_ = blocks * block_elems;
+  size_t allocated = blocks;
+  const int max_positions = config_.max_position_embeddings;
+  if (options_.cuda_graphs && max_positions > 0 && options_.max_graph_batch > 0) {
+    if (options_.num_blocks == 0 && blocks > 1) layout_.num_blocks = int(blocks - 1);  // stay inside the budget
+    allocated = size_t(layout_.num_blocks) + 1;
+    scratch_block_ = layout_.num_blocks;
+    max_blocks_per_seq_ = (max_positions + options_.block_size - 1) / options_.block_size;
+    const int widest = std::min(options_.max_graph_batch, options_.max_batched_tokens);
+    const cuda::StepSections largest =
+        cuda::decode_graph_sections(widest, max_blocks_per_seq_, max_blocks_per_seq_ * options_.block_size);
+    graph_meta_ = cuda::DeviceBuffer(largest.total_bytes);
+    host_graph_meta_.reserve(largest.total_bytes);
+  }
+  kv_layer_elems_ = allocated * block_elems;
   // Uninitialised on purpose: every slot is written before it is read.
   k_cache_ = cuda::DeviceBuffer(kv_layer_elems_ * size_t(config_.num_layers) * sizeof(uint16_t));
   v_cache_ = cuda::DeviceBuffer(kv_layer_elems_ * size_t(config_.num_layers) * sizeof(uint16_t));
@@ -170,6 +186,12 @@ void CudaBackend::ensure_step_capacity(size_t bytes) {
 
 void CudaBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
   validate_forward_batch(batch, config_.vocab_size, layout_);
+  if (graphs_enabled() &&
+      cuda::is_graph_decode_step(batch, std::min(options_.max_graph_batch, options_.max_batched_tokens),
+                                 max_blocks_per_seq_)) {
+    graph_decode_forward(batch, result);
+    return;
+  }
   const cuda::StepSections sections = cuda::measure_step(batch);
   if (sections.rows > options_.max_batched_tokens) {
     fail("cuda backend: a forward of {} tokens exceeds max_batched_tokens {}", sections.rows,
@@ -183,6 +205,60 @@ void CudaBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
   const std::byte* meta = step_meta_.as<const std::byte>();
   run_layers(sections, meta);
   compute_logits(sections, meta, batch, result);
+}
+
+void CudaBackend::graph_decode_forward(const ForwardBatch& batch, ForwardResult& result) {
+  const int real = int(batch.sequences.size());
+  int padded = 1;
+  while (padded < real) padded *= 2;
+  padded = std::min(padded, std::min(options_.max_graph_batch, options_.max_batched_tokens));
+  cuda::StepSections sections =
+      cuda::decode_graph_sections(padded, max_blocks_per_seq_, max_blocks_per_seq_ * layout_.block_size);
+  cuda::pack_decode_step(batch, layout_.block_size, sections, padded, max_blocks_per_seq_, scratch_block_,
+                         static_cast<std::byte*>(host_graph_meta_.data));
+  sections.logits_count = real;  // the padding rows' logits are never computed
+  if (!batch.device_samples.empty()) prepare_samples(batch, sections);
+  QED_CUDA_CHECK(cudaMemcpyAsync(graph_meta_.data(), host_graph_meta_.data, sections.total_bytes,
+                                 cudaMemcpyHostToDevice, stream_));
+  const std::byte* meta = graph_meta_.as<const std::byte>();
+  const auto graph = decode_graphs_.find(padded);
+  if (graph != decode_graphs_.end()) {
+    QED_CUDA_CHECK(cudaGraphLaunch(graph->second, stream_));
+  } else {
+    // The first step of a size runs eagerly (lazy module loading and GEMM plans happen outside any capture), then
+    // the same launches are captured for the next ones; this step's result never depends on the capture.
+    run_layers(sections, meta);
+    capture_decode_graph(padded, sections, meta);
+  }
+  compute_logits(sections, meta, batch, result);
+}
+
+void CudaBackend::capture_decode_graph(int padded_rows, const cuda::StepSections& sections, const std::byte* meta) {
+  cudaGraph_t graph = nullptr;
+  QED_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  std::string problem;
+  try {
+    run_layers(sections, meta);
+  } catch (const std::exception& e) {
+    problem = e.what();
+  }
+  const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+  cudaGraphExec_t exec = nullptr;
+  if (problem.empty() && ended == cudaSuccess && graph) {
+    const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+    if (made != cudaSuccess) problem = cudaGetErrorString(made);
+  } else if (problem.empty()) {
+    problem = cudaGetErrorString(ended);
+  }
+  if (graph) cudaGraphDestroy(graph);
+  if (!problem.empty()) {
+    cudaGetLastError();  // the failed capture's error is not the next launch's
+    graphs_failed_ = true;
+    spdlog::warn("cuda backend: capturing the decode graph for {} rows failed ({}); running without graphs",
+                 padded_rows, problem);
+    return;
+  }
+  decode_graphs_.emplace(padded_rows, exec);
 }
 
 bool CudaBackend::can_sample_on_device(const SamplingParams& params) const {

@@ -5,6 +5,7 @@
 // (no cudaMalloc per step); the logits of the requested rows come back as fp32. CpuBackend is its reference.
 #include <cuda_runtime.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,6 +26,10 @@ struct CudaBackendOptions {
   float gpu_memory_fraction = 0.90f;  // of the device's total memory, for weights + buffers + KV cache (as vLLM)
   int max_batched_tokens = 8192;      // rows of one forward (the scheduler's max_num_batched_tokens)
   int max_logits_rows = 256;          // logits rows per lm_head pass; more rows run in several passes
+  // Decode steps (one token per sequence, causal) of up to max_graph_batch sequences replay a CUDA graph captured
+  // per padded batch size (1, 2, 4, ...). Off by default until measured on hardware (docs/cuda.md).
+  bool cuda_graphs = false;
+  int max_graph_batch = 64;
 };
 
 class CudaBackend final : public Backend {
@@ -62,6 +67,9 @@ class CudaBackend final : public Backend {
   void ensure_step_capacity(size_t bytes);
   void run_layers(const cuda::StepSections& sections, const std::byte* meta);
   void prepare_samples(const ForwardBatch& batch, const cuda::StepSections& sections);
+  bool graphs_enabled() const { return scratch_block_ >= 0 && !graphs_failed_; }
+  void graph_decode_forward(const ForwardBatch& batch, ForwardResult& result);
+  void capture_decode_graph(int padded_rows, const cuda::StepSections& sections, const std::byte* meta);
   void compute_logits(const cuda::StepSections& sections, const std::byte* meta, const ForwardBatch& batch,
                       ForwardResult& result);
 
@@ -90,6 +98,15 @@ class CudaBackend final : public Backend {
   cuda::DeviceBuffer sample_params_, sample_out_, sample_work_;
   std::vector<int32_t> sample_order_;
   std::vector<int32_t> chunk_sample_begin_;
+
+  // CUDA graphs of decode steps, by padded batch size; their inputs live at fixed addresses (graph_meta_), and
+  // padding rows write their K/V to scratch_block_, one block past the engine's cache (-1: graphs off).
+  std::map<int, cudaGraphExec_t> decode_graphs_;
+  cuda::DeviceBuffer graph_meta_;
+  PinnedBuffer host_graph_meta_;
+  int max_blocks_per_seq_ = 0;
+  int scratch_block_ = -1;
+  bool graphs_failed_ = false;
 
   size_t kv_layer_elems_ = 0;  // bf16 elements of one layer's K (or V) cache
   cuda::DeviceBuffer k_cache_, v_cache_;

@@ -85,4 +85,70 @@ void pack_step(const ForwardBatch& batch, int block_size, const StepSections& s,
   }
 }
 
+StepSections decode_graph_sections(int padded_rows, int max_blocks_per_seq, int max_kv_len) {
+  StepSections s;
+  s.rows = padded_rows;
+  s.seqs = padded_rows;
+  s.logits_count = padded_rows;
+  s.max_kv_len = max_kv_len;
+  size_t offset = 0;
+  auto section = [&](size_t bytes) {
+    const size_t at = offset;
+    offset += align16(bytes);
+    return at;
+  };
+  const size_t row_bytes = size_t(padded_rows) * sizeof(int32_t);
+  s.token_ids = section(row_bytes);
+  s.positions = section(row_bytes);
+  s.slot_mapping = section(row_bytes);
+  s.row_seq = section(row_bytes);
+  s.seq_q_start = section(row_bytes);
+  s.seq_num_new = section(row_bytes);
+  s.seq_num_cached = section(row_bytes);
+  s.seq_block_offset = section(row_bytes);
+  s.seq_mask_offset = section(row_bytes);
+  s.block_tables = section(row_bytes * size_t(max_blocks_per_seq));
+  s.logits_rows = section(row_bytes);
+  s.masks = section(0);
+  s.total_bytes = offset;
+  return s;
+}
+
+bool is_graph_decode_step(const ForwardBatch& batch, int max_rows, int max_blocks_per_seq) {
+  if (batch.want_hidden || batch.sequences.empty() || int(batch.sequences.size()) > max_rows) return false;
+  for (const SequenceChunk& seq : batch.sequences) {
+    if (seq.tokens.size() != 1 || !seq.attention_mask.empty() || !seq.logits_indices.empty()) return false;
+    if (int(seq.block_table.size()) > max_blocks_per_seq) return false;
+  }
+  return true;
+}
+
+void pack_decode_step(const ForwardBatch& batch, int block_size, const StepSections& s, int padded_rows,
+                      int max_blocks_per_seq, int scratch_block, std::byte* dst) {
+  const int real = int(batch.sequences.size());
+  for (int r = 0; r < padded_rows; ++r) {
+    const bool padding = r >= real;
+    const SequenceChunk* seq = padding ? nullptr : &batch.sequences[size_t(r)];
+    const int32_t cached = padding ? 0 : seq->num_cached;
+    ints(dst, s.token_ids)[r] = padding ? 0 : seq->tokens[0];
+    ints(dst, s.positions)[r] = padding ? 0 : (seq->positions.empty() ? cached : seq->positions[0]);
+    ints(dst, s.slot_mapping)[r] =
+        padding ? scratch_block * block_size
+                : seq->block_table[size_t(cached / block_size)] * block_size + cached % block_size;
+    ints(dst, s.row_seq)[r] = r;
+    ints(dst, s.seq_q_start)[r] = r;
+    ints(dst, s.seq_num_new)[r] = 1;
+    ints(dst, s.seq_num_cached)[r] = cached;
+    ints(dst, s.seq_block_offset)[r] = r * max_blocks_per_seq;
+    ints(dst, s.seq_mask_offset)[r] = -1;
+    int32_t* table = ints(dst, s.block_tables) + size_t(r) * max_blocks_per_seq;
+    if (padding) {
+      table[0] = scratch_block;
+    } else {
+      std::memcpy(table, seq->block_table.data(), seq->block_table.size() * sizeof(int32_t));
+    }
+    ints(dst, s.logits_rows)[r] = r;
+  }
+}
+
 }  // namespace qed::cuda

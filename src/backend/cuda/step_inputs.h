@@ -36,4 +36,18 @@ StepSections measure_step(const ForwardBatch& batch);
 // Writes the sections of `batch` into dst (at least sections.total_bytes).
 void pack_step(const ForwardBatch& batch, int block_size, const StepSections& sections, std::byte* dst);
 
+// The fixed layout of a CUDA-graph decode step: `padded_rows` one-token sequences, each block table padded to
+// `max_blocks_per_seq` entries, max_kv_len = max_kv_len (so the captured kernels' arguments never change), and
+// logits_count = the real batch size (set by pack_decode_step's caller).
+StepSections decode_graph_sections(int padded_rows, int max_blocks_per_seq, int max_kv_len);
+
+// Whether `batch` can run as a graph decode step: every sequence one new token, causal, its last-token logits, no
+// hidden states, at most `max_rows` sequences, block tables within max_blocks_per_seq.
+bool is_graph_decode_step(const ForwardBatch& batch, int max_rows, int max_blocks_per_seq);
+
+// Packs a graph decode step; rows past the batch are padding: token 0 at position 0, one new token over an empty
+// prefix, its K/V written to (and read from) `scratch_block`, a block outside the engine's cache.
+void pack_decode_step(const ForwardBatch& batch, int block_size, const StepSections& sections, int padded_rows,
+                      int max_blocks_per_seq, int scratch_block, std::byte* dst);
+
 }  // namespace qed::cuda

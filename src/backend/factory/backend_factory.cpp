@@ -18,6 +18,7 @@ CudaBackendOptions cuda_options(const BackendSelection& selection) {
   options.num_blocks = selection.num_blocks;
   options.gpu_memory_fraction = selection.gpu_memory_fraction;
   options.max_batched_tokens = selection.max_batched_tokens;
+  options.cuda_graphs = selection.cuda_graphs;
   return options;
 }
 }  // namespace

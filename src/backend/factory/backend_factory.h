@@ -22,6 +22,7 @@ struct BackendSelection {
   int device = 0;
   float gpu_memory_fraction = 0.90f;
   int max_batched_tokens = 8192;  // the scheduler's per-step token budget (sizes the activation buffers)
+  bool cuda_graphs = false;       // replay captured CUDA graphs for decode steps
 };
 
 // Throws qed::Error with one line when the kind is unknown, when CUDA was asked for but this binary was built
