@@ -21,7 +21,10 @@ struct SamplingParams {
   int n = 1;
   int max_tokens = 16;
   bool ignore_eos = false;
-  std::vector<std::string> stop;        // matched on detokenized text, not emitted
+  std::vector<std::string> stop;  // matched on detokenized text, not emitted
+  // Matched like `stop`, but kept in the text, and the sequence pauses with its KV cache kept (TokenEvent::held)
+  // until Engine::resume appends tokens (a tool's output) and decoding continues, or Engine::stop_held ends it.
+  std::vector<std::string> hold;
   std::vector<int32_t> stop_token_ids;  // in addition to the model's EOS ids
   bool skip_special_tokens = true;
 };

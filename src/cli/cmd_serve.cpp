@@ -21,6 +21,9 @@
 #include "server/engine_service.h"
 #include "server/http/http_server.h"
 #include "server/openai_server.h"
+#include "server/tir_session.h"
+#include "tir/sandbox_client.h"
+#include "tir/tool_executor.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
@@ -42,6 +45,9 @@ struct ServeOptions {
   int max_num_seqs = 64;
   int max_num_batched_tokens = 512;
   std::optional<uint64_t> seed;
+  std::string sandbox;  // URL of `qed sandbox` for server-side TIR; empty = TIR requests are refused
+  int tool_threads = 4;
+  bool no_prefix_caching = false;
 };
 
 void run_serve(const ServeOptions& opt) {
@@ -66,11 +72,23 @@ void run_serve(const ServeOptions& opt) {
   auto backend = make_backend(opt.model, selection);
   EngineConfig engine_config;
   engine_config.max_model_len = opt.max_model_len;
+  engine_config.enable_prefix_caching = !opt.no_prefix_caching;
   engine_config.scheduler.max_num_seqs = opt.max_num_seqs;
   engine_config.scheduler.max_num_batched_tokens = opt.max_num_batched_tokens;
   engine_config.seed = opt.seed ? *opt.seed : std::random_device{}();
   Engine engine(*backend, engine_config, tokenizer_decoder_factory(tokenizer));
   auto engine_service = std::make_unique<server::EngineService>(engine);
+  // Sandbox calls run here, never on the HTTP or engine threads; reset before the engine service it resumes.
+  std::unique_ptr<tir::ToolExecutor> tool_executor;
+  server::TirContext tir_context;
+  if (!opt.sandbox.empty()) {
+    tir_context.sandbox = tir::parse_sandbox_url(opt.sandbox);
+    if (!tir::SandboxClient(*tir_context.sandbox).healthy()) {
+      spdlog::warn("serve: sandbox {} does not answer /health yet; TIR requests fail until it does", opt.sandbox);
+    }
+    tool_executor = std::make_unique<tir::ToolExecutor>(std::max(1, opt.tool_threads));
+    tir_context.executor = tool_executor.get();
+  }
 
   server::ServeConfig config;
   config.model_dir = opt.model;
@@ -79,6 +97,7 @@ void run_serve(const ServeOptions& opt) {
                                  : opt.served_model_name;
   config.api_key = opt.api_key;
   config.max_queue = opt.max_queue;
+  config.tir = tir_context;
   server::OpenAiServer api(config, tokenizer, chat_template ? &*chat_template : nullptr, *engine_service,
                            engine.max_model_len());
 
@@ -104,6 +123,7 @@ void run_serve(const ServeOptions& opt) {
   server->run();
   signals_io.stop();
   signal_thread.join();
+  tool_executor.reset();   // finishes calls in flight (their resumes are ignored: everything was aborted)
   engine_service.reset();  // aborts anything left; callbacks may still touch streams the server owns
   server.reset();
   spdlog::info("serve: stopped");
@@ -128,6 +148,10 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--max-num-batched-tokens", opt->max_num_batched_tokens, "Tokens per engine step")
       ->capture_default_str();
   cmd->add_option("--seed", opt->seed, "Seeds requests that bring no seed (default: random)");
+  cmd->add_option("--sandbox", opt->sandbox,
+                  "URL of a code sandbox (qed sandbox) for server-side tool calls, e.g. http://127.0.0.1:6000");
+  cmd->add_flag("--no-enable-prefix-caching", opt->no_prefix_caching, "Recompute every prompt (vLLM's flag)");
+  cmd->add_option("--tool-threads", opt->tool_threads, "Threads for concurrent sandbox calls")->capture_default_str();
   add_backend_flags(cmd, opt->backend);
   cmd->callback([opt] { run_serve(*opt); });
 }

@@ -13,6 +13,7 @@ void register_batch(CLI::App& app);
 void register_sandbox(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_chat_template(CLI::App& app);
+void register_run(CLI::App& app);
 void register_bench_offline(CLI::App& app);  // under `qed bench`, created if absent
 
 }  // namespace qed::cli

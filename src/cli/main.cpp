@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   qed::cli::register_sandbox(app);
   qed::cli::register_inspect(app);
   qed::cli::register_chat_template(app);
+  qed::cli::register_run(app);
   qed::cli::register_bench_offline(app);
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;

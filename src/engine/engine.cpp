@@ -97,7 +97,8 @@ void Engine::add_request(RequestId id, std::vector<int32_t> prompt, const Sampli
   const uint64_t seed = params.seed.has_value() ? *params.seed : seed_rng_();
   const int64_t order = next_arrival_++;
   for (int i = 0; i < params.n; ++i) {
-    auto state = std::make_unique<SequenceState>(SequenceState{nullptr, nullptr, StopStringMatcher(params.stop), {}});
+    auto state = std::make_unique<SequenceState>(
+        SequenceState{nullptr, nullptr, StopStringMatcher(params.stop, params.hold), {}});
     state->seq = std::make_unique<Sequence>();
     Sequence& seq = *state->seq;
     seq.seq_id = next_seq_id_++;
@@ -210,9 +211,15 @@ void Engine::append_token(Request& request, SequenceState& state, const SampledT
     StopStringMatcher::Pushed pushed;
     if (state.decoder) pushed = state.stops.push(state.decoder->push(token.token));
     event.text = std::move(pushed.text);
+    const bool out_of_room = seq.num_generated() >= params.max_tokens || seq.num_tokens() >= max_model_len_;
     if (pushed.stopped) {
       reason = FinishReason::Stop;
-    } else if (seq.num_generated() >= params.max_tokens || seq.num_tokens() >= max_model_len_) {
+    } else if (pushed.held && !out_of_room) {
+      // Paused for its tool; the token just sampled gets its K/V with the chunk resume appends.
+      event.held = true;
+      ++state.result.num_holds;
+      scheduler_.hold(&seq);
+    } else if (out_of_room) {
       reason = FinishReason::Length;
       if (state.decoder) {
         StopStringMatcher::Pushed tail = state.stops.push(state.decoder->flush());
@@ -234,6 +241,67 @@ void Engine::append_token(Request& request, SequenceState& state, const SampledT
     ++request.num_finished;
   }
   emit(request, std::move(event), out);
+}
+
+void Engine::resume(RequestId id, int index, std::vector<int32_t> tokens) {
+  const int vocab = backend_.config().vocab_size;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= vocab) {
+      fail("resume: token {} at index {} is outside the vocabulary [0, {})", tokens[i], i, vocab);
+    }
+  }
+  if (in_step_) {
+    deferred_resumes_.push_back({id, index, std::move(tokens)});
+    return;
+  }
+  apply_resume({id, index, std::move(tokens)});
+}
+
+void Engine::stop_held(RequestId id, int index) {
+  if (in_step_) {
+    deferred_resumes_.push_back({id, index, std::nullopt});
+    return;
+  }
+  apply_resume({id, index, std::nullopt});
+}
+
+void Engine::apply_resume(Resume resume) {
+  auto it = requests_.find(resume.id);
+  if (it == requests_.end() || resume.index < 0 || resume.index >= static_cast<int>(it->second->seqs.size())) return;
+  Request& r = *it->second;
+  SequenceState& state = *r.seqs[static_cast<size_t>(resume.index)];
+  Sequence& seq = *state.seq;
+  if (seq.status != SequenceStatus::Held) return;
+  std::vector<TokenEvent> out;
+  // Text after the hold string within its token was kept back at the hold: it precedes the inserted tokens.
+  TokenEvent event;
+  event.request_id = r.id;
+  event.index = seq.index;
+  if (state.decoder) event.text = state.stops.flush();
+  if (!resume.tokens) {
+    state.result.text += event.text;
+    emit(r, std::move(event), out);
+    finish_sequence(r, state, FinishReason::Stop, "", out);
+    complete_if_done(r.id);
+    return;
+  }
+  std::vector<int32_t>& tokens = *resume.tokens;
+  if (state.decoder) {
+    for (int32_t t : tokens) event.text += state.decoder->push(t);
+  }
+  seq.tokens.insert(seq.tokens.end(), tokens.begin(), tokens.end());
+  seq.num_inserted_tokens += static_cast<int>(tokens.size());
+  state.result.token_ids.insert(state.result.token_ids.end(), tokens.begin(), tokens.end());
+  state.result.num_inserted_tokens += static_cast<int>(tokens.size());
+  state.result.text += event.text;
+  event.inserted_tokens = std::move(tokens);
+  emit(r, std::move(event), out);
+  if (seq.num_tokens() >= max_model_len_) {
+    finish_sequence(r, state, FinishReason::Length, "", out);
+    complete_if_done(r.id);
+    return;
+  }
+  scheduler_.resume(&seq);
 }
 
 void Engine::complete_if_done(RequestId id) {
@@ -331,6 +399,9 @@ std::vector<TokenEvent> Engine::step() {
   std::vector<RequestId> aborts;
   aborts.swap(deferred_aborts_);
   for (RequestId id : aborts) abort(id);
+  std::vector<Resume> resumes;
+  resumes.swap(deferred_resumes_);
+  for (Resume& r : resumes) apply_resume(std::move(r));
   return out;
 }
 
@@ -338,7 +409,19 @@ void Engine::check_invariants() const {
   std::vector<int> refs(static_cast<size_t>(blocks_.num_blocks()), 0);
   for (const auto& [id, request] : requests_) {
     for (const auto& state : request->seqs) {
-      for (int32_t b : state->seq->block_table) ++refs[static_cast<size_t>(b)];
+      const Sequence& seq = *state->seq;
+      for (int32_t b : seq.block_table) ++refs[static_cast<size_t>(b)];
+      // Before the fork, the later sequences of a request are placeholders in no queue.
+      if (!request->forked && seq.index > 0) continue;
+      if (scheduler_.queue_of(&seq) != seq.status) {
+        fail("scheduler: sequence {} has status {} but sits in the queue of status {}", seq.seq_id,
+             static_cast<int>(seq.status), static_cast<int>(scheduler_.queue_of(&seq)));
+      }
+      // A held sequence keeps all but its last sampled token computed, or lost its blocks to an eviction.
+      if (seq.status == SequenceStatus::Held && seq.num_computed != seq.num_tokens() - 1 &&
+          !(seq.num_computed == 0 && seq.block_table.empty())) {
+        fail("kv cache: held sequence {} has {} of {} tokens computed", seq.seq_id, seq.num_computed, seq.num_tokens());
+      }
     }
   }
   int unreferenced = 0;

@@ -54,8 +54,18 @@ class Engine {
   void abort(RequestId id);
   void abort_all();
 
+  // Continues sequence `index` of a request paused at a hold string (TokenEvent::held): `tokens` (a tool's output,
+  // may be empty) are appended to its context without counting as generated, prefilled as one chunk on top of its
+  // cached K/V, and decoding goes on. stop_held ends it instead (finish reason Stop). Both ignore sequences that
+  // are no longer held (aborted meanwhile); from inside step() (a callback) they apply at its end. Throws
+  // qed::Error on token ids outside the vocabulary.
+  void resume(RequestId id, int index, std::vector<int32_t> tokens);
+  void stop_held(RequestId id, int index);
+
   std::vector<TokenEvent> step();
   bool has_unfinished() const { return !requests_.empty(); }
+  // Whether step() has anything to run: false when every unfinished sequence is held (waiting for resume).
+  bool has_runnable() const { return scheduler_.has_work() || !deferred_aborts_.empty() || !deferred_resumes_.empty(); }
   // Results of finished requests without an on_finish callback, in completion order.
   std::vector<RequestResult> take_finished();
 
@@ -78,6 +88,12 @@ class Engine {
                        std::vector<TokenEvent>& out);
   void complete_if_done(RequestId id);
   void emit(Request& request, TokenEvent event, std::vector<TokenEvent>& out);
+  struct Resume {
+    RequestId id;
+    int index;
+    std::optional<std::vector<int32_t>> tokens;  // none: stop_held
+  };
+  void apply_resume(Resume resume);
 
   Backend& backend_;
   EngineConfig config_;
@@ -93,6 +109,7 @@ class Engine {
   std::atomic<int64_t> next_request_id_{0};
   bool in_step_ = false;  // abort() from a callback inside step() is deferred to its end
   std::vector<RequestId> deferred_aborts_;
+  std::vector<Resume> deferred_resumes_;
   int64_t next_seq_id_ = 0;
   int64_t next_arrival_ = 0;
   std::mt19937_64 seed_rng_;

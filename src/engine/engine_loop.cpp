@@ -51,7 +51,7 @@ void EngineLoop::run() {
     bool stopping = false;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || !inbox_.empty() || engine_.has_unfinished(); });
+      wake_.wait(lock, [&] { return stopping_ || !inbox_.empty() || engine_.has_runnable(); });
       inbox.swap(inbox_);
       stopping = stopping_;
     }
@@ -64,7 +64,7 @@ void EngineLoop::run() {
       }
     }
     if (stopping) break;
-    if (engine_.has_unfinished()) engine_.step();
+    if (engine_.has_runnable()) engine_.step();
   }
   engine_.abort_all();
 }

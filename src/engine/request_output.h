@@ -15,6 +15,10 @@ struct TokenEvent {
   int index = 0;                     // sequence within the request (n > 1)
   std::vector<SampledToken> tokens;  // new tokens (logprobs filled if requested); empty on abort/error
   std::string text;                  // newly emitted text (stop strings and text after them never appear)
+  // The sequence paused at a hold string (the text ends with it); Engine::resume or stop_held continues it.
+  bool held = false;
+  // Tokens appended by Engine::resume (not sampled, so not in `tokens`); `text` is their text.
+  std::vector<int32_t> inserted_tokens;
   FinishReason finish_reason = FinishReason::None;
   std::string error;  // set with FinishReason::Error
   bool finished() const { return finish_reason != FinishReason::None; }
@@ -22,7 +26,10 @@ struct TokenEvent {
 
 struct SequenceResult {
   int index = 0;
-  std::vector<int32_t> token_ids;  // generated tokens, including a final EOS/stop token id
+  // Tokens after the prompt, including a final EOS/stop token id and any inserted by Engine::resume.
+  std::vector<int32_t> token_ids;
+  int num_inserted_tokens = 0;  // of token_ids: appended by resume, not generated
+  int num_holds = 0;            // times the sequence paused at a hold string
   std::string text;
   FinishReason finish_reason = FinishReason::None;
   std::vector<SampledToken> logprobs;  // per generated token, when params.logprobs >= 0

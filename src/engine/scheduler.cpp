@@ -39,7 +39,52 @@ void Scheduler::add_running_after(Sequence* parent, Sequence* child) {
 void Scheduler::remove(Sequence* seq) {
   std::erase(waiting_, seq);
   std::erase(running_, seq);
+  std::erase(held_, seq);
   blocks_.free(*seq);
+}
+
+void Scheduler::hold(Sequence* seq) {
+  if (std::find(running_.begin(), running_.end(), seq) == running_.end()) {
+    fail("scheduler: hold of sequence {} that is not running", seq->seq_id);
+  }
+  std::erase(running_, seq);
+  seq->status = SequenceStatus::Held;
+  held_.push_back(seq);
+}
+
+void Scheduler::resume(Sequence* seq) {
+  if (std::find(held_.begin(), held_.end(), seq) == held_.end()) {
+    fail("scheduler: resume of sequence {} that is not held", seq->seq_id);
+  }
+  std::erase(held_, seq);
+  if (seq->block_table.empty()) {
+    add(seq);
+  } else {
+    seq->status = SequenceStatus::Running;
+    running_.push_back(seq);
+  }
+}
+
+SequenceStatus Scheduler::queue_of(const Sequence* seq) const {
+  auto in = [seq](const std::deque<Sequence*>& q) { return std::find(q.begin(), q.end(), seq) != q.end(); };
+  if (in(running_)) return SequenceStatus::Running;
+  if (in(waiting_)) return SequenceStatus::Waiting;
+  if (in(held_)) return SequenceStatus::Held;
+  return SequenceStatus::Finished;
+}
+
+void Scheduler::evict_held(SchedulerOutput& out) {
+  for (Sequence* seq : held_) {
+    if (seq->block_table.empty()) continue;
+    blocks_.free(*seq);
+    out.preempted.push_back(seq);
+    ++num_preemptions_;
+    return;
+  }
+}
+
+bool Scheduler::has_evictable_held() const {
+  return std::any_of(held_.begin(), held_.end(), [](const Sequence* s) { return !s->block_table.empty(); });
 }
 
 void Scheduler::preempt(Sequence* seq, SchedulerOutput& out) {
@@ -60,6 +105,11 @@ bool Scheduler::schedule_running(SchedulerOutput& out, int& budget) {
     bool fits = true;
     while (!blocks_.can_append(*seq, n)) {
       preempted_any = true;
+      // A paused sequence may wait seconds for its tool: its blocks are worth less than a running one's.
+      if (has_evictable_held()) {
+        evict_held(out);
+        continue;
+      }
       if (running_.size() > i + 1) {
         preempt(running_.back(), out);
         continue;

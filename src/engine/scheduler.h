@@ -4,6 +4,8 @@
 // waiting ones are admitted FIFO with whatever budget is left (chunked prefill: a long prompt takes several
 // steps). When the KV cache runs out, the most recently admitted running sequence is preempted: its blocks are
 // freed and it waits at the front of the queue to be recomputed (prefix caching usually makes that cheap).
+// Held sequences (paused for a tool call) sit outside both queues with their blocks; they are the first whose
+// blocks are taken when the cache runs out, and then recompute on resume like a preempted sequence.
 #include <deque>
 #include <utility>
 #include <vector>
@@ -45,18 +47,27 @@ class Scheduler {
   void add_running_after(Sequence* parent, Sequence* child);
   // Removes the sequence from the queues and frees its blocks (finish or abort).
   void remove(Sequence* seq);
+  // A running sequence pauses, keeping its blocks; resume puts it back: running if it still has its blocks (its
+  // new tokens are then prefilled as a chunk on the cached K/V), else waiting to be recomputed.
+  void hold(Sequence* seq);
+  void resume(Sequence* seq);
+  // The status the queues say the sequence has (Finished when in none): for the engine's invariant checks.
+  SequenceStatus queue_of(const Sequence* seq) const;
 
   SchedulerOutput schedule();
   // After the forward: the scheduled tokens now have K/V; full blocks are published for prefix reuse.
   void on_step_done(const SchedulerOutput& output);
 
   bool has_work() const { return !waiting_.empty() || !running_.empty(); }
+  size_t num_held() const { return held_.size(); }
   size_t num_waiting() const { return waiting_.size(); }
   size_t num_running() const { return running_.size(); }
   int64_t num_preemptions() const { return num_preemptions_; }
 
  private:
   void preempt(Sequence* seq, SchedulerOutput& out);
+  void evict_held(SchedulerOutput& out);
+  bool has_evictable_held() const;
   bool schedule_running(SchedulerOutput& out, int& budget);
   void admit_waiting(SchedulerOutput& out, int& budget);
 
@@ -64,6 +75,7 @@ class Scheduler {
   BlockManager& blocks_;
   std::deque<Sequence*> waiting_;
   std::deque<Sequence*> running_;
+  std::deque<Sequence*> held_;  // oldest hold first: the first evicted
   int64_t num_preemptions_ = 0;
 };
 

@@ -13,7 +13,9 @@ namespace qed {
 using RequestId = int64_t;
 using Clock = std::chrono::steady_clock;
 
-enum class SequenceStatus { Waiting, Running, Finished };
+// Held: paused at a hold string, out of the scheduler's queues; its blocks stay until resume (or an eviction
+// under memory pressure, after which it recomputes).
+enum class SequenceStatus { Waiting, Running, Held, Finished };
 
 // vLLM's names, so the server can pass them through unchanged. Error: the request could never run (its prompt
 // alone exceeds the KV cache or the model's context); `error` on the output says why.
@@ -26,6 +28,8 @@ struct Sequence {
   int index = 0;  // 0..n-1 within its request
   std::vector<int32_t> tokens;
   int num_prompt_tokens = 0;
+  // Tokens appended by Engine::resume (tool output): part of the context, not generated, so outside max_tokens.
+  int num_inserted_tokens = 0;
   // Tokens whose K/V is in the cache (slots [0, num_computed)). Preemption resets it to 0; the prefix cache may
   // raise it at admission without running anything.
   int num_computed = 0;
@@ -39,7 +43,7 @@ struct Sequence {
   int64_t arrival_order = 0;  // FIFO priority; forks inherit their parent's
 
   int num_tokens() const { return static_cast<int>(tokens.size()); }
-  int num_generated() const { return num_tokens() - num_prompt_tokens; }
+  int num_generated() const { return num_tokens() - num_prompt_tokens - num_inserted_tokens; }
   int num_uncomputed() const { return num_tokens() - num_computed; }
   bool is_finished() const { return status == SequenceStatus::Finished; }
 };

@@ -2,6 +2,8 @@
 
 #include <memory>
 
+#include "core/error.h"
+
 namespace qed::server {
 
 EngineService::EngineService(Engine& engine) : engine_(engine) {
@@ -47,6 +49,14 @@ void EngineService::abort(RequestId id) {
   wake_.notify_all();
 }
 
+void EngineService::resume(RequestId id, int index, std::optional<std::vector<int32_t>> tokens) {
+  {
+    std::lock_guard lock(mutex_);
+    inbox_.emplace_back(Resume{id, index, std::move(tokens)});
+  }
+  wake_.notify_all();
+}
+
 void EngineService::abort_all() {
   {
     std::lock_guard lock(mutex_);
@@ -76,17 +86,27 @@ void EngineService::publish() {
 
 void EngineService::run() {
   for (;;) {
-    std::deque<std::variant<Submit, Abort>> inbox;
+    std::deque<std::variant<Submit, Abort, Resume>> inbox;
     bool stopping = false;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || !inbox_.empty() || engine_.has_unfinished(); });
+      wake_.wait(lock, [&] { return stopping_ || !inbox_.empty() || engine_.has_runnable(); });
       inbox.swap(inbox_);
       stopping = stopping_;
     }
     for (auto& item : inbox) {
       if (auto* s = std::get_if<Submit>(&item)) {
         engine_.add_request(s->id, std::move(s->prompt), s->params, std::move(s->callbacks));
+      } else if (auto* r = std::get_if<Resume>(&item)) {
+        if (r->tokens) {
+          try {
+            engine_.resume(r->id, r->index, std::move(*r->tokens));
+          } catch (const Error&) {
+            engine_.abort(r->id);  // ids outside the vocabulary: a caller bug, not worth the engine thread
+          }
+        } else {
+          engine_.stop_held(r->id, r->index);
+        }
       } else if (const auto& a = std::get<Abort>(item); a.all) {
         engine_.abort_all();
       } else {
@@ -94,7 +114,7 @@ void EngineService::run() {
       }
     }
     if (stopping) break;
-    if (engine_.has_unfinished()) engine_.step();
+    if (engine_.has_runnable()) engine_.step();
     publish();
   }
   engine_.abort_all();

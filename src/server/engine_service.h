@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <variant>
 #include <vector>
@@ -32,6 +33,9 @@ class EngineService {
   // Validates on the caller's thread (throws qed::Error); callbacks run on the engine thread.
   RequestId submit(std::vector<int32_t> prompt, const SamplingParams& params, RequestCallbacks callbacks);
   void abort(RequestId id);
+  // Engine::resume of a held sequence with `tokens`, or Engine::stop_held when there are none (any thread).
+  // Token ids must be in the vocabulary (the engine thread would throw).
+  void resume(RequestId id, int index, std::optional<std::vector<int32_t>> tokens);
   void abort_all();  // shutdown: every unfinished request ends with finish reason "abort"
   EngineSnapshot snapshot() const;
 
@@ -46,13 +50,18 @@ class EngineService {
     RequestId id;
     bool all = false;
   };
+  struct Resume {
+    RequestId id;
+    int index;
+    std::optional<std::vector<int32_t>> tokens;
+  };
   void run();
   void publish();
 
   Engine& engine_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;
-  std::deque<std::variant<Submit, Abort>> inbox_;
+  std::deque<std::variant<Submit, Abort, Resume>> inbox_;
   bool stopping_ = false;
   int in_flight_ = 0;  // submitted, on_finish not yet run
   EngineSnapshot snapshot_;

@@ -108,6 +108,7 @@ void parse_common(const json& body, const ServerLimits& limits, GenerationReques
   p.skip_special_tokens = bool_field(body, "skip_special_tokens", true);
   req.spaces_between_special_tokens = bool_field(body, "spaces_between_special_tokens", true);
   req.include_stop_str_in_output = bool_field(body, "include_stop_str_in_output", false);
+  req.return_token_ids = bool_field(body, "return_token_ids", false);
 
   if (const json* stop = field(body, "stop")) {
     if (stop->is_string()) {
@@ -163,6 +164,9 @@ void parse_common(const json& body, const ServerLimits& limits, GenerationReques
     req.tools.code_timeout_s = number_field(*ext, "code_timeout_s", req.tools.code_timeout_s, 0.1, 600.0);
     req.tools.max_code_output_chars =
         int(int_field(*ext, "max_code_output_chars", req.tools.max_code_output_chars, 1, 1 << 20));
+    req.tools.total_code_time_s = number_field(*ext, "total_code_time_s", req.tools.total_code_time_s, 0, 1e6);
+    req.tools.add_remaining_code_executions =
+        bool_field(*ext, "add_remaining_code_executions", req.tools.add_remaining_code_executions);
     if (field(*ext, "time_budget_s")) req.early_stop.time_budget_s = number_field(*ext, "time_budget_s", 0, 0, 1e6);
     if (field(*ext, "stop_after_first")) {
       req.early_stop.stop_after_first = int(int_field(*ext, "stop_after_first", 0, 1, limits.max_n));

@@ -46,6 +46,8 @@ struct ToolIntegration {
   int max_code_executions = 8;  // "qed": {"max_code_executions"}
   double code_timeout_s = 10.0;
   int max_code_output_chars = 1000;
+  double total_code_time_s = 0;                // "qed": {"total_code_time_s"}: a sample's sandbox time, 0 = unlimited
+  bool add_remaining_code_executions = false;  // NS's "Remaining code executions: N" notice after each output
 };
 
 struct EarlyStop {
@@ -66,6 +68,7 @@ struct GenerationRequest {
   bool include_usage = false;  // stream_options.include_usage
   bool echo = false;
   bool include_stop_str_in_output = false;
+  bool return_token_ids = false;  // vLLM's: choices carry prompt_token_ids and token_ids (non-streaming)
   bool spaces_between_special_tokens = true;
   int top_logprobs = 0;  // chat: alternatives per token when logprobs=true
   ToolIntegration tools;

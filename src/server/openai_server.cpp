@@ -54,6 +54,7 @@ struct OpenAiServer::Generation {
   http::Respond respond;                         // non-streaming
   std::shared_ptr<ServerMetrics> metrics;
   std::shared_ptr<std::atomic<int>> in_flight;
+  std::shared_ptr<TirSession> tir;  // server-side tool calls, when the request asked for them
 
   bool chat() const { return req.endpoint == Endpoint::ChatCompletions; }
 
@@ -96,6 +97,7 @@ struct OpenAiServer::Generation {
       if (req.params.logprobs >= 0) lps.push_back(t);
     }
     c.text += event.text;
+    if (event.held && tir) tir->on_hold(event.request_id, event.index, c.text);
     std::string piece = event.text;
     if (event.finished()) {
       c.finish = event.finish_reason;
@@ -134,9 +136,27 @@ struct OpenAiServer::Generation {
   void on_finish(RequestResult&& result) {
     in_flight->fetch_sub(1);
     record(result);
+    std::string tool_error;
+    if (tir) {
+      tir->on_finish();
+      tool_error = tir->error();
+    }
     const bool failed = !result.error.empty() && completion_tokens() == 0;
-    const json usage =
-        usage_json(static_cast<int>(prompt.size()), completion_tokens(), result.num_cached_prompt_tokens);
+    json usage = usage_json(static_cast<int>(prompt.size()), completion_tokens(), result.num_cached_prompt_tokens);
+    if (tir) {
+      int inserted = 0;
+      for (const auto& seq : result.sequences) inserted += seq.num_inserted_tokens;
+      usage["qed"] = {
+          {"code_executions", tir->executions()}, {"code_timeouts", tir->timeouts()}, {"tool_output_tokens", inserted}};
+    }
+    if (!tool_error.empty()) {
+      const ApiError error(502, "server-side code execution failed: " + tool_error, "tools");
+      if (!stream) return respond(http::Response::json(502, error.to_json()));
+      write(error.to_json());
+      stream->write(sse_done());
+      stream->close();
+      return;
+    }
     if (stream) {
       if (failed) write(ApiError(400, result.error).to_json());
       if (req.include_usage) {
@@ -173,6 +193,10 @@ struct OpenAiServer::Generation {
       }
       choice["finish_reason"] = finish_reason_json(c.finish);
       choice["stop_reason"] = c.stop_reason;
+      if (req.return_token_ids) {
+        choice["prompt_token_ids"] = prompt;
+        choice["token_ids"] = result.sequences[i].token_ids;  // tool output tokens included, as in the text
+      }
       body["choices"].push_back(std::move(choice));
     }
     http::Response response;
@@ -264,7 +288,9 @@ void OpenAiServer::generate(const http::Request& request, http::Respond respond,
     if (!req.model.empty() && req.model != config_.served_model_name) {
       throw ApiError(404, fmt::format("The model `{}` does not exist.", req.model), "model");
     }
-    if (req.tools.enabled) throw ApiError(400, "server-side code execution is not available yet", "tools");
+    if (req.tools.enabled && !config_.tir.sandbox) {
+      throw ApiError(400, "server-side code execution needs a sandbox: start the server with --sandbox URL", "tools");
+    }
     if (req.early_stop.time_budget_s || req.early_stop.stop_after_first || req.early_stop.consensus) {
       throw ApiError(400, "early-stop controls are not available yet", "qed");
     }
@@ -329,6 +355,13 @@ void OpenAiServer::generate(const http::Request& request, http::Respond respond,
   callbacks.on_token = [g](const TokenEvent& event) { g->on_token(event); };
   callbacks.on_finish = [g](RequestResult&& result) { g->on_finish(std::move(result)); };
   SamplingParams params = g->req.params;
+  if (g->req.tools.enabled) {
+    const ToolIntegration& t = g->req.tools;
+    tir::ToolLimits limits{t.max_code_executions, t.code_timeout_s, t.max_code_output_chars, t.total_code_time_s,
+                           t.add_remaining_code_executions};
+    g->tir = std::make_shared<TirSession>(config_.tir, limits, params.n, tokenizer_, engine_);
+    TirSession::configure(params);
+  }
   if (g->stream) g->write_preamble();
   try {
     g->request_id = engine_.submit(g->prompt, params, std::move(callbacks));

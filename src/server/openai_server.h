@@ -11,6 +11,7 @@
 #include "server/http/router.h"
 #include "server/metrics.h"
 #include "server/openai_protocol.h"
+#include "server/tir_session.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
@@ -22,6 +23,7 @@ struct ServeConfig {
   std::string api_key;            // non-empty: /v1/* require "Authorization: Bearer <key>"
   int max_queue = 512;            // requests in flight at most; more are answered 503 (bounded memory)
   ServerLimits limits;
+  TirContext tir;  // server-side tool-integrated reasoning (`--sandbox URL`)
 };
 
 class OpenAiServer {

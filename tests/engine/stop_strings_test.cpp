@@ -26,6 +26,29 @@ TEST(StopStrings, StopSplitAcrossPiecesIsNotEmitted) {
   EXPECT_TRUE(stopped);
 }
 
+TEST(StopStrings, HoldStringEndsTheTextAndIsKept) {
+  StopStringMatcher m({"STOP"}, {"</tool_call>"});
+  std::string out;
+  StopStringMatcher::Pushed r;
+  for (const char* piece : {"x</tool", "_ca", "ll>tail"}) {
+    r = m.push(piece);
+    out += r.text;
+    if (r.held) break;
+  }
+  EXPECT_TRUE(r.held);
+  EXPECT_FALSE(r.stopped);
+  EXPECT_EQ(out, "x</tool_call>");
+  EXPECT_EQ(m.flush(), "tail");  // kept for the caller, which emits it when the sequence goes on
+}
+
+TEST(StopStrings, StopStartingBeforeTheEndOfAHoldStringWins) {
+  StopStringMatcher m({"call>"}, {"</tool_call>"});
+  const auto r = m.push("a</tool_call>");
+  EXPECT_TRUE(r.stopped);
+  EXPECT_FALSE(r.held);
+  EXPECT_EQ(r.text, "a</tool_");
+}
+
 TEST(StopStrings, HoldsBackOnlyWhatCouldStartAStop) {
   StopStringMatcher m({"STOP"});
   EXPECT_EQ(m.push("abcST").text, "abc");
