@@ -33,15 +33,28 @@ struct SequenceChunk {
   std::vector<int32_t> logits_indices;
 };
 
+// A token to draw on the device from logits row `row` (an optional capability: Backend::can_sample_on_device).
+struct DeviceSample {
+  int32_t row = 0;
+  const SamplingParams* params = nullptr;
+  uint64_t seed = 0;
+  uint64_t step = 0;  // index of the token being generated: the step of sampling_uniform(seed, ·)
+};
+
 struct ForwardBatch {
   std::vector<SequenceChunk> sequences;
   bool want_hidden = false;  // also return the final-norm hidden state of each logits row (ReDrafter input)
+  // Only for backends whose can_sample_on_device() accepted every entry's params: draw these tokens on the device
+  // (ForwardResult::samples), and with skip_logits leave the logits there, so a decode step moves token ids only.
+  std::vector<DeviceSample> device_samples;
+  bool skip_logits = false;
 };
 
 struct ForwardResult {
-  int rows = 0;               // logits rows, sequences in batch order, each in logits_indices order
-  std::vector<float> logits;  // rows × vocab_size, fp32
-  std::vector<float> hidden;  // rows × hidden_size when want_hidden
+  int rows = 0;                       // logits rows, sequences in batch order, each in logits_indices order
+  std::vector<float> logits;          // rows × vocab_size, fp32 (empty with skip_logits)
+  std::vector<float> hidden;          // rows × hidden_size when want_hidden
+  std::vector<SampledToken> samples;  // one per device_samples entry, in order
 };
 
 class Backend {
@@ -51,6 +64,8 @@ class Backend {
   virtual const ModelConfig& config() const = 0;
   virtual KvCacheLayout kv_layout() const = 0;
   virtual void forward(const ForwardBatch& batch, ForwardResult& result) = 0;
+  // Whether forward() can draw tokens with these parameters on the device exactly as sample_token() would.
+  virtual bool can_sample_on_device(const SamplingParams& /*params*/) const { return false; }
   // Copies whole KV blocks (copy-on-write when forked sequences diverge inside a shared block).
   virtual void copy_kv_blocks(std::span<const std::pair<int32_t, int32_t>> src_dst) = 0;
 };

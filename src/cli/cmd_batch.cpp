@@ -14,7 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "backend/cpu/cpu_backend.h"
+#include "backend/factory/backend_factory.h"
+#include "cli/backend_flags.h"
 #include "cli/commands.h"
 #include "cli/spec_options.h"
 #include "core/error.h"
@@ -31,6 +32,7 @@ struct BatchOptions {
   int max_batch = 16;
   int max_batched_tokens = 512;
   int threads = 0;
+  BackendFlags backend;
   size_t kv_cache_mb = 256;
   int block_size = 16;
   bool no_prefix_cache = false;
@@ -222,14 +224,15 @@ void run_batch(const BatchOptions& options) {
              options.output_path, todo.size());
   if (todo.empty()) return;
 
-  CpuBackendOptions backend_options;
-  backend_options.num_threads = options.threads;
-  backend_options.block_size = options.block_size;
-  backend_options.kv_cache_bytes = options.kv_cache_mb << 20;
-  auto backend = CpuBackend::load(options.model_dir, backend_options);
   EngineConfig config;
   config.scheduler.max_num_seqs = options.max_batch;
   config.scheduler.max_num_batched_tokens = std::max(options.max_batched_tokens, options.max_batch);
+  BackendSelection selection = backend_selection(options.backend);
+  selection.threads = options.threads;
+  selection.block_size = options.block_size;
+  selection.kv_cache_bytes = options.kv_cache_mb << 20;
+  selection.max_batched_tokens = config.scheduler.max_num_batched_tokens;
+  auto backend = make_backend(options.model_dir, selection);
   config.enable_prefix_caching = !options.no_prefix_cache;
   config.drafter = make_drafter(options.spec, options.model_dir);
   Engine engine(*backend, config, tokenizer ? tokenizer_decoder_factory(*tokenizer) : TokenDecoderFactory{});
@@ -307,6 +310,7 @@ void register_batch(CLI::App& app) {
   cmd->add_option("--kv-cache-mb", options->kv_cache_mb, "KV cache budget in MiB")->check(CLI::PositiveNumber);
   cmd->add_option("--block-size", options->block_size, "tokens per KV block")->check(CLI::PositiveNumber);
   cmd->add_flag("--no-prefix-cache", options->no_prefix_cache, "disable prefix caching");
+  add_backend_flags(cmd, options->backend);
   cmd->add_option("--max-tokens", options->max_tokens, "default max_tokens for rows without one")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--temperature", options->temperature, "default temperature for rows without one");

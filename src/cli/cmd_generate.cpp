@@ -13,8 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "backend/cpu/cpu_backend.h"
+#include "backend/factory/backend_factory.h"
 #include "backend/sampling.h"
+#include "cli/backend_flags.h"
 #include "cli/commands.h"
 #include "cli/prompt_ids.h"
 #include "cli/spec_options.h"
@@ -37,6 +38,7 @@ struct GenerateOptions {
   bool stream = false;
   bool json = false;
   int threads = 0;
+  BackendFlags backend;
   std::optional<uint64_t> seed;
   SamplingParams sampling;
   SpecOptions spec;
@@ -71,15 +73,16 @@ void run_generate(const GenerateOptions& opt) {
       fail("prompt token id {} is outside the model's vocabulary [0, {})", id, config.vocab_size);
   }
 
-  CpuBackendOptions backend_options;
-  backend_options.num_threads = opt.threads;
+  BackendSelection selection = backend_selection(opt.backend);
+  selection.threads = opt.threads;
   // Enough blocks for the prompt and every generated token, plus one so a block boundary never starves the request.
   // Draft tokens need slots beyond the last accepted one.
   const size_t slots = prompt.size() + size_t(opt.sampling.max_tokens) +
                        (opt.spec.method == "none" ? 0 : size_t(opt.spec.num_draft_tokens));
-  backend_options.num_blocks =
-      int((slots + size_t(backend_options.block_size) - 1) / size_t(backend_options.block_size)) + 1;
-  CpuBackend backend(config, Checkpoint::open(opt.model), backend_options);
+  selection.num_blocks = int((slots + size_t(selection.block_size) - 1) / size_t(selection.block_size)) + 1;
+  EngineConfig engine_config;
+  selection.max_batched_tokens = engine_config.scheduler.max_num_batched_tokens;
+  const std::unique_ptr<Backend> backend = make_backend(opt.model, selection);
 
   SamplingParams params = opt.sampling;
   params.seed = opt.seed ? *opt.seed : std::random_device{}() * 0x100000001ull ^ std::random_device{}();
@@ -87,9 +90,8 @@ void run_generate(const GenerateOptions& opt) {
   std::string finish_reason = "length";
   nlohmann::json spec_stats;
   if (params.max_tokens > 0) {  // the engine refuses empty requests; zero tokens is a valid (empty) generation
-    EngineConfig engine_config;
     engine_config.drafter = make_drafter(opt.spec, opt.model);
-    Engine engine(backend, engine_config, tokenizer ? tokenizer_decoder_factory(*tokenizer) : TokenDecoderFactory{});
+    Engine engine(*backend, engine_config, tokenizer ? tokenizer_decoder_factory(*tokenizer) : TokenDecoderFactory{});
     RequestCallbacks callbacks;
     if (opt.stream) {
       callbacks.on_token = [](const TokenEvent& event) {
@@ -122,7 +124,8 @@ void run_generate(const GenerateOptions& opt) {
 
 void register_generate(CLI::App& app) {
   auto opt = std::make_shared<GenerateOptions>();
-  auto* cmd = app.add_subcommand("generate", "Generate a continuation of one prompt on the CPU reference backend");
+  auto* cmd = app.add_subcommand(
+      "generate", "Generate a continuation of one prompt through the engine (CPU reference or CUDA backend)");
   cmd->add_option("--model", opt->model, "Model directory (config.json, *.safetensors, tokenizer.json)")->required();
   auto* prompt = cmd->add_option("--prompt", opt->prompt, "Prompt text (needs the model's tokenizer.json)");
   auto* ids = cmd->add_option("--prompt-ids", opt->prompt_ids, "Prompt as token ids: 1,2,3");
@@ -141,6 +144,7 @@ void register_generate(CLI::App& app) {
   cmd->add_flag("--json", opt->json, "Print {\"text\", \"token_ids\", \"finish_reason\"} of the generated part");
   cmd->add_option("--threads", opt->threads, "CPU threads (0 = all)")->capture_default_str();
   add_spec_options(*cmd, opt->spec);
+  add_backend_flags(cmd, opt->backend);
   cmd->callback([opt, prompt, ids] {
     if (prompt->count() == 0 && ids->count() == 0) fail("qed generate: give --prompt TEXT or --prompt-ids 1,2,3");
     opt->text_prompt = prompt->count() > 0;

@@ -12,7 +12,8 @@
 #include <string>
 #include <thread>
 
-#include "backend/cpu/cpu_backend.h"
+#include "backend/factory/backend_factory.h"
+#include "cli/backend_flags.h"
 #include "cli/commands.h"
 #include "cli/demo_model.h"
 #include "cli/spec_options.h"
@@ -39,6 +40,7 @@ struct ServeOptions {
   std::string api_key;
   int max_queue = 512;
   int threads = 0;
+  BackendFlags backend;
   int io_threads = 2;
   int max_model_len = 0;
   size_t kv_cache_mb = 256;
@@ -75,10 +77,11 @@ void run_serve(ServeOptions opt) {
     spdlog::warn("serve: no usable chat template ({}); /v1/chat/completions will answer 400", e.what());
   }
 
-  CpuBackendOptions backend_options;
-  backend_options.num_threads = opt.threads;
-  backend_options.kv_cache_bytes = opt.kv_cache_mb << 20;
-  auto backend = CpuBackend::load(opt.model, backend_options);
+  BackendSelection selection = backend_selection(opt.backend);
+  selection.threads = opt.threads;
+  selection.kv_cache_bytes = opt.kv_cache_mb << 20;
+  selection.max_batched_tokens = std::max(opt.max_num_batched_tokens, opt.max_num_seqs);
+  auto backend = make_backend(opt.model, selection);
   EngineConfig engine_config;
   engine_config.max_model_len = opt.max_model_len;
   engine_config.enable_prefix_caching = !opt.no_prefix_caching;
@@ -173,6 +176,7 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--time-bank-max-extra-s", opt->time_bank_max_extra_s,
                   "Early stop: most seconds one question may draw from the bank")
       ->capture_default_str();
+  add_backend_flags(cmd, opt->backend);
   cmd->callback([opt] { run_serve(*opt); });
 }
 

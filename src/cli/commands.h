@@ -17,6 +17,7 @@ void register_chat_template(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_bench_report(CLI::App& app);  // under `qed bench`, created if absent
 void register_run(CLI::App& app);
-void register_bench_serve(CLI::App& app);  // under `qed bench`, created if absent
+void register_bench_serve(CLI::App& app);    // under `qed bench`, created if absent
+void register_bench_offline(CLI::App& app);  // under `qed bench`, created if absent
 
 }  // namespace qed::cli

@@ -361,7 +361,20 @@ std::vector<TokenEvent> Engine::step() {
         r.num_cached_prompt_tokens = s.seq->num_computed;
       }
     }
-    runner_.execute(plan);
+    // Every draw this step will make, so a backend that samples on the device can do them all in the forward.
+    sample_plan_.clear();
+    for (size_t i = 0; i < plan.scheduled.size(); ++i) {
+      const ScheduledSequence& s = plan.scheduled[i];
+      if (!s.samples) continue;
+      Request& r = *requests_.at(s.seq->request_id);
+      const uint64_t step = static_cast<uint64_t>(s.seq->num_generated());  // forks start from the parent's
+      if (!r.forked) {
+        for (auto& state : r.seqs) sample_plan_.push_back({i, state->seq.get(), &r.params, step});
+      } else {
+        sample_plan_.push_back({i, s.seq, &r.params, step});
+      }
+    }
+    runner_.execute(plan, sample_plan_);
     scheduler_.on_step_done(plan);
     ++stats_.steps;
     stats_.prefill_tokens += plan.num_prefill_tokens;

@@ -118,6 +118,7 @@ class Engine {
   BlockManager blocks_;
   Scheduler scheduler_;
   ModelRunner runner_;
+  std::vector<PlannedSample> sample_plan_;  // reused every step
   std::map<RequestId, std::unique_ptr<Request>> requests_;
   std::vector<RequestResult> finished_;
   std::atomic<int64_t> next_request_id_{0};

@@ -5,12 +5,13 @@
 
 namespace qed {
 
-void ModelRunner::execute(const SchedulerOutput& step) {
+void ModelRunner::execute(const SchedulerOutput& step, std::span<const PlannedSample> samples) {
   if (!step.block_copies.empty()) backend_.copy_kv_blocks(step.block_copies);
   batch_.sequences.resize(step.scheduled.size());
   batch_.want_hidden = want_hidden_;
   first_row_.resize(step.scheduled.size());
   size_t rows = 0;
+  bool has_drafts = false;
   for (size_t i = 0; i < step.scheduled.size(); ++i) {
     const ScheduledSequence& s = step.scheduled[i];
     SequenceChunk& chunk = batch_.sequences[i];
@@ -25,12 +26,29 @@ void ModelRunner::execute(const SchedulerOutput& step) {
     first_row_[i] = rows;
     rows += 1 + static_cast<size_t>(s.num_draft_tokens);
     if (s.num_draft_tokens > 0) {
+      has_drafts = true;
       spec::append_draft_to_chunk(s.seq->draft, static_cast<size_t>(s.num_draft_tokens), s.seq->num_tokens() - 1,
                                   chunk);
     }
     num_forwarded_tokens_ += s.num_new_tokens + s.num_draft_tokens;
   }
+  batch_.device_samples.clear();
+  device_sampled_.clear();
+  bool on_device = !samples.empty() && !has_drafts && !want_hidden_;
+  for (const PlannedSample& p : samples) on_device = on_device && backend_.can_sample_on_device(*p.params);
+  if (on_device) {
+    for (const PlannedSample& p : samples) {
+      batch_.device_samples.push_back(
+          {static_cast<int32_t>(first_row_[p.scheduled_index]), p.params, p.seq->seed, p.step});
+      device_sampled_.push_back(p.seq);
+    }
+  }
+  batch_.skip_logits = on_device;
   backend_.forward(batch_, result_);
+  if (result_.samples.size() != batch_.device_samples.size()) {
+    fail("{} backend: forward drew {} device samples of {}", backend_.name(), result_.samples.size(),
+         batch_.device_samples.size());
+  }
   if (result_.rows != static_cast<int>(rows)) {
     fail("{} backend: forward returned {} logits rows for {} expected", backend_.name(), result_.rows, rows);
   }
@@ -49,6 +67,14 @@ std::span<const float> ModelRunner::hidden(size_t scheduled_index, size_t row) c
 
 SampledToken ModelRunner::sample(size_t scheduled_index, const Sequence& seq, const SamplingParams& params,
                                  size_t row) const {
+  if (row == 0) {
+    for (size_t i = 0; i < device_sampled_.size(); ++i) {
+      if (device_sampled_[i] == &seq && size_t(batch_.device_samples[i].row) == first_row_[scheduled_index]) {
+        return result_.samples[i];
+      }
+    }
+  }
+  if (batch_.skip_logits) fail("engine: a draw of sequence {} was not planned before the forward", seq.seq_id);
   return sample_token(logits(scheduled_index, row), params, seq.seed, static_cast<uint64_t>(seq.num_generated()),
                       seq.tokens);
 }

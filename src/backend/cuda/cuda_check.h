@@ -5,7 +5,15 @@
 
 namespace qed::cuda {
 [[noreturn]] void throw_cuda_error(cudaError_t status, const char* file, int line);
-}
+// A kernel wrapper's argument check failed (a shape the kernels do not support): throws qed::Error(message).
+[[noreturn]] void throw_kernel_argument_error(const char* message);
+}  // namespace qed::cuda
+
+// Host-side argument checks in .cu wrappers, which cannot use fmt (see above): the message names the condition.
+#define QED_KERNEL_REQUIRE(cond, message)                           \
+  do {                                                              \
+    if (!(cond)) ::qed::cuda::throw_kernel_argument_error(message); \
+  } while (0)
 
 #define QED_CUDA_CHECK(expr)                                                                                  \
   do {                                                                                                        \

@@ -1,7 +1,9 @@
+#include "backend/cuda/device.h"
+
+#include <string>
 #include <utility>
 
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/device.h"
 #include "core/error.h"
 
 namespace qed::cuda {
@@ -30,6 +32,28 @@ std::vector<DeviceInfo> list_devices() {
     devices.push_back(info);
   }
   return devices;
+}
+
+namespace {
+std::string version_string(cudaError_t status, int version) {
+  if (status != cudaSuccess) {
+    cudaGetLastError();
+    return "";
+  }
+  return std::to_string(version / 1000) + "." + std::to_string(version % 1000 / 10);
+}
+}  // namespace
+
+std::string driver_cuda_version() {
+  int version = 0;
+  const cudaError_t status = cudaDriverGetVersion(&version);
+  return version_string(status, version);
+}
+
+std::string runtime_cuda_version() {
+  int version = 0;
+  const cudaError_t status = cudaRuntimeGetVersion(&version);
+  return version_string(status, version);
 }
 
 DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {

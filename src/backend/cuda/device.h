@@ -19,6 +19,10 @@ struct DeviceInfo {
 // Empty when no driver/GPU is present (CI): callers and tests skip cleanly.
 std::vector<DeviceInfo> list_devices();
 
+// "13.0"-style versions: the CUDA version the driver supports and the runtime this binary uses ("" if unknown).
+std::string driver_cuda_version();
+std::string runtime_cuda_version();
+
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;

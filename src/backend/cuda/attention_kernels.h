@@ -1,0 +1,57 @@
+#pragma once
+// Paged attention for every kind of chunk the engine sends in one launch: prefill and chunked prefill (causal
+// over the new tokens, the cached prefix always visible), decode (one token over a long context) and tree
+// verification (a custom mask among the new tokens). cpu::attention is the reference, query row by query row.
+//
+// Work split (flash-decoding): one CTA per (query row, KV head and a group of up to 8 of its query heads, KV
+// partition). Each CTA streams its partition's keys once for all the query heads that share the KV head (GQA), with
+// an online softmax in fp32; with more than one partition, partial (max, sum, accumulator) triples go to a
+// scratch buffer and a second kernel merges them. Head dims 16, 32, 64, 128 and 256 are compiled.
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace qed::cuda {
+
+// Per-step metadata, all device arrays (packed by the runner into one upload).
+struct AttentionBatch {
+  const int32_t* row_seq = nullptr;           // [rows]: sequence of each query row
+  const int32_t* seq_q_start = nullptr;       // [seqs]: first query row of the sequence
+  const int32_t* seq_num_new = nullptr;       // [seqs]: n, the sequence's new tokens (its query rows)
+  const int32_t* seq_num_cached = nullptr;    // [seqs]: cached prefix length; new token j sits at slot num_cached + j
+  const int32_t* seq_block_offset = nullptr;  // [seqs]: where the sequence's block table starts in block_tables
+  const int32_t* block_tables = nullptr;      // flat
+  const int32_t* seq_mask_offset = nullptr;   // [seqs]: -1 causal, else offset of its n × n mask in masks
+  const uint8_t* masks = nullptr;
+  int rows = 0;
+  int max_kv_len = 0;  // host-computed: max over rows of the keys a row can see (num_cached + its new-token span)
+};
+
+struct AttentionShape {
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  int block_size = 0;
+  float scale = 1.0f;
+};
+
+// Floats of scratch that attention_partitions() may use per (row, head, partition).
+constexpr size_t attention_partial_floats(int head_dim) {
+  return size_t(head_dim) + 2;
+}
+
+// How many KV partitions a launch splits each row's keys into: enough CTAs to fill `num_sms` multiprocessors a few
+// times over, no partition under 256 keys, and no more than `partial_capacity_floats` of scratch.
+int attention_partitions(const AttentionBatch& batch, const AttentionShape& shape, int num_sms,
+                         size_t partial_capacity_floats);
+
+// out[r] (rows × num_heads × head_dim, contiguous) = attention of query row r. q rows are q_stride elements apart
+// (heads × head_dim at the row start); k_cache/v_cache are one layer's caches ([slots][num_kv_heads][head_dim]).
+// `partials` holds at least rows × num_heads × partitions × attention_partial_floats(head_dim) floats when
+// partitions > 1 (unused otherwise).
+void paged_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
+                          const AttentionBatch& batch, const AttentionShape& shape, int partitions, float* partials,
+                          uint16_t* out, cudaStream_t stream);
+
+}  // namespace qed::cuda

@@ -1,0 +1,485 @@
+#include "backend/cuda/cuda_backend.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstring>
+
+#include "backend/batch_checks.h"
+#include "backend/cpu/cpu_ops.h"
+#include "backend/cuda/attention_kernels.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/elementwise_kernels.h"
+#include "backend/cuda/kv_cache_kernels.h"
+#include "backend/cuda/norm_kernels.h"
+#include "backend/cuda/sampling_kernels.h"
+#include "core/dtype.h"
+#include "core/error.h"
+
+namespace qed {
+namespace {
+
+constexpr size_t kAttentionPartialBytes = size_t(64) << 20;  // split-K scratch: decode batches of 32 × 20 parts fit
+
+void require_device(int index) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    cudaGetLastError();  // clear the sticky error so later calls report their own
+    fail("cuda backend: no CUDA device is visible (no driver, no GPU, or CUDA_VISIBLE_DEVICES hides them)");
+  }
+  if (index < 0 || index >= count) fail("cuda backend: device {} requested, {} visible", index, count);
+  QED_CUDA_CHECK(cudaSetDevice(index));
+}
+
+void check_options(const ModelConfig& config, const CudaBackendOptions& options) {
+  if (options.block_size <= 0) fail("cuda backend: block_size must be positive, got {}", options.block_size);
+  if (options.max_batched_tokens <= 0)
+    fail("cuda backend: max_batched_tokens must be positive, got {}", options.max_batched_tokens);
+  if (options.max_logits_rows <= 0)
+    fail("cuda backend: max_logits_rows must be positive, got {}", options.max_logits_rows);
+  if (!(options.gpu_memory_fraction > 0.0f && options.gpu_memory_fraction <= 1.0f))
+    fail("--gpu-memory-fraction must be in (0, 1], got {}", options.gpu_memory_fraction);
+  const int hd = config.head_dim;
+  if (hd != 16 && hd != 32 && hd != 64 && hd != 128 && hd != 256)
+    fail("cuda backend: head_dim {} is not supported (16, 32, 64, 128 or 256)", hd);
+}
+
+const uint16_t* bf16_or_null(const cuda::DeviceBuffer& buffer) {
+  return buffer.bytes() ? buffer.as<uint16_t>() : nullptr;
+}
+
+}  // namespace
+
+void CudaBackend::PinnedBuffer::reserve(size_t wanted) {
+  if (wanted <= bytes) return;
+  if (data) QED_CUDA_CHECK(cudaFreeHost(data));
+  data = nullptr;
+  const size_t grown = std::max(wanted, 2 * bytes);
+  QED_CUDA_CHECK(cudaMallocHost(&data, grown));
+  bytes = grown;
+}
+
+CudaBackend::PinnedBuffer::~PinnedBuffer() {
+  if (data) cudaFreeHost(data);
+}
+
+CudaBackend::CudaBackend(const ModelConfig& config, cuda::CudaModelWeights weights, const CudaBackendOptions& options)
+    : config_(config), options_(options), weights_(std::move(weights)) {
+  check_options(config_, options_);
+  if (int(weights_.layers.size()) != config_.num_layers)
+    fail("cuda backend: {} layers of weights for a config of {}", weights_.layers.size(), config_.num_layers);
+  require_device(options_.device);
+  QED_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  QED_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, options_.device));
+  gemm_ = std::make_unique<cuda::Gemm>();
+  std::vector<float> inv_freq(size_t(config_.head_dim / 2));
+  cpu::rope_inv_freq(config_.head_dim, config_.rope_theta, config_.rope_scaling, inv_freq.data());
+  inv_freq_ = cuda::DeviceBuffer(inv_freq.size() * sizeof(float));
+  inv_freq_.upload(inv_freq.data(), inv_freq.size() * sizeof(float));
+  allocate_buffers();
+  size_kv_cache();
+}
+
+CudaBackend::~CudaBackend() {
+  for (auto& [rows, exec] : decode_graphs_) cudaGraphExecDestroy(exec);
+  if (stream_) {
+    cudaStreamSynchronize(stream_);
+    cudaStreamDestroy(stream_);
+  }
+}
+
+std::unique_ptr<CudaBackend> CudaBackend::load(const std::string& model_dir, const CudaBackendOptions& options) {
+  ModelConfig config = ModelConfig::from_file(model_dir + "/config.json");
+  check_options(config, options);
+  require_device(options.device);
+  Checkpoint checkpoint = Checkpoint::open(model_dir);
+  return std::make_unique<CudaBackend>(config, cuda::CudaModelWeights::upload(checkpoint, config), options);
+}
+
+std::unique_ptr<CudaBackend> CudaBackend::random(const ModelConfig& config, uint64_t seed,
+                                                 const CudaBackendOptions& options) {
+  check_options(config, options);
+  require_device(options.device);
+  return std::make_unique<CudaBackend>(config, cuda::CudaModelWeights::random(config, seed), options);
+}
+
+void CudaBackend::allocate_buffers() {
+  const size_t tokens = size_t(options_.max_batched_tokens);
+  const size_t logits_rows = std::min(size_t(options_.max_logits_rows), tokens);
+  const size_t hidden = size_t(config_.hidden_size);
+  const size_t q_dim = size_t(config_.num_heads) * config_.head_dim;
+  const size_t kv_dim = size_t(config_.num_kv_heads) * config_.head_dim;
+  const size_t inter = size_t(config_.intermediate_size);
+  qkv_dim_ = int(q_dim + 2 * kv_dim);
+  const size_t bf16 = sizeof(uint16_t);
+  residual_ = cuda::DeviceBuffer(tokens * hidden * bf16);
+  delta_ = cuda::DeviceBuffer(tokens * hidden * bf16);
+  normed_ = cuda::DeviceBuffer(tokens * hidden * bf16);
+  qkv_ = cuda::DeviceBuffer(tokens * size_t(qkv_dim_) * bf16);
+  attn_ = cuda::DeviceBuffer(tokens * q_dim * bf16);
+  gate_up_ = cuda::DeviceBuffer(tokens * 2 * inter * bf16);
+  act_ = cuda::DeviceBuffer(tokens * inter * bf16);
+  selected_residual_ = cuda::DeviceBuffer(logits_rows * hidden * bf16);
+  selected_delta_ = cuda::DeviceBuffer(logits_rows * hidden * bf16);
+  final_hidden_ = cuda::DeviceBuffer(logits_rows * hidden * bf16);
+  logits_ = cuda::DeviceBuffer(logits_rows * size_t(config_.vocab_size) * sizeof(float));
+  attention_partials_ = cuda::DeviceBuffer(kAttentionPartialBytes);
+  partial_capacity_floats_ = kAttentionPartialBytes / sizeof(float);
+  host_logits_.reserve(logits_rows * size_t(config_.vocab_size) * sizeof(float));
+  host_hidden_.reserve(logits_rows * hidden * bf16);
+  ensure_step_capacity(size_t(1) << 20);
+}
+
+void CudaBackend::size_kv_cache() {
+  const size_t kv_dim = size_t(config_.num_kv_heads) * config_.head_dim;
+  const size_t block_elems = size_t(options_.block_size) * kv_dim;
+  const size_t bytes_per_block = 2 * size_t(config_.num_layers) * block_elems * sizeof(uint16_t);
+  size_t blocks = size_t(options_.num_blocks);
+  if (blocks == 0) {
+    size_t free_bytes = 0, total_bytes = 0;
+    QED_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    // The fraction covers everything this process holds (as vLLM's gpu_memory_utilization), less some headroom for
+    // cuBLASLt's and the driver's own allocations.
+    const double budget = double(options_.gpu_memory_fraction) * double(total_bytes);
+    const double used = double(total_bytes - free_bytes);
+    const double headroom = std::min(double(size_t(512) << 20), 0.05 * double(total_bytes));
+    const double left = budget - used - headroom;
+    if (left < double(bytes_per_block)) {
+      fail(
+          "cuda backend: --gpu-memory-fraction {} of {:.1f} GiB leaves no room for a KV cache block ({:.1f} GiB in "
+          "use: {:.1f} GiB weights + buffers)",
+          options_.gpu_memory_fraction, double(total_bytes) / double(1 << 30), used / double(1 << 30),
+          double(weights_.bytes) / double(1 << 30));
+    }
+    blocks = std::min(size_t(left / double(bytes_per_block)), size_t(INT_MAX));
+  }
+  layout_.block_size = options_.block_size;
+  layout_.num_blocks = int(blocks);
+  size_t allocated = blocks;
+  const int max_positions = config_.max_position_embeddings;
+  if (options_.cuda_graphs && max_positions > 0 && options_.max_graph_batch > 0) {
+    if (options_.num_blocks == 0 && blocks > 1) layout_.num_blocks = int(blocks - 1);  // stay inside the budget
+    allocated = size_t(layout_.num_blocks) + 1;
+    scratch_block_ = layout_.num_blocks;
+    max_blocks_per_seq_ = (max_positions + options_.block_size - 1) / options_.block_size;
+    const int widest = std::min(options_.max_graph_batch, options_.max_batched_tokens);
+    const cuda::StepSections largest =
+        cuda::decode_graph_sections(widest, max_blocks_per_seq_, max_blocks_per_seq_ * options_.block_size);
+    graph_meta_ = cuda::DeviceBuffer(largest.total_bytes);
+    host_graph_meta_.reserve(largest.total_bytes);
+  }
+  kv_layer_elems_ = allocated * block_elems;
+  // Uninitialised on purpose: every slot is written before it is read.
+  k_cache_ = cuda::DeviceBuffer(kv_layer_elems_ * size_t(config_.num_layers) * sizeof(uint16_t));
+  v_cache_ = cuda::DeviceBuffer(kv_layer_elems_ * size_t(config_.num_layers) * sizeof(uint16_t));
+}
+
+void CudaBackend::ensure_step_capacity(size_t bytes) {
+  host_meta_.reserve(bytes);
+  if (step_meta_.bytes() < bytes) {
+    // Only when a step's metadata outgrows every earlier one (the stream is idle between forwards).
+    step_meta_ = cuda::DeviceBuffer(std::max(bytes, 2 * step_meta_.bytes()));
+  }
+}
+
+void CudaBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
+  validate_forward_batch(batch, config_.vocab_size, layout_);
+  if (graphs_enabled() &&
+      cuda::is_graph_decode_step(batch, std::min(options_.max_graph_batch, options_.max_batched_tokens),
+                                 max_blocks_per_seq_)) {
+    graph_decode_forward(batch, result);
+    return;
+  }
+  const cuda::StepSections sections = cuda::measure_step(batch);
+  if (sections.rows > options_.max_batched_tokens) {
+    fail("cuda backend: a forward of {} tokens exceeds max_batched_tokens {}", sections.rows,
+         options_.max_batched_tokens);
+  }
+  ensure_step_capacity(sections.total_bytes);
+  if (!batch.device_samples.empty()) prepare_samples(batch, sections);
+  cuda::pack_step(batch, layout_.block_size, sections, static_cast<std::byte*>(host_meta_.data));
+  QED_CUDA_CHECK(
+      cudaMemcpyAsync(step_meta_.data(), host_meta_.data, sections.total_bytes, cudaMemcpyHostToDevice, stream_));
+  const std::byte* meta = step_meta_.as<const std::byte>();
+  run_layers(sections, meta);
+  compute_logits(sections, meta, batch, result);
+}
+
+void CudaBackend::graph_decode_forward(const ForwardBatch& batch, ForwardResult& result) {
+  const int real = int(batch.sequences.size());
+  int padded = 1;
+  while (padded < real) padded *= 2;
+  padded = std::min(padded, std::min(options_.max_graph_batch, options_.max_batched_tokens));
+  cuda::StepSections sections =
+      cuda::decode_graph_sections(padded, max_blocks_per_seq_, max_blocks_per_seq_ * layout_.block_size);
+  cuda::pack_decode_step(batch, layout_.block_size, sections, padded, max_blocks_per_seq_, scratch_block_,
+                         static_cast<std::byte*>(host_graph_meta_.data));
+  sections.logits_count = real;  // the padding rows' logits are never computed
+  if (!batch.device_samples.empty()) prepare_samples(batch, sections);
+  QED_CUDA_CHECK(cudaMemcpyAsync(graph_meta_.data(), host_graph_meta_.data, sections.total_bytes,
+                                 cudaMemcpyHostToDevice, stream_));
+  const std::byte* meta = graph_meta_.as<const std::byte>();
+  const auto graph = decode_graphs_.find(padded);
+  if (graph != decode_graphs_.end()) {
+    QED_CUDA_CHECK(cudaGraphLaunch(graph->second, stream_));
+  } else {
+    // The first step of a size runs eagerly (lazy module loading and GEMM plans happen outside any capture), then
+    // the same launches are captured for the next ones; this step's result never depends on the capture.
+    run_layers(sections, meta);
+    capture_decode_graph(padded, sections, meta);
+  }
+  compute_logits(sections, meta, batch, result);
+}
+
+void CudaBackend::capture_decode_graph(int padded_rows, const cuda::StepSections& sections, const std::byte* meta) {
+  cudaGraph_t graph = nullptr;
+  QED_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  std::string problem;
+  try {
+    run_layers(sections, meta);
+  } catch (const std::exception& e) {
+    problem = e.what();
+  }
+  const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+  cudaGraphExec_t exec = nullptr;
+  if (problem.empty() && ended == cudaSuccess && graph) {
+    const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+    if (made != cudaSuccess) problem = cudaGetErrorString(made);
+  } else if (problem.empty()) {
+    problem = cudaGetErrorString(ended);
+  }
+  if (graph) cudaGraphDestroy(graph);
+  if (!problem.empty()) {
+    cudaGetLastError();  // the failed capture's error is not the next launch's
+    graphs_failed_ = true;
+    spdlog::warn("cuda backend: capturing the decode graph for {} rows failed ({}); running without graphs",
+                 padded_rows, problem);
+    return;
+  }
+  decode_graphs_.emplace(padded_rows, exec);
+}
+
+bool CudaBackend::can_sample_on_device(const SamplingParams& params) const {
+  return params.repetition_penalty == 1.0f && params.logprobs <= cuda::kMaxTopLogprobs;
+}
+
+void CudaBackend::prepare_samples(const ForwardBatch& batch, const cuda::StepSections& sections) {
+  const int capacity = std::min(options_.max_logits_rows, options_.max_batched_tokens);
+  const int chunks = (sections.logits_count + capacity - 1) / capacity;
+  const size_t count = batch.device_samples.size();
+  chunk_sample_begin_.assign(size_t(chunks) + 1, 0);
+  for (size_t i = 0; i < count; ++i) {
+    const DeviceSample& sample = batch.device_samples[i];
+    if (!sample.params || sample.row < 0 || sample.row >= sections.logits_count) {
+      fail("forward: device sample {} names logits row {} of {}", i, sample.row, sections.logits_count);
+    }
+    if (!can_sample_on_device(*sample.params)) fail("forward: device sample {} has host-only parameters", i);
+    ++chunk_sample_begin_[size_t(sample.row / capacity) + 1];
+  }
+  int widest = 0;
+  for (int c = 0; c < chunks; ++c) {
+    widest = std::max(widest, chunk_sample_begin_[size_t(c) + 1]);
+    chunk_sample_begin_[size_t(c) + 1] += chunk_sample_begin_[size_t(c)];
+  }
+  // Counting sort by lm_head pass, stable, so each pass samples one contiguous range.
+  sample_order_.assign(count, 0);
+  host_sample_params_.reserve(count * sizeof(cuda::SamplingRowParams));
+  host_sample_out_.reserve(count * sizeof(cuda::SampledRow));
+  auto* params = static_cast<cuda::SamplingRowParams*>(host_sample_params_.data);
+  std::vector<int32_t>& next = chunk_sample_begin_;  // advanced while placing, restored below
+  for (size_t i = 0; i < count; ++i) {
+    const DeviceSample& sample = batch.device_samples[i];
+    const int chunk = sample.row / capacity;
+    const int at = next[size_t(chunk)]++;
+    const SamplingParams& p = *sample.params;
+    params[at] = {
+        sample.row - chunk * capacity, p.temperature, p.top_p, p.min_p, p.top_k, p.logprobs, sample.seed, sample.step};
+    sample_order_[size_t(at)] = int32_t(i);
+  }
+  for (int c = chunks; c > 0; --c) next[size_t(c)] = next[size_t(c) - 1];  // next[c] had advanced to begin[c + 1]
+  next[0] = 0;
+  const size_t work_bytes = size_t(widest) * size_t(config_.vocab_size) * sizeof(float);
+  if (sample_work_.bytes() < work_bytes) sample_work_ = cuda::DeviceBuffer(work_bytes);
+  if (sample_params_.bytes() < count * sizeof(cuda::SamplingRowParams)) {
+    sample_params_ = cuda::DeviceBuffer(count * sizeof(cuda::SamplingRowParams));
+  }
+  if (sample_out_.bytes() < count * sizeof(cuda::SampledRow)) {
+    sample_out_ = cuda::DeviceBuffer(count * sizeof(cuda::SampledRow));
+  }
+  QED_CUDA_CHECK(cudaMemcpyAsync(sample_params_.data(), host_sample_params_.data,
+                                 count * sizeof(cuda::SamplingRowParams), cudaMemcpyHostToDevice, stream_));
+}
+
+void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta) {
+  auto ints = [meta](size_t offset) { return reinterpret_cast<const int32_t*>(meta + offset); };
+  const int rows = s.rows;
+  const int hidden = config_.hidden_size;
+  const int q_dim = config_.num_heads * config_.head_dim;
+  const int kv_dim = config_.num_kv_heads * config_.head_dim;
+  const int inter = config_.intermediate_size;
+  const float eps = config_.rms_norm_eps;
+  const cuda::GemmType bf16 = cuda::GemmType::BF16;
+  auto weight = [](const cuda::DeviceBuffer& w, int out, int in) {
+    return cuda::GemmWeight{w.data(), cuda::GemmType::BF16, out, in, nullptr};
+  };
+
+  cuda::AttentionBatch attention;
+  attention.row_seq = ints(s.row_seq);
+  attention.seq_q_start = ints(s.seq_q_start);
+  attention.seq_num_new = ints(s.seq_num_new);
+  attention.seq_num_cached = ints(s.seq_num_cached);
+  attention.seq_block_offset = ints(s.seq_block_offset);
+  attention.block_tables = ints(s.block_tables);
+  attention.seq_mask_offset = ints(s.seq_mask_offset);
+  attention.masks = reinterpret_cast<const uint8_t*>(meta + s.masks);
+  attention.rows = rows;
+  attention.max_kv_len = s.max_kv_len;
+  const cuda::AttentionShape shape{config_.num_heads, config_.num_kv_heads, config_.head_dim, layout_.block_size,
+                                   1.0f / std::sqrt(float(config_.head_dim))};
+  const int partitions = cuda::attention_partitions(attention, shape, num_sms_, partial_capacity_floats_);
+
+  uint16_t* residual = residual_.as<uint16_t>();
+  uint16_t* delta = delta_.as<uint16_t>();
+  uint16_t* normed = normed_.as<uint16_t>();
+  uint16_t* qkv = qkv_.as<uint16_t>();
+  cuda::gather_rows_bf16(weights_.embed_tokens.as<uint16_t>(), ints(s.token_ids), residual, rows, hidden, stream_);
+  for (int l = 0; l < config_.num_layers; ++l) {
+    const cuda::CudaLayerWeights& w = weights_.layers[size_t(l)];
+    // residual += previous sublayer output (bf16, as HF), then normalise; layer 0 normalises the embedding.
+    cuda::rmsnorm_bf16(l == 0 ? residual : delta, l == 0 ? nullptr : residual, w.input_norm.as<uint16_t>(), normed,
+                       rows, hidden, eps, stream_);
+    gemm_->run(normed, bf16, weight(w.qkv, qkv_dim_, hidden), bf16_or_null(w.qkv_bias), qkv, bf16, rows, stream_);
+    // q and k heads are adjacent in the qkv row: one RoPE launch rotates both.
+    cuda::rope_bf16(qkv, qkv_dim_, ints(s.positions), inv_freq_.as<float>(), rows,
+                    config_.num_heads + config_.num_kv_heads, config_.head_dim, stream_);
+    uint16_t* k_cache = k_cache_.as<uint16_t>() + size_t(l) * kv_layer_elems_;
+    uint16_t* v_cache = v_cache_.as<uint16_t>() + size_t(l) * kv_layer_elems_;
+    cuda::write_kv_bf16(qkv + q_dim, qkv + q_dim + kv_dim, qkv_dim_, ints(s.slot_mapping), k_cache, v_cache, rows,
+                        kv_dim, stream_);
+    cuda::paged_attention_bf16(qkv, qkv_dim_, k_cache, v_cache, attention, shape, partitions,
+                               attention_partials_.as<float>(), attn_.as<uint16_t>(), stream_);
+    gemm_->run(attn_.data(), bf16, weight(w.o_proj, hidden, q_dim), bf16_or_null(w.o_bias), delta, bf16, rows, stream_);
+    cuda::rmsnorm_bf16(delta, residual, w.post_attention_norm.as<uint16_t>(), normed, rows, hidden, eps, stream_);
+    gemm_->run(normed, bf16, weight(w.gate_up, 2 * inter, hidden), bf16_or_null(w.gate_up_bias), gate_up_.data(), bf16,
+               rows, stream_);
+    cuda::silu_and_mul_bf16(gate_up_.as<uint16_t>(), act_.as<uint16_t>(), rows, inter, stream_);
+    gemm_->run(act_.data(), bf16, weight(w.down_proj, hidden, inter), bf16_or_null(w.down_bias), delta, bf16, rows,
+               stream_);
+  }
+}
+
+void CudaBackend::compute_logits(const cuda::StepSections& s, const std::byte* meta, const ForwardBatch& batch,
+                                 ForwardResult& result) {
+  const bool want_hidden = batch.want_hidden;
+  const bool logits_to_host = !batch.skip_logits;
+  const size_t num_samples = batch.device_samples.size();
+  const int hidden = config_.hidden_size;
+  const int vocab = config_.vocab_size;
+  const int32_t* logits_rows = reinterpret_cast<const int32_t*>(meta + s.logits_rows);
+  const int capacity = int(std::min(options_.max_logits_rows, options_.max_batched_tokens));
+  const cuda::DeviceBuffer& lm_head = config_.tie_word_embeddings ? weights_.embed_tokens : weights_.lm_head;
+  const cuda::GemmWeight head{lm_head.data(), cuda::GemmType::BF16, vocab, hidden, nullptr};
+  result.rows = s.logits_count;
+  if (logits_to_host) {
+    result.logits.resize(size_t(s.logits_count) * vocab);
+  } else {
+    result.logits.clear();
+  }
+  if (want_hidden) {
+    result.hidden.resize(size_t(s.logits_count) * hidden);
+  } else {
+    result.hidden.clear();
+  }
+  // Only the wanted rows go through the final norm and the (large) lm_head, `capacity` rows per pass.
+  for (int begin = 0; begin < s.logits_count; begin += capacity) {
+    const int n = std::min(capacity, s.logits_count - begin);
+    cuda::gather_rows_bf16(residual_.as<uint16_t>(), logits_rows + begin, selected_residual_.as<uint16_t>(), n, hidden,
+                           stream_);
+    cuda::gather_rows_bf16(delta_.as<uint16_t>(), logits_rows + begin, selected_delta_.as<uint16_t>(), n, hidden,
+                           stream_);
+    cuda::rmsnorm_bf16(selected_delta_.as<uint16_t>(), selected_residual_.as<uint16_t>(),
+                       weights_.final_norm.as<uint16_t>(), final_hidden_.as<uint16_t>(), n, hidden,
+                       config_.rms_norm_eps, stream_);
+    gemm_->run(final_hidden_.data(), cuda::GemmType::BF16, head, nullptr, logits_.data(), cuda::GemmType::F32, n,
+               stream_);
+    if (num_samples > 0) {
+      const int chunk = begin / capacity;
+      const int first = chunk_sample_begin_[size_t(chunk)];
+      const int samples_here = chunk_sample_begin_[size_t(chunk) + 1] - first;
+      cuda::sample_rows(logits_.as<float>(), samples_here, vocab, sample_params_.as<cuda::SamplingRowParams>() + first,
+                        sample_work_.as<float>(), sample_out_.as<cuda::SampledRow>() + first, stream_);
+    }
+    if (!logits_to_host && !want_hidden) continue;  // nothing of this pass goes to the host: no sync
+    const size_t logits_bytes = size_t(n) * vocab * sizeof(float);
+    if (logits_to_host) {
+      QED_CUDA_CHECK(cudaMemcpyAsync(host_logits_.data, logits_.data(), logits_bytes, cudaMemcpyDeviceToHost, stream_));
+    }
+    const size_t hidden_bytes = size_t(n) * hidden * sizeof(uint16_t);
+    if (want_hidden) {
+      QED_CUDA_CHECK(
+          cudaMemcpyAsync(host_hidden_.data, final_hidden_.data(), hidden_bytes, cudaMemcpyDeviceToHost, stream_));
+    }
+    QED_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    if (logits_to_host) std::memcpy(result.logits.data() + size_t(begin) * vocab, host_logits_.data, logits_bytes);
+    if (want_hidden) {
+      const uint16_t* bits = static_cast<const uint16_t*>(host_hidden_.data);
+      float* dst = result.hidden.data() + size_t(begin) * hidden;
+      for (size_t i = 0; i < size_t(n) * hidden; ++i) dst[i] = bf16_to_float(bits[i]);
+    }
+  }
+  result.samples.resize(num_samples);
+  if (num_samples > 0) {
+    QED_CUDA_CHECK(cudaMemcpyAsync(host_sample_out_.data, sample_out_.data(), num_samples * sizeof(cuda::SampledRow),
+                                   cudaMemcpyDeviceToHost, stream_));
+  }
+  QED_CUDA_CHECK(cudaStreamSynchronize(stream_));  // also when every pass skipped its copies
+  const auto* rows = static_cast<const cuda::SampledRow*>(host_sample_out_.data);
+  for (size_t at = 0; at < num_samples; ++at) {
+    const int32_t index = sample_order_[at];
+    const SamplingParams& params = *batch.device_samples[size_t(index)].params;
+    SampledToken& token = result.samples[size_t(index)];
+    token.token = rows[at].token;
+    token.logprob = params.logprobs >= 0 ? rows[at].logprob : 0.0f;
+    token.top.clear();
+    const int k = std::min(params.logprobs, vocab);
+    for (int j = 0; j < k; ++j) token.top.push_back({rows[at].top_tokens[j], rows[at].top_logprobs[j]});
+  }
+}
+
+void CudaBackend::copy_kv_blocks(std::span<const std::pair<int32_t, int32_t>> src_dst) {
+  validate_block_pairs(src_dst, layout_.num_blocks);
+  if (src_dst.empty()) return;
+  // The kernel copies all pairs at once; a destination that is also a source would race, so such (engine-unusual)
+  // chains go one pair per launch, in order, as the CPU backend does them.
+  bool chained = false;
+  for (const auto& a : src_dst) {
+    for (const auto& b : src_dst) chained |= a.second == b.first && a.first != a.second;
+  }
+  host_pairs_.reserve(src_dst.size() * 2 * sizeof(int32_t));
+  if (block_pairs_.bytes() < src_dst.size() * 2 * sizeof(int32_t)) {
+    block_pairs_ = cuda::DeviceBuffer(src_dst.size() * 2 * sizeof(int32_t));
+  }
+  int32_t* host = static_cast<int32_t*>(host_pairs_.data);
+  int count = 0;
+  for (const auto& [src, dst] : src_dst) {
+    if (src == dst) continue;
+    host[2 * count] = src;
+    host[2 * count + 1] = dst;
+    ++count;
+  }
+  if (count == 0) return;
+  QED_CUDA_CHECK(
+      cudaMemcpyAsync(block_pairs_.data(), host, size_t(count) * 2 * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  const size_t block_elems = size_t(layout_.block_size) * config_.num_kv_heads * config_.head_dim;
+  const int launches = chained ? count : 1;
+  for (int i = 0; i < launches; ++i) {
+    cuda::copy_kv_blocks_bf16(k_cache_.as<uint16_t>(), v_cache_.as<uint16_t>(), kv_layer_elems_, config_.num_layers,
+                              block_pairs_.as<int32_t>() + 2 * i, chained ? 1 : count, block_elems, stream_);
+  }
+  // The pinned pairs are reused by the next call.
+  QED_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+}  // namespace qed

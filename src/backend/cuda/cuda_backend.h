@@ -1,0 +1,115 @@
+#pragma once
+// The CUDA backend: a Qwen2/Llama forward in bf16 (fp32 accumulation and fp32 softmax/norm statistics), weights
+// uploaded once, a paged bf16 KV cache sized from free device memory, cuBLASLt for every GEMM. Per step: the batch
+// metadata is packed into one pinned buffer and sent with one async copy; every buffer is allocated at construction
+// (no cudaMalloc per step); the logits of the requested rows come back as fp32. CpuBackend is its reference.
+#include <cuda_runtime.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_weights.h"
+#include "backend/cuda/device.h"
+#include "backend/cuda/gemm.h"
+#include "backend/cuda/step_inputs.h"
+#include "model/model_config.h"
+
+namespace qed {
+
+struct CudaBackendOptions {
+  int device = 0;
+  int block_size = 16;                // tokens per KV block
+  int num_blocks = 0;                 // 0 = as many as gpu_memory_fraction leaves room for
+  float gpu_memory_fraction = 0.90f;  // of the device's total memory, for weights + buffers + KV cache (as vLLM)
+  int max_batched_tokens = 8192;      // rows of one forward (the scheduler's max_num_batched_tokens)
+  int max_logits_rows = 256;          // logits rows per lm_head pass; more rows run in several passes
+  // Decode steps (one token per sequence, causal) of up to max_graph_batch sequences replay a CUDA graph captured
+  // per padded batch size (1, 2, 4, ...). Off by default until measured on hardware (docs/cuda.md).
+  bool cuda_graphs = false;
+  int max_graph_batch = 64;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(const ModelConfig& config, cuda::CudaModelWeights weights, const CudaBackendOptions& options);
+  ~CudaBackend() override;
+  // config.json + safetensors of a model directory.
+  static std::unique_ptr<CudaBackend> load(const std::string& model_dir, const CudaBackendOptions& options);
+  // A model of `config`'s shape with random weights generated on the device (benchmarks).
+  static std::unique_ptr<CudaBackend> random(const ModelConfig& config, uint64_t seed,
+                                             const CudaBackendOptions& options);
+
+  std::string name() const override { return "cuda"; }
+  const ModelConfig& config() const override { return config_; }
+  KvCacheLayout kv_layout() const override { return layout_; }
+  void forward(const ForwardBatch& batch, ForwardResult& result) override;
+  // The GPU sampler covers temperature/top-k/top-p/min-p and logprobs up to 20; repetition penalty needs the
+  // sequence's history and stays on the host.
+  bool can_sample_on_device(const SamplingParams& params) const override;
+  void copy_kv_blocks(std::span<const std::pair<int32_t, int32_t>> src_dst) override;
+
+  size_t weight_bytes() const { return weights_.bytes; }
+  size_t kv_cache_bytes() const { return 2 * kv_layer_elems_ * size_t(config_.num_layers) * sizeof(uint16_t); }
+
+ private:
+  struct PinnedBuffer {
+    void* data = nullptr;
+    size_t bytes = 0;
+    void reserve(size_t wanted);
+    ~PinnedBuffer();
+  };
+
+  void allocate_buffers();
+  void size_kv_cache();
+  void ensure_step_capacity(size_t bytes);
+  void run_layers(const cuda::StepSections& sections, const std::byte* meta);
+  void prepare_samples(const ForwardBatch& batch, const cuda::StepSections& sections);
+  bool graphs_enabled() const { return scratch_block_ >= 0 && !graphs_failed_; }
+  void graph_decode_forward(const ForwardBatch& batch, ForwardResult& result);
+  void capture_decode_graph(int padded_rows, const cuda::StepSections& sections, const std::byte* meta);
+  void compute_logits(const cuda::StepSections& sections, const std::byte* meta, const ForwardBatch& batch,
+                      ForwardResult& result);
+
+  ModelConfig config_;
+  CudaBackendOptions options_;
+  KvCacheLayout layout_;
+  cuda::CudaModelWeights weights_;
+  cudaStream_t stream_ = nullptr;
+  int num_sms_ = 0;
+  std::unique_ptr<cuda::Gemm> gemm_;
+
+  int qkv_dim_ = 0;
+  cuda::DeviceBuffer inv_freq_;
+  cuda::DeviceBuffer residual_, delta_, normed_, qkv_, attn_, gate_up_, act_;
+  cuda::DeviceBuffer selected_residual_, selected_delta_, final_hidden_, logits_;
+  cuda::DeviceBuffer attention_partials_;
+  size_t partial_capacity_floats_ = 0;
+  cuda::DeviceBuffer step_meta_;  // device copy of the packed step inputs
+  PinnedBuffer host_meta_, host_logits_, host_hidden_;
+  cuda::DeviceBuffer block_pairs_;
+  PinnedBuffer host_pairs_;
+
+  // Device sampling: params packed by lm_head pass (chunk), results in the same order; sample_order_[i] is the
+  // device_samples index of packed entry i. Reused every step (capacity only grows).
+  PinnedBuffer host_sample_params_, host_sample_out_;
+  cuda::DeviceBuffer sample_params_, sample_out_, sample_work_;
+  std::vector<int32_t> sample_order_;
+  std::vector<int32_t> chunk_sample_begin_;
+
+  // CUDA graphs of decode steps, by padded batch size; their inputs live at fixed addresses (graph_meta_), and
+  // padding rows write their K/V to scratch_block_, one block past the engine's cache (-1: graphs off).
+  std::map<int, cudaGraphExec_t> decode_graphs_;
+  cuda::DeviceBuffer graph_meta_;
+  PinnedBuffer host_graph_meta_;
+  int max_blocks_per_seq_ = 0;
+  int scratch_block_ = -1;
+  bool graphs_failed_ = false;
+
+  size_t kv_layer_elems_ = 0;  // bf16 elements of one layer's K (or V) cache
+  cuda::DeviceBuffer k_cache_, v_cache_;
+};
+
+}  // namespace qed

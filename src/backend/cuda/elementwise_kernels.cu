@@ -1,0 +1,143 @@
+#include <cuda_bf16.h>
+
+#include "backend/cuda/bf16_vec.cuh"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/elementwise_kernels.h"
+
+namespace qed::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void gather_rows_kernel(const __nv_bfloat16* table, const int32_t* ids, __nv_bfloat16* out, int dim) {
+  const size_t row = blockIdx.x;
+  const __nv_bfloat16* src = table + size_t(ids[row]) * dim;
+  __nv_bfloat16* dst = out + row * dim;
+  if (dim % 8 == 0) {
+    for (int i = threadIdx.x * 8; i < dim; i += kThreads * 8) {
+      *reinterpret_cast<Bf16x8*>(dst + i) = *reinterpret_cast<const Bf16x8*>(src + i);
+    }
+  } else {
+    for (int i = threadIdx.x; i < dim; i += kThreads) dst[i] = src[i];
+  }
+}
+
+__global__ void rope_kernel(__nv_bfloat16* x, int row_stride, const int32_t* positions, const float* inv_freq,
+                            int num_heads, int head_dim) {
+  const size_t row = blockIdx.x;
+  const int half = head_dim / 2;
+  const float position = float(positions[row]);
+  __nv_bfloat16* base = x + row * size_t(row_stride);
+  for (int task = threadIdx.x; task < num_heads * half; task += kThreads) {
+    const int h = task / half, i = task % half;
+    // Same fp32 steps as cpu::rope: angle = inv_freq * position, precise cosf/sinf (no fast-math intrinsics:
+    // angles reach 1e5 rad and __cosf loses all accuracy there).
+    const float angle = inv_freq[i] * position;
+    float s, c;
+    sincosf(angle, &s, &c);
+    __nv_bfloat16* head = base + size_t(h) * head_dim;
+    const float a = __bfloat162float(head[i]);
+    const float b = __bfloat162float(head[i + half]);
+    head[i] = __float2bfloat16(a * c + (-b) * s);
+    head[i + half] = __float2bfloat16(b * c + a * s);
+  }
+}
+
+__device__ __forceinline__ float silu_mul(float g, float u) {
+  return (g / (1.0f + expf(-g))) * u;
+}
+
+__global__ void silu_and_mul_kernel(const __nv_bfloat16* gate_up, __nv_bfloat16* out, int inter) {
+  const size_t row = blockIdx.x;
+  const __nv_bfloat16* gate = gate_up + row * 2 * size_t(inter);
+  const __nv_bfloat16* up = gate + inter;
+  __nv_bfloat16* dst = out + row * size_t(inter);
+  if (inter % 8 == 0) {
+    for (int i = threadIdx.x * 8; i < inter; i += kThreads * 8) {
+      float g[8], u[8], y[8];
+      load_f32x8(gate + i, g);
+      load_f32x8(up + i, u);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) y[j] = silu_mul(g[j], u[j]);
+      store_f32x8(dst + i, y);
+    }
+  } else {
+    for (int i = threadIdx.x; i < inter; i += kThreads) {
+      dst[i] = __float2bfloat16(silu_mul(__bfloat162float(gate[i]), __bfloat162float(up[i])));
+    }
+  }
+}
+
+__global__ void bf16_to_f32_kernel(const __nv_bfloat16* in, float* out, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    out[i] = __bfloat162float(in[i]);
+  }
+}
+
+__global__ void f32_to_bf16_kernel(const float* in, __nv_bfloat16* out, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    out[i] = __float2bfloat16(in[i]);
+  }
+}
+
+__device__ uint64_t mix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+__global__ void fill_uniform_kernel(__nv_bfloat16* out, size_t n, uint64_t seed, float low, float high) {
+  const uint64_t key = mix64(seed);
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    const float unit = float(mix64(key ^ i) >> 40) * 0x1.0p-24f;  // [0, 1)
+    out[i] = __float2bfloat16(low + (high - low) * unit);
+  }
+}
+
+unsigned grid_for(size_t n) {
+  const size_t blocks = (n + kThreads - 1) / kThreads;
+  return unsigned(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);
+}
+
+}  // namespace
+
+void fill_uniform_bf16(uint16_t* out, size_t n, uint64_t seed, float low, float high, cudaStream_t stream) {
+  if (n == 0) return;
+  fill_uniform_kernel<<<grid_for(n), kThreads, 0, stream>>>(as_bf16(out), n, seed, low, high);
+  QED_CUDA_CHECK_LAUNCH();
+}
+
+void gather_rows_bf16(const uint16_t* table, const int32_t* ids, uint16_t* out, int rows, int dim,
+                      cudaStream_t stream) {
+  if (rows <= 0) return;
+  gather_rows_kernel<<<rows, kThreads, 0, stream>>>(as_bf16(table), ids, as_bf16(out), dim);
+  QED_CUDA_CHECK_LAUNCH();
+}
+
+void rope_bf16(uint16_t* x, int row_stride, const int32_t* positions, const float* inv_freq, int rows, int num_heads,
+               int head_dim, cudaStream_t stream) {
+  if (rows <= 0) return;
+  rope_kernel<<<rows, kThreads, 0, stream>>>(as_bf16(x), row_stride, positions, inv_freq, num_heads, head_dim);
+  QED_CUDA_CHECK_LAUNCH();
+}
+
+void silu_and_mul_bf16(const uint16_t* gate_up, uint16_t* out, int rows, int inter, cudaStream_t stream) {
+  if (rows <= 0) return;
+  silu_and_mul_kernel<<<rows, kThreads, 0, stream>>>(as_bf16(gate_up), as_bf16(out), inter);
+  QED_CUDA_CHECK_LAUNCH();
+}
+
+void bf16_to_f32(const uint16_t* in, float* out, size_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  bf16_to_f32_kernel<<<grid_for(n), kThreads, 0, stream>>>(as_bf16(in), out, n);
+  QED_CUDA_CHECK_LAUNCH();
+}
+
+void f32_to_bf16(const float* in, uint16_t* out, size_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  f32_to_bf16_kernel<<<grid_for(n), kThreads, 0, stream>>>(in, as_bf16(out), n);
+  QED_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace qed::cuda

@@ -1,0 +1,133 @@
+#include "backend/cuda/gemm.h"
+
+#include "backend/cuda/cuda_check.h"
+#include "core/error.h"
+
+namespace qed::cuda {
+namespace {
+
+// cublasGetStatusName lives in libcublas, which nothing else here needs: name the common codes ourselves.
+const char* status_name(cublasStatus_t status) {
+  switch (status) {
+    case CUBLAS_STATUS_SUCCESS:
+      return "success";
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      return "not initialized";
+    case CUBLAS_STATUS_ALLOC_FAILED:
+      return "allocation failed";
+    case CUBLAS_STATUS_INVALID_VALUE:
+      return "invalid value";
+    case CUBLAS_STATUS_ARCH_MISMATCH:
+      return "architecture mismatch";
+    case CUBLAS_STATUS_EXECUTION_FAILED:
+      return "execution failed";
+    case CUBLAS_STATUS_INTERNAL_ERROR:
+      return "internal error";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return "not supported";
+    default:
+      return "error";
+  }
+}
+
+void check(cublasStatus_t status, const char* what) {
+  if (status != CUBLAS_STATUS_SUCCESS) fail("cuBLASLt {}: {} (status {})", what, status_name(status), int(status));
+}
+
+cudaDataType_t cuda_type(GemmType type) {
+  switch (type) {
+    case GemmType::BF16:
+      return CUDA_R_16BF;
+    case GemmType::F32:
+      return CUDA_R_32F;
+    case GemmType::F8_E4M3:
+      return CUDA_R_8F_E4M3;
+  }
+  fail("gemm: unknown element type");
+}
+
+}  // namespace
+
+Gemm::Gemm(size_t workspace_bytes) : workspace_(workspace_bytes) {
+  check(cublasLtCreate(&handle_), "create");
+}
+
+Gemm::~Gemm() {
+  for (auto& [key, plan] : plans_) {
+    cublasLtMatrixLayoutDestroy(plan.a);
+    cublasLtMatrixLayoutDestroy(plan.b);
+    cublasLtMatrixLayoutDestroy(plan.c);
+    cublasLtMatmulDescDestroy(plan.desc);
+  }
+  if (handle_) cublasLtDestroy(handle_);
+}
+
+Gemm::Plan& Gemm::plan_for(const Key& key) {
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return it->second;
+  const auto [rows, out, in, x_type, w_type, y_type, has_bias] = key;
+  Plan plan;
+  // Column-major view: C (out × rows) = op(A) · B with A the row-major weight seen as in × out (so op = T) and B the
+  // row-major activations seen as in × rows.
+  check(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc");
+  const cublasOperation_t transpose = CUBLAS_OP_T, none = CUBLAS_OP_N;
+  check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)),
+        "transa");
+  check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &none, sizeof(none)), "transb");
+  if (has_bias) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)),
+          "epilogue");
+    const cudaDataType_t bias_type = CUDA_R_16BF;
+    check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)),
+          "bias type");
+  }
+  check(cublasLtMatrixLayoutCreate(&plan.a, cuda_type(w_type), uint64_t(in), uint64_t(out), int64_t(in)), "layout A");
+  check(cublasLtMatrixLayoutCreate(&plan.b, cuda_type(x_type), uint64_t(in), uint64_t(rows), int64_t(in)), "layout B");
+  check(cublasLtMatrixLayoutCreate(&plan.c, cuda_type(y_type), uint64_t(out), uint64_t(rows), int64_t(out)),
+        "layout C");
+
+  cublasLtMatmulPreference_t preference = nullptr;
+  check(cublasLtMatmulPreferenceCreate(&preference), "preference");
+  const size_t workspace_bytes = workspace_.bytes();
+  check(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
+                                             sizeof(workspace_bytes)),
+        "workspace preference");
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(handle_, plan.desc, plan.a, plan.b, plan.c, plan.c,
+                                                               preference, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(preference);
+  if (status != CUBLAS_STATUS_SUCCESS || found == 0) {
+    cublasLtMatrixLayoutDestroy(plan.a);
+    cublasLtMatrixLayoutDestroy(plan.b);
+    cublasLtMatrixLayoutDestroy(plan.c);
+    cublasLtMatmulDescDestroy(plan.desc);
+    fail("cuBLASLt: no algorithm for a {}x{}x{} GEMM ({})", rows, out, in, status_name(status));
+  }
+  plan.algo = result.algo;
+  return plans_.emplace(key, plan).first->second;
+}
+
+void Gemm::run(const void* x, GemmType x_type, const GemmWeight& w, const void* bias, void* y, GemmType y_type,
+               int rows, cudaStream_t stream) {
+  if (rows <= 0) return;
+  if (w.out_features <= 0 || w.in_features <= 0) fail("gemm: weight of shape {}x{}", w.out_features, w.in_features);
+  if (w.type == GemmType::F8_E4M3 || x_type == GemmType::F8_E4M3) {
+    fail("gemm: fp8 weights are not supported yet (the scale slot is reserved for them)");
+  }
+  if (x_type != GemmType::BF16 || w.type != GemmType::BF16 || y_type == GemmType::F8_E4M3) {
+    fail("gemm: bf16 x bf16 -> bf16/fp32 only");
+  }
+  Plan& plan = plan_for(Key{rows, w.out_features, w.in_features, x_type, w.type, y_type, bias != nullptr});
+  if (bias) {
+    check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
+          "bias pointer");
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  check(cublasLtMatmul(handle_, plan.desc, &alpha, w.data, plan.a, x, plan.b, &beta, y, plan.c, y, plan.c, &plan.algo,
+                       workspace_.data(), workspace_.bytes(), stream),
+        "matmul");
+}
+
+}  // namespace qed::cuda

@@ -1,0 +1,154 @@
+#include "backend/cuda/step_inputs.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace qed::cuda {
+namespace {
+
+size_t align16(size_t bytes) {
+  return (bytes + 15) / 16 * 16;
+}
+
+int32_t* ints(std::byte* base, size_t offset) {
+  return reinterpret_cast<int32_t*>(base + offset);
+}
+
+}  // namespace
+
+StepSections measure_step(const ForwardBatch& batch) {
+  StepSections s;
+  size_t table_entries = 0, mask_bytes = 0;
+  for (const SequenceChunk& seq : batch.sequences) {
+    const int n = int(seq.tokens.size());
+    s.rows += n;
+    s.logits_count += seq.logits_indices.empty() ? 1 : int(seq.logits_indices.size());
+    table_entries += seq.block_table.size();
+    mask_bytes += seq.attention_mask.size();
+    s.max_kv_len = std::max(s.max_kv_len, seq.num_cached + n);
+  }
+  s.seqs = int(batch.sequences.size());
+  size_t offset = 0;
+  auto section = [&](size_t bytes) {
+    const size_t at = offset;
+    offset += align16(bytes);
+    return at;
+  };
+  const size_t row_bytes = size_t(s.rows) * sizeof(int32_t);
+  const size_t seq_bytes = size_t(s.seqs) * sizeof(int32_t);
+  s.token_ids = section(row_bytes);
+  s.positions = section(row_bytes);
+  s.slot_mapping = section(row_bytes);
+  s.row_seq = section(row_bytes);
+  s.seq_q_start = section(seq_bytes);
+  s.seq_num_new = section(seq_bytes);
+  s.seq_num_cached = section(seq_bytes);
+  s.seq_block_offset = section(seq_bytes);
+  s.seq_mask_offset = section(seq_bytes);
+  s.block_tables = section(table_entries * sizeof(int32_t));
+  s.logits_rows = section(size_t(s.logits_count) * sizeof(int32_t));
+  s.masks = section(mask_bytes);
+  s.total_bytes = offset;
+  return s;
+}
+
+void pack_step(const ForwardBatch& batch, int block_size, const StepSections& s, std::byte* dst) {
+  int32_t row = 0, table_at = 0, logits_at = 0, mask_at = 0;
+  for (size_t q = 0; q < batch.sequences.size(); ++q) {
+    const SequenceChunk& seq = batch.sequences[q];
+    const int32_t n = int32_t(seq.tokens.size());
+    ints(dst, s.seq_q_start)[q] = row;
+    ints(dst, s.seq_num_new)[q] = n;
+    ints(dst, s.seq_num_cached)[q] = seq.num_cached;
+    ints(dst, s.seq_block_offset)[q] = table_at;
+    ints(dst, s.seq_mask_offset)[q] = seq.attention_mask.empty() ? -1 : mask_at;
+    for (int32_t i = 0; i < n; ++i) {
+      const int32_t slot = seq.num_cached + i;
+      ints(dst, s.token_ids)[row + i] = seq.tokens[size_t(i)];
+      ints(dst, s.positions)[row + i] = seq.positions.empty() ? slot : seq.positions[size_t(i)];
+      ints(dst, s.slot_mapping)[row + i] = seq.block_table[size_t(slot / block_size)] * block_size + slot % block_size;
+      ints(dst, s.row_seq)[row + i] = int32_t(q);
+    }
+    std::memcpy(dst + s.block_tables + size_t(table_at) * sizeof(int32_t), seq.block_table.data(),
+                seq.block_table.size() * sizeof(int32_t));
+    if (seq.logits_indices.empty()) {
+      ints(dst, s.logits_rows)[logits_at++] = row + n - 1;
+    } else {
+      for (int32_t index : seq.logits_indices) ints(dst, s.logits_rows)[logits_at++] = row + index;
+    }
+    if (!seq.attention_mask.empty()) {
+      std::memcpy(dst + s.masks + size_t(mask_at), seq.attention_mask.data(), seq.attention_mask.size());
+    }
+    mask_at += int32_t(seq.attention_mask.size());
+    table_at += int32_t(seq.block_table.size());
+    row += n;
+  }
+}
+
+StepSections decode_graph_sections(int padded_rows, int max_blocks_per_seq, int max_kv_len) {
+  StepSections s;
+  s.rows = padded_rows;
+  s.seqs = padded_rows;
+  s.logits_count = padded_rows;
+  s.max_kv_len = max_kv_len;
+  size_t offset = 0;
+  auto section = [&](size_t bytes) {
+    const size_t at = offset;
+    offset += align16(bytes);
+    return at;
+  };
+  const size_t row_bytes = size_t(padded_rows) * sizeof(int32_t);
+  s.token_ids = section(row_bytes);
+  s.positions = section(row_bytes);
+  s.slot_mapping = section(row_bytes);
+  s.row_seq = section(row_bytes);
+  s.seq_q_start = section(row_bytes);
+  s.seq_num_new = section(row_bytes);
+  s.seq_num_cached = section(row_bytes);
+  s.seq_block_offset = section(row_bytes);
+  s.seq_mask_offset = section(row_bytes);
+  s.block_tables = section(row_bytes * size_t(max_blocks_per_seq));
+  s.logits_rows = section(row_bytes);
+  s.masks = section(0);
+  s.total_bytes = offset;
+  return s;
+}
+
+bool is_graph_decode_step(const ForwardBatch& batch, int max_rows, int max_blocks_per_seq) {
+  if (batch.want_hidden || batch.sequences.empty() || int(batch.sequences.size()) > max_rows) return false;
+  for (const SequenceChunk& seq : batch.sequences) {
+    if (seq.tokens.size() != 1 || !seq.attention_mask.empty() || !seq.logits_indices.empty()) return false;
+    if (int(seq.block_table.size()) > max_blocks_per_seq) return false;
+  }
+  return true;
+}
+
+void pack_decode_step(const ForwardBatch& batch, int block_size, const StepSections& s, int padded_rows,
+                      int max_blocks_per_seq, int scratch_block, std::byte* dst) {
+  const int real = int(batch.sequences.size());
+  for (int r = 0; r < padded_rows; ++r) {
+    const bool padding = r >= real;
+    const SequenceChunk* seq = padding ? nullptr : &batch.sequences[size_t(r)];
+    const int32_t cached = padding ? 0 : seq->num_cached;
+    ints(dst, s.token_ids)[r] = padding ? 0 : seq->tokens[0];
+    ints(dst, s.positions)[r] = padding ? 0 : (seq->positions.empty() ? cached : seq->positions[0]);
+    ints(dst, s.slot_mapping)[r] =
+        padding ? scratch_block * block_size
+                : seq->block_table[size_t(cached / block_size)] * block_size + cached % block_size;
+    ints(dst, s.row_seq)[r] = r;
+    ints(dst, s.seq_q_start)[r] = r;
+    ints(dst, s.seq_num_new)[r] = 1;
+    ints(dst, s.seq_num_cached)[r] = cached;
+    ints(dst, s.seq_block_offset)[r] = r * max_blocks_per_seq;
+    ints(dst, s.seq_mask_offset)[r] = -1;
+    int32_t* table = ints(dst, s.block_tables) + size_t(r) * max_blocks_per_seq;
+    if (padding) {
+      table[0] = scratch_block;
+    } else {
+      std::memcpy(table, seq->block_table.data(), seq->block_table.size() * sizeof(int32_t));
+    }
+    ints(dst, s.logits_rows)[r] = r;
+  }
+}
+
+}  // namespace qed::cuda

@@ -1,0 +1,83 @@
+#include "backend/factory/backend_factory.h"
+
+#include "backend/cpu/cpu_backend.h"
+#include "core/error.h"
+#ifdef QED_WITH_CUDA_BACKEND
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/device.h"
+#endif
+
+namespace qed {
+
+#ifdef QED_WITH_CUDA_BACKEND
+namespace {
+CudaBackendOptions cuda_options(const BackendSelection& selection) {
+  CudaBackendOptions options;
+  options.device = selection.device;
+  options.block_size = selection.block_size;
+  options.num_blocks = selection.num_blocks;
+  options.gpu_memory_fraction = selection.gpu_memory_fraction;
+  options.max_batched_tokens = selection.max_batched_tokens;
+  options.cuda_graphs = selection.cuda_graphs;
+  return options;
+}
+}  // namespace
+#endif
+
+bool cuda_backend_compiled() {
+#ifdef QED_WITH_CUDA_BACKEND
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::unique_ptr<Backend> make_backend(const std::string& model_dir, const BackendSelection& selection) {
+  if (selection.kind == "cpu") {
+    CpuBackendOptions options;
+    options.num_threads = selection.threads;
+    options.block_size = selection.block_size;
+    options.num_blocks = selection.num_blocks;
+    options.kv_cache_bytes = selection.kv_cache_bytes;
+    return CpuBackend::load(model_dir, options);
+  }
+  if (selection.kind == "cuda") {
+#ifdef QED_WITH_CUDA_BACKEND
+    return CudaBackend::load(model_dir, cuda_options(selection));
+#else
+    fail("--backend cuda: this qed was built without the CUDA backend (configure where nvcc is found, QED_CUDA=ON)");
+#endif
+  }
+  fail("--backend must be cpu or cuda, got '{}'", selection.kind);
+}
+
+std::unique_ptr<Backend> make_random_backend(const ModelConfig& config, uint64_t seed,
+                                             const BackendSelection& selection) {
+  if (selection.kind != "cuda") fail("random weights (--config) need --backend cuda");
+#ifdef QED_WITH_CUDA_BACKEND
+  return CudaBackend::random(config, seed, cuda_options(selection));
+#else
+  (void)config;
+  (void)seed;
+  fail("--backend cuda: this qed was built without the CUDA backend (configure where nvcc is found, QED_CUDA=ON)");
+#endif
+}
+
+BackendDevice describe_backend_device(const BackendSelection& selection) {
+  BackendDevice out;
+  out.device = "cpu";
+#ifdef QED_WITH_CUDA_BACKEND
+  if (selection.kind == "cuda") {
+    for (const cuda::DeviceInfo& info : cuda::list_devices()) {
+      if (info.index == selection.device) out.device = info.name;
+    }
+    out.driver = cuda::driver_cuda_version();
+    out.cuda = cuda::runtime_cuda_version();
+  }
+#else
+  (void)selection;
+#endif
+  return out;
+}
+
+}  // namespace qed

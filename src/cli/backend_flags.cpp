@@ -1,0 +1,26 @@
+#include "cli/backend_flags.h"
+
+namespace qed::cli {
+
+void add_backend_flags(CLI::App* cmd, BackendFlags& flags) {
+  cmd->add_option("--backend", flags.backend, "Compute backend: cpu (exact fp32 reference) or cuda (bf16 on a GPU)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  cmd->add_option("--gpu-memory-fraction", flags.gpu_memory_fraction,
+                  "cuda: fraction of the GPU's memory for weights, buffers and the KV cache")
+      ->check(CLI::Range(0.01f, 1.0f))
+      ->capture_default_str();
+  cmd->add_option("--gpu-device", flags.gpu_device, "cuda: device index")->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--cuda-graphs", flags.cuda_graphs, "cuda: replay captured CUDA graphs for decode steps");
+}
+
+BackendSelection backend_selection(const BackendFlags& flags) {
+  BackendSelection selection;
+  selection.kind = flags.backend;
+  selection.gpu_memory_fraction = flags.gpu_memory_fraction;
+  selection.device = flags.gpu_device;
+  selection.cuda_graphs = flags.cuda_graphs;
+  return selection;
+}
+
+}  // namespace qed::cli

@@ -1,0 +1,176 @@
+// Paged attention (prefill, chunked prefill, decode with split-K, tree masks, GQA) against cpu::attention on random
+// bf16 K/V in shuffled physical blocks. Tolerance: the reference is fp32 on the same bf16 inputs; the kernel is
+// fp32 with an online softmax (a different summation order, ~1e-6 relative) rounded once to bf16, so half a bf16
+// ulp relative plus 1e-4 × max|V| absolute for the fp32 noise on outputs near zero. A wrong slot, mask bit or KV
+// head moves outputs by ~0.1 × max|V|.
+#include <algorithm>
+#include <numeric>
+
+#include "backend/cpu/cpu_ops.h"
+#include "backend/cuda/attention_kernels.h"
+#include "cuda_test_util.h"
+
+namespace qed::testing {
+namespace {
+
+struct SeqSpec {
+  int num_cached = 0;
+  int n = 1;
+  bool tree_mask = false;
+  bool hide_everything = false;  // a mask with no bit set and no prefix: the output is zeros
+};
+
+struct Case {
+  int num_heads, num_kv_heads, head_dim, block_size;
+  std::vector<SeqSpec> seqs;
+  int forced_partitions = 0;  // 0: attention_partitions() decides
+};
+
+void run_case(const Case& c, std::mt19937& rng) {
+  const int kv_dim = c.num_kv_heads * c.head_dim;
+  const int q_dim = c.num_heads * c.head_dim;
+  const int q_stride = q_dim + 2 * kv_dim;  // as inside the fused qkv row
+  int total_blocks = 0;
+  for (const SeqSpec& s : c.seqs) total_blocks += (s.num_cached + s.n + c.block_size - 1) / c.block_size;
+  total_blocks += 3;  // unused blocks in between
+  std::vector<int32_t> physical(total_blocks);
+  std::iota(physical.begin(), physical.end(), 0);
+  std::shuffle(physical.begin(), physical.end(), rng);
+
+  const size_t cache_elems = size_t(total_blocks) * c.block_size * kv_dim;
+  const std::vector<float> k_cache = random_bf16_values(cache_elems, rng, 1.0f);
+  const std::vector<float> v_cache = random_bf16_values(cache_elems, rng, 1.0f);
+  const float v_scale =
+      *std::max_element(v_cache.begin(), v_cache.end(), [](float a, float b) { return std::fabs(a) < std::fabs(b); });
+  cpu::PagedKv cpu_cache{const_cast<float*>(k_cache.data()), const_cast<float*>(v_cache.data()), c.block_size,
+                         c.num_kv_heads, c.head_dim};
+
+  std::vector<int32_t> row_seq, q_start, num_new, num_cached, block_offset, block_tables, mask_offset;
+  std::vector<uint8_t> masks;
+  std::vector<std::vector<uint8_t>> seq_masks;
+  std::vector<std::vector<int32_t>> tables;
+  int rows = 0, next_block = 0, max_kv_len = 0;
+  for (size_t s = 0; s < c.seqs.size(); ++s) {
+    const SeqSpec& spec = c.seqs[s];
+    q_start.push_back(rows);
+    num_new.push_back(spec.n);
+    num_cached.push_back(spec.num_cached);
+    block_offset.push_back(int32_t(block_tables.size()));
+    std::vector<int32_t> table;
+    for (int b = 0; b < (spec.num_cached + spec.n + c.block_size - 1) / c.block_size; ++b) {
+      table.push_back(physical[size_t(next_block++)]);
+    }
+    block_tables.insert(block_tables.end(), table.begin(), table.end());
+    tables.push_back(table);
+    std::vector<uint8_t> mask;
+    if (spec.tree_mask || spec.hide_everything) {
+      mask.assign(size_t(spec.n) * spec.n, 0);
+      if (!spec.hide_everything) {
+        for (int i = 0; i < spec.n; ++i) {
+          for (int j = 0; j < spec.n; ++j) mask[size_t(i) * spec.n + j] = (i == j) || (j < i && rng() % 2);
+        }
+      }
+      mask_offset.push_back(int32_t(masks.size()));
+      masks.insert(masks.end(), mask.begin(), mask.end());
+    } else {
+      mask_offset.push_back(-1);
+    }
+    seq_masks.push_back(mask);
+    for (int i = 0; i < spec.n; ++i) row_seq.push_back(int32_t(s));
+    rows += spec.n;
+    max_kv_len = std::max(max_kv_len, spec.num_cached + spec.n);
+  }
+
+  const std::vector<float> qkv = random_bf16_values(size_t(rows) * q_stride, rng, 1.0f);
+  std::vector<float> q(size_t(rows) * q_dim);
+  for (int r = 0; r < rows; ++r) std::copy_n(qkv.begin() + size_t(r) * q_stride, q_dim, q.begin() + size_t(r) * q_dim);
+  const float scale = 1.0f / std::sqrt(float(c.head_dim));
+  std::vector<float> want(size_t(rows) * q_dim);
+  for (size_t s = 0; s < c.seqs.size(); ++s) {
+    cpu::attention(q.data() + size_t(q_start[s]) * q_dim, cpu_cache, tables[s].data(), num_cached[s], num_new[s],
+                   c.num_heads, seq_masks[s].empty() ? nullptr : seq_masks[s].data(), scale,
+                   want.data() + size_t(q_start[s]) * q_dim, nullptr);
+  }
+
+  auto d_qkv = upload(to_bf16(qkv));
+  auto d_k = upload(to_bf16(k_cache));
+  auto d_v = upload(to_bf16(v_cache));
+  auto d_row_seq = upload(row_seq);
+  auto d_q_start = upload(q_start);
+  auto d_num_new = upload(num_new);
+  auto d_num_cached = upload(num_cached);
+  auto d_block_offset = upload(block_offset);
+  auto d_tables = upload(block_tables);
+  auto d_mask_offset = upload(mask_offset);
+  auto d_masks = upload(masks);
+  cuda::AttentionBatch batch;
+  batch.row_seq = d_row_seq.as<int32_t>();
+  batch.seq_q_start = d_q_start.as<int32_t>();
+  batch.seq_num_new = d_num_new.as<int32_t>();
+  batch.seq_num_cached = d_num_cached.as<int32_t>();
+  batch.seq_block_offset = d_block_offset.as<int32_t>();
+  batch.block_tables = d_tables.as<int32_t>();
+  batch.seq_mask_offset = d_mask_offset.as<int32_t>();
+  batch.masks = d_masks.as<uint8_t>();
+  batch.rows = rows;
+  batch.max_kv_len = max_kv_len;
+  cuda::AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim, c.block_size, scale};
+  const size_t partial_capacity = size_t(64) << 20;
+  const int partitions =
+      c.forced_partitions > 0 ? c.forced_partitions : cuda::attention_partitions(batch, shape, 132, partial_capacity);
+  cuda::DeviceBuffer partials(
+      std::max<size_t>(size_t(rows) * c.num_heads * partitions * cuda::attention_partial_floats(c.head_dim), 1) *
+      sizeof(float));
+  auto d_out = poisoned_bf16(want.size());
+  cuda::paged_attention_bf16(d_qkv.as<uint16_t>(), q_stride, d_k.as<uint16_t>(), d_v.as<uint16_t>(), batch, shape,
+                             partitions, partials.as<float>(), d_out.as<uint16_t>(), nullptr);
+  const std::vector<float> got = from_bf16(download<uint16_t>(d_out, want.size()));
+  std::string what = "heads " + std::to_string(c.num_heads) + "/" + std::to_string(c.num_kv_heads) + " head_dim " +
+                     std::to_string(c.head_dim) + " block " + std::to_string(c.block_size) + " partitions " +
+                     std::to_string(partitions) + " (element = (row * heads + head) * head_dim + d)";
+  EXPECT_TRUE(all_close(got, want, kBf16HalfUlp, 1e-4f * std::fabs(v_scale), what));
+}
+
+using AttentionKernel = CudaTest;
+
+TEST_F(AttentionKernel, DecodeMatchesReferenceAcrossContextLengthsAndGqaRatios) {
+  std::mt19937 rng(21);
+  const std::vector<SeqSpec> decodes = {{0, 1}, {1, 1}, {15, 1}, {16, 1}, {17, 1}, {255, 1}, {1000, 1}, {5000, 1}};
+  for (auto [heads, kv_heads, head_dim] : std::vector<std::tuple<int, int, int>>{
+           {40, 8, 128}, {8, 2, 64}, {4, 4, 32}, {4, 2, 16}, {16, 1, 128}, {8, 8, 256}, {12, 12, 64}}) {
+    run_case({heads, kv_heads, head_dim, 16, decodes}, rng);
+  }
+}
+
+TEST_F(AttentionKernel, SplitKMergeMatchesReferenceForAnyPartitionCount) {
+  std::mt19937 rng(22);
+  const std::vector<SeqSpec> seqs = {{3000, 1}, {17, 1}, {700, 2}};  // partitions past the short rows' ends
+  for (int partitions : {1, 2, 3, 7, 40}) run_case({8, 2, 128, 16, seqs, partitions}, rng);
+}
+
+TEST_F(AttentionKernel, PrefillAndChunkedPrefillAreCausal) {
+  std::mt19937 rng(23);
+  run_case({8, 2, 64, 16, {{0, 37}}}, rng);           // fresh prompt
+  run_case({8, 2, 64, 16, {{50, 37}, {0, 1}}}, rng);  // a later chunk over cached blocks
+  run_case({4, 4, 32, 8, {{16, 16}, {5, 64}}}, rng);  // chunks starting on and off block boundaries
+  run_case({40, 8, 128, 16, {{0, 300}}, 4}, rng);     // split-K inside a prefill
+}
+
+TEST_F(AttentionKernel, TreeMaskReplacesCausalAmongNewTokens) {
+  std::mt19937 rng(24);
+  SeqSpec tree{20, 6, true};
+  SeqSpec hidden{0, 3, false, true};
+  run_case({8, 2, 64, 16, {tree}}, rng);
+  run_case({8, 2, 64, 16, {hidden, tree}}, rng);
+}
+
+TEST_F(AttentionKernel, MixedBatchOfPrefillDecodeAndTreeInOneLaunch) {
+  std::mt19937 rng(25);
+  const std::vector<SeqSpec> seqs = {{0, 33}, {100, 1}, {40, 5, true}, {2000, 1}, {31, 17}};
+  run_case({40, 8, 128, 16, seqs}, rng);
+  run_case({4, 2, 16, 16, seqs}, rng);
+  run_case({4, 2, 16, 16, seqs, 5}, rng);
+}
+
+}  // namespace
+}  // namespace qed::testing

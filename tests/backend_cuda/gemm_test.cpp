@@ -1,0 +1,68 @@
+// The cuBLASLt GEMM wrapper against cpu::matmul on bf16-rounded inputs. Both accumulate in fp32 in different
+// orders: the difference is bounded by ~sqrt(K) fp32 ulps of sum_k |x_k w_k|; 1e-5 × that sum (≈ 170 ulps at
+// K = 13824) is the absolute term, plus half a bf16 ulp for the bf16 output rounding. A transposed operand or a
+// wrong leading dimension is off by O(1) of that sum.
+#include "backend/cuda/gemm.h"
+
+#include "backend/cpu/cpu_ops.h"
+#include "cuda_test_util.h"
+
+namespace qed::testing {
+namespace {
+
+using GemmTest = CudaTest;
+
+void check_gemm(cuda::Gemm& gemm, int rows, int in, int out, bool with_bias, cuda::GemmType y_type, std::mt19937& rng) {
+  const std::vector<float> x = random_bf16_values(size_t(rows) * in, rng, 1.0f);
+  const std::vector<float> w = random_bf16_values(size_t(out) * in, rng, 0.05f);
+  const std::vector<float> bias = random_bf16_values(size_t(out), rng, 0.5f);
+  std::vector<float> want(size_t(rows) * out);
+  cpu::matmul(x.data(), w.data(), with_bias ? bias.data() : nullptr, want.data(), rows, in, out, nullptr);
+  float magnitude = 0.0f;  // max over outputs of sum_k |x_k w_k|
+  for (int r = 0; r < rows; ++r) {
+    for (int j = 0; j < out; ++j) {
+      float sum = 0.0f;
+      for (int k = 0; k < in; ++k) sum += std::fabs(x[size_t(r) * in + k] * w[size_t(j) * in + k]);
+      magnitude = std::max(magnitude, sum);
+    }
+  }
+  auto d_x = upload(to_bf16(x));
+  auto d_w = upload(to_bf16(w));
+  auto d_bias = upload(to_bf16(bias));
+  const bool f32 = y_type == cuda::GemmType::F32;
+  cuda::DeviceBuffer d_y = f32 ? upload(std::vector<float>(want.size(), NAN)) : poisoned_bf16(want.size());
+  cuda::GemmWeight weight{d_w.data(), cuda::GemmType::BF16, out, in, nullptr};
+  gemm.run(d_x.data(), cuda::GemmType::BF16, weight, with_bias ? d_bias.data() : nullptr, d_y.data(), y_type, rows,
+           nullptr);
+  const std::vector<float> got =
+      f32 ? download<float>(d_y, want.size()) : from_bf16(download<uint16_t>(d_y, want.size()));
+  const std::string what = "gemm " + std::to_string(rows) + "x" + std::to_string(in) + " -> " + std::to_string(out) +
+                           (with_bias ? " +bias" : "") + (f32 ? " f32" : " bf16") + " (element = row * out + j)";
+  EXPECT_TRUE(all_close(got, want, f32 ? 0.0f : kBf16HalfUlp, 1e-5f * magnitude + 1e-6f, what));
+}
+
+TEST_F(GemmTest, Bf16MatchesCpuMatmulWithAndWithoutBias) {
+  std::mt19937 rng(41);
+  cuda::Gemm gemm;
+  for (auto [rows, in, out] : std::vector<std::tuple<int, int, int>>{
+           {1, 64, 192}, {7, 896, 1152}, {32, 512, 136}, {300, 160, 64}, {3, 13824, 40}}) {
+    check_gemm(gemm, rows, in, out, false, cuda::GemmType::BF16, rng);
+    check_gemm(gemm, rows, in, out, true, cuda::GemmType::BF16, rng);
+  }
+}
+
+TEST_F(GemmTest, Fp32OutputForLogits) {
+  std::mt19937 rng(42);
+  cuda::Gemm gemm;
+  check_gemm(gemm, 1, 64, 512, false, cuda::GemmType::F32, rng);
+  check_gemm(gemm, 12, 896, 4000, false, cuda::GemmType::F32, rng);
+}
+
+TEST_F(GemmTest, RepeatedShapesReuseThePlanAndStayCorrect) {
+  std::mt19937 rng(43);
+  cuda::Gemm gemm;
+  for (int i = 0; i < 3; ++i) check_gemm(gemm, 5, 128, 96, i % 2 == 1, cuda::GemmType::BF16, rng);
+}
+
+}  // namespace
+}  // namespace qed::testing

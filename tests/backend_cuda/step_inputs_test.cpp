@@ -1,0 +1,156 @@
+// Host-side parts of the CUDA backend, checked without a GPU: the packing of a step's inputs (slot mapping across
+// block boundaries, custom positions, masks, logits rows, section alignment) and the one-line error when the CUDA
+// backend is asked for on a machine without a device.
+#include "backend/cuda/step_inputs.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/device.h"
+#include "core/error.h"
+
+namespace qed::testing {
+namespace {
+
+std::vector<int32_t> section(const std::vector<std::byte>& buffer, size_t offset, size_t count) {
+  std::vector<int32_t> values(count);
+  std::memcpy(values.data(), buffer.data() + offset, count * sizeof(int32_t));
+  return values;
+}
+
+ForwardBatch two_sequence_batch() {
+  ForwardBatch batch;
+  SequenceChunk decode_across_boundary;  // slots 14, 15 in block 5; slot 16 in block 2
+  decode_across_boundary.tokens = {11, 12, 13};
+  decode_across_boundary.num_cached = 14;
+  decode_across_boundary.block_table = {5, 2};
+  SequenceChunk tree;
+  tree.tokens = {21, 22};
+  tree.positions = {7, 7};  // siblings share a depth
+  tree.block_table = {9};
+  tree.attention_mask = {1, 0, 0, 1};
+  tree.logits_indices = {1, 0};
+  batch.sequences = {decode_across_boundary, tree};
+  return batch;
+}
+
+TEST(CudaStepInputs, PacksEverySectionOfAMixedBatch) {
+  const ForwardBatch batch = two_sequence_batch();
+  const cuda::StepSections s = cuda::measure_step(batch);
+  EXPECT_EQ(s.rows, 5);
+  EXPECT_EQ(s.seqs, 2);
+  EXPECT_EQ(s.logits_count, 3);
+  EXPECT_EQ(s.max_kv_len, 17);
+  std::vector<std::byte> buffer(s.total_bytes, std::byte{0xAB});
+  cuda::pack_step(batch, 16, s, buffer.data());
+  EXPECT_EQ(section(buffer, s.token_ids, 5), (std::vector<int32_t>{11, 12, 13, 21, 22}));
+  EXPECT_EQ(section(buffer, s.positions, 5), (std::vector<int32_t>{14, 15, 16, 7, 7}));
+  EXPECT_EQ(section(buffer, s.slot_mapping, 5), (std::vector<int32_t>{5 * 16 + 14, 5 * 16 + 15, 2 * 16, 9 * 16, 145}));
+  EXPECT_EQ(section(buffer, s.row_seq, 5), (std::vector<int32_t>{0, 0, 0, 1, 1}));
+  EXPECT_EQ(section(buffer, s.seq_q_start, 2), (std::vector<int32_t>{0, 3}));
+  EXPECT_EQ(section(buffer, s.seq_num_new, 2), (std::vector<int32_t>{3, 2}));
+  EXPECT_EQ(section(buffer, s.seq_num_cached, 2), (std::vector<int32_t>{14, 0}));
+  EXPECT_EQ(section(buffer, s.seq_block_offset, 2), (std::vector<int32_t>{0, 2}));
+  EXPECT_EQ(section(buffer, s.block_tables, 3), (std::vector<int32_t>{5, 2, 9}));
+  EXPECT_EQ(section(buffer, s.seq_mask_offset, 2), (std::vector<int32_t>{-1, 0}));
+  EXPECT_EQ(section(buffer, s.logits_rows, 3), (std::vector<int32_t>{2, 4, 3}));  // last of seq 0; seq 1 as asked
+  std::vector<uint8_t> masks(4);
+  std::memcpy(masks.data(), buffer.data() + s.masks, 4);
+  EXPECT_EQ(masks, (std::vector<uint8_t>{1, 0, 0, 1}));
+}
+
+TEST(CudaStepInputs, SectionsAreSixteenByteAlignedAndDisjoint) {
+  const cuda::StepSections s = cuda::measure_step(two_sequence_batch());
+  const std::vector<size_t> offsets = {s.token_ids,       s.positions,    s.slot_mapping,   s.row_seq,
+                                       s.seq_q_start,     s.seq_num_new,  s.seq_num_cached, s.seq_block_offset,
+                                       s.seq_mask_offset, s.block_tables, s.logits_rows,    s.masks};
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    EXPECT_EQ(offsets[i] % 16, 0u) << "section " << i;
+    if (i > 0) {
+      EXPECT_GT(offsets[i], offsets[i - 1]) << "section " << i;
+    }
+  }
+  EXPECT_GE(s.total_bytes, s.masks + 4);
+}
+
+TEST(CudaStepInputs, GraphDecodeStepPadsRowsOntoTheScratchBlock) {
+  ForwardBatch batch;
+  SequenceChunk a;
+  a.tokens = {7};
+  a.num_cached = 17;  // slot 17: block_table[1], offset 1
+  a.block_table = {3, 8};
+  SequenceChunk b;
+  b.tokens = {9};
+  b.num_cached = 0;
+  b.block_table = {5};
+  batch.sequences = {a, b};
+  ASSERT_TRUE(cuda::is_graph_decode_step(batch, 4, 4));
+  const int padded = 4, max_blocks = 4, scratch = 50;
+  const cuda::StepSections s = cuda::decode_graph_sections(padded, max_blocks, max_blocks * 16);
+  EXPECT_EQ(s.rows, 4);
+  EXPECT_EQ(s.max_kv_len, 64);
+  std::vector<std::byte> buffer(s.total_bytes, std::byte{0});
+  cuda::pack_decode_step(batch, 16, s, padded, max_blocks, scratch, buffer.data());
+  EXPECT_EQ(section(buffer, s.token_ids, 4), (std::vector<int32_t>{7, 9, 0, 0}));
+  EXPECT_EQ(section(buffer, s.positions, 4), (std::vector<int32_t>{17, 0, 0, 0}));
+  EXPECT_EQ(section(buffer, s.slot_mapping, 4), (std::vector<int32_t>{8 * 16 + 1, 5 * 16, 800, 800}));
+  EXPECT_EQ(section(buffer, s.seq_num_cached, 4), (std::vector<int32_t>{17, 0, 0, 0}));
+  EXPECT_EQ(section(buffer, s.seq_block_offset, 4), (std::vector<int32_t>{0, 4, 8, 12}));
+  EXPECT_EQ(section(buffer, s.seq_mask_offset, 4), (std::vector<int32_t>{-1, -1, -1, -1}));
+  const std::vector<int32_t> tables = section(buffer, s.block_tables, 16);
+  EXPECT_EQ(tables[0], 3);
+  EXPECT_EQ(tables[1], 8);
+  EXPECT_EQ(tables[4], 5);
+  EXPECT_EQ(tables[8], scratch);
+  EXPECT_EQ(tables[12], scratch);
+  EXPECT_EQ(section(buffer, s.logits_rows, 2), (std::vector<int32_t>{0, 1}));
+}
+
+TEST(CudaStepInputs, OnlyPlainDecodeStepsQualifyForGraphs) {
+  SequenceChunk decode;
+  decode.tokens = {1};
+  decode.block_table = {0};
+  ForwardBatch batch;
+  batch.sequences = {decode};
+  EXPECT_TRUE(cuda::is_graph_decode_step(batch, 8, 2));
+  batch.want_hidden = true;
+  EXPECT_FALSE(cuda::is_graph_decode_step(batch, 8, 2));
+  batch.want_hidden = false;
+  batch.sequences[0].tokens = {1, 2};  // a prefill chunk
+  EXPECT_FALSE(cuda::is_graph_decode_step(batch, 8, 2));
+  batch.sequences[0].tokens = {1};
+  batch.sequences[0].block_table = {0, 1, 2};  // longer than the graph's tables
+  EXPECT_FALSE(cuda::is_graph_decode_step(batch, 8, 2));
+  batch.sequences[0].block_table = {0};
+  batch.sequences.assign(9, batch.sequences[0]);  // more rows than any graph
+  EXPECT_FALSE(cuda::is_graph_decode_step(batch, 8, 2));
+}
+
+TEST(CudaBackendWithoutDevice, LoadFailsWithOneClearLine) {
+  if (!cuda::list_devices().empty()) GTEST_SKIP() << "a CUDA device is present";
+  try {
+    CudaBackend::load(std::string(QED_SOURCE_DIR) + "/tests/fixtures/hf/qwen2_gqa_bias", CudaBackendOptions{});
+    FAIL() << "loading the CUDA backend without a device must fail";
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("no CUDA device"), std::string::npos) << message;
+    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  }
+}
+
+TEST(CudaBackendWithoutDevice, BadMemoryFractionIsRejectedBeforeTouchingTheDevice) {
+  CudaBackendOptions options;
+  options.gpu_memory_fraction = 1.5f;
+  try {
+    CudaBackend::load(std::string(QED_SOURCE_DIR) + "/tests/fixtures/hf/qwen2_gqa_bias", options);
+    FAIL() << "a fraction above 1 must be rejected";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--gpu-memory-fraction"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace qed::testing

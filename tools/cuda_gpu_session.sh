@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The CUDA backend's GPU session in two halves, because the device machine has nvcc, cmake and PyTorch but none of
+# the Debian -dev packages qed builds against (fmt, spdlog, CLI11, gtest, pcre2, boost):
+#
+#   here (no GPU):   tools/cuda_gpu_session.sh bundle  # builds qed + the gpu tests in build/, copies them and their
+#                                                      # .so into build-gpu/bundle (ignored by git; ~15 MB)
+#   device machine:  tools/cuda_gpu_session.sh run    # with carry=["build-gpu/bundle"]; results in $OUT (~8 min)
+#                    tools/cuda_gpu_session.sh graphs # the decode workloads again with --cuda-graphs (~5 min)
+#                    tools/cuda_gpu_session.sh peer   # the HF transformers peer (~4 min)
+#
+# `run` executes, in order of value (each step logs to $OUT and the next runs whatever the last gave):
+#   1. the gpu-labelled kernel tests (test_cuda_kernels) and backend parity tests (test_cuda_backend)
+#   2. qed generate --backend cuda vs --backend cpu on a fixture (greedy, token-exact)
+#   3. qed bench offline on the 14B shape with random weights (decode_b1/b8/b32, ttft_1k/8k, aimo_12x4500)
+#   4. (peer) tools/hf_peer_bench.py on the same shapes
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUNDLE=build-gpu/bundle
+
+bundle() {
+  set -e
+  # The regular build tree (sm_80/89/90 SASS) serves; configured here if absent.
+  local build="${BUILD_DIR:-build}"
+  [ -f "$build/build.ninja" ] || cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache >/dev/null
+  cmake --build "$build" -j2 --target qed test_cuda_kernels test_cuda_backend
+  rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/lib"
+  cp "$build/qed" "$build/tests/backend_cuda/test_cuda_kernels" "$build/tests/backend_cuda/test_cuda_backend" "$BUNDLE/"
+  # Shared libraries from this machine's Debian that the device image may lack; CUDA's own come from the device.
+  for bin in "$BUNDLE"/qed "$BUNDLE"/test_cuda_*; do
+    ldd "$bin" | awk '/=>/ {print $3}' | grep -Ev 'libc\.so|libm\.so|libstdc|libgcc_s|libdl|libpthread|librt|cuda|cublas' \
+      | xargs -r -I{} cp -n {} "$BUNDLE/lib/"
+  done
+  pwd >"$BUNDLE/source_dir.txt"  # tests find fixtures under the source dir compiled into them
+  du -sh "$BUNDLE"
+}
+
+setup_env() {
+  [ -x "$BUNDLE/qed" ] || { echo "no $BUNDLE: run 'tools/cuda_gpu_session.sh bundle' here and carry it"; exit 2; }
+  local cublas
+  cublas="$(dirname "$(find /usr /opt /lib /lib64 -name 'libcublasLt.so.13*' 2>/dev/null | head -1)")"
+  export LD_LIBRARY_PATH="$PWD/$BUNDLE/lib:${cublas}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+  local src
+  src="$(cat "$BUNDLE/source_dir.txt")"
+  if [ "$src" != "$PWD" ] && [ ! -e "$src" ]; then mkdir -p "$(dirname "$src")" && ln -s "$PWD" "$src"; fi
+}
+
+run() {
+  local out="${OUT:-/tmp/qed-gpu-out}"
+  mkdir -p "$out"
+  setup_env
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
+  "$BUNDLE/test_cuda_kernels" --gtest_output=json:"$out/kernels.json" 2>&1 | tee "$out/kernels.log" | tail -40
+  "$BUNDLE/test_cuda_backend" --gtest_output=json:"$out/backend.json" 2>&1 | tee "$out/backend.log" \
+    | grep -E "parity|FAILED|PASSED|OK \]" | tail -60
+  local fixture=tests/fixtures/hf/qwen2_gqa_bias
+  for backend in cpu cuda; do
+    "$BUNDLE/qed" generate --model $fixture --prompt-ids 1,2,3,4,5,6,7,8 --max-tokens 24 --temperature 0 \
+      --backend $backend >"$out/generate_$backend.txt" 2>&1
+  done
+  if cmp -s "$out/generate_cpu.txt" "$out/generate_cuda.txt"; then echo "generate: cuda == cpu"; else
+    echo "generate: DIFFERENT"; cat "$out"/generate_*.txt; fi
+  local result="$out/offline_14b_shape.json"
+  timeout 420 "$BUNDLE/qed" bench offline --config bench/configs/qwen2.5-14b-shape/config.json --backend cuda \
+    --output "$result" 2>&1 | tee "$out/bench.log"
+}
+
+graphs() {
+  local out="${OUT:-/tmp/qed-gpu-out}"
+  mkdir -p "$out"
+  setup_env
+  timeout 500 "$BUNDLE/qed" bench offline --config bench/configs/qwen2.5-14b-shape/config.json --backend cuda \
+    --cuda-graphs --workloads decode_b1,decode_b8,decode_b32,aimo_12x4500 --output "$out/offline_graphs.json" 2>&1 \
+    | tee "$out/bench_graphs.log"
+}
+
+peer() {
+  local out="${OUT:-/tmp/qed-gpu-out}"
+  mkdir -p "$out"
+  timeout 500 python3 tools/hf_peer_bench.py --config bench/configs/qwen2.5-14b-shape/config.json \
+    --workloads decode_b1,decode_b8,ttft_1k,ttft_8k --decode-tokens 64 --output "$out/hf_peer_14b_shape.json" 2>&1 \
+    | tee "$out/hf.log"
+}
+
+case "${1:-}" in
+  bundle) bundle ;;
+  run) run ;;
+  peer) peer ;;
+  graphs) graphs ;;
+  *) echo "usage: $0 bundle | run | graphs | peer"; exit 2 ;;
+esac
