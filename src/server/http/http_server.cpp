@@ -328,22 +328,32 @@ void HttpServer::stop() {
       std::lock_guard lock(impl->mutex);
       open.assign(impl->connections.begin(), impl->connections.end());
     }
-    for (auto& c : open) c->close_if_idle();
-    impl->grace_timer.expires_after(impl->config.shutdown_grace);
-    impl->grace_timer.async_wait([impl](beast::error_code wait_ec) {
-      if (wait_ec) return;  // cancelled: everything drained in time
-      spdlog::warn("http: shutdown grace expired; closing busy connections");
-      std::vector<std::shared_ptr<Connection>> left;
-      {
-        std::lock_guard lock(impl->mutex);
-        left.assign(impl->connections.begin(), impl->connections.end());
-        impl->connections.clear();
+    // Arm the grace timer under the mutex: a connection that ends on another io thread meanwhile runs
+    // maybe_finish() under it too, so it either sees the armed timer (and cancels it) or finds nothing left to wait
+    // for here. Arming after an unlocked check let a connection's last forget() slip in between and the timer then
+    // ran its full grace with nothing open.
+    {
+      std::lock_guard lock(impl->mutex);
+      if (impl->connections.empty()) {
+        impl->work.reset();
+      } else {
+        impl->grace_timer.expires_after(impl->config.shutdown_grace);
+        impl->grace_timer.async_wait([impl](beast::error_code wait_ec) {
+          if (wait_ec) return;  // cancelled: everything drained in time
+          spdlog::warn("http: shutdown grace expired; closing busy connections");
+          std::vector<std::shared_ptr<Connection>> left;
+          {
+            std::lock_guard inner(impl->mutex);
+            left.assign(impl->connections.begin(), impl->connections.end());
+            impl->connections.clear();
+          }
+          for (auto& c : left) c->close_soon();
+          impl->work.reset();
+          impl->io.stop();
+        });
       }
-      for (auto& c : left) c->close_soon();
-      impl->work.reset();
-      impl->io.stop();
-    });
-    impl->maybe_finish();
+    }
+    for (auto& c : open) c->close_if_idle();
   });
 }
 
