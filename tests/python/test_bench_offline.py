@@ -2,9 +2,12 @@
 (provenance + one row per metric), every workload reports its metrics; bad inputs are one-line errors. Values are
 checked for being positive numbers only: no timing is asserted."""
 import json
+import pathlib
 import subprocess
 
-from conftest import REPO
+# Not `from conftest import REPO`: with several conftest.py files under tests/python, the module named `conftest` is
+# whichever was imported last (tests/python/sandbox's, in a full run).
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 FIXTURE = str(REPO / "tests" / "fixtures" / "hf" / "qwen2_gqa_bias")
 

@@ -1,8 +1,11 @@
 """`--backend cuda` on qed generate: on a machine without a GPU (or a build without CUDA) it is one clear error
 line and a non-zero exit; with a GPU the greedy continuation must equal the CPU reference backend's."""
+import pathlib
 import subprocess
 
-from conftest import REPO
+# Not `from conftest import REPO`: with several conftest.py files under tests/python, the module named `conftest` is
+# whichever was imported last (tests/python/sandbox's, in a full run).
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 FIXTURE = str(REPO / "tests" / "fixtures" / "hf" / "qwen2_gqa_bias")
 ARGS = ["generate", "--model", FIXTURE, "--prompt-ids", "1,2,3,4,5", "--max-tokens", "8", "--temperature", "0"]
