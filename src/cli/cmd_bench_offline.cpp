@@ -17,6 +17,7 @@
 #include "backend/factory/backend_factory.h"
 #include "bench/offline/offline_workloads.h"
 #include "cli/backend_flags.h"
+#include "cli/bench_command.h"
 #include "cli/commands.h"
 #include "cli/version.h"
 #include "core/error.h"
@@ -137,30 +138,14 @@ void run_bench_offline(const BenchOfflineOptions& opt) {
                                 {"date", utc_now()},
                                 {"command", this_command_line()}}},
                               {"results", results}};
-  if (!opt.output.empty()) {
-    std::ofstream file(opt.output);
-    if (!file) fail("{}: cannot write", opt.output);
-    file << out.dump(1) << "\n";
-    if (!file) fail("{}: write failed", opt.output);
-    fmt::print("wrote {}\n", opt.output);
-  }
-}
-
-// `qed bench` is shared with `qed bench serve` (registered elsewhere): found or created here.
-CLI::App* bench_app(CLI::App& app) {
-  for (CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
-    if (sub->get_name() == "bench") return sub;
-  }
-  auto* bench = app.add_subcommand("bench", "Benchmarks (results as bench JSON with provenance)");
-  bench->require_subcommand(1);
-  return bench;
+  if (!opt.output.empty()) write_bench_json(opt.output, out);
 }
 
 }  // namespace
 
 void register_bench_offline(CLI::App& app) {
   auto opt = std::make_shared<BenchOfflineOptions>();
-  auto* cmd = bench_app(app)->add_subcommand(
+  auto* cmd = bench_command(app)->add_subcommand(
       "offline", "Engine-direct throughput/latency: decode batches, prefill TTFT, the AIMO 12x4500 workload");
   cmd->add_option("--model", opt->model_dir, "Model directory (config.json + safetensors)");
   cmd->add_option("--config", opt->config_path, "HF config.json: random weights of that shape, made on the GPU");

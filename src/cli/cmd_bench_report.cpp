@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/bench_command.h"
 #include "cli/commands.h"
 #include "core/error.h"
 
@@ -195,11 +196,7 @@ void write_report(const std::string& results_dir, const std::string& out_dir, bo
 }  // namespace
 
 void register_bench_report(CLI::App& app) {
-  CLI::App* bench = nullptr;
-  for (auto* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
-    if (sub->get_name() == "bench") bench = sub;
-  }
-  if (!bench) bench = app.add_subcommand("bench", "Benchmarks (results as bench JSON with provenance)");
+  CLI::App* bench = bench_command(app);
   auto results = std::make_shared<std::string>("bench/results");
   auto out = std::make_shared<std::string>("bench/report");
   auto python = std::make_shared<std::string>("python3");

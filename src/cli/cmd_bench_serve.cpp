@@ -19,6 +19,7 @@
 
 #include "bench/serve_load.h"
 #include "bench/serve_workloads.h"
+#include "cli/bench_command.h"
 #include "cli/commands.h"
 #include "cli/version.h"
 #include "core/error.h"
@@ -254,22 +255,7 @@ void run_bench_serve(const BenchServeOptions& opt) {
                       {"command", command_line()}}},
                     {"results", results},
                     {"details", details}};
-  if (!opt.output.empty()) {
-    std::ofstream f(opt.output);
-    if (!f) fail("{}: cannot write", opt.output);
-    f << out.dump(1) << "\n";
-    if (!f) fail("{}: write failed", opt.output);
-    fmt::print("wrote {}\n", opt.output);
-  }
-}
-
-CLI::App* bench_command(CLI::App& app) {
-  for (CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
-    if (sub->get_name() == "bench") return sub;
-  }
-  auto* bench = app.add_subcommand("bench", "Benchmarks (results as bench JSON with provenance)");
-  bench->require_subcommand(1);
-  return bench;
+  if (!opt.output.empty()) write_bench_json(opt.output, out);
 }
 
 }  // namespace

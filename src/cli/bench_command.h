@@ -1,0 +1,14 @@
+#pragma once
+// `qed bench` is the parent of several subcommands registered from their own files (offline, serve, report);
+// whichever registers first creates it.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace qed::cli {
+
+CLI::App* bench_command(CLI::App& app);
+// Writes a bench result document (provenance + results) to `path`; one-line error naming it when that fails.
+void write_bench_json(const std::string& path, const nlohmann::json& document);
+
+}  // namespace qed::cli
