@@ -188,7 +188,7 @@ stages:
     assert [l.split("|")[1] for l in r.stdout.splitlines()] == ["REQUEUED", "COMPLETED"], r.stdout
 
 
-def test_qed_batch_on_a_fixture_model_sharded_over_an_array(qed, slurm_cluster, tmp_path):
+def test_qed_batch_and_eval_on_a_fixture_model_sharded_over_an_array(qed, slurm_cluster, tmp_path):
     if qed.run("batch", "--help", check=False).returncode != 0:
         pytest.skip("this qed has no `batch` subcommand yet")
     model = REPO / "tests" / "fixtures" / "hf" / "qwen2_gqa_bias"
@@ -207,10 +207,22 @@ stages:
     array: 2
     output: generations.jsonl
     resources: {{cpus: 1}}
+  grade:
+    needs: generate
+    command: >-
+      python3 -c 'import json, sys; [print(json.dumps({{"id": r["id"], "pred": r["text"], "ref": "42"}}))
+      for r in map(json.loads, open(sys.argv[1]))]' "$QED_OUTPUT_DIR/generations.jsonl" > "$QED_OUTPUT.pairs" &&
+      qed eval grade --input "$QED_OUTPUT.pairs" --output "$QED_OUTPUT"
+    output: graded.jsonl
+    resources: {{cpus: 1}}
 """)
     qed.run("pipeline", "run", spec, *WAIT)
     out_rows = [json.loads(l) for l in (tmp_path / "out" / "generations.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in out_rows) == [f"p{i}" for i in range(6)]
+    # The eval stage graded every generation (random-weight text is never the reference answer "42").
+    graded = [json.loads(l) for l in (tmp_path / "out" / "graded.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in graded) == [f"p{i}" for i in range(6)]
+    assert all(r["correct"] is False for r in graded), graded
     status = qed.status(tmp_path / "out")
-    states = poll(lambda: (s := sacct_states(job_ids(status))) and len(s) == 3 and s, 30, "sacct records")
+    states = poll(lambda: (s := sacct_states(job_ids(status))) and len(s) == 4 and s, 30, "sacct records")
     assert set(states.values()) == {"COMPLETED"}, states
