@@ -19,6 +19,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "cli/commands.h"
+#include "cli/demo_model.h"
 #include "core/error.h"
 #include "engine/engine.h"
 #include "engine/token_decoder.h"
@@ -58,22 +59,10 @@ std::filesystem::path self_exe() {
   return std::filesystem::read_symlink("/proc/self/exe");
 }
 
-// $QED_DEMO_MODEL, else models/demo beside the binary's repository (build/qed → ../models/demo), else ./models/demo.
-std::string default_model() {
-  if (const char* env = std::getenv("QED_DEMO_MODEL"); env && *env) return env;
-  const std::filesystem::path exe_dir = self_exe().parent_path();
-  for (const auto& candidate : {exe_dir / ".." / "models" / "demo", exe_dir / "models" / "demo",
-                                std::filesystem::current_path() / "models" / "demo"}) {
-    if (std::filesystem::exists(candidate / "config.json")) return candidate.lexically_normal().string();
-  }
-  fail("qed run: no demo model found (looked beside {} and in ./models/demo); pass --model DIR or set QED_DEMO_MODEL",
-       exe_dir.string());
-}
-
 void run_run(RunOptions opt) {
   if (opt.problem.empty()) fail("qed run: the problem text is empty");
   if (opt.max_tokens < 1) fail("--max-tokens must be >= 1, got {}", opt.max_tokens);
-  if (opt.model.empty()) opt.model = default_model();
+  if (opt.model.empty()) opt.model = find_demo_model_dir();
   if (!std::filesystem::exists(opt.model + "/tokenizer.json")) fail("{}: no tokenizer.json", opt.model);
   const Tokenizer tokenizer = Tokenizer::from_dir(opt.model);
   const ChatTemplate chat = ChatTemplate::from_dir(opt.model);

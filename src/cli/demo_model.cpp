@@ -1,5 +1,6 @@
 #include "cli/demo_model.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <system_error>
 #include <vector>
@@ -11,6 +12,7 @@ namespace qed::cli {
 namespace fs = std::filesystem;
 
 std::string find_demo_model_dir() {
+  if (const char* env = std::getenv("QED_DEMO_MODEL"); env && *env) return env;
   std::vector<fs::path> candidates;
   std::error_code ec;
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
@@ -24,7 +26,7 @@ std::string find_demo_model_dir() {
     if (fs::exists(c / "config.json", ec)) return c.lexically_normal().string();
     looked += (looked.empty() ? "" : ", ") + c.lexically_normal().string();
   }
-  fail("no --model given and the demo model is not at any of: {}", looked);
+  fail("no --model given and the demo model is not at any of: {} (pass --model DIR or set QED_DEMO_MODEL)", looked);
 }
 
 }  // namespace qed::cli
