@@ -11,19 +11,6 @@
 namespace qed::cpu {
 namespace {
 
-// Eight independent partial sums: lets the compiler vectorise without -ffast-math, and keeps the rounding error of
-// long dot products (K = 13824 in the 14B MLP) closer to a BLAS blocked sum than one serial accumulator would.
-float dot(const float* a, const float* b, int n) {
-  float partial[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int k = 0;
-  for (; k + 8 <= n; k += 8) {
-    for (int lane = 0; lane < 8; ++lane) partial[lane] += a[k + lane] * b[k + lane];
-  }
-  for (; k < n; ++k) partial[k % 8] += a[k] * b[k];
-  return ((partial[0] + partial[1]) + (partial[2] + partial[3])) +
-         ((partial[4] + partial[5]) + (partial[6] + partial[7]));
-}
-
 float rms_scale(const float* x, int dim, float eps) {
   // HF: hidden.pow(2).mean(-1) in fp32, then torch.rsqrt(variance + eps).
   float sum = dot(x, x, dim);
@@ -40,6 +27,19 @@ void parallel(ThreadPool* pool, size_t n, const std::function<void(size_t, size_
 }
 
 }  // namespace
+
+// Eight independent partial sums: lets the compiler vectorise without -ffast-math, and keeps the rounding error of
+// long dot products (K = 13824 in the 14B MLP) closer to a BLAS blocked sum than one serial accumulator would.
+float dot(const float* a, const float* b, int n) {
+  float partial[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int k = 0;
+  for (; k + 8 <= n; k += 8) {
+    for (int lane = 0; lane < 8; ++lane) partial[lane] += a[k + lane] * b[k + lane];
+  }
+  for (; k < n; ++k) partial[k % 8] += a[k] * b[k];
+  return ((partial[0] + partial[1]) + (partial[2] + partial[3])) +
+         ((partial[4] + partial[5]) + (partial[6] + partial[7]));
+}
 
 void rmsnorm(const float* x, const float* weight, float* out, int rows, int dim, float eps) {
   for (int r = 0; r < rows; ++r) {

@@ -13,6 +13,10 @@ class ThreadPool;
 namespace cpu {
 
 // out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight, rows × dim (HF Qwen2RMSNorm/LlamaRMSNorm in fp32).
+// Dot product with eight partial sums in a fixed order: every reference op that multiplies (matmul, the quantized
+// GEMMs) rounds the same way.
+float dot(const float* a, const float* b, int n);
+
 void rmsnorm(const float* x, const float* weight, float* out, int rows, int dim, float eps);
 
 // residual += delta, then out = rmsnorm(residual): the "add previous sublayer output, normalise for the next" step.

@@ -7,6 +7,7 @@
 #include <limits>
 #include <vector>
 
+#include "backend/cpu/cpu_ops.h"
 #include "core/dtype.h"
 
 namespace qed::cpu {
@@ -40,18 +41,6 @@ float e4m3_value(uint8_t code) {
     return t;
   }();
   return table[code];
-}
-
-float dot_f32(const float* a, const float* b, int n) {
-  // Eight partial sums as cpu_ops' matmul, so the int8/fp8 references round like the fp32 path.
-  float partial[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int k = 0;
-  for (; k + 8 <= n; k += 8) {
-    for (int lane = 0; lane < 8; ++lane) partial[lane] += a[k + lane] * b[k + lane];
-  }
-  for (; k < n; ++k) partial[k % 8] += a[k] * b[k];
-  return ((partial[0] + partial[1]) + (partial[2] + partial[3])) +
-         ((partial[4] + partial[5]) + (partial[6] + partial[7]));
 }
 
 }  // namespace
@@ -130,7 +119,7 @@ void fp8_gemm(const uint8_t* x_q, float x_scale, const uint8_t* w_q, const float
     for (int k = 0; k < in; ++k) w[size_t(k)] = e4m3_value(w_q[size_t(j) * in + k]);
     const float scale = x_scale * (per_channel ? w_scales[j] : w_scales[0]);
     for (int r = 0; r < rows; ++r) {
-      const float value = dot_f32(x.data() + size_t(r) * in, w.data(), in) * scale;
+      const float value = dot(x.data() + size_t(r) * in, w.data(), in) * scale;
       out[size_t(r) * out_dim + j] = bias ? value + bias[j] : value;
     }
   }
@@ -142,7 +131,7 @@ void int8_wo_gemm(const float* x, const int8_t* w_q, const float* w_scales, cons
   for (int j = 0; j < out_dim; ++j) {
     for (int k = 0; k < in; ++k) w[size_t(k)] = float(w_q[size_t(j) * in + k]);
     for (int r = 0; r < rows; ++r) {
-      const float value = dot_f32(x + size_t(r) * in, w.data(), in) * w_scales[j];
+      const float value = dot(x + size_t(r) * in, w.data(), in) * w_scales[j];
       out[size_t(r) * out_dim + j] = bias ? value + bias[j] : value;
     }
   }
