@@ -7,6 +7,7 @@
 #   device machine:  tools/cuda_gpu_session.sh run    # with carry=["build-gpu/bundle"]; results in $OUT (~8 min)
 #                    tools/cuda_gpu_session.sh graphs # the decode workloads again with --cuda-graphs (~5 min)
 #                    tools/cuda_gpu_session.sh peer   # the HF transformers peer (~4 min)
+#                    tools/cuda_gpu_session.sh exec CMD...  # anything else, with the bundle's libraries found
 #
 # `run` executes, in order of value (each step logs to $OUT and the next runs whatever the last gave):
 #   1. the gpu-labelled kernel tests (test_cuda_kernels) and backend parity tests (test_cuda_backend)
@@ -50,12 +51,12 @@ run() {
   mkdir -p "$out"
   setup_env
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
-  "$BUNDLE/test_cuda_kernels" --gtest_output=json:"$out/kernels.json" 2>&1 | tee "$out/kernels.log" | tail -40
-  "$BUNDLE/test_cuda_backend" --gtest_output=json:"$out/backend.json" 2>&1 | tee "$out/backend.log" \
+  timeout 150 "$BUNDLE/test_cuda_kernels" --gtest_output=json:"$out/kernels.json" 2>&1 | tee "$out/kernels.log" | tail -40
+  timeout 200 "$BUNDLE/test_cuda_backend" --gtest_output=json:"$out/backend.json" 2>&1 | tee "$out/backend.log" \
     | grep -E "parity|FAILED|PASSED|OK \]" | tail -60
   local fixture=tests/fixtures/hf/qwen2_gqa_bias
   for backend in cpu cuda; do
-    "$BUNDLE/qed" generate --model $fixture --prompt-ids 1,2,3,4,5,6,7,8 --max-tokens 24 --temperature 0 \
+    timeout 60 "$BUNDLE/qed" generate --model $fixture --prompt-ids 1,2,3,4,5,6,7,8 --max-tokens 24 --temperature 0 \
       --backend $backend >"$out/generate_$backend.txt" 2>&1
   done
   if cmp -s "$out/generate_cpu.txt" "$out/generate_cuda.txt"; then echo "generate: cuda == cpu"; else
@@ -87,5 +88,7 @@ case "${1:-}" in
   run) run ;;
   peer) peer ;;
   graphs) graphs ;;
-  *) echo "usage: $0 bundle | run | graphs | peer"; exit 2 ;;
+  # Any command with the bundle's libraries on the path, e.g. `exec build-gpu/bundle/qed bench offline ...`.
+  exec) shift; setup_env; "$@" ;;
+  *) echo "usage: $0 bundle | run | graphs | peer | exec CMD..."; exit 2 ;;
 esac

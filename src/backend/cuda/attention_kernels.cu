@@ -12,7 +12,8 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kMaxGroup = 8;  // query heads per CTA; larger GQA groups take several CTAs per KV head
-constexpr int kMinPartitionKeys = 256;
+// Few keys per partition keep batch-1 decode parallel (1k context: 16 partitions x 8 KV heads = 128 CTAs).
+constexpr int kMinPartitionKeys = 64;
 
 struct Params {
   AttentionBatch batch;
@@ -62,6 +63,17 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params p) {
   const int kv_len = cached + (mask ? n : qi + 1);
   const int begin = part * p.partition_size;
   const int end = min(kv_len, begin + p.partition_size);
+  if (begin >= end && p.partitions > 1) {
+    // A partition past this row's context (shorter rows of the batch; graphs split for a context bucket): an empty
+    // partial, weight 0 in the merge; its values are zeroed so 0 * garbage cannot make a NaN.
+    for (int item = threadIdx.x; item < heads_here * (HEAD_DIM + 2); item += kThreads) {
+      const int g = item / (HEAD_DIM + 2), d = item % (HEAD_DIM + 2);
+      const size_t head_row = size_t(row) * p.shape.num_heads + size_t(head0 + g);
+      p.partials[(head_row * p.partitions + part) * attention_partial_floats(HEAD_DIM) + d] =
+          d == HEAD_DIM ? -INFINITY : 0.0f;
+    }
+    return;
+  }
 
   const int stream = threadIdx.x / kLanes;
   const int d0 = (threadIdx.x % kLanes) * 8;

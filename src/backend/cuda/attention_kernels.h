@@ -42,7 +42,7 @@ constexpr size_t attention_partial_floats(int head_dim) {
 }
 
 // How many KV partitions a launch splits each row's keys into: enough CTAs to fill `num_sms` multiprocessors a few
-// times over, no partition under 256 keys, and no more than `partial_capacity_floats` of scratch.
+// times over, no partition under 64 keys, and no more than `partial_capacity_floats` of scratch.
 int attention_partitions(const AttentionBatch& batch, const AttentionShape& shape, int num_sms,
                          size_t partial_capacity_floats);
 

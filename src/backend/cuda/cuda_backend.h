@@ -69,7 +69,7 @@ class CudaBackend final : public Backend {
   void prepare_samples(const ForwardBatch& batch, const cuda::StepSections& sections);
   bool graphs_enabled() const { return scratch_block_ >= 0 && !graphs_failed_; }
   void graph_decode_forward(const ForwardBatch& batch, ForwardResult& result);
-  void capture_decode_graph(int padded_rows, const cuda::StepSections& sections, const std::byte* meta);
+  void capture_decode_graph(std::pair<int, int> key, const cuda::StepSections& sections, const std::byte* meta);
   void compute_logits(const cuda::StepSections& sections, const std::byte* meta, const ForwardBatch& batch,
                       ForwardResult& result);
 
@@ -101,7 +101,8 @@ class CudaBackend final : public Backend {
 
   // CUDA graphs of decode steps, by padded batch size; their inputs live at fixed addresses (graph_meta_), and
   // padding rows write their K/V to scratch_block_, one block past the engine's cache (-1: graphs off).
-  std::map<int, cudaGraphExec_t> decode_graphs_;
+  // Keyed by (padded batch, context bucket): the attention split is fixed per bucket (see graph_decode_forward).
+  std::map<std::pair<int, int>, cudaGraphExec_t> decode_graphs_;
   cuda::DeviceBuffer graph_meta_;
   PinnedBuffer host_graph_meta_;
   int max_blocks_per_seq_ = 0;
