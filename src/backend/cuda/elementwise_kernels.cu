@@ -22,19 +22,28 @@ __global__ void gather_rows_kernel(const __nv_bfloat16* table, const int32_t* id
   }
 }
 
-__global__ void rope_kernel(__nv_bfloat16* x, int row_stride, const int32_t* positions, const float* inv_freq,
-                            int num_heads, int head_dim) {
+constexpr int kRopeHeadsPerBlock = 8;
+constexpr int kMaxRopeHalf = 256;  // head_dim <= 512
+
+// grid (rows, head groups). The angles of a row are computed once into shared memory, not once per head.
+__global__ void rope_kernel(__nv_bfloat16* __restrict__ x, int row_stride, const int32_t* __restrict__ positions,
+                            const float* __restrict__ inv_freq, int num_heads, int head_dim) {
+  __shared__ float shared_cos[kMaxRopeHalf], shared_sin[kMaxRopeHalf];
   const size_t row = blockIdx.x;
   const int half = head_dim / 2;
   const float position = float(positions[row]);
-  __nv_bfloat16* base = x + row * size_t(row_stride);
-  for (int task = threadIdx.x; task < num_heads * half; task += kThreads) {
-    const int h = task / half, i = task % half;
-    // Same fp32 steps as cpu::rope: angle = inv_freq * position, precise cosf/sinf (no fast-math intrinsics:
+  for (int i = threadIdx.x; i < half; i += kThreads) {
+    // Same fp32 steps as cpu::rope: angle = inv_freq * position, precise sincosf (no fast-math intrinsics:
     // angles reach 1e5 rad and __cosf loses all accuracy there).
-    const float angle = inv_freq[i] * position;
-    float s, c;
-    sincosf(angle, &s, &c);
+    sincosf(inv_freq[i] * position, &shared_sin[i], &shared_cos[i]);
+  }
+  __syncthreads();
+  const int first_head = blockIdx.y * kRopeHeadsPerBlock;
+  const int heads = min(kRopeHeadsPerBlock, num_heads - first_head);
+  __nv_bfloat16* base = x + row * size_t(row_stride) + size_t(first_head) * head_dim;
+  for (int task = threadIdx.x; task < heads * half; task += kThreads) {
+    const int h = task / half, i = task % half;
+    const float s = shared_sin[i], c = shared_cos[i];
     __nv_bfloat16* head = base + size_t(h) * head_dim;
     const float a = __bfloat162float(head[i]);
     const float b = __bfloat162float(head[i + half]);
@@ -47,13 +56,17 @@ __device__ __forceinline__ float silu_mul(float g, float u) {
   return (g / (1.0f + expf(-g))) * u;
 }
 
-__global__ void silu_and_mul_kernel(const __nv_bfloat16* gate_up, __nv_bfloat16* out, int inter) {
+// grid (rows, column chunks of kThreads * 8): a single decode row still spreads over several SMs.
+__global__ void silu_and_mul_kernel(const __nv_bfloat16* __restrict__ gate_up, __nv_bfloat16* __restrict__ out,
+                                    int inter) {
   const size_t row = blockIdx.x;
   const __nv_bfloat16* gate = gate_up + row * 2 * size_t(inter);
   const __nv_bfloat16* up = gate + inter;
   __nv_bfloat16* dst = out + row * size_t(inter);
+  const int begin = blockIdx.y * kThreads * 8, end = min(inter, begin + kThreads * 8);
   if (inter % 8 == 0) {
-    for (int i = threadIdx.x * 8; i < inter; i += kThreads * 8) {
+    const int i = begin + threadIdx.x * 8;
+    if (i < end) {
       float g[8], u[8], y[8];
       load_f32x8(gate + i, g);
       load_f32x8(up + i, u);
@@ -62,7 +75,7 @@ __global__ void silu_and_mul_kernel(const __nv_bfloat16* gate_up, __nv_bfloat16*
       store_f32x8(dst + i, y);
     }
   } else {
-    for (int i = threadIdx.x; i < inter; i += kThreads) {
+    for (int i = begin + threadIdx.x; i < end; i += kThreads) {
       dst[i] = __float2bfloat16(silu_mul(__bfloat162float(gate[i]), __bfloat162float(up[i])));
     }
   }
@@ -118,13 +131,16 @@ void gather_rows_bf16(const uint16_t* table, const int32_t* ids, uint16_t* out, 
 void rope_bf16(uint16_t* x, int row_stride, const int32_t* positions, const float* inv_freq, int rows, int num_heads,
                int head_dim, cudaStream_t stream) {
   if (rows <= 0) return;
-  rope_kernel<<<rows, kThreads, 0, stream>>>(as_bf16(x), row_stride, positions, inv_freq, num_heads, head_dim);
+  QED_KERNEL_REQUIRE(head_dim / 2 <= kMaxRopeHalf, "rope: head_dim above 512");
+  const dim3 grid(unsigned(rows), unsigned((num_heads + kRopeHeadsPerBlock - 1) / kRopeHeadsPerBlock));
+  rope_kernel<<<grid, kThreads, 0, stream>>>(as_bf16(x), row_stride, positions, inv_freq, num_heads, head_dim);
   QED_CUDA_CHECK_LAUNCH();
 }
 
 void silu_and_mul_bf16(const uint16_t* gate_up, uint16_t* out, int rows, int inter, cudaStream_t stream) {
   if (rows <= 0) return;
-  silu_and_mul_kernel<<<rows, kThreads, 0, stream>>>(as_bf16(gate_up), as_bf16(out), inter);
+  const dim3 grid(unsigned(rows), unsigned((inter + kThreads * 8 - 1) / (kThreads * 8)));
+  silu_and_mul_kernel<<<grid, kThreads, 0, stream>>>(as_bf16(gate_up), as_bf16(out), inter);
   QED_CUDA_CHECK_LAUNCH();
 }
 

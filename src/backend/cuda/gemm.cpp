@@ -1,6 +1,7 @@
 #include "backend/cuda/gemm.h"
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/gemv_kernels.h"
 #include "core/error.h"
 
 namespace qed::cuda {
@@ -118,6 +119,11 @@ void Gemm::run(const void* x, GemmType x_type, const GemmWeight& w, const void* 
   }
   if (x_type != GemmType::BF16 || w.type != GemmType::BF16 || y_type == GemmType::F8_E4M3) {
     fail("gemm: bf16 x bf16 -> bf16/fp32 only");
+  }
+  if (gemv_supports(rows, w.in_features)) {  // decode: bandwidth-bound, our GEMV beats cuBLASLt's picks there
+    gemv_bf16(static_cast<const uint16_t*>(x), static_cast<const uint16_t*>(w.data), static_cast<const uint16_t*>(bias),
+              y, y_type == GemmType::F32, rows, w.out_features, w.in_features, stream);
+    return;
   }
   Plan& plan = plan_for(Key{rows, w.out_features, w.in_features, x_type, w.type, y_type, bias != nullptr});
   if (bias) {
