@@ -3,7 +3,8 @@
 // warm-up) on random bf16 data in permuted 16-token blocks. Prints ms per layer, the same ×layers, and TFLOP/s of
 // the causal attention (4·head_dim FLOPs per visible (query head, key) pair).
 //   bench_prefill_attention [--prompt 1024,8192] [--cached 0] [--heads 40] [--kv-heads 8] [--head-dim 128]
-//                           [--block-size 16] [--layers 48] [--iters 10] [--skip-decode-kernel]
+//                           [--block-size 16] [--layers 48] [--iters 10] [--tile-rows 64|128]
+//                           [--skip-decode-kernel]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -29,6 +30,7 @@ namespace {
 struct Options {
   std::vector<int> prompts = {1024, 8192};
   int cached = 0, heads = 40, kv_heads = 8, head_dim = 128, block_size = 16, layers = 48, iters = 10;
+  int tile_rows = qed::cuda::kPrefillTileRows;
   bool decode_kernel = true;
 };
 
@@ -59,6 +61,8 @@ Options parse(int argc, char** argv) {
       o.block_size = std::stoi(value());
     } else if (arg == "--layers") {
       o.layers = std::stoi(value());
+    } else if (arg == "--tile-rows") {
+      o.tile_rows = std::stoi(value());
     } else if (arg == "--iters") {
       o.iters = std::stoi(value());
     } else if (arg == "--skip-decode-kernel") {
@@ -128,7 +132,7 @@ void bench_prompt(const Options& o, int n, int num_sms) {
   auto d_mask_offset = upload(std::vector<int32_t>{-1});
   auto d_row_seq = upload(std::vector<int32_t>(size_t(n), 0));
   std::vector<int32_t> tiles;
-  for (int first = n - 1 - (n - 1) % qed::cuda::kPrefillTileRows; first >= 0; first -= qed::cuda::kPrefillTileRows) {
+  for (int first = n - 1 - (n - 1) % o.tile_rows; first >= 0; first -= o.tile_rows) {
     tiles.push_back(0);
     tiles.push_back(first);  // heaviest first, as pack_step orders them
   }
@@ -154,10 +158,10 @@ void bench_prompt(const Options& o, int n, int num_sms) {
   };
   const float prefill_ms = median_ms(o.iters, [&] {
     qed::cuda::prefill_attention_bf16(d_qkv.as<uint16_t>(), q_stride, d_k.as<uint16_t>(), d_v.as<uint16_t>(), batch,
-                                      d_tiles.as<int32_t>(), int(tiles.size() / 2), shape, d_out.as<uint16_t>(),
-                                      nullptr);
+                                      d_tiles.as<int32_t>(), int(tiles.size() / 2), o.tile_rows, shape,
+                                      d_out.as<uint16_t>(), nullptr);
   });
-  report("prefill (mma)", prefill_ms);
+  report(o.tile_rows == 128 ? "prefill mma 128" : "prefill mma 64", prefill_ms);
   if (!o.decode_kernel) return;
   const size_t capacity = size_t(64) << 20;
   const int partitions = qed::cuda::attention_partitions(batch, shape, num_sms, capacity);
@@ -176,6 +180,10 @@ int main(int argc, char** argv) {
   if (qed::cuda::list_devices().empty()) {
     std::fprintf(stderr, "bench_prefill_attention: no CUDA device\n");
     return 1;
+  }
+  if (!qed::cuda::prefill_tile_rows_supported(o.tile_rows)) {
+    std::fprintf(stderr, "bench_prefill_attention: --tile-rows must be 64 or 128\n");
+    return 2;
   }
   if (!qed::cuda::prefill_attention_supports(o.head_dim)) {
     std::fprintf(stderr, "bench_prefill_attention: head_dim %d has no prefill kernel (64, 128)\n", o.head_dim);

@@ -1,7 +1,8 @@
 // Tensor-core prefill attention (prefill_attention_kernels.h) against cpu::attention on random bf16 Q/K/V in
 // shuffled physical blocks: fresh prompts of 1..700 tokens (on and off the 64-row tile and the block size), chunked
 // prefill over cached prefixes of any length, GQA ratios 1/5/8, head_dim 64/128, several sequences and tiles in any
-// order per launch, and the backend's mixed step (prefill tiles + flash-decoding rows through a row list, split-K).
+// order per launch, tiles of 64 and 128 rows, and the backend's mixed step (prefill tiles + flash-decoding rows through
+// a row list, split-K).
 //
 // Tolerance of the prefill kernel's rows. The reference is fp32 on the same bf16 inputs. The kernel rounds the
 // unnormalised weights p = exp(s - m) ∈ [0, 1] to bf16 (relative error ≤ 2⁻⁸) for the tensor-core P·V and divides
@@ -20,6 +21,7 @@
 
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cuda/attention_kernels.h"
+#include "backend/cuda/cuda_check.h"
 #include "backend/cuda/prefill_attention_kernels.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -59,7 +61,7 @@ struct Problem {
   std::vector<uint8_t> masks;
   std::vector<std::vector<int32_t>> tables;
   std::vector<std::vector<uint8_t>> seq_masks;
-  std::vector<int32_t> tiles, decode_rows;
+  std::vector<int32_t> prefill_seqs, decode_rows;
   std::vector<Kernel> row_kernel;
   std::vector<float> want, abs_weighted;  // reference on V, and on |V| (Σ w·|v| per element)
   float v_max = 0.0f;
@@ -125,10 +127,7 @@ Problem make_problem(const Case& c, std::mt19937& rng) {
     }
     p.seq_masks.push_back(mask);
     if (spec.kernel == Kernel::Prefill) {
-      for (int first = 0; first < spec.n; first += cuda::kPrefillTileRows) {
-        p.tiles.push_back(int32_t(s));
-        p.tiles.push_back(first);
-      }
+      p.prefill_seqs.push_back(int32_t(s));
     } else {
       for (int i = 0; i < spec.n; ++i) p.decode_rows.push_back(p.rows + i);
       p.decode_max_kv_len = std::max(p.decode_max_kv_len, spec.num_cached + spec.n);
@@ -139,17 +138,6 @@ Problem make_problem(const Case& c, std::mt19937& rng) {
     }
     p.rows += spec.n;
   }
-  // The kernel must not depend on the order of its tiles: shuffle them.
-  std::vector<size_t> order(p.tiles.size() / 2);
-  std::iota(order.begin(), order.end(), 0);
-  std::shuffle(order.begin(), order.end(), rng);
-  std::vector<int32_t> shuffled;
-  for (size_t t : order) {
-    shuffled.push_back(p.tiles[2 * t]);
-    shuffled.push_back(p.tiles[2 * t + 1]);
-  }
-  p.tiles = shuffled;
-
   std::vector<float> q_part = random_bf16_values(size_t(p.rows) * p.q_stride, rng, c.q_scale);
   p.qkv = std::move(q_part);
   p.want = reference(c, p, p.v_cache, p.seq_masks);
@@ -157,6 +145,21 @@ Problem make_problem(const Case& c, std::mt19937& rng) {
   for (size_t i = 0; i < v_abs.size(); ++i) v_abs[i] = std::fabs(p.v_cache[i]);
   p.abs_weighted = reference(c, p, v_abs, p.seq_masks);
   return p;
+}
+
+// (sequence, first row) of every tile of the prefill sequences, in a random order (the kernel must not depend on it).
+std::vector<int32_t> make_tiles(const Problem& p, int tile_rows, std::mt19937& rng) {
+  std::vector<std::pair<int32_t, int32_t>> tiles;
+  for (int32_t s : p.prefill_seqs) {
+    for (int32_t first = 0; first < p.num_new[size_t(s)]; first += tile_rows) tiles.emplace_back(s, first);
+  }
+  std::shuffle(tiles.begin(), tiles.end(), rng);
+  std::vector<int32_t> flat;
+  for (const auto& [s, first] : tiles) {
+    flat.push_back(s);
+    flat.push_back(first);
+  }
+  return flat;
 }
 
 float tolerance(const Problem& p, size_t element, Kernel kernel) {
@@ -183,7 +186,7 @@ std::string where(const Problem& p, const Case& c, size_t i) {
 }
 
 struct DeviceProblem {
-  cuda::DeviceBuffer qkv, k, v, q_start, num_new, num_cached, block_offset, tables, mask_offset, masks, row_seq, tiles,
+  cuda::DeviceBuffer qkv, k, v, q_start, num_new, num_cached, block_offset, tables, mask_offset, masks, row_seq,
       decode_rows;
   cuda::AttentionBatch batch;
   cuda::AttentionShape shape;
@@ -201,7 +204,6 @@ DeviceProblem upload_problem(const Case& c, const Problem& p) {
                   upload(p.mask_offset),
                   upload(p.masks),
                   upload(p.row_seq),
-                  upload(p.tiles),
                   upload(p.decode_rows),
                   {},
                   {}};
@@ -220,47 +222,60 @@ DeviceProblem upload_problem(const Case& c, const Problem& p) {
   return d;
 }
 
-// Runs the prefill kernel alone (its rows must match, every other row must stay untouched), then the
+// The prefill kernel's output for the given tiles, on a poisoned buffer (returned for the decode kernel to add to).
+cuda::DeviceBuffer run_prefill(const Problem& p, const DeviceProblem& d, const std::vector<int32_t>& tiles,
+                               int tile_rows) {
+  auto d_tiles = upload(tiles);
+  auto d_out = poisoned_bf16(p.want.size());
+  cuda::prefill_attention_bf16(d.qkv.as<uint16_t>(), p.q_stride, d.k.as<uint16_t>(), d.v.as<uint16_t>(), d.batch,
+                               d_tiles.as<int32_t>(), int(tiles.size() / 2), tile_rows, d.shape, d_out.as<uint16_t>(),
+                               nullptr);
+  QED_CUDA_CHECK(cudaDeviceSynchronize());
+  return d_out;
+}
+
+// For each tile size: the prefill kernel alone (its rows must match, every other row must stay untouched), then the
 // flash-decoding kernel on the remaining rows as the backend does (the whole output must match).
 void run_case(const Case& c, std::mt19937& rng) {
   const Problem p = make_problem(c, rng);
   DeviceProblem d = upload_problem(c, p);
-  const std::string what = describe(c);
-  auto d_out = poisoned_bf16(p.want.size());
-  cuda::prefill_attention_bf16(d.qkv.as<uint16_t>(), p.q_stride, d.k.as<uint16_t>(), d.v.as<uint16_t>(), d.batch,
-                               d.tiles.as<int32_t>(), int(p.tiles.size() / 2), d.shape, d_out.as<uint16_t>(), nullptr);
-  const std::vector<uint16_t> bits = download<uint16_t>(d_out, p.want.size());
-  float worst = 0.0f;  // largest |error| / tolerance over the prefill rows, printed for tightening
-  for (size_t i = 0; i < bits.size(); ++i) {
-    const Kernel kernel = p.row_kernel[i / size_t(p.q_dim)];
-    if (kernel != Kernel::Prefill) {
-      ASSERT_EQ(bits[i], kPoison) << what << ": prefill kernel wrote " << where(p, c, i) << ", not one of its rows";
-      continue;
+  for (int tile_rows : {64, 128}) {
+    const std::string what = describe(c) + " tile_rows " + std::to_string(tile_rows);
+    cuda::DeviceBuffer d_out = run_prefill(p, d, make_tiles(p, tile_rows, rng), tile_rows);
+    const std::vector<uint16_t> bits = download<uint16_t>(d_out, p.want.size());
+    float worst = 0.0f;  // largest |error| / tolerance over the prefill rows, printed for tightening
+    for (size_t i = 0; i < bits.size(); ++i) {
+      const Kernel kernel = p.row_kernel[i / size_t(p.q_dim)];
+      if (kernel != Kernel::Prefill) {
+        ASSERT_EQ(bits[i], kPoison) << what << ": prefill kernel wrote " << where(p, c, i) << ", not one of its rows";
+        continue;
+      }
+      const float got = bf16_to_float(bits[i]);
+      const float error = std::fabs(got - p.want[i]);
+      const float bound = tolerance(p, i, kernel);
+      ASSERT_TRUE(error <= bound) << what << ": " << where(p, c, i) << " got " << got << " want " << p.want[i]
+                                  << " (tolerance " << bound << ")";
+      worst = std::max(worst, error / bound);
     }
-    const float got = bf16_to_float(bits[i]);
-    const float error = std::fabs(got - p.want[i]);
-    const float bound = tolerance(p, i, kernel);
-    ASSERT_TRUE(error <= bound) << what << ": " << where(p, c, i) << " got " << got << " want " << p.want[i]
-                                << " (tolerance " << bound << ")";
-    worst = std::max(worst, error / bound);
-  }
-  std::cout << "[ prefill ] " << what << ": worst error / tolerance " << worst << "\n";
-  if (p.decode_rows.empty()) return;
+    std::cout << "[ prefill ] " << what << ": worst error / tolerance " << worst << "\n";
+    if (p.decode_rows.empty()) continue;
 
-  const int partitions = c.decode_partitions > 0 ? c.decode_partitions
-                                                 : cuda::attention_partitions(d.batch, d.shape, 132, size_t(64) << 20);
-  cuda::DeviceBuffer partials(
-      std::max<size_t>(p.decode_rows.size() * c.num_heads * partitions * cuda::attention_partial_floats(c.head_dim),
-                       1) *
-      sizeof(float));
-  cuda::paged_attention_bf16(d.qkv.as<uint16_t>(), p.q_stride, d.k.as<uint16_t>(), d.v.as<uint16_t>(), d.batch, d.shape,
-                             partitions, partials.as<float>(), d_out.as<uint16_t>(), nullptr);
-  const std::vector<float> got = from_bf16(download<uint16_t>(d_out, p.want.size()));
-  for (size_t i = 0; i < got.size(); ++i) {
-    const float bound = tolerance(p, i, p.row_kernel[i / size_t(p.q_dim)]);
-    ASSERT_TRUE(std::fabs(got[i] - p.want[i]) <= bound)
-        << what << " partitions " << partitions << ": " << where(p, c, i) << " got " << got[i] << " want " << p.want[i]
-        << " (tolerance " << bound << ")";
+    const int partitions = c.decode_partitions > 0
+                               ? c.decode_partitions
+                               : cuda::attention_partitions(d.batch, d.shape, 132, size_t(64) << 20);
+    cuda::DeviceBuffer partials(
+        std::max<size_t>(p.decode_rows.size() * c.num_heads * partitions * cuda::attention_partial_floats(c.head_dim),
+                         1) *
+        sizeof(float));
+    cuda::paged_attention_bf16(d.qkv.as<uint16_t>(), p.q_stride, d.k.as<uint16_t>(), d.v.as<uint16_t>(), d.batch,
+                               d.shape, partitions, partials.as<float>(), d_out.as<uint16_t>(), nullptr);
+    const std::vector<float> got = from_bf16(download<uint16_t>(d_out, p.want.size()));
+    for (size_t i = 0; i < got.size(); ++i) {
+      const float bound = tolerance(p, i, p.row_kernel[i / size_t(p.q_dim)]);
+      ASSERT_TRUE(std::fabs(got[i] - p.want[i]) <= bound)
+          << what << " partitions " << partitions << ": " << where(p, c, i) << " got " << got[i] << " want "
+          << p.want[i] << " (tolerance " << bound << ")";
+    }
   }
 }
 
@@ -327,9 +342,7 @@ TEST_F(PrefillAttentionKernel, ToleranceRejectsAMaskMissingOneKey) {
   }
   const std::vector<float> wrong = reference(c, p, p.v_cache, shifted);
   DeviceProblem d = upload_problem(c, p);
-  auto d_out = poisoned_bf16(p.want.size());
-  cuda::prefill_attention_bf16(d.qkv.as<uint16_t>(), p.q_stride, d.k.as<uint16_t>(), d.v.as<uint16_t>(), d.batch,
-                               d.tiles.as<int32_t>(), int(p.tiles.size() / 2), d.shape, d_out.as<uint16_t>(), nullptr);
+  const cuda::DeviceBuffer d_out = run_prefill(p, d, make_tiles(p, 64, rng), 64);
   const std::vector<float> got = from_bf16(download<uint16_t>(d_out, p.want.size()));
   size_t close_to_right = 0, far_from_wrong = 0;
   for (size_t i = 0; i < got.size(); ++i) {
@@ -341,12 +354,17 @@ TEST_F(PrefillAttentionKernel, ToleranceRejectsAMaskMissingOneKey) {
   EXPECT_GT(far_from_wrong, got.size() / 5) << far_from_wrong << " of " << got.size();
 }
 
-TEST_F(PrefillAttentionKernel, RejectsUncompiledHeadDims) {
+TEST_F(PrefillAttentionKernel, RejectsUncompiledHeadDimsAndTileSizes) {
   cuda::AttentionBatch batch;
   const cuda::AttentionShape shape{4, 4, 96, 16, 0.1f};
   EXPECT_FALSE(cuda::prefill_attention_supports(96));
-  EXPECT_THROW(cuda::prefill_attention_bf16(nullptr, 384, nullptr, nullptr, batch, nullptr, 1, shape, nullptr, nullptr),
-               Error);
+  EXPECT_THROW(
+      cuda::prefill_attention_bf16(nullptr, 384, nullptr, nullptr, batch, nullptr, 1, 64, shape, nullptr, nullptr),
+      Error);
+  const cuda::AttentionShape good{4, 4, 128, 16, 0.1f};
+  EXPECT_THROW(
+      cuda::prefill_attention_bf16(nullptr, 1536, nullptr, nullptr, batch, nullptr, 1, 96, good, nullptr, nullptr),
+      Error);
 }
 
 }  // namespace

@@ -374,7 +374,8 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
     }
     if (s.prefill_tile_count > 0) {
       cuda::prefill_attention_bf16(qkv, qkv_dim_, k_cache, v_cache, attention, ints(s.prefill_tiles),
-                                   s.prefill_tile_count, shape, attn_.as<uint16_t>(), stream_);
+                                   s.prefill_tile_count, s.routing.prefill_tile_rows, shape, attn_.as<uint16_t>(),
+                                   stream_);
     }
     gemm_->run(attn_.data(), bf16, weight(w.o_proj, hidden, q_dim), bf16_or_null(w.o_bias), delta, bf16, rows, stream_);
     cuda::rmsnorm_bf16(delta, residual, w.post_attention_norm.as<uint16_t>(), normed, rows, hidden, eps, stream_);

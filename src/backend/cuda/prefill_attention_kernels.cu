@@ -10,21 +10,17 @@
 namespace qed::cuda {
 namespace {
 
-// Four warps, each owning 16 query rows of the tile (one m16 slice of every MMA); all 128 threads load tiles.
-constexpr int kWarps = 4;
-constexpr int kThreads = 32 * kWarps;
-constexpr int kTileM = 16 * kWarps;
+// WARPS warps (4 or 8), each owning 16 query rows of the tile (one m16 slice of every MMA); all threads load tiles.
 constexpr int kTileN = 64;  // keys per KV tile
-static_assert(kTileM == kPrefillTileRows, "one m16 slice per warp");
 constexpr float kLog2e = 1.4426950408889634f;
 
 // Shared memory: the Q tile, one K tile and one V tile, bf16, row-major [row][d]. Rows are padded by 16 bytes so
 // the eight 16-byte rows one ldmatrix phase reads fall into distinct bank groups (a row pitch of 16 mod 128 bytes).
-template <int D>
+template <int D, int WARPS>
 struct SmemLayout {
   static constexpr int kPitch = D + 8;  // bf16 elements per row
   static constexpr int kQ = 0;
-  static constexpr int kK = kQ + kTileM * kPitch;
+  static constexpr int kK = kQ + 16 * WARPS * kPitch;
   static constexpr int kV = kK + kTileN * kPitch;
   static constexpr int kBytes = (kV + kTileN * kPitch) * 2;
 };
@@ -98,9 +94,10 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 
 // Keys ks .. ks + kTileN - 1 of one KV head into shared memory, each 16-byte chunk through the block table; keys at
 // or past kv_end (not in the cache for this tile) are zero-filled so 0-weight products stay finite.
-template <int D>
+template <int D, int WARPS>
 __device__ __forceinline__ void load_kv_tile(uint32_t dst, const __nv_bfloat16* cache, const int32_t* table,
                                              const PrefillParams& p, int kv_head, int ks, int kv_end) {
+  constexpr int kThreads = 32 * WARPS;
   constexpr int kChunks = D / 8;
   static_assert(kTileN * kChunks % kThreads == 0, "whole rounds of chunks");
 #pragma unroll
@@ -114,13 +111,15 @@ __device__ __forceinline__ void load_kv_tile(uint32_t dst, const __nv_bfloat16* 
       const size_t slot = size_t(table[t / p.block_size]) * p.block_size + size_t(t % p.block_size);
       src = cache + slot * p.kv_dim + size_t(kv_head) * D + col * 8;
     }
-    cp_async_16(dst + uint32_t((r * SmemLayout<D>::kPitch + col * 8) * 2), src, valid);
+    cp_async_16(dst + uint32_t((r * SmemLayout<D, WARPS>::kPitch + col * 8) * 2), src, valid);
   }
 }
 
-template <int D>
-__global__ void __launch_bounds__(kThreads) prefill_attention_kernel(PrefillParams p) {
-  using L = SmemLayout<D>;
+template <int D, int WARPS>
+__global__ void __launch_bounds__(32 * WARPS) prefill_attention_kernel(PrefillParams p) {
+  using L = SmemLayout<D, WARPS>;
+  constexpr int kThreads = 32 * WARPS;
+  constexpr int kTileM = 16 * WARPS;
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
   constexpr int kSteps = D / 16;  // k-steps of Q·Kᵀ, and pairs of 8-wide d tiles of P·V
   constexpr int kKeyTiles = kTileN / 8;
@@ -152,6 +151,7 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(PrefillPara
   const int last_key_lo = cached + row_lo;  // causal: the last key row_lo sees; row_lo + 8 sees 8 more
 
   // Q tile (rows past the chunk zero-filled) and the first K tile, one async group.
+  static_assert(kTileM * kChunks % kThreads == 0, "whole rounds of chunks");
 #pragma unroll
   for (int i = 0; i < kTileM * kChunks / kThreads; ++i) {
     const int c = int(threadIdx.x) + i * kThreads;
@@ -160,7 +160,7 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(PrefillPara
     const __nv_bfloat16* src = valid ? p.q + size_t(q_row0 + first + r) * p.q_stride + size_t(head) * D + col * 8 : p.q;
     cp_async_16(sq + uint32_t((r * L::kPitch + col * 8) * 2), src, valid);
   }
-  load_kv_tile<D>(sk, p.k_cache, table, p, kv_head, 0, kv_end);
+  load_kv_tile<D, WARPS>(sk, p.k_cache, table, p, kv_head, 0, kv_end);
   cp_async_commit();
 
   uint32_t qf[kSteps][4];
@@ -177,7 +177,7 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(PrefillPara
     const int ks = kt * kTileN;
     cp_async_wait_all();
     __syncthreads();  // K tile kt (and Q) landed for every thread; every warp is done reading V tile kt - 1
-    load_kv_tile<D>(sv, p.v_cache, table, p, kv_head, ks, kv_end);
+    load_kv_tile<D, WARPS>(sv, p.v_cache, table, p, kv_head, ks, kv_end);
     cp_async_commit();
     if (kt == 0) {
 #pragma unroll
@@ -252,7 +252,7 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(PrefillPara
     cp_async_wait_all();
     __syncthreads();  // V tile kt landed; every warp is done reading K tile kt
     if (kt + 1 < kv_tiles) {
-      load_kv_tile<D>(sk, p.k_cache, table, p, kv_head, ks + kTileN, kv_end);
+      load_kv_tile<D, WARPS>(sk, p.k_cache, table, p, kv_head, ks + kTileN, kv_end);
       cp_async_commit();
     }
 
@@ -293,22 +293,24 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(PrefillPara
   }
 }
 
-template <int D>
+template <int D, int WARPS>
 void launch(const PrefillParams& params, int num_tiles, cudaStream_t stream) {
-  constexpr int bytes = SmemLayout<D>::kBytes;
+  constexpr int bytes = SmemLayout<D, WARPS>::kBytes;
   // Above 48 KiB a kernel's dynamic shared memory must be opted into (per function; cheap, not a stream operation).
-  QED_CUDA_CHECK(cudaFuncSetAttribute(prefill_attention_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  QED_CUDA_CHECK(
+      cudaFuncSetAttribute(prefill_attention_kernel<D, WARPS>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
   const unsigned blocks = unsigned(num_tiles) * unsigned(params.num_heads);
-  prefill_attention_kernel<D><<<blocks, kThreads, bytes, stream>>>(params);
+  prefill_attention_kernel<D, WARPS><<<blocks, 32 * WARPS, bytes, stream>>>(params);
   QED_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
 
 void prefill_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
-                            const AttentionBatch& batch, const int32_t* tiles, int num_tiles,
+                            const AttentionBatch& batch, const int32_t* tiles, int num_tiles, int tile_rows,
                             const AttentionShape& shape, uint16_t* out, cudaStream_t stream) {
   if (num_tiles <= 0) return;
+  QED_KERNEL_REQUIRE(prefill_tile_rows_supported(tile_rows), "prefill attention: tile_rows must be 64 or 128");
   QED_KERNEL_REQUIRE(shape.num_kv_heads > 0 && shape.num_heads % shape.num_kv_heads == 0,
                      "prefill attention: num_heads must be a positive multiple of num_kv_heads");
   QED_KERNEL_REQUIRE(shape.block_size > 0, "prefill attention: block_size must be positive");
@@ -332,10 +334,11 @@ void prefill_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_c
   params.block_size = shape.block_size;
   params.scale_log2 = shape.scale * kLog2e;
   params.out = as_bf16(out);
+  const bool wide = tile_rows == 128;
   if (shape.head_dim == 64) {
-    launch<64>(params, num_tiles, stream);
+    wide ? launch<64, 8>(params, num_tiles, stream) : launch<64, 4>(params, num_tiles, stream);
   } else {
-    launch<128>(params, num_tiles, stream);
+    wide ? launch<128, 8>(params, num_tiles, stream) : launch<128, 4>(params, num_tiles, stream);
   }
 }
 

@@ -1,6 +1,6 @@
 #pragma once
 // Tensor-core attention for causal chunks with many new rows (prefill, chunked prefill over cached blocks),
-// FlashAttention-2 style: one CTA per (tile of up to kPrefillTileRows new rows of one sequence, query head); it
+// FlashAttention-2 style: one CTA per (tile of up to 64 or 128 new rows of one sequence, query head); it
 // streams the sequence's keys and values through the block table in tiles of 64 keys, S = Q·Kᵀ and O += P·V on
 // mma.sync m16n8k16 (bf16 in, fp32 accumulate; sm_80 and later), an online softmax in fp32, and skips KV tiles
 // past the tile's last row. Each KV tile is read once per 64 query rows instead of once per row, as the
@@ -18,7 +18,12 @@
 
 namespace qed::cuda {
 
-constexpr int kPrefillTileRows = 64;  // new rows (query tokens) of one sequence per CTA
+// New rows (query tokens) of one sequence per CTA: 64 (4 warps) or 128 (8 warps; half the K/V reads per row, one
+// CTA per SM at head_dim 128). kPrefillTileRows is the backend's choice.
+constexpr bool prefill_tile_rows_supported(int tile_rows) {
+  return tile_rows == 64 || tile_rows == 128;
+}
+constexpr int kPrefillTileRows = 64;
 
 // Head dims the kernel is compiled for; other head dims take paged_attention_bf16.
 constexpr bool prefill_attention_supports(int head_dim) {
@@ -26,12 +31,12 @@ constexpr bool prefill_attention_supports(int head_dim) {
 }
 
 // Attention of the rows named by `tiles` (device, 2 int32 per tile: sequence index, first new row of the tile;
-// the tile covers new rows first .. min(first + kPrefillTileRows, n) - 1 of that sequence), causal: new row i of a
+// the tile covers new rows first .. min(first + tile_rows, n) - 1 of that sequence), causal: new row i of a
 // sequence sees its cached prefix and new rows 0..i. Only the per-sequence arrays and block_tables of `batch` are
 // read (seq_q_start, seq_num_new, seq_num_cached, seq_block_offset); its masks are ignored, so tree-masked
 // sequences must not be in `tiles`. q, k_cache, v_cache and out as paged_attention_bf16.
 void prefill_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
-                            const AttentionBatch& batch, const int32_t* tiles, int num_tiles,
+                            const AttentionBatch& batch, const int32_t* tiles, int num_tiles, int tile_rows,
                             const AttentionShape& shape, uint16_t* out, cudaStream_t stream);
 
 }  // namespace qed::cuda
