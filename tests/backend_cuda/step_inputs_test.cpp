@@ -76,6 +76,55 @@ TEST(CudaStepInputs, SectionsAreSixteenByteAlignedAndDisjoint) {
   EXPECT_GE(s.total_bytes, s.masks + 4);
 }
 
+TEST(CudaStepInputs, RoutesLongCausalChunksToPrefillTilesAndTheRestToDecodeRows) {
+  auto chunk = [](int n, int cached, bool tree) {
+    SequenceChunk seq;
+    seq.tokens.assign(size_t(n), 1);
+    seq.num_cached = cached;
+    seq.block_table.assign(size_t((cached + n + 15) / 16), 0);
+    if (tree) seq.attention_mask.assign(size_t(n) * n, 1);
+    return seq;
+  };
+  ForwardBatch batch;
+  batch.sequences = {chunk(1, 500, false),     // decode row 0
+                     chunk(130, 20, false),    // rows 1..130: tiles of 64, 64, 2 rows
+                     chunk(40, 0, true),       // rows 131..170: tree-masked, however long, stays on the decode kernel
+                     chunk(7, 3, false),       // rows 171..177: shorter than min_rows
+                     chunk(64, 1000, false)};  // rows 178..241: one full tile over a long prefix
+  const cuda::AttentionRouting routing{8, 64};
+  EXPECT_FALSE(cuda::routes_to_prefill(batch.sequences[0], routing));
+  EXPECT_TRUE(cuda::routes_to_prefill(batch.sequences[1], routing));
+  EXPECT_FALSE(cuda::routes_to_prefill(batch.sequences[2], routing));
+  EXPECT_FALSE(cuda::routes_to_prefill(batch.sequences[1], cuda::AttentionRouting{}));  // default: nothing routed
+  const cuda::StepSections s = cuda::measure_step(batch, routing);
+  EXPECT_EQ(s.rows, 242);
+  EXPECT_EQ(s.prefill_tile_count, 4);
+  EXPECT_EQ(s.decode_row_count, 1 + 40 + 7);
+  EXPECT_EQ(s.decode_max_kv_len, 501);
+  EXPECT_EQ(s.max_kv_len, 1064);
+  EXPECT_EQ(s.decode_rows % 16, 0u);
+  EXPECT_EQ(s.prefill_tiles % 16, 0u);
+  EXPECT_GE(s.decode_rows, s.masks + 40 * 40);
+  EXPECT_GE(s.prefill_tiles, s.decode_rows + 48 * sizeof(int32_t));
+  EXPECT_GE(s.total_bytes, s.prefill_tiles + 8 * sizeof(int32_t));
+  std::vector<std::byte> buffer(s.total_bytes, std::byte{0xAB});
+  cuda::pack_step(batch, 16, s, buffer.data());
+  std::vector<int32_t> decode_rows = {0};
+  for (int r = 131; r < 178; ++r) decode_rows.push_back(r);
+  EXPECT_EQ(section(buffer, s.decode_rows, 48), decode_rows);
+  // (sequence, first row), by decreasing keys seen by the tile's last row: 1064, 150, 148, 84.
+  EXPECT_EQ(section(buffer, s.prefill_tiles, 8), (std::vector<int32_t>{4, 0, 1, 128, 1, 64, 1, 0}));
+
+  const cuda::StepSections unrouted = cuda::measure_step(batch);
+  EXPECT_EQ(unrouted.decode_row_count, unrouted.rows);
+  EXPECT_EQ(unrouted.decode_max_kv_len, unrouted.max_kv_len);
+  EXPECT_EQ(unrouted.prefill_tile_count, 0);
+  const cuda::StepSections graph = cuda::decode_graph_sections(4, 2, 32);
+  EXPECT_EQ(graph.decode_row_count, graph.rows);  // graph steps never carry a row list or prefill tiles
+  EXPECT_EQ(graph.decode_max_kv_len, 32);
+  EXPECT_EQ(graph.prefill_tile_count, 0);
+}
+
 TEST(CudaStepInputs, GraphDecodeStepPadsRowsOntoTheScratchBlock) {
   ForwardBatch batch;
   SequenceChunk a;

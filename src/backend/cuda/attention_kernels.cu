@@ -44,7 +44,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params p) {
   __shared__ float shared_acc[kStreams][kMaxGroup][HEAD_DIM];
 
   const AttentionBatch& b = p.batch;
-  const int row = blockIdx.x;
+  const int row = b.row_list ? b.row_list[blockIdx.x] : int(blockIdx.x);
   const int kv_head = blockIdx.y / p.subgroups;
   const int group = p.shape.num_heads / p.shape.num_kv_heads;
   const int first_in_group = (blockIdx.y % p.subgroups) * kMaxGroup;
@@ -166,12 +166,14 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params p) {
       sum += shared_l[s][g] * w;
       value += shared_acc[s][g][d] * w;
     }
-    const size_t head_row = size_t(row) * p.shape.num_heads + size_t(head0 + g);
     if (p.partitions == 1) {
       // No visible key at all (a mask hiding everything, empty prefix): zeros, as cpu::attention.
+      const size_t head_row = size_t(row) * p.shape.num_heads + size_t(head0 + g);
       p.out[head_row * HEAD_DIM + d] = __float2bfloat16(sum > 0.0f ? value / sum : 0.0f);
     } else {
-      float* partial = p.partials + (head_row * p.partitions + part) * attention_partial_floats(HEAD_DIM);
+      // Partials are indexed by the launch's row index (blockIdx.x), not the step's row: sized for batch.rows.
+      const size_t launch_row = size_t(blockIdx.x) * p.shape.num_heads + size_t(head0 + g);
+      float* partial = p.partials + (launch_row * p.partitions + part) * attention_partial_floats(HEAD_DIM);
       partial[d] = value;
       if (d == 0) {
         partial[HEAD_DIM] = merged;
@@ -181,11 +183,13 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params p) {
   }
 }
 
-__global__ void merge_partitions_kernel(const float* partials, int partitions, int num_heads, int head_dim,
-                                        __nv_bfloat16* out) {
-  const size_t head_row = size_t(blockIdx.x) * num_heads + blockIdx.y;
+__global__ void merge_partitions_kernel(const float* partials, const int32_t* row_list, int partitions, int num_heads,
+                                        int head_dim, __nv_bfloat16* out) {
+  const size_t launch_row = size_t(blockIdx.x) * num_heads + blockIdx.y;
+  const int row = row_list ? row_list[blockIdx.x] : int(blockIdx.x);
+  const size_t head_row = size_t(row) * num_heads + blockIdx.y;
   const size_t stride = attention_partial_floats(head_dim);
-  const float* first = partials + head_row * partitions * stride;
+  const float* first = partials + launch_row * partitions * stride;
   float merged = -INFINITY;
   for (int part = 0; part < partitions; ++part) merged = fmaxf(merged, first[part * stride + head_dim]);
   for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
@@ -274,7 +278,7 @@ void paged_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cac
   }
   if (partitions > 1) {
     merge_partitions_kernel<<<dim3(unsigned(batch.rows), unsigned(shape.num_heads)), kThreads, 0, stream>>>(
-        partials, partitions, shape.num_heads, shape.head_dim, as_bf16(out));
+        partials, batch.row_list, partitions, shape.num_heads, shape.head_dim, as_bf16(out));
     QED_CUDA_CHECK_LAUNCH();
   }
 }

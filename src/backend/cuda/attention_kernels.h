@@ -24,8 +24,11 @@ struct AttentionBatch {
   const int32_t* block_tables = nullptr;      // flat
   const int32_t* seq_mask_offset = nullptr;   // [seqs]: -1 causal, else offset of its n × n mask in masks
   const uint8_t* masks = nullptr;
-  int rows = 0;
-  int max_kv_len = 0;  // host-computed: max over rows of the keys a row can see (num_cached + its new-token span)
+  // [rows]: the query rows this launch computes, when the step's other rows go to prefill_attention_bf16; null:
+  // rows 0 .. rows - 1.
+  const int32_t* row_list = nullptr;
+  int rows = 0;        // rows this launch computes
+  int max_kv_len = 0;  // host-computed: max over those rows of the keys a row can see (num_cached + its new-token span)
 };
 
 struct AttentionShape {
@@ -46,10 +49,11 @@ constexpr size_t attention_partial_floats(int head_dim) {
 int attention_partitions(const AttentionBatch& batch, const AttentionShape& shape, int num_sms,
                          size_t partial_capacity_floats);
 
-// out[r] (rows × num_heads × head_dim, contiguous) = attention of query row r. q rows are q_stride elements apart
-// (heads × head_dim at the row start); k_cache/v_cache are one layer's caches ([slots][num_kv_heads][head_dim]).
-// `partials` holds at least rows × num_heads × partitions × attention_partial_floats(head_dim) floats when
-// partitions > 1 (unused otherwise).
+// out[r] (rows × num_heads × head_dim, contiguous) = attention of query row r, for r = row_list[i] (or i),
+// i < batch.rows; other rows of out are left as they are. q rows are q_stride elements apart (heads × head_dim at
+// the row start); k_cache/v_cache are one layer's caches ([slots][num_kv_heads][head_dim]). `partials` holds at
+// least batch.rows × num_heads × partitions × attention_partial_floats(head_dim) floats when partitions > 1 (unused
+// otherwise).
 void paged_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
                           const AttentionBatch& batch, const AttentionShape& shape, int partitions, float* partials,
                           uint16_t* out, cudaStream_t stream);

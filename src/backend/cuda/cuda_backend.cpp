@@ -14,6 +14,7 @@
 #include "backend/cuda/elementwise_kernels.h"
 #include "backend/cuda/kv_cache_kernels.h"
 #include "backend/cuda/norm_kernels.h"
+#include "backend/cuda/prefill_attention_kernels.h"
 #include "backend/cuda/sampling_kernels.h"
 #include "core/dtype.h"
 #include "core/error.h"
@@ -41,6 +42,8 @@ void check_options(const ModelConfig& config, const CudaBackendOptions& options)
     fail("cuda backend: max_batched_tokens must be positive, got {}", options.max_batched_tokens);
   if (options.max_logits_rows <= 0)
     fail("cuda backend: max_logits_rows must be positive, got {}", options.max_logits_rows);
+  if (options.prefill_attention_min_rows < 0)
+    fail("cuda backend: prefill_attention_min_rows must be >= 0, got {}", options.prefill_attention_min_rows);
   if (!(options.gpu_memory_fraction > 0.0f && options.gpu_memory_fraction <= 1.0f))
     fail("--gpu-memory-fraction must be in (0, 1], got {}", options.gpu_memory_fraction);
   const int hd = config.head_dim;
@@ -194,7 +197,11 @@ void CudaBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
     graph_decode_forward(batch, result);
     return;
   }
-  const cuda::StepSections sections = cuda::measure_step(batch);
+  cuda::AttentionRouting routing;
+  routing.prefill_min_rows =
+      cuda::prefill_attention_supports(config_.head_dim) ? options_.prefill_attention_min_rows : 0;
+  routing.prefill_tile_rows = cuda::kPrefillTileRows;
+  const cuda::StepSections sections = cuda::measure_step(batch, routing);
   if (sections.rows > options_.max_batched_tokens) {
     fail("cuda backend: a forward of {} tokens exceeds max_batched_tokens {}", sections.rows,
          options_.max_batched_tokens);
@@ -346,8 +353,10 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
   attention.block_tables = ints(s.block_tables);
   attention.seq_mask_offset = ints(s.seq_mask_offset);
   attention.masks = reinterpret_cast<const uint8_t*>(meta + s.masks);
-  attention.rows = rows;
-  attention.max_kv_len = s.max_kv_len;
+  // The flash-decoding kernel computes the decode rows (all rows, in order, when no chunk went to prefill tiles).
+  attention.row_list = s.decode_row_count == rows ? nullptr : ints(s.decode_rows);
+  attention.rows = s.decode_row_count;
+  attention.max_kv_len = s.decode_max_kv_len;
   const cuda::AttentionShape shape{config_.num_heads, config_.num_kv_heads, config_.head_dim, layout_.block_size,
                                    1.0f / std::sqrt(float(config_.head_dim))};
   const int partitions = cuda::attention_partitions(attention, shape, num_sms_, partial_capacity_floats_);
@@ -370,8 +379,16 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
     uint16_t* v_cache = v_cache_.as<uint16_t>() + size_t(l) * kv_layer_elems_;
     cuda::write_kv_bf16(qkv + q_dim, qkv + q_dim + kv_dim, qkv_dim_, ints(s.slot_mapping), k_cache, v_cache, rows,
                         kv_dim, stream_);
-    cuda::paged_attention_bf16(qkv, qkv_dim_, k_cache, v_cache, attention, shape, partitions,
-                               attention_partials_.as<float>(), attn_.as<uint16_t>(), stream_);
+    // One step may use both attention kernels, on disjoint rows of attn_.
+    if (s.decode_row_count > 0) {
+      cuda::paged_attention_bf16(qkv, qkv_dim_, k_cache, v_cache, attention, shape, partitions,
+                                 attention_partials_.as<float>(), attn_.as<uint16_t>(), stream_);
+    }
+    if (s.prefill_tile_count > 0) {
+      cuda::prefill_attention_bf16(qkv, qkv_dim_, k_cache, v_cache, attention, ints(s.prefill_tiles),
+                                   s.prefill_tile_count, s.routing.prefill_tile_rows, shape, attn_.as<uint16_t>(),
+                                   stream_);
+    }
     gemm_->run(attn_.data(), bf16, weight(w.o_proj, hidden, q_dim), bf16_or_null(w.o_bias), delta, bf16, rows, stream_);
     cuda::rmsnorm_bf16(delta, residual, w.post_attention_norm.as<uint16_t>(), normed, rows, hidden, eps, stream_);
     gemm_->run(normed, bf16, weight(w.gate_up, 2 * inter, hidden), bf16_or_null(w.gate_up_bias), gate_up_.data(), bf16,

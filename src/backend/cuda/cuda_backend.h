@@ -26,6 +26,9 @@ struct CudaBackendOptions {
   float gpu_memory_fraction = 0.90f;  // of the device's total memory, for weights + buffers + KV cache (as vLLM)
   int max_batched_tokens = 8192;      // rows of one forward (the scheduler's max_num_batched_tokens)
   int max_logits_rows = 256;          // logits rows per lm_head pass; more rows run in several passes
+  // Causal chunks of at least this many new rows take the tensor-core prefill attention (head_dim 64/128); decode
+  // rows, shorter chunks and tree-masked chunks the flash-decoding kernel. 0: the flash-decoding kernel only.
+  int prefill_attention_min_rows = 32;
   // Decode steps (one token per sequence, causal) of up to max_graph_batch sequences replay a CUDA graph captured
   // per padded batch size (1, 2, 4, ...). Off by default until measured on hardware (docs/cuda.md).
   bool cuda_graphs = false;

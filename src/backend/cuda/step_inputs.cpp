@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 namespace qed::cuda {
 namespace {
@@ -16,8 +17,14 @@ int32_t* ints(std::byte* base, size_t offset) {
 
 }  // namespace
 
-StepSections measure_step(const ForwardBatch& batch) {
+bool routes_to_prefill(const SequenceChunk& seq, const AttentionRouting& routing) {
+  return routing.prefill_min_rows > 0 && routing.prefill_tile_rows > 0 && seq.attention_mask.empty() &&
+         int(seq.tokens.size()) >= routing.prefill_min_rows;
+}
+
+StepSections measure_step(const ForwardBatch& batch, const AttentionRouting& routing) {
   StepSections s;
+  s.routing = routing;
   size_t table_entries = 0, mask_bytes = 0;
   for (const SequenceChunk& seq : batch.sequences) {
     const int n = int(seq.tokens.size());
@@ -26,6 +33,12 @@ StepSections measure_step(const ForwardBatch& batch) {
     table_entries += seq.block_table.size();
     mask_bytes += seq.attention_mask.size();
     s.max_kv_len = std::max(s.max_kv_len, seq.num_cached + n);
+    if (routes_to_prefill(seq, routing)) {
+      s.prefill_tile_count += (n + routing.prefill_tile_rows - 1) / routing.prefill_tile_rows;
+    } else {
+      s.decode_row_count += n;
+      s.decode_max_kv_len = std::max(s.decode_max_kv_len, seq.num_cached + n);
+    }
   }
   s.seqs = int(batch.sequences.size());
   size_t offset = 0;
@@ -48,15 +61,29 @@ StepSections measure_step(const ForwardBatch& batch) {
   s.block_tables = section(table_entries * sizeof(int32_t));
   s.logits_rows = section(size_t(s.logits_count) * sizeof(int32_t));
   s.masks = section(mask_bytes);
+  s.decode_rows = section(size_t(s.decode_row_count) * sizeof(int32_t));
+  s.prefill_tiles = section(size_t(s.prefill_tile_count) * 2 * sizeof(int32_t));
   s.total_bytes = offset;
   return s;
 }
 
 void pack_step(const ForwardBatch& batch, int block_size, const StepSections& s, std::byte* dst) {
-  int32_t row = 0, table_at = 0, logits_at = 0, mask_at = 0;
+  struct Tile {
+    int32_t keys, seq, first;  // keys: what the tile's last row sees
+  };
+  std::vector<Tile> tiles;
+  tiles.reserve(size_t(s.prefill_tile_count));
+  int32_t row = 0, table_at = 0, logits_at = 0, mask_at = 0, decode_at = 0;
   for (size_t q = 0; q < batch.sequences.size(); ++q) {
     const SequenceChunk& seq = batch.sequences[q];
     const int32_t n = int32_t(seq.tokens.size());
+    if (routes_to_prefill(seq, s.routing)) {
+      for (int32_t first = 0; first < n; first += s.routing.prefill_tile_rows) {
+        tiles.push_back({seq.num_cached + std::min(n, first + s.routing.prefill_tile_rows), int32_t(q), first});
+      }
+    } else {
+      for (int32_t i = 0; i < n; ++i) ints(dst, s.decode_rows)[decode_at++] = row + i;
+    }
     ints(dst, s.seq_q_start)[q] = row;
     ints(dst, s.seq_num_new)[q] = n;
     ints(dst, s.seq_num_cached)[q] = seq.num_cached;
@@ -82,6 +109,11 @@ void pack_step(const ForwardBatch& batch, int block_size, const StepSections& s,
     mask_at += int32_t(seq.attention_mask.size());
     table_at += int32_t(seq.block_table.size());
     row += n;
+  }
+  std::stable_sort(tiles.begin(), tiles.end(), [](const Tile& a, const Tile& b) { return a.keys > b.keys; });
+  for (size_t t = 0; t < tiles.size(); ++t) {
+    ints(dst, s.prefill_tiles)[2 * t] = tiles[t].seq;
+    ints(dst, s.prefill_tiles)[2 * t + 1] = tiles[t].first;
   }
 }
 
@@ -110,7 +142,11 @@ StepSections decode_graph_sections(int padded_rows, int max_blocks_per_seq, int 
   s.block_tables = section(row_bytes * size_t(max_blocks_per_seq));
   s.logits_rows = section(row_bytes);
   s.masks = section(0);
+  s.decode_rows = section(0);  // every row is a decode row: run_layers passes no row list
+  s.prefill_tiles = section(0);
   s.total_bytes = offset;
+  s.decode_row_count = padded_rows;
+  s.decode_max_kv_len = max_kv_len;
   return s;
 }
 

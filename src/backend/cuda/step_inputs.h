@@ -9,6 +9,16 @@
 
 namespace qed::cuda {
 
+// Which sequences' rows the tensor-core prefill kernel (prefill_attention_kernels.h) computes instead of the
+// flash-decoding kernel: causal chunks (no tree mask) of at least prefill_min_rows new tokens, cut into tiles of
+// prefill_tile_rows rows. prefill_min_rows 0 routes nothing there.
+struct AttentionRouting {
+  int prefill_min_rows = 0;
+  int prefill_tile_rows = 64;
+};
+
+bool routes_to_prefill(const SequenceChunk& seq, const AttentionRouting& routing);
+
 // Byte offsets of the sections (each 16-byte aligned; int32 arrays unless noted) and the batch's sizes.
 struct StepSections {
   size_t token_ids = 0;         // [rows]
@@ -23,17 +33,24 @@ struct StepSections {
   size_t block_tables = 0;      // [sum of block-table lengths]
   size_t logits_rows = 0;       // [logits_count]: activation rows whose logits are wanted, in result order
   size_t masks = 0;             // uint8 [sum of n² over masked sequences]
+  size_t decode_rows = 0;       // [decode_row_count]: rows the flash-decoding kernel computes, ascending
+  size_t prefill_tiles = 0;     // [2 × prefill_tile_count]: (sequence, first new row) of each prefill-kernel tile
   size_t total_bytes = 0;
   int rows = 0;
   int seqs = 0;
   int logits_count = 0;
-  int max_kv_len = 0;  // keys the longest-seeing row attends over
+  int max_kv_len = 0;         // keys the longest-seeing row attends over
+  AttentionRouting routing;   // as given to measure_step; pack_step routes the same way
+  int decode_row_count = 0;   // == rows when nothing goes to the prefill kernel (the row list is then the identity)
+  int decode_max_kv_len = 0;  // max_kv_len over the decode rows alone
+  int prefill_tile_count = 0;
 };
 
-// Section sizes of a (validated) batch.
-StepSections measure_step(const ForwardBatch& batch);
+// Section sizes of a (validated) batch whose attention is split between the kernels by `routing`.
+StepSections measure_step(const ForwardBatch& batch, const AttentionRouting& routing = {});
 
-// Writes the sections of `batch` into dst (at least sections.total_bytes).
+// Writes the sections of `batch` into dst (at least sections.total_bytes). Prefill tiles are ordered by
+// decreasing key count (the longest-running CTAs start first).
 void pack_step(const ForwardBatch& batch, int block_size, const StepSections& sections, std::byte* dst);
 
 // The fixed layout of a CUDA-graph decode step: `padded_rows` one-token sequences, each block table padded to

@@ -1,0 +1,42 @@
+#pragma once
+// Tensor-core attention for causal chunks with many new rows (prefill, chunked prefill over cached blocks),
+// FlashAttention-2 style: one CTA per (tile of up to 64 or 128 new rows of one sequence, query head); it
+// streams the sequence's keys and values through the block table in tiles of 64 keys, S = Q·Kᵀ and O += P·V on
+// mma.sync m16n8k16 (bf16 in, fp32 accumulate; sm_80 and later), an online softmax in fp32, and skips KV tiles
+// past the tile's last row. Each KV tile is read once per 64 query rows instead of once per row, as the
+// flash-decoding kernel (attention_kernels.h) does; decode rows and tree-masked chunks stay there.
+//
+// Rounding: P (the unnormalised softmax weights, in [0, 1]) is rounded to bf16 for the P·V product, as in every
+// FlashAttention; the normaliser l is the fp32 sum of the unrounded weights. That moves each output element by at
+// most 2⁻⁸ · Σᵢ wᵢ·|vᵢ| (w the exact softmax weights) besides the final bf16 rounding; the test derives its
+// tolerance from that bound.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backend/cuda/attention_kernels.h"
+
+namespace qed::cuda {
+
+// New rows (query tokens) of one sequence per CTA: 64 (4 warps) or 128 (8 warps; half the K/V reads per row, one
+// CTA per SM at head_dim 128). kPrefillTileRows is the backend's choice.
+constexpr bool prefill_tile_rows_supported(int tile_rows) {
+  return tile_rows == 64 || tile_rows == 128;
+}
+constexpr int kPrefillTileRows = 64;
+
+// Head dims the kernel is compiled for; other head dims take paged_attention_bf16.
+constexpr bool prefill_attention_supports(int head_dim) {
+  return head_dim == 64 || head_dim == 128;
+}
+
+// Attention of the rows named by `tiles` (device, 2 int32 per tile: sequence index, first new row of the tile;
+// the tile covers new rows first .. min(first + tile_rows, n) - 1 of that sequence), causal: new row i of a
+// sequence sees its cached prefix and new rows 0..i. Only the per-sequence arrays and block_tables of `batch` are
+// read (seq_q_start, seq_num_new, seq_num_cached, seq_block_offset); its masks are ignored, so tree-masked
+// sequences must not be in `tiles`. q, k_cache, v_cache and out as paged_attention_bf16.
+void prefill_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
+                            const AttentionBatch& batch, const int32_t* tiles, int num_tiles, int tile_rows,
+                            const AttentionShape& shape, uint16_t* out, cudaStream_t stream);
+
+}  // namespace qed::cuda
