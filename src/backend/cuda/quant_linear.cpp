@@ -46,7 +46,7 @@ LinearRunner::LinearRunner(Gemm& gemm, const std::vector<const CudaLinear*>& lin
   }
   if (widest_acc_out > 0) acc_ = DeviceBuffer(size_t(chunk_rows_) * widest_acc_out * sizeof(float));
   // Only batches above the GEMV's rows dequantize, and the engine never sends one when max_rows is that small.
-  if (largest_int8 > 0 && max_rows_ > kInt8GemvMaxRows) dequant_ = DeviceBuffer(largest_int8 * sizeof(uint16_t));
+  if (largest_int8 > 0 && max_rows_ > kInt8GemvBatchRows) dequant_ = DeviceBuffer(largest_int8 * sizeof(uint16_t));
 }
 
 void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y, int rows, cudaStream_t stream) {
@@ -82,8 +82,12 @@ void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y,
     }
     case LinearFormat::Int8WeightOnly: {
       const int8_t* q = linear.weight.as<int8_t>();
-      if (rows <= kInt8GemvMaxRows) {
-        int8_gemv_bf16(x, q, linear.weight_scale.as<float>(), bias, y, rows, linear.in, linear.out, stream);
+      if (rows <= kInt8GemvBatchRows) {
+        for (int begin = 0; begin < rows; begin += kInt8GemvMaxRows) {
+          const int n = std::min(kInt8GemvMaxRows, rows - begin);
+          int8_gemv_bf16(x + size_t(begin) * in, q, linear.weight_scale.as<float>(), bias, y + size_t(begin) * out, n,
+                         linear.in, linear.out, stream);
+        }
         return;
       }
       int8_to_bf16(q, out * in, dequant_.as<uint16_t>(), stream);
