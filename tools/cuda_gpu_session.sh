@@ -74,6 +74,18 @@ graphs() {
     | tee "$out/bench_graphs.log"
 }
 
+quant() {
+  # The quantized linear layers on the 14B shape (random weights): fp8 W8A8 and int8 weight-only.
+  local out="${OUT:-/tmp/qed-gpu-out}"
+  mkdir -p "$out"
+  setup_env
+  for dtype in fp8 int8_wo; do
+    timeout 280 "$BUNDLE/qed" bench offline --config bench/configs/qwen2.5-14b-shape/config.json --backend cuda \
+      --dtype $dtype --workloads decode_b1,decode_b8,ttft_1k,aimo_12x4500 --output "$out/offline_$dtype.json" 2>&1 \
+      | tee "$out/bench_$dtype.log"
+  done
+}
+
 peer() {
   local out="${OUT:-/tmp/qed-gpu-out}"
   mkdir -p "$out"
@@ -87,5 +99,6 @@ case "${1:-}" in
   run) run ;;
   peer) peer ;;
   graphs) graphs ;;
-  *) echo "usage: $0 bundle | run | graphs | peer"; exit 2 ;;
+  quant) quant ;;
+  *) echo "usage: $0 bundle | run | graphs | quant | peer"; exit 2 ;;
 esac

@@ -12,7 +12,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -21,6 +25,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/device.h"
 #include "backend_test_util.h"
+#include "core/error.h"
 #include "model/model_config.h"
 #include "model/safetensors.h"
 #include "quant/calibration.h"
@@ -35,8 +40,26 @@ struct Variant {
   const char* name;
   QuantMethod method;
   bool per_channel;
-  float tolerance;  // of the logit scale
+  float tolerance;       // of the logit scale
+  bool dynamic = false;  // FP8 with dynamic activation scales (the static checkpoint without its input_scales)
 };
+
+// A copy of the checkpoint in `from` with activation_scheme "dynamic" and no input_scale tensors: the layout of
+// vLLM's dynamic FP8 checkpoints, which qed quantize does not write.
+void make_dynamic_copy(const std::string& from, const std::string& to) {
+  std::filesystem::create_directories(to);
+  nlohmann::json config = nlohmann::json::parse(std::ifstream(from + "/config.json"));
+  config["quantization_config"]["activation_scheme"] = "dynamic";
+  std::ofstream(to + "/config.json") << config.dump(2);
+  const Checkpoint checkpoint = Checkpoint::open(from);
+  std::vector<TensorToWrite> tensors;
+  for (const std::string& name : checkpoint.names()) {
+    if (name.ends_with(".input_scale")) continue;
+    const TensorInfo& t = checkpoint.get(name);
+    tensors.push_back({name, t.dtype, t.shape, t.data});
+  }
+  write_safetensors(to + "/model.safetensors", tensors);
+}
 
 class QuantizedCudaParity : public ::testing::TestWithParam<Variant> {
  protected:
@@ -58,7 +81,13 @@ class QuantizedCudaParity : public ::testing::TestWithParam<Variant> {
       std::vector<std::vector<int32_t>> samples;
       for (const HfPrompt& p : fixture_.prompts) samples.push_back(p.ids);
       const quant::CalibrationStats stats = quant::calibrate(*calibration, samples);
-      quant::write_quantized_checkpoint(source, dir_, options, &stats);
+      if (GetParam().dynamic) {
+        const std::string static_dir = tmp_.file("static");
+        quant::write_quantized_checkpoint(source, static_dir, options, &stats);
+        make_dynamic_copy(static_dir, dir_);
+      } else {
+        quant::write_quantized_checkpoint(source, dir_, options, &stats);
+      }
     } else {
       quant::write_quantized_checkpoint(source, dir_, options, nullptr);
     }
@@ -85,6 +114,10 @@ class QuantizedCudaParity : public ::testing::TestWithParam<Variant> {
 TEST_P(QuantizedCudaParity, CheckpointIsQuantizedAsAsked) {
   const ModelConfig config = ModelConfig::from_file(dir_ + "/config.json");
   EXPECT_EQ(config.quantization.method, GetParam().method);
+  if (GetParam().method == QuantMethod::Fp8) {
+    EXPECT_EQ(config.quantization.activations,
+              GetParam().dynamic ? ActivationScheme::Dynamic : ActivationScheme::Static);
+  }
   const Checkpoint checkpoint = Checkpoint::open(dir_);
   const TensorInfo& q = checkpoint.get("model.layers.0.self_attn.q_proj.weight");
   EXPECT_EQ(q.dtype, GetParam().method == QuantMethod::Fp8 ? DType::F8_E4M3 : DType::I8);
@@ -155,10 +188,51 @@ TEST_P(QuantizedCudaParity, GreedyContinuationsAgreeExceptAtNearTies) {
 INSTANTIATE_TEST_SUITE_P(Formats, QuantizedCudaParity,
                          ::testing::Values(Variant{"fp8_per_tensor", QuantMethod::Fp8, false, 0.10f},
                                            Variant{"fp8_per_channel", QuantMethod::Fp8, true, 0.10f},
+                                           Variant{"fp8_dynamic", QuantMethod::Fp8, false, 0.10f, true},
                                            Variant{"int8_wo", QuantMethod::Int8WeightOnly, true, 0.05f}),
                          [](const ::testing::TestParamInfo<Variant>& param_info) {
                            return std::string(param_info.param.name);
                          });
+
+// qed bench offline --dtype: random quantized weights of a config's shape run a forward with finite logits, the
+// same for the same seed.
+class RandomQuantizedWeights : public ::testing::TestWithParam<cuda::RandomWeightsDtype> {
+ protected:
+  void SetUp() override {
+    const std::vector<cuda::DeviceInfo> devices = cuda::list_devices();
+    if (devices.empty()) GTEST_SKIP() << "no CUDA device";
+    if (GetParam() == cuda::RandomWeightsDtype::Fp8 && devices[0].sm_major * 10 + devices[0].sm_minor < 89) {
+      GTEST_SKIP() << "FP8 GEMMs need sm_89 or newer";
+    }
+  }
+};
+
+TEST_P(RandomQuantizedWeights, ForwardGivesFiniteReproducibleLogits) {
+  const ModelConfig config =
+      ModelConfig::from_file(std::string(QED_SOURCE_DIR) + "/tests/fixtures/hf/" + kFixtureName + "/config.json");
+  CudaBackendOptions options;
+  options.num_blocks = 16;
+  options.max_batched_tokens = 256;
+  std::vector<float> logits[2];
+  for (auto& out : logits) {
+    auto backend = CudaBackend::random(config, 11, options, GetParam());
+    out = prefill_logits(*backend, {1, 5, 9, 200, 33, 7, 12, 99, 4, 250, 3, 18, 64, 2, 8, 71, 5, 6, 301, 42});
+  }
+  ASSERT_EQ(logits[0].size(), size_t(20) * size_t(config.vocab_size));
+  for (float v : logits[0]) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_GT(max_abs(logits[0]), 0.0f);
+  EXPECT_EQ(logits[0], logits[1]);
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, RandomQuantizedWeights,
+                         ::testing::Values(cuda::RandomWeightsDtype::Fp8, cuda::RandomWeightsDtype::Int8WeightOnly));
+
+TEST(CudaRandomWeightsDtype, ParsesTheBenchFlagValues) {
+  EXPECT_EQ(cuda::parse_random_weights_dtype("bf16"), cuda::RandomWeightsDtype::Bf16);
+  EXPECT_EQ(cuda::parse_random_weights_dtype("fp8"), cuda::RandomWeightsDtype::Fp8);
+  EXPECT_EQ(cuda::parse_random_weights_dtype("int8_wo"), cuda::RandomWeightsDtype::Int8WeightOnly);
+  EXPECT_THROW(cuda::parse_random_weights_dtype("fp4"), Error);
+}
 
 }  // namespace
 }  // namespace qed::testing
