@@ -84,6 +84,14 @@ Gemm::Plan& Gemm::plan_for(const Key& key) {
     check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)),
           "bias type");
   }
+  if (w_type == GemmType::F8_E4M3) {
+    // Scale pointers are set before the heuristic query, as NVIDIA's FP8 sample does; run() re-points them per call.
+    const void* one = one_.data();
+    check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &one, sizeof(one)),
+          "A scale pointer");
+    check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &one, sizeof(one)),
+          "B scale pointer");
+  }
   check(cublasLtMatrixLayoutCreate(&plan.a, cuda_type(w_type), uint64_t(in), uint64_t(out), int64_t(in)), "layout A");
   check(cublasLtMatrixLayoutCreate(&plan.b, cuda_type(x_type), uint64_t(in), uint64_t(rows), int64_t(in)), "layout B");
   check(cublasLtMatrixLayoutCreate(&plan.c, cuda_type(y_type), uint64_t(out), uint64_t(rows), int64_t(out)),
