@@ -76,7 +76,7 @@ CudaBackend::CudaBackend(const ModelConfig& config, cuda::CudaModelWeights weigh
     QED_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, options_.device));
     if (major * 10 + minor < 89) {
       fail(
-          "cuda backend: FP8 weights need an sm_89 or newer GPU (this one is sm_{}{}); quantize with --method int8_wo "
+          "cuda backend: FP8 weights need an sm_89 or newer GPU (this one is sm_{}{}); quantize with --dtype int8_wo "
           "for it",
           major, minor);
     }
