@@ -23,7 +23,9 @@
 #include "backend/cpu/quant_ops.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device.h"
+#include "backend/cuda/elementwise_kernels.h"
 #include "backend/cuda/gemm.h"
+#include "backend/cuda/norm_kernels.h"
 #include "backend/cuda/quant_kernels.h"
 #include "backend/cuda/quant_linear.h"
 #include "core/dtype.h"
@@ -99,6 +101,58 @@ TEST_F(QuantKernelTest, DynamicScaleIsTheCpuScaleOfTheAmax) {
   const cuda::DeviceBuffer zeros = upload(std::vector<uint16_t>(1000, 0));
   cuda::dynamic_fp8_scale_bf16(zeros.as<uint16_t>(), 1000, d_scale.as<float>(), nullptr);
   EXPECT_EQ(download<float>(d_scale, 1)[0], 1.0f);
+}
+
+// The fused producers of FP8 layer inputs write the codes quantize_fp8 gives on their own bf16 outputs.
+void expect_codes_of(const std::vector<uint16_t>& bf16_out, const std::vector<uint8_t>& codes, float scale,
+                     const std::string& what) {
+  ASSERT_EQ(bf16_out.size(), codes.size());
+  int mismatches = 0;
+  for (size_t i = 0; i < codes.size(); ++i) {
+    const uint8_t want = cpu::quantize_fp8(bf16_to_float(bf16_out[i]), scale);
+    if (codes[i] != want && mismatches++ < 5) {
+      ADD_FAILURE() << what << ": element " << i << " (" << bf16_to_float(bf16_out[i]) << ") got 0x" << std::hex
+                    << int(codes[i]) << " want 0x" << int(want);
+    }
+  }
+  EXPECT_EQ(mismatches, 0) << what;
+}
+
+TEST_F(QuantKernelTest, RmsNormWritesTheFp8CodesOfItsOutput) {
+  std::mt19937 rng(9);
+  const int rows = 5, dim = 896;
+  const std::vector<float> x = random_bf16_values(size_t(rows) * dim, rng, 1.0f);
+  const std::vector<float> residual = random_bf16_values(size_t(rows) * dim, rng, 1.0f);
+  const std::vector<float> weight = random_bf16_values(size_t(dim), rng, 1.0f);
+  const float scale = 3.0f / 448.0f;  // some outputs saturate
+  const cuda::DeviceBuffer d_scale = upload(std::vector<float>{scale});
+  for (bool with_residual : {false, true}) {
+    const cuda::DeviceBuffer d_x = upload(to_bf16(x)), d_w = upload(to_bf16(weight));
+    cuda::DeviceBuffer d_r = upload(to_bf16(residual));
+    cuda::DeviceBuffer d_y = poisoned_bf16(x.size());
+    cuda::DeviceBuffer d_q = upload(std::vector<uint8_t>(x.size(), 0xAB));
+    cuda::rmsnorm_bf16(d_x.as<uint16_t>(), with_residual ? d_r.as<uint16_t>() : nullptr, d_w.as<uint16_t>(),
+                       d_y.as<uint16_t>(), rows, dim, 1e-6f, nullptr, d_q.as<uint8_t>(), d_scale.as<float>());
+    expect_codes_of(download<uint16_t>(d_y, x.size()), download<uint8_t>(d_q, x.size()), scale,
+                    with_residual ? "rmsnorm + residual" : "rmsnorm");
+  }
+}
+
+TEST_F(QuantKernelTest, SiluAndMulWritesTheFp8CodesOfItsOutput) {
+  std::mt19937 rng(10);
+  const float scale = 0.5f / 448.0f;
+  const cuda::DeviceBuffer d_scale = upload(std::vector<float>{scale});
+  for (int inter : {160, 13}) {  // the vector path and the scalar one
+    const int rows = 3;
+    const std::vector<float> gate_up = random_bf16_values(size_t(rows) * 2 * inter, rng, 2.0f);
+    const cuda::DeviceBuffer d_in = upload(to_bf16(gate_up));
+    cuda::DeviceBuffer d_out = poisoned_bf16(size_t(rows) * inter);
+    cuda::DeviceBuffer d_q = upload(std::vector<uint8_t>(size_t(rows) * inter + 8, 0xAB));
+    cuda::silu_and_mul_bf16(d_in.as<uint16_t>(), d_out.as<uint16_t>(), rows, inter, nullptr, d_q.as<uint8_t>(),
+                            d_scale.as<float>());
+    expect_codes_of(download<uint16_t>(d_out, size_t(rows) * inter), download<uint8_t>(d_q, size_t(rows) * inter),
+                    scale, "silu_and_mul inter " + std::to_string(inter));
+  }
 }
 
 std::string shape_name(const char* kind, int rows, int in, int out) {

@@ -352,9 +352,11 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
   for (int l = 0; l < config_.num_layers; ++l) {
     const cuda::CudaLayerWeights& w = weights_.layers[size_t(l)];
     // residual += previous sublayer output (bf16, as HF), then normalise; layer 0 normalises the embedding.
+    // A static-scale FP8 layer's input is quantized by the kernel that writes it (no separate pass).
+    const float* qkv_fp8 = cuda::LinearRunner::static_fp8_scale(w.qkv);
     cuda::rmsnorm_bf16(l == 0 ? residual : delta, l == 0 ? nullptr : residual, w.input_norm.as<uint16_t>(), normed,
-                       rows, hidden, eps, stream_);
-    linears_->run(w.qkv, normed, qkv, rows, stream_);
+                       rows, hidden, eps, stream_, qkv_fp8 ? linears_->fp8_input() : nullptr, qkv_fp8);
+    linears_->run(w.qkv, normed, qkv, rows, stream_, qkv_fp8 != nullptr);
     // q and k heads are adjacent in the qkv row: one RoPE launch rotates both.
     cuda::rope_bf16(qkv, qkv_dim_, ints(s.positions), inv_freq_.as<float>(), rows,
                     config_.num_heads + config_.num_kv_heads, config_.head_dim, stream_);
@@ -365,10 +367,14 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
     cuda::paged_attention_bf16(qkv, qkv_dim_, k_cache, v_cache, attention, shape, partitions,
                                attention_partials_.as<float>(), attn_.as<uint16_t>(), stream_);
     linears_->run(w.o_proj, attn_.as<uint16_t>(), delta, rows, stream_);
-    cuda::rmsnorm_bf16(delta, residual, w.post_attention_norm.as<uint16_t>(), normed, rows, hidden, eps, stream_);
-    linears_->run(w.gate_up, normed, gate_up_.as<uint16_t>(), rows, stream_);
-    cuda::silu_and_mul_bf16(gate_up_.as<uint16_t>(), act_.as<uint16_t>(), rows, inter, stream_);
-    linears_->run(w.down_proj, act_.as<uint16_t>(), delta, rows, stream_);
+    const float* gate_up_fp8 = cuda::LinearRunner::static_fp8_scale(w.gate_up);
+    cuda::rmsnorm_bf16(delta, residual, w.post_attention_norm.as<uint16_t>(), normed, rows, hidden, eps, stream_,
+                       gate_up_fp8 ? linears_->fp8_input() : nullptr, gate_up_fp8);
+    linears_->run(w.gate_up, normed, gate_up_.as<uint16_t>(), rows, stream_, gate_up_fp8 != nullptr);
+    const float* down_fp8 = cuda::LinearRunner::static_fp8_scale(w.down_proj);
+    cuda::silu_and_mul_bf16(gate_up_.as<uint16_t>(), act_.as<uint16_t>(), rows, inter, stream_,
+                            down_fp8 ? linears_->fp8_input() : nullptr, down_fp8);
+    linears_->run(w.down_proj, act_.as<uint16_t>(), delta, rows, stream_, down_fp8 != nullptr);
   }
 }
 

@@ -1,6 +1,7 @@
 #include <cuda_bf16.h>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/fp8_convert.cuh"
 #include "backend/cuda/norm_kernels.h"
 
 namespace qed::cuda {
@@ -26,7 +27,7 @@ __device__ float block_sum(float value) {
 }
 
 __global__ void rmsnorm_kernel(const __nv_bfloat16* x, __nv_bfloat16* residual, const __nv_bfloat16* weight,
-                               __nv_bfloat16* y, int dim, float eps) {
+                               __nv_bfloat16* y, int dim, float eps, uint8_t* y_fp8, const float* fp8_scale) {
   const size_t row = blockIdx.x;
   const __nv_bfloat16* x_row = x + row * dim;
   __nv_bfloat16* r_row = residual ? residual + row * dim : nullptr;
@@ -46,18 +47,22 @@ __global__ void rmsnorm_kernel(const __nv_bfloat16* x, __nv_bfloat16* residual, 
     float v = r_row ? __bfloat162float(r_row[i]) : __bfloat162float(x_row[i]);
     // HF: weight * hidden.to(input_dtype): the normalized value is rounded to bf16 before the weight multiply.
     __nv_bfloat16 normed = __float2bfloat16(v * inv_rms);
-    y[row * dim + i] = __float2bfloat16(__bfloat162float(normed) * __bfloat162float(weight[i]));
+    const __nv_bfloat16 out = __float2bfloat16(__bfloat162float(normed) * __bfloat162float(weight[i]));
+    y[row * dim + i] = out;
+    // The E4M3 code of the bf16 output: the same code quantize_fp8_bf16 would give on y.
+    if (y_fp8) y_fp8[row * dim + i] = quantize_e4m3(__bfloat162float(out), *fp8_scale);
   }
 }
 
 }  // namespace
 
 void rmsnorm_bf16(const uint16_t* x, uint16_t* residual, const uint16_t* weight, uint16_t* y, int rows, int dim,
-                  float eps, cudaStream_t stream) {
+                  float eps, cudaStream_t stream, uint8_t* y_fp8, const float* fp8_scale) {
   if (rows <= 0) return;
+  QED_KERNEL_REQUIRE(!y_fp8 || fp8_scale, "rmsnorm_bf16: an fp8 output needs its scale");
   rmsnorm_kernel<<<rows, kThreads, 0, stream>>>(
       reinterpret_cast<const __nv_bfloat16*>(x), reinterpret_cast<__nv_bfloat16*>(residual),
-      reinterpret_cast<const __nv_bfloat16*>(weight), reinterpret_cast<__nv_bfloat16*>(y), dim, eps);
+      reinterpret_cast<const __nv_bfloat16*>(weight), reinterpret_cast<__nv_bfloat16*>(y), dim, eps, y_fp8, fp8_scale);
   QED_CUDA_CHECK_LAUNCH();
 }
 

@@ -2,6 +2,7 @@
 
 #include "backend/cuda/bf16_vec.cuh"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/fp8_convert.cuh"
 #include "backend/cuda/quant_kernels.h"
 
 namespace qed::cuda {
@@ -15,21 +16,6 @@ unsigned grid_for(size_t items) {
   return unsigned(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);
 }
 
-// The CPU reference's float → E4M3fn (quant_ops.cpp) step for step, so the codes agree bit for bit on every input:
-// round the fp32 significand to 3 bits (ties to even), subnormals as multiples of 2^-9, saturate at 448.
-__device__ __forceinline__ uint8_t float_to_e4m3_rne(float value) {
-  if (isnan(value)) return 0x7F;
-  const uint8_t sign = uint8_t((__float_as_uint(value) >> 24) & 0x80u);
-  const float a = fabsf(value);
-  if (a >= kFp8Max) return sign | 0x7E;
-  if (a < 0x1p-6f) return sign | uint8_t(__float2int_rn(a * 512.0f));
-  uint32_t bits = __float_as_uint(a);
-  bits += 0x7FFFFu + ((bits >> 20) & 1u);
-  const uint32_t exponent = (bits >> 23) - 127u + 7u;
-  const uint32_t code = exponent << 3 | ((bits >> 20) & 0x7u);
-  return sign | uint8_t(min(code, 0x7Eu));
-}
-
 __global__ void quantize_fp8_kernel(const __nv_bfloat16* x, size_t n, const float* scale_ptr, uint8_t* out) {
   const float scale = *scale_ptr;
   const size_t stride = size_t(gridDim.x) * blockDim.x;
@@ -41,13 +27,13 @@ __global__ void quantize_fp8_kernel(const __nv_bfloat16* x, size_t n, const floa
     uint32_t lo = 0, hi = 0;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      lo |= uint32_t(float_to_e4m3_rne(__fdiv_rn(v[i], scale))) << (8 * i);
-      hi |= uint32_t(float_to_e4m3_rne(__fdiv_rn(v[i + 4], scale))) << (8 * i);
+      lo |= uint32_t(quantize_e4m3(v[i], scale)) << (8 * i);
+      hi |= uint32_t(quantize_e4m3(v[i + 4], scale)) << (8 * i);
     }
     *reinterpret_cast<uint2*>(out + 8 * g) = make_uint2(lo, hi);
   }
   for (size_t i = groups * 8 + first; i < n; i += stride) {
-    out[i] = float_to_e4m3_rne(__fdiv_rn(__bfloat162float(x[i]), scale));
+    out[i] = quantize_e4m3(__bfloat162float(x[i]), scale);
   }
 }
 

@@ -49,10 +49,16 @@ LinearRunner::LinearRunner(Gemm& gemm, const std::vector<const CudaLinear*>& lin
   if (largest_int8 > 0 && max_rows_ > kInt8GemvBatchRows) dequant_ = DeviceBuffer(largest_int8 * sizeof(uint16_t));
 }
 
-void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y, int rows, cudaStream_t stream) {
+const float* LinearRunner::static_fp8_scale(const CudaLinear& linear) {
+  return linear.format == LinearFormat::Fp8 && linear.input_scale.bytes() ? linear.input_scale.as<float>() : nullptr;
+}
+
+void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y, int rows, cudaStream_t stream,
+                       bool fp8_input_ready) {
   if (rows <= 0) return;
   if (rows > max_rows_) fail("linear: {} rows, the scratch holds {}", rows, max_rows_);
   const uint16_t* bias = linear.bias.bytes() ? linear.bias.as<uint16_t>() : nullptr;
+  if (fp8_input_ready && linear.format != LinearFormat::Fp8) fail("linear: a pre-quantized input for a non-FP8 layer");
   const size_t in = size_t(linear.in), out = size_t(linear.out);
   switch (linear.format) {
     case LinearFormat::Bf16: {
@@ -62,9 +68,13 @@ void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y,
     }
     case LinearFormat::Fp8: {
       const float* x_scale = linear.input_scale.bytes() ? linear.input_scale.as<float>() : scale_.as<float>();
-      if (!linear.input_scale.bytes()) dynamic_fp8_scale_bf16(x, size_t(rows) * in, scale_.as<float>(), stream);
       uint8_t* x_q = x_q_.as<uint8_t>();
-      quantize_fp8_bf16(x, size_t(rows) * in, x_scale, x_q, stream);
+      if (fp8_input_ready) {
+        if (!static_fp8_scale(linear)) fail("linear: a pre-quantized input needs a static FP8 input scale");
+      } else {
+        if (!linear.input_scale.bytes()) dynamic_fp8_scale_bf16(x, size_t(rows) * in, scale_.as<float>(), stream);
+        quantize_fp8_bf16(x, size_t(rows) * in, x_scale, x_q, stream);
+      }
       if (!linear.per_channel) {
         const GemmWeight w{linear.weight.data(), GemmType::F8_E4M3, linear.out, linear.in,
                            linear.weight_scale.as<float>()};

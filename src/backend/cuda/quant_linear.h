@@ -33,7 +33,16 @@ class LinearRunner {
   LinearRunner(Gemm& gemm, const std::vector<const CudaLinear*>& linears, int max_rows);
 
   // y (rows × linear.out bf16) = x (rows × linear.in bf16) · W^T (+ bias), on `stream`. 16-byte aligned pointers.
-  void run(const CudaLinear& linear, const uint16_t* x, uint16_t* y, int rows, cudaStream_t stream);
+  // fp8_input_ready: the kernel that produced x already wrote its E4M3 codes to fp8_input() with
+  // static_fp8_scale(linear) (fused quantization), so the FP8 path skips its own quantization pass.
+  void run(const CudaLinear& linear, const uint16_t* x, uint16_t* y, int rows, cudaStream_t stream,
+           bool fp8_input_ready = false);
+
+  // The static activation scale of an FP8 layer (device pointer), which lets the producer of its input quantize
+  // it; null for every other layer (bf16, int8, dynamic FP8).
+  static const float* static_fp8_scale(const CudaLinear& linear);
+  // Where a fused producer writes the E4M3 input of the next FP8 layer (max_rows × its in_features bytes).
+  uint8_t* fp8_input() const { return x_q_.as<uint8_t>(); }
 
   size_t scratch_bytes() const { return x_q_.bytes() + scale_.bytes() + acc_.bytes() + dequant_.bytes(); }
   // Rows of one chunk of the fp32-scratch GEMMs.
