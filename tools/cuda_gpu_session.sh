@@ -75,6 +75,18 @@ graphs() {
     | tee "$out/bench_graphs.log"
 }
 
+quant() {
+  # The quantized linear layers on the 14B shape (random weights): fp8 W8A8 and int8 weight-only.
+  local out="${OUT:-/tmp/qed-gpu-out}"
+  mkdir -p "$out"
+  setup_env
+  for dtype in fp8 int8_wo; do
+    timeout 280 "$BUNDLE/qed" bench offline --config bench/configs/qwen2.5-14b-shape/config.json --backend cuda \
+      --dtype $dtype --workloads decode_b1,decode_b8,ttft_1k,aimo_12x4500 --output "$out/offline_$dtype.json" 2>&1 \
+      | tee "$out/bench_$dtype.log"
+  done
+}
+
 peer() {
   local out="${OUT:-/tmp/qed-gpu-out}"
   mkdir -p "$out"
@@ -88,7 +100,8 @@ case "${1:-}" in
   run) run ;;
   peer) peer ;;
   graphs) graphs ;;
+  quant) quant ;;
   # Any command with the bundle's libraries on the path, e.g. `exec build-gpu/bundle/qed bench offline ...`.
   exec) shift; setup_env; "$@" ;;
-  *) echo "usage: $0 bundle | run | graphs | peer | exec CMD..."; exit 2 ;;
+  *) echo "usage: $0 bundle | run | graphs | quant | peer | exec CMD..."; exit 2 ;;
 esac

@@ -29,7 +29,8 @@ namespace {
 
 struct BenchOfflineOptions {
   std::string model_dir;
-  std::string config_path;  // random weights of this HF config.json instead of a checkpoint
+  std::string config_path;     // random weights of this HF config.json instead of a checkpoint
+  std::string dtype = "bf16";  // of the random weights: bf16 | fp8 | int8_wo
   std::string model_name;
   std::string workloads = "decode_b1,decode_b8,decode_b32,ttft_1k,ttft_8k,aimo_12x4500";
   std::string output;
@@ -81,7 +82,10 @@ void run_bench_offline(const BenchOfflineOptions& opt) {
     workloads.push_back(bench::parse_workload(name, opt.settings));
   if (workloads.empty()) fail("qed bench offline: --workloads names no workload");
 
+  if (opt.dtype != "bf16" && opt.config_path.empty())
+    fail("qed bench offline: --dtype applies to --config (random weights); a checkpoint's dtype is in its config.json");
   BackendSelection selection = backend_selection(opt.backend);
+  selection.random_dtype = opt.dtype;
   EngineConfig engine_config;
   engine_config.scheduler.max_num_seqs = opt.max_num_seqs;
   engine_config.scheduler.max_num_batched_tokens = std::max(opt.max_num_batched_tokens, opt.max_num_seqs);
@@ -114,7 +118,9 @@ void run_bench_offline(const BenchOfflineOptions& opt) {
     bench::run_workload(engine, vocab, bench::parse_workload("decode_b2", warm), warm);
   }
 
-  const std::string precision = selection.kind == "cuda" ? "bf16" : "fp32";
+  std::string precision = selection.kind == "cuda" ? opt.dtype : "fp32";
+  const QuantizationConfig& quantization = backend->config().quantization;
+  if (quantization.quantized()) precision = quantization.method == QuantMethod::Fp8 ? "fp8" : "int8_wo";
   nlohmann::json results = nlohmann::json::array();
   for (const bench::OfflineWorkload& w : workloads) {
     for (const bench::Metric& m : bench::run_workload(engine, vocab, w, opt.settings)) {
@@ -149,6 +155,9 @@ void register_bench_offline(CLI::App& app) {
       "offline", "Engine-direct throughput/latency: decode batches, prefill TTFT, the AIMO 12x4500 workload");
   cmd->add_option("--model", opt->model_dir, "Model directory (config.json + safetensors)");
   cmd->add_option("--config", opt->config_path, "HF config.json: random weights of that shape, made on the GPU");
+  cmd->add_option("--dtype", opt->dtype, "With --config: random weights in bf16, fp8 (W8A8) or int8_wo")
+      ->check(CLI::IsMember({"bf16", "fp8", "int8_wo"}))
+      ->capture_default_str();
   cmd->add_option("--model-name", opt->model_name, "Name in the results (default: the directory's)");
   cmd->add_option("--workloads", opt->workloads, "Comma list: decode_b<N>, ttft_<N>[k], aimo_<S>x<T>")
       ->capture_default_str();

@@ -50,3 +50,13 @@ def test_model_and_config_are_exclusive(qed_bin):
     out = bench(qed_bin, "--model", FIXTURE, "--config", FIXTURE + "/config.json")
     assert out.returncode != 0
     assert "exactly one" in out.stderr
+
+
+def test_dtype_applies_to_random_weights_only(qed_bin):
+    out = bench(qed_bin, "--model", FIXTURE, "--dtype", "fp8")
+    assert out.returncode != 0
+    assert out.stderr.strip().count("\n") == 0
+    assert "--dtype applies to --config" in out.stderr
+    out = bench(qed_bin, "--config", FIXTURE + "/config.json", "--backend", "cuda", "--dtype", "fp4")
+    assert out.returncode != 0
+    assert "fp4" in out.stderr

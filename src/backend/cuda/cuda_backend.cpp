@@ -51,10 +51,6 @@ void check_options(const ModelConfig& config, const CudaBackendOptions& options)
     fail("cuda backend: head_dim {} is not supported (16, 32, 64, 128 or 256)", hd);
 }
 
-const uint16_t* bf16_or_null(const cuda::DeviceBuffer& buffer) {
-  return buffer.bytes() ? buffer.as<uint16_t>() : nullptr;
-}
-
 }  // namespace
 
 void CudaBackend::PinnedBuffer::reserve(size_t wanted) {
@@ -79,6 +75,18 @@ CudaBackend::CudaBackend(const ModelConfig& config, cuda::CudaModelWeights weigh
   QED_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   QED_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, options_.device));
   gemm_ = std::make_unique<cuda::Gemm>();
+  if (weights_.has_format(cuda::LinearFormat::Fp8)) {
+    int major = 0, minor = 0;
+    QED_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, options_.device));
+    QED_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, options_.device));
+    if (major * 10 + minor < 89) {
+      fail(
+          "cuda backend: FP8 weights need an sm_89 or newer GPU (this one is sm_{}{}); quantize with --dtype int8_wo "
+          "for it",
+          major, minor);
+    }
+  }
+  linears_ = std::make_unique<cuda::LinearRunner>(*gemm_, weights_, options_.max_batched_tokens);
   std::vector<float> inv_freq(size_t(config_.head_dim / 2));
   cpu::rope_inv_freq(config_.head_dim, config_.rope_theta, config_.rope_scaling, inv_freq.data());
   inv_freq_ = cuda::DeviceBuffer(inv_freq.size() * sizeof(float));
@@ -104,10 +112,10 @@ std::unique_ptr<CudaBackend> CudaBackend::load(const std::string& model_dir, con
 }
 
 std::unique_ptr<CudaBackend> CudaBackend::random(const ModelConfig& config, uint64_t seed,
-                                                 const CudaBackendOptions& options) {
+                                                 const CudaBackendOptions& options, cuda::RandomWeightsDtype dtype) {
   check_options(config, options);
   require_device(options.device);
-  return std::make_unique<CudaBackend>(config, cuda::CudaModelWeights::random(config, seed), options);
+  return std::make_unique<CudaBackend>(config, cuda::CudaModelWeights::random(config, seed, dtype), options);
 }
 
 void CudaBackend::allocate_buffers() {
@@ -339,10 +347,6 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
   const int kv_dim = config_.num_kv_heads * config_.head_dim;
   const int inter = config_.intermediate_size;
   const float eps = config_.rms_norm_eps;
-  const cuda::GemmType bf16 = cuda::GemmType::BF16;
-  auto weight = [](const cuda::DeviceBuffer& w, int out, int in) {
-    return cuda::GemmWeight{w.data(), cuda::GemmType::BF16, out, in, nullptr};
-  };
 
   cuda::AttentionBatch attention;
   attention.row_seq = ints(s.row_seq);
@@ -369,9 +373,11 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
   for (int l = 0; l < config_.num_layers; ++l) {
     const cuda::CudaLayerWeights& w = weights_.layers[size_t(l)];
     // residual += previous sublayer output (bf16, as HF), then normalise; layer 0 normalises the embedding.
+    // A static-scale FP8 layer's input is quantized by the kernel that writes it (no separate pass).
+    const float* qkv_fp8 = cuda::LinearRunner::static_fp8_scale(w.qkv);
     cuda::rmsnorm_bf16(l == 0 ? residual : delta, l == 0 ? nullptr : residual, w.input_norm.as<uint16_t>(), normed,
-                       rows, hidden, eps, stream_);
-    gemm_->run(normed, bf16, weight(w.qkv, qkv_dim_, hidden), bf16_or_null(w.qkv_bias), qkv, bf16, rows, stream_);
+                       rows, hidden, eps, stream_, qkv_fp8 ? linears_->fp8_input() : nullptr, qkv_fp8);
+    linears_->run(w.qkv, normed, qkv, rows, stream_, qkv_fp8 != nullptr);
     // q and k heads are adjacent in the qkv row: one RoPE launch rotates both.
     cuda::rope_bf16(qkv, qkv_dim_, ints(s.positions), inv_freq_.as<float>(), rows,
                     config_.num_heads + config_.num_kv_heads, config_.head_dim, stream_);
@@ -389,13 +395,15 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
                                    s.prefill_tile_count, s.routing.prefill_tile_rows, shape, attn_.as<uint16_t>(),
                                    stream_);
     }
-    gemm_->run(attn_.data(), bf16, weight(w.o_proj, hidden, q_dim), bf16_or_null(w.o_bias), delta, bf16, rows, stream_);
-    cuda::rmsnorm_bf16(delta, residual, w.post_attention_norm.as<uint16_t>(), normed, rows, hidden, eps, stream_);
-    gemm_->run(normed, bf16, weight(w.gate_up, 2 * inter, hidden), bf16_or_null(w.gate_up_bias), gate_up_.data(), bf16,
-               rows, stream_);
-    cuda::silu_and_mul_bf16(gate_up_.as<uint16_t>(), act_.as<uint16_t>(), rows, inter, stream_);
-    gemm_->run(act_.data(), bf16, weight(w.down_proj, hidden, inter), bf16_or_null(w.down_bias), delta, bf16, rows,
-               stream_);
+    linears_->run(w.o_proj, attn_.as<uint16_t>(), delta, rows, stream_);
+    const float* gate_up_fp8 = cuda::LinearRunner::static_fp8_scale(w.gate_up);
+    cuda::rmsnorm_bf16(delta, residual, w.post_attention_norm.as<uint16_t>(), normed, rows, hidden, eps, stream_,
+                       gate_up_fp8 ? linears_->fp8_input() : nullptr, gate_up_fp8);
+    linears_->run(w.gate_up, normed, gate_up_.as<uint16_t>(), rows, stream_, gate_up_fp8 != nullptr);
+    const float* down_fp8 = cuda::LinearRunner::static_fp8_scale(w.down_proj);
+    cuda::silu_and_mul_bf16(gate_up_.as<uint16_t>(), act_.as<uint16_t>(), rows, inter, stream_,
+                            down_fp8 ? linears_->fp8_input() : nullptr, down_fp8);
+    linears_->run(w.down_proj, act_.as<uint16_t>(), delta, rows, stream_, down_fp8 != nullptr);
   }
 }
 

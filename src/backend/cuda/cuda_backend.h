@@ -14,6 +14,7 @@
 #include "backend/cuda/cuda_weights.h"
 #include "backend/cuda/device.h"
 #include "backend/cuda/gemm.h"
+#include "backend/cuda/quant_linear.h"
 #include "backend/cuda/step_inputs.h"
 #include "model/model_config.h"
 
@@ -41,9 +42,10 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override;
   // config.json + safetensors of a model directory.
   static std::unique_ptr<CudaBackend> load(const std::string& model_dir, const CudaBackendOptions& options);
-  // A model of `config`'s shape with random weights generated on the device (benchmarks).
+  // A model of `config`'s shape with random weights generated on the device (benchmarks), bf16 or quantized.
   static std::unique_ptr<CudaBackend> random(const ModelConfig& config, uint64_t seed,
-                                             const CudaBackendOptions& options);
+                                             const CudaBackendOptions& options,
+                                             cuda::RandomWeightsDtype dtype = cuda::RandomWeightsDtype::Bf16);
 
   std::string name() const override { return "cuda"; }
   const ModelConfig& config() const override { return config_; }
@@ -83,6 +85,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   int num_sms_ = 0;
   std::unique_ptr<cuda::Gemm> gemm_;
+  std::unique_ptr<cuda::LinearRunner> linears_;  // the decoder's linear layers, bf16 or quantized
 
   int qkv_dim_ = 0;
   cuda::DeviceBuffer inv_freq_;

@@ -1,11 +1,16 @@
 #include "backend/cuda/cuda_weights.h"
 
 #include <cuda_runtime.h>
+#include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <initializer_list>
 
+#include "backend/cpu/quant_ops.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elementwise_kernels.h"
+#include "backend/cuda/quant_fusion.h"
+#include "backend/cuda/quant_kernels.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "model/weights.h"
@@ -43,10 +48,92 @@ DeviceBuffer upload_optional(std::initializer_list<const TensorInfo*> parts, siz
   return upload_concat(parts, total_bytes);
 }
 
+template <typename T>
+DeviceBuffer upload_vector(const std::vector<T>& values, size_t& total_bytes) {
+  DeviceBuffer buffer(values.size() * sizeof(T));
+  buffer.upload(values.data(), buffer.bytes());
+  total_bytes += buffer.bytes();
+  return buffer;
+}
+
+struct LinearPart {
+  const TensorInfo* weight;
+  const LinearScales* scales;
+};
+
+// One fused linear layer from its parts (all quantized alike, or none), `what` naming it in errors.
+CudaLinear upload_linear(std::initializer_list<LinearPart> parts, std::initializer_list<const TensorInfo*> biases,
+                         const std::string& what, size_t& total_bytes) {
+  CudaLinear linear;
+  const LinearPart& first = *parts.begin();
+  linear.in = int(first.weight->shape.at(1));
+  for (const LinearPart& p : parts) linear.out += int(p.weight->shape.at(0));
+  linear.bias = upload_optional(biases, total_bytes);
+  const bool quantized = first.scales->weight_scale != nullptr;
+  for (const LinearPart& p : parts) {
+    if ((p.scales->weight_scale != nullptr) != quantized || p.weight->dtype != first.weight->dtype) {
+      fail("{}: the fused parts ({}, ...) must all be quantized alike (one is {}, another {})", what,
+           first.weight->name, dtype_name(first.weight->dtype), dtype_name(p.weight->dtype));
+    }
+  }
+  if (!quantized) {
+    std::vector<const TensorInfo*> weights;
+    for (const LinearPart& p : parts) weights.push_back(p.weight);
+    // upload_concat takes an initializer_list; fused layers have two or three parts.
+    if (weights.size() == 1) linear.weight = upload_concat({weights[0]}, total_bytes);
+    if (weights.size() == 2) linear.weight = upload_concat({weights[0], weights[1]}, total_bytes);
+    if (weights.size() == 3) linear.weight = upload_concat({weights[0], weights[1], weights[2]}, total_bytes);
+    return linear;
+  }
+  if (linear.in % 16 != 0) {
+    fail("{}: {} in_features {} is not a multiple of 16 (the quantized CUDA GEMMs need it)", what, first.weight->name,
+         linear.in);
+  }
+  std::vector<QuantPart> quant_parts;
+  for (const LinearPart& p : parts) {
+    quant_parts.push_back({p.weight->data, int(p.weight->shape.at(0)), scale_values(*p.scales->weight_scale)});
+  }
+  if (first.weight->dtype == DType::I8) {
+    linear.format = LinearFormat::Int8WeightOnly;
+    std::vector<uint8_t> codes;
+    for (const LinearPart& p : parts) codes.insert(codes.end(), p.weight->data, p.weight->data + p.weight->nbytes);
+    linear.weight = upload_vector(codes, total_bytes);
+    linear.weight_scale = upload_vector(fuse_channel_scales(quant_parts), total_bytes);
+    linear.per_channel = true;
+    return linear;
+  }
+  if (first.weight->dtype != DType::F8_E4M3) {
+    fail("{}: quantized weight {} has dtype {}, expected F8_E4M3 or I8", what, first.weight->name,
+         dtype_name(first.weight->dtype));
+  }
+  if (linear.out % 16 != 0) {
+    fail("{}: out_features {} is not a multiple of 16 (cuBLASLt's FP8 GEMM needs it)", what, linear.out);
+  }
+  linear.format = LinearFormat::Fp8;
+  FusedFp8 fused = fuse_fp8_parts(quant_parts, linear.in);
+  linear.weight = upload_vector(fused.codes, total_bytes);
+  linear.weight_scale = upload_vector(fused.scales, total_bytes);
+  linear.per_channel = fused.per_channel;
+  // Static activations: the fused GEMM reads one input, quantized with the largest of the parts' scales (vLLM's
+  // choice for fused layers); qed quantize writes the same scale for every part of a fused input anyway.
+  const bool static_input = first.scales->input_scale != nullptr;
+  float input_scale = 0.0f;
+  for (const LinearPart& p : parts) {
+    if ((p.scales->input_scale != nullptr) != static_input) {
+      fail("{}: the fused parts must all have an input_scale or none", what);
+    }
+    if (static_input) input_scale = std::max(input_scale, scalar_scale(*p.scales->input_scale));
+  }
+  if (static_input) linear.input_scale = upload_vector(std::vector<float>{input_scale}, total_bytes);
+  return linear;
+}
+
 struct RandomFill {
   uint64_t seed;
   uint64_t next = 0;
   size_t* total_bytes;
+  RandomWeightsDtype dtype = RandomWeightsDtype::Bf16;
+  DeviceBuffer staging = {};  // bf16 values of an FP8 matrix before quantization
 
   DeviceBuffer matrix(size_t elements, float low, float high) {
     DeviceBuffer buffer(elements * sizeof(uint16_t));
@@ -54,59 +141,117 @@ struct RandomFill {
     fill_uniform_bf16(buffer.as<uint16_t>(), elements, seed * 0x100000001B3ull + next++, low, high, nullptr);
     return buffer;
   }
+
+  // A linear layer of `dtype` with values of the bf16 one's distribution, uniform in [-a, a).
+  CudaLinear linear(int out, int in, float a) {
+    CudaLinear l;
+    l.out = out;
+    l.in = in;
+    const size_t elements = size_t(out) * size_t(in);
+    if (dtype == RandomWeightsDtype::Bf16) {
+      l.weight = matrix(elements, -a, a);
+      return l;
+    }
+    if (in % 16 != 0 || out % 16 != 0) {
+      fail("random quantized weights need dimensions that are multiples of 16, got {}x{}", out, in);
+    }
+    l.weight = DeviceBuffer(elements);
+    *total_bytes += elements;
+    if (dtype == RandomWeightsDtype::Int8WeightOnly) {
+      l.format = LinearFormat::Int8WeightOnly;
+      fill_uniform_int8(l.weight.as<int8_t>(), elements, seed * 0x100000001B3ull + next++, nullptr);
+      l.weight_scale = upload_vector(std::vector<float>(size_t(out), a / cpu::kInt8Max), *total_bytes);
+      l.per_channel = true;
+      return l;
+    }
+    l.format = LinearFormat::Fp8;
+    if (staging.bytes() < elements * sizeof(uint16_t)) staging = DeviceBuffer(elements * sizeof(uint16_t));
+    fill_uniform_bf16(staging.as<uint16_t>(), elements, seed * 0x100000001B3ull + next++, -a, a, nullptr);
+    l.weight_scale = upload_vector(std::vector<float>{a / cpu::kFp8E4M3Max}, *total_bytes);
+    quantize_fp8_bf16(staging.as<uint16_t>(), elements, l.weight_scale.as<float>(), l.weight.as<uint8_t>(), nullptr);
+    // Normalised activations of unit-norm layers rarely exceed 8: a plausible calibrated scale.
+    l.input_scale = upload_vector(std::vector<float>{8.0f / cpu::kFp8E4M3Max}, *total_bytes);
+    return l;
+  }
 };
 
 }  // namespace
 
+RandomWeightsDtype parse_random_weights_dtype(const std::string& name) {
+  if (name == "bf16") return RandomWeightsDtype::Bf16;
+  if (name == "fp8") return RandomWeightsDtype::Fp8;
+  if (name == "int8_wo") return RandomWeightsDtype::Int8WeightOnly;
+  fail("--dtype must be bf16, fp8 or int8_wo, got '{}'", name);
+}
+
+bool CudaModelWeights::has_format(LinearFormat format) const {
+  for (const CudaLayerWeights& l : layers) {
+    for (const CudaLinear* linear : {&l.qkv, &l.o_proj, &l.gate_up, &l.down_proj}) {
+      if (linear->format == format) return true;
+    }
+  }
+  return false;
+}
+
 CudaModelWeights CudaModelWeights::upload(const Checkpoint& checkpoint, const ModelConfig& config) {
-  const ModelWeights w = ModelWeights::bind(checkpoint, config);
+  const ModelWeights w = ModelWeights::bind(checkpoint, config, /*allow_quantized=*/true);
   CudaModelWeights out;
   out.embed_tokens = upload_concat({w.embed_tokens}, out.bytes);
   if (!config.tie_word_embeddings) out.lm_head = upload_concat({w.lm_head}, out.bytes);
   out.final_norm = upload_concat({w.final_norm}, out.bytes);
-  for (const LayerWeights& l : w.layers) {
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    const LayerWeights& l = w.layers[i];
+    const std::string where = checkpoint.dir() + ": layer " + std::to_string(i);
     CudaLayerWeights layer;
     layer.input_norm = upload_concat({l.input_norm}, out.bytes);
     layer.post_attention_norm = upload_concat({l.post_attention_norm}, out.bytes);
-    layer.qkv = upload_concat({l.q_proj, l.k_proj, l.v_proj}, out.bytes);
-    layer.qkv_bias = upload_optional({l.q_bias, l.k_bias, l.v_bias}, out.bytes);
-    layer.o_proj = upload_concat({l.o_proj}, out.bytes);
-    layer.o_bias = upload_optional({l.o_bias}, out.bytes);
-    layer.gate_up = upload_concat({l.gate_proj, l.up_proj}, out.bytes);
-    layer.gate_up_bias = upload_optional({l.gate_bias, l.up_bias}, out.bytes);
-    layer.down_proj = upload_concat({l.down_proj}, out.bytes);
-    layer.down_bias = upload_optional({l.down_bias}, out.bytes);
+    layer.qkv =
+        upload_linear({{l.q_proj, &l.q_proj_scales}, {l.k_proj, &l.k_proj_scales}, {l.v_proj, &l.v_proj_scales}},
+                      {l.q_bias, l.k_bias, l.v_bias}, where + " self_attn q/k/v", out.bytes);
+    layer.o_proj = upload_linear({{l.o_proj, &l.o_proj_scales}}, {l.o_bias}, where + " self_attn.o_proj", out.bytes);
+    layer.gate_up = upload_linear({{l.gate_proj, &l.gate_proj_scales}, {l.up_proj, &l.up_proj_scales}},
+                                  {l.gate_bias, l.up_bias}, where + " mlp gate/up", out.bytes);
+    layer.down_proj =
+        upload_linear({{l.down_proj, &l.down_proj_scales}}, {l.down_bias}, where + " mlp.down_proj", out.bytes);
     out.layers.push_back(std::move(layer));
+  }
+  if (!w.layers.empty() && w.layers[0].k_cache_scale) {
+    // vLLM with kv_cache_dtype "auto" does the same: the scales only matter to an FP8 cache.
+    spdlog::warn(
+        "{}: the checkpoint has FP8 KV-cache scales (k_scale/v_scale); the CUDA backend keeps a bf16 KV "
+        "cache and ignores them",
+        checkpoint.dir());
   }
   // Pageable-memory copies may still be in flight when cudaMemcpy returns; the forward runs on its own stream.
   QED_CUDA_CHECK(cudaDeviceSynchronize());
   return out;
 }
 
-CudaModelWeights CudaModelWeights::random(const ModelConfig& config, uint64_t seed) {
+CudaModelWeights CudaModelWeights::random(const ModelConfig& config, uint64_t seed, RandomWeightsDtype dtype) {
   config.validate("random weights");
   CudaModelWeights out;
-  RandomFill fill{seed, 0, &out.bytes};
-  const size_t hidden = size_t(config.hidden_size);
-  const size_t q_dim = size_t(config.num_heads) * config.head_dim;
-  const size_t kv_dim = size_t(config.num_kv_heads) * config.head_dim;
-  const size_t inter = size_t(config.intermediate_size);
+  RandomFill fill{seed, 0, &out.bytes, dtype};
+  const int hidden = config.hidden_size;
+  const int q_dim = config.num_heads * config.head_dim;
+  const int kv_dim = config.num_kv_heads * config.head_dim;
+  const int inter = config.intermediate_size;
   const float a = 0.02f * 1.7320508f;  // uniform [-a, a) has the standard deviation 0.02 of HF's init
-  out.embed_tokens = fill.matrix(size_t(config.vocab_size) * hidden, -a, a);
-  if (!config.tie_word_embeddings) out.lm_head = fill.matrix(size_t(config.vocab_size) * hidden, -a, a);
-  out.final_norm = fill.matrix(hidden, 1.0f, 1.0f);
+  out.embed_tokens = fill.matrix(size_t(config.vocab_size) * size_t(hidden), -a, a);
+  if (!config.tie_word_embeddings) out.lm_head = fill.matrix(size_t(config.vocab_size) * size_t(hidden), -a, a);
+  out.final_norm = fill.matrix(size_t(hidden), 1.0f, 1.0f);
   for (int l = 0; l < config.num_layers; ++l) {
     CudaLayerWeights layer;
-    layer.input_norm = fill.matrix(hidden, 1.0f, 1.0f);
-    layer.post_attention_norm = fill.matrix(hidden, 1.0f, 1.0f);
-    layer.qkv = fill.matrix((q_dim + 2 * kv_dim) * hidden, -a, a);
-    if (config.attention_bias) layer.qkv_bias = fill.matrix(q_dim + 2 * kv_dim, -a, a);
-    layer.o_proj = fill.matrix(hidden * q_dim, -a, a);
-    if (config.attention_bias && config.architecture == Architecture::Llama) layer.o_bias = fill.matrix(hidden, -a, a);
-    layer.gate_up = fill.matrix(2 * inter * hidden, -a, a);
-    if (config.mlp_bias) layer.gate_up_bias = fill.matrix(2 * inter, -a, a);
-    layer.down_proj = fill.matrix(hidden * inter, -a, a);
-    if (config.mlp_bias) layer.down_bias = fill.matrix(hidden, -a, a);
+    layer.input_norm = fill.matrix(size_t(hidden), 1.0f, 1.0f);
+    layer.post_attention_norm = fill.matrix(size_t(hidden), 1.0f, 1.0f);
+    layer.qkv = fill.linear(q_dim + 2 * kv_dim, hidden, a);
+    if (config.attention_bias) layer.qkv.bias = fill.matrix(size_t(q_dim + 2 * kv_dim), -a, a);
+    layer.o_proj = fill.linear(hidden, q_dim, a);
+    if (config.attention_bias && config.architecture == Architecture::Llama)
+      layer.o_proj.bias = fill.matrix(size_t(hidden), -a, a);
+    layer.gate_up = fill.linear(2 * inter, hidden, a);
+    if (config.mlp_bias) layer.gate_up.bias = fill.matrix(size_t(2 * inter), -a, a);
+    layer.down_proj = fill.linear(hidden, inter, a);
+    if (config.mlp_bias) layer.down_proj.bias = fill.matrix(size_t(hidden), -a, a);
     out.layers.push_back(std::move(layer));
   }
   QED_CUDA_CHECK(cudaDeviceSynchronize());

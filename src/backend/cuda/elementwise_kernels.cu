@@ -3,6 +3,7 @@
 #include "backend/cuda/bf16_vec.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elementwise_kernels.h"
+#include "backend/cuda/fp8_convert.cuh"
 
 namespace qed::cuda {
 namespace {
@@ -57,13 +58,16 @@ __device__ __forceinline__ float silu_mul(float g, float u) {
 }
 
 // grid (rows, column chunks of kThreads * 8): a single decode row still spreads over several SMs.
+// out_fp8 (optional): the E4M3 codes of the bf16 outputs divided by *fp8_scale, as quantize_fp8_bf16 on out.
 __global__ void silu_and_mul_kernel(const __nv_bfloat16* __restrict__ gate_up, __nv_bfloat16* __restrict__ out,
-                                    int inter) {
+                                    int inter, uint8_t* __restrict__ out_fp8, const float* __restrict__ fp8_scale) {
   const size_t row = blockIdx.x;
   const __nv_bfloat16* gate = gate_up + row * 2 * size_t(inter);
   const __nv_bfloat16* up = gate + inter;
   __nv_bfloat16* dst = out + row * size_t(inter);
   const int begin = blockIdx.y * kThreads * 8, end = min(inter, begin + kThreads * 8);
+  uint8_t* dst_fp8 = out_fp8 ? out_fp8 + row * size_t(inter) : nullptr;
+  const float scale = out_fp8 ? *fp8_scale : 1.0f;
   if (inter % 8 == 0) {
     const int i = begin + threadIdx.x * 8;
     if (i < end) {
@@ -73,10 +77,21 @@ __global__ void silu_and_mul_kernel(const __nv_bfloat16* __restrict__ gate_up, _
 #pragma unroll
       for (int j = 0; j < 8; ++j) y[j] = silu_mul(g[j], u[j]);
       store_f32x8(dst + i, y);
+      if (dst_fp8) {
+        uint32_t lo = 0, hi = 0;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          lo |= uint32_t(quantize_e4m3(__bfloat162float(__float2bfloat16(y[j])), scale)) << (8 * j);
+          hi |= uint32_t(quantize_e4m3(__bfloat162float(__float2bfloat16(y[j + 4])), scale)) << (8 * j);
+        }
+        *reinterpret_cast<uint2*>(dst_fp8 + i) = make_uint2(lo, hi);
+      }
     }
   } else {
     for (int i = begin + threadIdx.x; i < end; i += kThreads) {
-      dst[i] = __float2bfloat16(silu_mul(__bfloat162float(gate[i]), __bfloat162float(up[i])));
+      const __nv_bfloat16 value = __float2bfloat16(silu_mul(__bfloat162float(gate[i]), __bfloat162float(up[i])));
+      dst[i] = value;
+      if (dst_fp8) dst_fp8[i] = quantize_e4m3(__bfloat162float(value), scale);
     }
   }
 }
@@ -137,10 +152,13 @@ void rope_bf16(uint16_t* x, int row_stride, const int32_t* positions, const floa
   QED_CUDA_CHECK_LAUNCH();
 }
 
-void silu_and_mul_bf16(const uint16_t* gate_up, uint16_t* out, int rows, int inter, cudaStream_t stream) {
+void silu_and_mul_bf16(const uint16_t* gate_up, uint16_t* out, int rows, int inter, cudaStream_t stream,
+                       uint8_t* out_fp8, const float* fp8_scale) {
   if (rows <= 0) return;
+  QED_KERNEL_REQUIRE(!out_fp8 || (fp8_scale && reinterpret_cast<uintptr_t>(out_fp8) % 8 == 0),
+                     "silu_and_mul_bf16: an fp8 output needs its scale and 8-byte alignment");
   const dim3 grid(unsigned(rows), unsigned((inter + kThreads * 8 - 1) / (kThreads * 8)));
-  silu_and_mul_kernel<<<grid, kThreads, 0, stream>>>(as_bf16(gate_up), as_bf16(out), inter);
+  silu_and_mul_kernel<<<grid, kThreads, 0, stream>>>(as_bf16(gate_up), as_bf16(out), inter, out_fp8, fp8_scale);
   QED_CUDA_CHECK_LAUNCH();
 }
 

@@ -18,7 +18,10 @@ void rope_bf16(uint16_t* x, int row_stride, const int32_t* positions, const floa
                int head_dim, cudaStream_t stream);
 
 // out[r][i] = silu(gate_up[r][i]) * gate_up[r][inter + i] (cpu::silu_and_mul), out is rows × inter.
-void silu_and_mul_bf16(const uint16_t* gate_up, uint16_t* out, int rows, int inter, cudaStream_t stream);
+// out_fp8 (optional): also the E4M3 codes of out / *fp8_scale (a static-scale FP8 down_proj's input),
+// bit-identical to quantize_fp8_bf16 on out.
+void silu_and_mul_bf16(const uint16_t* gate_up, uint16_t* out, int rows, int inter, cudaStream_t stream,
+                       uint8_t* out_fp8 = nullptr, const float* fp8_scale = nullptr);
 
 // bf16 → fp32 / fp32 → bf16 conversion of n elements (hidden-state readback, test plumbing).
 void bf16_to_f32(const uint16_t* in, float* out, size_t n, cudaStream_t stream);

@@ -49,8 +49,10 @@ cudaDataType_t cuda_type(GemmType type) {
 
 }  // namespace
 
-Gemm::Gemm(size_t workspace_bytes) : workspace_(workspace_bytes) {
+Gemm::Gemm(size_t workspace_bytes) : workspace_(workspace_bytes), one_(sizeof(float)) {
   check(cublasLtCreate(&handle_), "create");
+  const float one = 1.0f;
+  one_.upload(&one, sizeof(one));
 }
 
 Gemm::~Gemm() {
@@ -83,6 +85,14 @@ Gemm::Plan& Gemm::plan_for(const Key& key) {
     check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)),
           "bias type");
   }
+  if (w_type == GemmType::F8_E4M3) {
+    // Scale pointers are set before the heuristic query, as NVIDIA's FP8 sample does; run() re-points them per call.
+    const void* one = one_.data();
+    check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &one, sizeof(one)),
+          "A scale pointer");
+    check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &one, sizeof(one)),
+          "B scale pointer");
+  }
   check(cublasLtMatrixLayoutCreate(&plan.a, cuda_type(w_type), uint64_t(in), uint64_t(out), int64_t(in)), "layout A");
   check(cublasLtMatrixLayoutCreate(&plan.b, cuda_type(x_type), uint64_t(in), uint64_t(rows), int64_t(in)), "layout B");
   check(cublasLtMatrixLayoutCreate(&plan.c, cuda_type(y_type), uint64_t(out), uint64_t(rows), int64_t(out)),
@@ -111,14 +121,19 @@ Gemm::Plan& Gemm::plan_for(const Key& key) {
 }
 
 void Gemm::run(const void* x, GemmType x_type, const GemmWeight& w, const void* bias, void* y, GemmType y_type,
-               int rows, cudaStream_t stream) {
+               int rows, cudaStream_t stream, const float* x_scale) {
   if (rows <= 0) return;
   if (w.out_features <= 0 || w.in_features <= 0) fail("gemm: weight of shape {}x{}", w.out_features, w.in_features);
-  if (w.type == GemmType::F8_E4M3 || x_type == GemmType::F8_E4M3) {
-    fail("gemm: fp8 weights are not supported yet (the scale slot is reserved for them)");
-  }
-  if (x_type != GemmType::BF16 || w.type != GemmType::BF16 || y_type == GemmType::F8_E4M3) {
-    fail("gemm: bf16 x bf16 -> bf16/fp32 only");
+  if (y_type == GemmType::F8_E4M3) fail("gemm: the output is bf16 or fp32");
+  const bool fp8 = w.type == GemmType::F8_E4M3 || x_type == GemmType::F8_E4M3;
+  if (fp8) {
+    if (w.type != x_type) fail("gemm: an fp8 GEMM takes fp8 weights and fp8 activations");
+    if (w.in_features % 16 != 0 || w.out_features % 16 != 0) {
+      fail("gemm: fp8 needs in/out features that are multiples of 16, got {}x{}", w.out_features, w.in_features);
+    }
+    if (bias && y_type != GemmType::BF16) fail("gemm: an fp8 GEMM with a bias writes bf16");
+  } else if (x_type != GemmType::BF16 || w.type != GemmType::BF16) {
+    fail("gemm: bf16 x bf16 or fp8 x fp8 only");
   }
   if (gemv_supports(rows, w.in_features)) {  // decode: bandwidth-bound, our GEMV beats cuBLASLt's picks there
     gemv_bf16(static_cast<const uint16_t*>(x), static_cast<const uint16_t*>(w.data), static_cast<const uint16_t*>(bias),
@@ -129,6 +144,16 @@ void Gemm::run(const void* x, GemmType x_type, const GemmWeight& w, const void* 
   if (bias) {
     check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
           "bias pointer");
+  }
+  if (fp8) {
+    // A is the weight, B the activations (see plan_for); both pointers are set on every call because the plan is
+    // shared by every layer of this shape.
+    const void* a_scale = w.scale ? w.scale : one_.data();
+    const void* b_scale = x_scale ? x_scale : one_.data();
+    check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof(a_scale)),
+          "A scale pointer");
+    check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof(b_scale)),
+          "B scale pointer");
   }
   const float alpha = 1.0f, beta = 0.0f;
   check(cublasLtMatmul(handle_, plan.desc, &alpha, w.data, plan.a, x, plan.b, &beta, y, plan.c, y, plan.c, &plan.algo,

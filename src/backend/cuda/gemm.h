@@ -1,7 +1,8 @@
 #pragma once
 // Every GEMM of the model goes through cuBLASLt: y[rows][out] = x[rows][in] · W[out][in]^T (+ bias[out]), the
-// nn.Linear layout, fp32 accumulation. bf16 weights and activations today; the element types and the per-tensor
-// scales are part of the interface so fp8 (E4M3, cuBLASLt's "TN" layout, which is this one) slots in next.
+// nn.Linear layout, fp32 accumulation. bf16 × bf16, or FP8 E4M3 × E4M3 with per-tensor dequantisation scales
+// (cuBLASLt's A/B scale pointers): the weight is the transposed operand, K-major ("TN"), which is the only layout
+// cuBLASLt's FP8 kernels take, and it is this one.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -21,7 +22,7 @@ struct GemmWeight {
   GemmType type = GemmType::BF16;
   int out_features = 0;
   int in_features = 0;
-  const float* scale = nullptr;  // device, per-tensor dequantisation scale (fp8 only)
+  const float* scale = nullptr;  // device, per-tensor dequantisation scale (fp8 only; null = 1)
 };
 
 class Gemm {
@@ -34,8 +35,10 @@ class Gemm {
   // x: rows × w.in_features of x_type; bias: w.out_features bf16 or null; y: rows × w.out_features of y_type
   // (BF16, or F32 for logits). Plans (layouts + the heuristic's algorithm) are cached per shape, so a repeated
   // shape costs no host allocation and no heuristic query. All pointers 16-byte aligned.
+  // FP8: x_type and w.type both F8_E4M3, y = (x_q · W_q^T) · *x_scale · *w.scale (+ bias, bf16 output only);
+  // in_features and out_features multiples of 16 (cuBLASLt's FP8 leading-dimension rule); sm_89 or newer.
   void run(const void* x, GemmType x_type, const GemmWeight& w, const void* bias, void* y, GemmType y_type, int rows,
-           cudaStream_t stream);
+           cudaStream_t stream, const float* x_scale = nullptr);
 
  private:
   struct Plan {
@@ -48,6 +51,7 @@ class Gemm {
 
   cublasLtHandle_t handle_ = nullptr;
   DeviceBuffer workspace_;
+  DeviceBuffer one_;  // a device 1.0f: the scale of an FP8 operand given none
   std::map<Key, Plan> plans_;
 };
 

@@ -2,6 +2,7 @@
 
 #include "backend/cuda/bf16_vec.cuh"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/fp8_convert.cuh"
 #include "backend/cuda/norm_kernels.h"
 
 namespace qed::cuda {
@@ -37,7 +38,7 @@ __device__ __forceinline__ float norm_out(float v, float inv_rms, float w) {
 constexpr int kCached = 4;
 __global__ void rmsnorm_vec_kernel(const __nv_bfloat16* __restrict__ x, __nv_bfloat16* __restrict__ residual,
                                    const __nv_bfloat16* __restrict__ weight, __nv_bfloat16* __restrict__ y, int dim,
-                                   float eps) {
+                                   float eps, uint8_t* __restrict__ y_fp8, const float* __restrict__ fp8_scale) {
   const size_t row = blockIdx.x;
   const int vectors = dim / 8;
   const __nv_bfloat16* x_row = x + row * dim;
@@ -76,6 +77,13 @@ __global__ void rmsnorm_vec_kernel(const __nv_bfloat16* __restrict__ x, __nv_bfl
 #pragma unroll
     for (int j = 0; j < 8; ++j) out[j] = norm_out(values[j], inv_rms, w[j]);
     store_f32x8(y + row * dim + v * 8, out);
+    if (y_fp8) {
+      // The E4M3 codes of the bf16 outputs: the same codes quantize_fp8_bf16 would give on y.
+      uint8_t codes[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) codes[j] = quantize_e4m3(__bfloat162float(__float2bfloat16(out[j])), *fp8_scale);
+      *reinterpret_cast<uint2*>(y_fp8 + row * dim + v * 8) = *reinterpret_cast<const uint2*>(codes);
+    }
   };
 #pragma unroll
   for (int k = 0; k < kCached; ++k) {
@@ -91,7 +99,7 @@ __global__ void rmsnorm_vec_kernel(const __nv_bfloat16* __restrict__ x, __nv_bfl
 
 // Any dim: one element per step.
 __global__ void rmsnorm_kernel(const __nv_bfloat16* x, __nv_bfloat16* residual, const __nv_bfloat16* weight,
-                               __nv_bfloat16* y, int dim, float eps) {
+                               __nv_bfloat16* y, int dim, float eps, uint8_t* y_fp8, const float* fp8_scale) {
   const size_t row = blockIdx.x;
   const __nv_bfloat16* x_row = x + row * dim;
   __nv_bfloat16* r_row = residual ? residual + row * dim : nullptr;
@@ -108,19 +116,23 @@ __global__ void rmsnorm_kernel(const __nv_bfloat16* x, __nv_bfloat16* residual, 
   float inv_rms = rsqrtf(block_sum(sum_sq) / float(dim) + eps);
   for (int i = threadIdx.x; i < dim; i += kThreads) {
     float v = r_row ? __bfloat162float(r_row[i]) : __bfloat162float(x_row[i]);
-    y[row * dim + i] = __float2bfloat16(norm_out(v, inv_rms, __bfloat162float(weight[i])));
+    const __nv_bfloat16 out = __float2bfloat16(norm_out(v, inv_rms, __bfloat162float(weight[i])));
+    y[row * dim + i] = out;
+    // The E4M3 code of the bf16 output: the same code quantize_fp8_bf16 would give on y.
+    if (y_fp8) y_fp8[row * dim + i] = quantize_e4m3(__bfloat162float(out), *fp8_scale);
   }
 }
 
 }  // namespace
 
 void rmsnorm_bf16(const uint16_t* x, uint16_t* residual, const uint16_t* weight, uint16_t* y, int rows, int dim,
-                  float eps, cudaStream_t stream) {
+                  float eps, cudaStream_t stream, uint8_t* y_fp8, const float* fp8_scale) {
   if (rows <= 0) return;
+  QED_KERNEL_REQUIRE(!y_fp8 || fp8_scale, "rmsnorm_bf16: an fp8 output needs its scale");
   const bool vec = dim % 8 == 0;
   (vec ? rmsnorm_vec_kernel : rmsnorm_kernel)<<<rows, kThreads, 0, stream>>>(
       reinterpret_cast<const __nv_bfloat16*>(x), reinterpret_cast<__nv_bfloat16*>(residual),
-      reinterpret_cast<const __nv_bfloat16*>(weight), reinterpret_cast<__nv_bfloat16*>(y), dim, eps);
+      reinterpret_cast<const __nv_bfloat16*>(weight), reinterpret_cast<__nv_bfloat16*>(y), dim, eps, y_fp8, fp8_scale);
   QED_CUDA_CHECK_LAUNCH();
 }
 

@@ -55,7 +55,8 @@ std::unique_ptr<Backend> make_random_backend(const ModelConfig& config, uint64_t
                                              const BackendSelection& selection) {
   if (selection.kind != "cuda") fail("random weights (--config) need --backend cuda");
 #ifdef QED_WITH_CUDA_BACKEND
-  return CudaBackend::random(config, seed, cuda_options(selection));
+  return CudaBackend::random(config, seed, cuda_options(selection),
+                             cuda::parse_random_weights_dtype(selection.random_dtype));
 #else
   (void)config;
   (void)seed;

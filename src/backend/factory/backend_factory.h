@@ -21,8 +21,9 @@ struct BackendSelection {
   // cuda
   int device = 0;
   float gpu_memory_fraction = 0.90f;
-  int max_batched_tokens = 8192;  // the scheduler's per-step token budget (sizes the activation buffers)
-  bool cuda_graphs = false;       // replay captured CUDA graphs for decode steps
+  int max_batched_tokens = 8192;      // the scheduler's per-step token budget (sizes the activation buffers)
+  bool cuda_graphs = false;           // replay captured CUDA graphs for decode steps
+  std::string random_dtype = "bf16";  // make_random_backend only: bf16 | fp8 | int8_wo
 };
 
 // Throws qed::Error with one line when the kind is unknown, when CUDA was asked for but this binary was built

@@ -1,0 +1,61 @@
+#pragma once
+// Runs the model's linear layers (CudaLinear) in whatever format the checkpoint gave them:
+//   bf16             one cuBLASLt GEMM (bias in its epilogue)
+//   FP8 per tensor   activations quantized to E4M3 (static input_scale, or a dynamic one from the input's amax),
+//                    one cuBLASLt FP8 GEMM with both scales as its A/B scale pointers, bf16 out, bias epilogue
+//   FP8 per channel  the same GEMM unscaled into fp32 scratch, then y = acc · x_scale · w_scale[j] + bias[j]
+//   int8 weight-only rows ≤ kInt8GemvBatchRows: the int8 GEMV, one launch per kInt8GemvMaxRows rows (each reads
+//                    the int8 weight once); more rows: the weight dequantized to bf16 scratch (exact: int8 codes
+//                    are bf16 integers), a bf16 cuBLASLt GEMM into fp32 scratch, then the per-channel scale epilogue
+// The fp32 scratch covers a bounded number of rows; larger batches run those GEMMs in row chunks.
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "backend/cuda/cuda_weights.h"
+#include "backend/cuda/device.h"
+#include "backend/cuda/gemm.h"
+
+namespace qed::cuda {
+
+// Up to this many rows int8 layers run the GEMV in 8-row launches: two passes over the int8 weight (2 bytes per
+// weight, as bf16 reads once) beat dequantizing it (1 byte read + 2 written + 2 read by the GEMM); decode batches of
+// ~12 sequences (the AIMO workload) stay on this path. Above it, the FP32-FMA GEMV would be compute-bound.
+inline constexpr int kInt8GemvBatchRows = 16;
+
+class LinearRunner {
+ public:
+  // Scratch sized for forwards of up to max_rows rows over the layers of `weights`; none for a bf16 model.
+  LinearRunner(Gemm& gemm, const CudaModelWeights& weights, int max_rows);
+  // The same for an explicit set of layers (tests).
+  LinearRunner(Gemm& gemm, const std::vector<const CudaLinear*>& linears, int max_rows);
+
+  // y (rows × linear.out bf16) = x (rows × linear.in bf16) · W^T (+ bias), on `stream`. 16-byte aligned pointers.
+  // fp8_input_ready: the kernel that produced x already wrote its E4M3 codes to fp8_input() with
+  // static_fp8_scale(linear) (fused quantization), so the FP8 path skips its own quantization pass.
+  void run(const CudaLinear& linear, const uint16_t* x, uint16_t* y, int rows, cudaStream_t stream,
+           bool fp8_input_ready = false);
+
+  // The static activation scale of an FP8 layer (device pointer), which lets the producer of its input quantize
+  // it; null for every other layer (bf16, int8, dynamic FP8).
+  static const float* static_fp8_scale(const CudaLinear& linear);
+  // Where a fused producer writes the E4M3 input of the next FP8 layer (max_rows × its in_features bytes).
+  uint8_t* fp8_input() const { return x_q_.as<uint8_t>(); }
+
+  size_t scratch_bytes() const { return x_q_.bytes() + scale_.bytes() + acc_.bytes() + dequant_.bytes(); }
+  // Rows of one chunk of the fp32-scratch GEMMs.
+  int chunk_rows() const { return chunk_rows_; }
+
+ private:
+  Gemm& gemm_;
+  int max_rows_ = 0;
+  int chunk_rows_ = 0;
+  DeviceBuffer x_q_;      // E4M3 activations, max_rows × widest FP8 input
+  DeviceBuffer scale_;    // the dynamic activation scale of the current FP8 GEMM
+  DeviceBuffer acc_;      // fp32, chunk_rows × widest per-channel / int8 output
+  DeviceBuffer dequant_;  // bf16 copy of the largest int8 weight
+};
+
+}  // namespace qed::cuda
