@@ -135,7 +135,7 @@ void Gemm::run(const void* x, GemmType x_type, const GemmWeight& w, const void* 
   } else if (x_type != GemmType::BF16 || w.type != GemmType::BF16) {
     fail("gemm: bf16 x bf16 or fp8 x fp8 only");
   }
-  if (gemv_supports(rows, w.in_features)) {  // decode: bandwidth-bound, our GEMV beats cuBLASLt's picks there
+  if (!fp8 && gemv_supports(rows, w.in_features)) {  // decode: bandwidth-bound, our GEMV beats cuBLASLt's there
     gemv_bf16(static_cast<const uint16_t*>(x), static_cast<const uint16_t*>(w.data), static_cast<const uint16_t*>(bias),
               y, y_type == GemmType::F32, rows, w.out_features, w.in_features, stream);
     return;
