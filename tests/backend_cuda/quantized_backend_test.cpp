@@ -8,7 +8,7 @@
 // so ~2^-9 / 2^-3 ≈ 1-2% of the E4M3 codes land one step (6%) apart, and the per-tensor q/k/v weights are
 // requantized to their largest scale (vLLM's fused layout) on the GPU only; that adds ~1% per linear layer on top
 // of the bf16 differences, over 2 layers × 4 linears. The measured worst is printed. Greedy continuations must be
-// equal except where the CPU's own top-2 logits are closer than the tolerance (a near-tie either could take).
+// equal except where the CPU's own top-2 logits are within twice the tolerance (a near-tie either could take).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -123,16 +124,40 @@ TEST_P(QuantizedCudaParity, CheckpointIsQuantizedAsAsked) {
   EXPECT_EQ(q.dtype, GetParam().method == QuantMethod::Fp8 ? DType::F8_E4M3 : DType::I8);
 }
 
+float mean_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double sum = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) sum += std::fabs(double(a[i]) - double(b[i]));
+  return a.empty() ? 0.0f : float(sum / double(a.size()));
+}
+
+// FP8 on the two backends are two quantizations, not one: the GPU requantizes q/k/v to their largest scale (vLLM's
+// fused layout) and quantizes bf16-rounded activations, so each E4M3 code that lands one step apart moves a logit
+// by as much as the checkpoint's own quantization does. Measured on an H200: 0.5-1.07 at logit scale ~5 (10-19%),
+// int8_wo 1.5%. So FP8 is held to the quantization noise itself, measured here (the CPU's FP8 vs its bf16
+// logits): within 2x of it, and moved away from bf16 by at least half of it (a bf16 forward passing as FP8 fails).
 TEST_P(QuantizedCudaParity, PrefillLogitsMatchTheCpuBackendOnTheSameCheckpoint) {
+  const bool fp8 = GetParam().method == QuantMethod::Fp8;
+  std::unique_ptr<CpuBackend> bf16 = fp8 ? load_fixture_backend(kFixtureName) : nullptr;
   for (size_t p = 0; p < fixture_.prompts.size(); ++p) {
     const std::vector<int32_t>& ids = fixture_.prompts[p].ids;
     const std::vector<float> want = prefill_logits(*cpu_, ids);
     const std::vector<float> got = prefill_logits(*cuda_, ids);
     ASSERT_EQ(got.size(), want.size());
     const float scale = scale_of(want), diff = max_abs_diff(got, want);
-    std::printf("[ quant parity ] %s prompt %zu (%zu tokens): max|diff| vs CPU %.3g, scale %.3g\n", GetParam().name, p,
-                ids.size(), double(diff), double(scale));
-    EXPECT_LE(diff, GetParam().tolerance * scale) << GetParam().name << " prompt " << p;
+    float bound = GetParam().tolerance * scale;
+    if (fp8) {
+      const std::vector<float> unquantized = prefill_logits(*bf16, ids);
+      const float noise = max_abs_diff(want, unquantized);
+      const float moved = mean_abs_diff(got, unquantized), cpu_moved = mean_abs_diff(want, unquantized);
+      std::printf(
+          "[ quant parity ] %s prompt %zu: CPU fp8 vs bf16 max|diff| %.3g (mean %.3g), CUDA vs bf16 mean %.3g\n",
+          GetParam().name, p, double(noise), double(cpu_moved), double(moved));
+      bound = std::max(bound, 2.0f * noise);
+      EXPECT_GE(moved, 0.5f * cpu_moved) << GetParam().name << " prompt " << p << ": CUDA logits barely quantized";
+    }
+    std::printf("[ quant parity ] %s prompt %zu (%zu tokens): max|diff| vs CPU %.3g, scale %.3g, bound %.3g\n",
+                GetParam().name, p, ids.size(), double(diff), double(scale), double(bound));
+    EXPECT_LE(diff, bound) << GetParam().name << " prompt " << p;
   }
 }
 
@@ -177,7 +202,8 @@ TEST_P(QuantizedCudaParity, GreedyContinuationsAgreeExceptAtNearTies) {
       const float gap = row[size_t(want.tokens[size_t(t)])] - row[size_t(got.tokens[size_t(t)])];
       std::printf("[ quant parity ] %s prompt %zu diverges at token %d (CPU logit gap %.3g)\n", GetParam().name, p, t,
                   double(gap));
-      EXPECT_LE(gap, GetParam().tolerance * scale_of(row))
+      // Either logit may be off by the tolerance, so a flip needs a gap within twice it.
+      EXPECT_LE(gap, 2.0f * GetParam().tolerance * scale_of(row))
           << GetParam().name << " prompt " << p << " step " << t << ": CUDA took " << got.tokens[size_t(t)] << ", CPU "
           << want.tokens[size_t(t)] << ", not a near-tie";
       break;  // the continuations differ from here on

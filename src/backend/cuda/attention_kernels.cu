@@ -68,8 +68,8 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params p) {
     // partial, weight 0 in the merge; its values are zeroed so 0 * garbage cannot make a NaN.
     for (int item = threadIdx.x; item < heads_here * (HEAD_DIM + 2); item += kThreads) {
       const int g = item / (HEAD_DIM + 2), d = item % (HEAD_DIM + 2);
-      const size_t head_row = size_t(row) * p.shape.num_heads + size_t(head0 + g);
-      p.partials[(head_row * p.partitions + part) * attention_partial_floats(HEAD_DIM) + d] =
+      const size_t launch_row = size_t(blockIdx.x) * p.shape.num_heads + size_t(head0 + g);  // partials: by launch
+      p.partials[(launch_row * p.partitions + part) * attention_partial_floats(HEAD_DIM) + d] =
           d == HEAD_DIM ? -INFINITY : 0.0f;
     }
     return;
