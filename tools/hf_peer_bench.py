@@ -142,6 +142,9 @@ def main():
     if args.merge_into:
         path = pathlib.Path(args.merge_into)
         merged = json.loads(path.read_text())
+        # The same tree as the qed run it joins; its binary knows its commit, while this checkout may be a copy
+        # whose git history is stale (the GPU box).
+        provenance["git_sha"] = merged.get("provenance", {}).get("git_sha", provenance["git_sha"])
         merged["results"].extend(results)
         merged.setdefault("peer_provenance", []).append(provenance)
         path.write_text(json.dumps(merged, indent=1) + "\n")

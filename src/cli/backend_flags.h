@@ -11,7 +11,7 @@ struct BackendFlags {
   std::string backend = "cpu";
   float gpu_memory_fraction = BackendSelection{}.gpu_memory_fraction;
   int gpu_device = 0;
-  bool cuda_graphs = false;
+  bool cuda_graphs = true;
 };
 
 void add_backend_flags(CLI::App* cmd, BackendFlags& flags);

@@ -4,6 +4,7 @@
 
 #include <fstream>
 
+#include "cli/version.h"
 #include "core/error.h"
 
 namespace qed::cli {
@@ -23,6 +24,12 @@ void write_bench_json(const std::string& path, const nlohmann::json& document) {
   file << document.dump(1) << "\n";
   if (!file) fail("{}: write failed", path);
   fmt::print("wrote {}\n", path);
+}
+
+std::string build_git_sha() {
+  const std::string version = kVersion;  // "0.1.0 (sha)"
+  const size_t open = version.find('('), close = version.find(')');
+  return open != std::string::npos && close > open ? version.substr(open + 1, close - open - 1) : version;
 }
 
 }  // namespace qed::cli

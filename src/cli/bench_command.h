@@ -10,5 +10,8 @@ namespace qed::cli {
 CLI::App* bench_command(CLI::App& app);
 // Writes a bench result document (provenance + results) to `path`; one-line error naming it when that fails.
 void write_bench_json(const std::string& path, const nlohmann::json& document);
+// The commit this binary was built from (version.h, rewritten at every build); the checkout a bench runs in may
+// be a copy without its history (the GPU box), so it is not asked.
+std::string build_git_sha();
 
 }  // namespace qed::cli

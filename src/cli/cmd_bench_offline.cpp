@@ -19,7 +19,6 @@
 #include "cli/backend_flags.h"
 #include "cli/bench_command.h"
 #include "cli/commands.h"
-#include "cli/version.h"
 #include "core/error.h"
 #include "engine/engine.h"
 #include "model/model_config.h"
@@ -66,12 +65,6 @@ std::string this_command_line() {
   }
   while (!raw.empty() && raw.back() == ' ') raw.pop_back();
   return raw;
-}
-
-std::string git_sha() {
-  const std::string version = kVersion;  // "0.1.0 (sha)"
-  const size_t open = version.find('('), close = version.find(')');
-  return open != std::string::npos && close > open ? version.substr(open + 1, close - open - 1) : version;
 }
 
 void run_bench_offline(const BenchOfflineOptions& opt) {
@@ -137,7 +130,7 @@ void run_bench_offline(const BenchOfflineOptions& opt) {
   }
   const BackendDevice device = describe_backend_device(selection);
   const nlohmann::json out = {{"provenance",
-                               {{"git_sha", git_sha()},
+                               {{"git_sha", build_git_sha()},
                                 {"device", device.device},
                                 {"driver", device.driver},
                                 {"cuda", device.cuda},

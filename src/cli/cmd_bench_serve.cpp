@@ -21,7 +21,6 @@
 #include "bench/serve_workloads.h"
 #include "cli/bench_command.h"
 #include "cli/commands.h"
-#include "cli/version.h"
 #include "core/error.h"
 #include "server/http/http_client.h"
 
@@ -93,18 +92,6 @@ std::string utc_now_compact() {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
   return buf;
-}
-
-// The full sha of the checkout we run in, else the one the binary was built from.
-std::string git_sha() {
-  std::string out;
-  if (FILE* p = popen("git rev-parse HEAD 2>/dev/null", "r")) {
-    char buf[128];
-    while (fgets(buf, sizeof buf, p)) out += buf;
-    pclose(p);
-  }
-  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
-  return out.size() == 40 ? out : std::string(kVersion);
 }
 
 std::string command_line() {
@@ -247,7 +234,7 @@ void run_bench_serve(const BenchServeOptions& opt) {
   std::string device = opt.device.empty() ? default_device() : opt.device;
   if (auto at = device.find("{url}"); at != std::string::npos) device.replace(at, 5, opt.url);
   const json out = {{"provenance",
-                     {{"git_sha", git_sha()},
+                     {{"git_sha", build_git_sha()},
                       {"device", device},
                       {"driver", nullptr},
                       {"cuda", nullptr},

@@ -22,7 +22,7 @@ struct BackendSelection {
   int device = 0;
   float gpu_memory_fraction = 0.90f;
   int max_batched_tokens = 8192;      // the scheduler's per-step token budget (sizes the activation buffers)
-  bool cuda_graphs = false;           // replay captured CUDA graphs for decode steps
+  bool cuda_graphs = true;            // replay captured CUDA graphs for decode steps (the CLI default)
   std::string random_dtype = "bf16";  // make_random_backend only: bf16 | fp8 | int8_wo
 };
 
