@@ -1,5 +1,7 @@
-// qed bench report: bench/results/*.json (shared/design.md "Bench results") → one Markdown report with a table per
-// run and its provenance, plus one PNG bar chart per (run, metric) drawn by matplotlib.
+// qed bench report: bench/results/*.json (shared/design.md "Bench results") → one Markdown report: first a comparison
+// across runs (per model: every workload × metric against every engine/precision/spec measured, decode throughput
+// vs batch as lines, the rest as grouped bars: the BF16 / FP8 / FP8+ReDrafter table of the reference workflow), then
+// a table per run with its provenance and one PNG bar chart per (run, metric), all drawn by matplotlib.
 #include <fmt/format.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,16 +38,48 @@ import sys
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-for chart in json.load(open(sys.argv[1])):
+def bars(chart):
     labels, values = chart["labels"], chart["values"]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(labels) + 1.4))
-    bars = ax.barh(range(len(labels)), values, color="#4878a8")
+    drawn = ax.barh(range(len(labels)), values, color="#4878a8")
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel(chart["metric"])
-    ax.set_title(chart["title"], fontsize=9)
-    ax.bar_label(bars, fmt="%.4g", fontsize=7, padding=2)
+    ax.bar_label(drawn, fmt="%.4g", fontsize=7, padding=2)
     ax.margins(x=0.15)
+    ax.set_xlabel(chart["metric"])
+    return fig, ax
+def grouped(chart):
+    labels, series = chart["labels"], chart["series"]
+    height = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(labels) * len(series) + 1.6))
+    for i, s in enumerate(series):
+        ys = [j + i * height for j in range(len(labels))]
+        xs = [0 if v is None else v for v in s["values"]]
+        drawn = ax.barh(ys, xs, height=height, label=s["name"])
+        ax.bar_label(drawn, labels=["" if v is None else f"{v:.4g}" for v in s["values"]], fontsize=7, padding=2)
+    ax.set_yticks([j + height * (len(series) - 1) / 2 for j in range(len(labels))], labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.margins(x=0.15)
+    ax.set_xlabel(chart["metric"])
+    ax.legend(fontsize=7)
+    return fig, ax
+def lines(chart):
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for s in chart["series"]:
+        ax.plot(s["x"], s["values"], marker="o", label=s["name"])
+        for x, y in zip(s["x"], s["values"]):
+            ax.annotate(f"{y:.4g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({x for s in chart["series"] for x in s["x"]}))
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel(chart["x_label"])
+    ax.set_ylabel(chart["metric"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig, ax
+for chart in json.load(open(sys.argv[1])):
+    fig, ax = {"bars": bars, "grouped": grouped, "lines": lines}[chart.get("kind", "bars")](chart)
+    ax.set_title(chart["title"], fontsize=9)
     fig.tight_layout()
     fig.savefig(chart["png"], dpi=110)
     plt.close(fig)
@@ -133,6 +167,116 @@ std::string safe_name(std::string s) {
   return s;
 }
 
+// engine / precision / spec of a result: what the comparison puts side by side.
+std::string variant_of(const json& r) {
+  std::string v = field(r, "engine");
+  for (const char* key : {"precision", "spec"}) {
+    const std::string f = field(r, key);
+    if (!f.empty() && f != "none" && f != "n/a") v += " " + f;
+  }
+  return v.empty() ? "?" : v;
+}
+
+// decode_b<N> → N, else 0.
+int decode_batch(const std::string& workload) {
+  if (workload.rfind("decode_b", 0) != 0) return 0;
+  try {
+    return std::stoi(workload.substr(8));
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+// The section that compares runs: per model, rows workload/metric, columns the variants (in first-seen order).
+void write_comparison(const std::vector<Run>& runs, const std::string& out_dir, bool plots, std::ostringstream& md,
+                      json& charts) {
+  struct Row {
+    std::map<std::string, double> by_variant;
+  };
+  std::map<std::string, std::vector<std::string>> variants;  // model → variants, first seen first
+  std::map<std::string, std::map<std::pair<std::string, std::string>, Row>> rows;  // model → (workload, metric)
+  for (const Run& run : runs) {
+    for (const json& r : run.results) {
+      const std::string model = field(r, "model"), variant = variant_of(r);
+      auto& seen = variants[model];
+      if (std::find(seen.begin(), seen.end(), variant) == seen.end()) seen.push_back(variant);
+      rows[model][{field(r, "workload"), field(r, "metric")}].by_variant[variant] = r["value"].get<double>();
+    }
+  }
+  bool any = false;
+  for (const auto& [model, names] : variants) {
+    if (model.empty() || names.size() < 2) continue;  // nothing to compare (no model: e.g. sandbox runs)
+    if (!any) md << "\n## Comparison across runs\n";
+    any = true;
+    md << "\n### " << (model.empty() ? "(no model)" : model) << "\n\n| workload | metric |";
+    for (const auto& v : names) md << " " << v << " |";
+    md << "\n|---|---|";
+    for (size_t i = 0; i < names.size(); ++i) md << "---|";
+    md << "\n";
+    std::map<std::string, json> grouped;                                                         // metric → chart
+    std::map<std::string, std::map<std::string, std::vector<std::pair<int, double>>>> by_batch;  // metric → variant
+    for (const auto& [key, row] : rows[model]) {
+      const auto& [workload, metric] = key;
+      if (row.by_variant.size() < 2) continue;  // measured for one variant only: its run's own table has it
+      md << "| " << workload << " | " << metric << " |";
+      for (const auto& v : names) {
+        auto it = row.by_variant.find(v);
+        md << " " << (it == row.by_variant.end() ? "—" : format_value(it->second)) << " |";
+      }
+      md << "\n";
+      if (const int batch = decode_batch(workload); batch > 0) {
+        for (const auto& [v, value] : row.by_variant) by_batch[metric][v].emplace_back(batch, value);
+        continue;
+      }
+      json& chart = grouped[metric];
+      if (chart.is_null()) {
+        chart = {{"kind", "grouped"},
+                 {"title", model + ": " + metric},
+                 {"metric", metric},
+                 {"labels", json::array()},
+                 {"series", json::array()}};
+        for (const auto& v : names) chart["series"].push_back({{"name", v}, {"values", json::array()}});
+      }
+      chart["labels"].push_back(workload);
+      for (size_t i = 0; i < names.size(); ++i) {
+        auto it = row.by_variant.find(names[i]);
+        chart["series"][i]["values"].push_back(it == row.by_variant.end() ? json(nullptr) : json(it->second));
+      }
+    }
+    if (!plots) continue;
+    const std::string stem = "compare." + safe_name(model.empty() ? "model" : model);
+    for (auto& [metric, series_by_variant] : by_batch) {
+      json chart{{"kind", "lines"},
+                 {"title", model + ": " + metric + " vs decode batch"},
+                 {"metric", metric},
+                 {"x_label", "decode batch (sequences)"},
+                 {"series", json::array()}};
+      for (const auto& v : names) {
+        auto it = series_by_variant.find(v);
+        if (it == series_by_variant.end() || it->second.size() < 2) continue;
+        std::sort(it->second.begin(), it->second.end());
+        json s{{"name", v}, {"x", json::array()}, {"values", json::array()}};
+        for (const auto& [x, y] : it->second) {
+          s["x"].push_back(x);
+          s["values"].push_back(y);
+        }
+        chart["series"].push_back(std::move(s));
+      }
+      if (chart["series"].empty()) continue;
+      const std::string png = safe_name(stem + ".decode." + metric) + ".png";
+      chart["png"] = (fs::path(out_dir) / png).string();
+      md << "\n![" << metric << " vs batch](" << png << ")\n";
+      charts.push_back(std::move(chart));
+    }
+    for (auto& [metric, chart] : grouped) {
+      const std::string png = safe_name(stem + "." + metric) + ".png";
+      chart["png"] = (fs::path(out_dir) / png).string();
+      md << "\n![" << metric << "](" << png << ")\n";
+      charts.push_back(std::move(chart));
+    }
+  }
+}
+
 void write_report(const std::string& results_dir, const std::string& out_dir, bool plots, const std::string& python) {
   std::error_code ec;
   if (!fs::is_directory(results_dir, ec)) fail("bench report: {} is not a directory", results_dir);
@@ -148,8 +292,10 @@ void write_report(const std::string& results_dir, const std::string& out_dir, bo
   md << "# qed benchmark report\n\nGenerated by `qed bench report` from `" << results_dir << "` (" << files.size()
      << " runs). Values are as measured; see each run's device and command.\n";
   json charts = json::array();
-  for (const auto& path : files) {
-    Run run = load_run(path);
+  std::vector<Run> runs;
+  for (const auto& path : files) runs.push_back(load_run(path));
+  write_comparison(runs, out_dir, plots, md, charts);
+  for (const Run& run : runs) {
     const json& p = run.provenance;
     md << "\n## " << run.file << "\n\n";
     md << fmt::format("- date: {}\n- device: {}\n- git: `{}`\n- command: `{}`\n", field(p, "date"), field(p, "device"),

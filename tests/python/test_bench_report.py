@@ -30,11 +30,39 @@ def test_report_has_a_table_row_per_result_and_a_png_per_metric(qed_bin, tmp_pat
     for r in run:
         assert f"| {r['engine']} | {r['model']} | {r['precision']} | none | {r['workload']} | {r['metric']} | " \
                f"{r['value']:g} |" in md
-    pngs = sorted(p.name for p in out.glob("*.png"))
+    pngs = sorted(p.name for p in out.glob("offline-h200.*.png"))
     assert pngs == ["offline-h200.tok_per_s.png", "offline-h200.ttft_ms.png"]
     for name in pngs:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({name})" in md
+
+
+def test_runs_are_compared_side_by_side_per_model(qed_bin, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    bf16 = [result("qed", "bf16", "decode_b1", "tok_per_s", 112.5), result("qed", "bf16", "decode_b8", "tok_per_s", 617.7),
+            result("qed", "bf16", "ttft_1k", "ttft_ms", 46.5), result("hf-transformers", "bf16", "decode_b1", "tok_per_s", 15.4),
+            result("qed", "bf16", "only_here", "total_s", 9.0)]
+    fp8 = [result("qed", "fp8", "decode_b1", "tok_per_s", 152.9), result("qed", "fp8", "decode_b8", "tok_per_s", 787.5),
+           result("qed", "fp8", "ttft_1k", "ttft_ms", 33.4)]
+    (results / "a-bf16.json").write_text(json.dumps({"provenance": PROVENANCE, "results": bf16}))
+    (results / "b-fp8.json").write_text(json.dumps({"provenance": PROVENANCE, "results": fp8}))
+    out = tmp_path / "report"
+    subprocess.run([qed_bin, "bench", "report", "--results", str(results), "--out", str(out), "--python", sys.executable],
+                   check=True, capture_output=True, text=True, timeout=300)
+    md = (out / "README.md").read_text()
+    section = md[md.index("## Comparison across runs"):md.index("## a-bf16.json")]
+    assert "| workload | metric | qed bf16 | hf-transformers bf16 | qed fp8 |" in section
+    assert "| decode_b1 | tok_per_s | 112.5 | 15.4 | 152.9 |" in section
+    assert "| decode_b8 | tok_per_s | 617.7 | — | 787.5 |" in section
+    assert "| ttft_1k | ttft_ms | 46.5 | — | 33.4 |" in section
+    assert "only_here" not in section  # one variant only: nothing to compare
+    # Decode throughput against batch as lines, the rest as grouped bars; every PNG is linked and real.
+    compare = sorted(p.name for p in out.glob("compare.*.png"))
+    assert compare == ["compare.qwen2.5-14b-shape.decode.tok_per_s.png", "compare.qwen2.5-14b-shape.ttft_ms.png"]
+    for name in compare:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({name})" in section
 
 
 def test_a_file_that_is_not_a_bench_run_is_a_one_line_error(qed_bin, tmp_path):
@@ -52,4 +80,6 @@ def test_the_committed_results_render(qed_bin, tmp_path, folder):
     subprocess.run([qed_bin, "bench", "report", "--results", str(repo / folder), "--out", str(tmp_path), "--no-plots"],
                    check=True, capture_output=True, text=True, timeout=60)
     runs = list((repo / folder).glob("*.json"))
-    assert (tmp_path / "README.md").read_text().count("\n## ") == len(runs)
+    md = (tmp_path / "README.md").read_text()
+    assert sum(f"\n## {run.name}\n" in md for run in runs) == len(runs)  # a section per run
+    assert "\n## Comparison across runs\n" in md  # the committed runs include BF16 and FP8 of one model
