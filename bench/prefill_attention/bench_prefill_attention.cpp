@@ -4,15 +4,19 @@
 // the causal attention (4·head_dim FLOPs per visible (query head, key) pair).
 //   bench_prefill_attention [--prompt 1024,8192] [--cached 0] [--heads 40] [--kv-heads 8] [--head-dim 128]
 //                           [--block-size 16] [--layers 48] [--iters 10] [--tile-rows 64|128]
-//                           [--skip-decode-kernel]
+//                           [--skip-decode-kernel] [--json PATH]
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -32,6 +36,7 @@ struct Options {
   int cached = 0, heads = 40, kv_heads = 8, head_dim = 128, block_size = 16, layers = 48, iters = 10;
   int tile_rows = qed::cuda::kPrefillTileRows;
   bool decode_kernel = true;
+  std::string json_path;
 };
 
 Options parse(int argc, char** argv) {
@@ -65,6 +70,8 @@ Options parse(int argc, char** argv) {
       o.tile_rows = std::stoi(value());
     } else if (arg == "--iters") {
       o.iters = std::stoi(value());
+    } else if (arg == "--json") {
+      o.json_path = value();
     } else if (arg == "--skip-decode-kernel") {
       o.decode_kernel = false;
     } else {
@@ -112,7 +119,7 @@ float median_ms(int iters, F&& launch) {
   return times[times.size() / 2];
 }
 
-void bench_prompt(const Options& o, int n, int num_sms) {
+void bench_prompt(const Options& o, int n, int num_sms, nlohmann::json& results) {
   std::mt19937 rng(7);
   const int kv_dim = o.kv_heads * o.head_dim, q_dim = o.heads * o.head_dim, q_stride = q_dim + 2 * kv_dim;
   const int total = o.cached + n;
@@ -153,6 +160,11 @@ void bench_prompt(const Options& o, int n, int num_sms) {
   const double pairs = double(n) * o.cached + double(n) * (n + 1) / 2.0;
   const double flops = 4.0 * o.head_dim * o.heads * pairs;
   auto report = [&](const char* kernel, float ms) {
+    results.push_back({{"kernel", kernel},
+                       {"prompt", n},
+                       {"cached", o.cached},
+                       {"ms_per_layer", ms},
+                       {"tflops", flops / (double(ms) * 1e-3) / 1e12}});
     std::printf("%-16s prompt %6d cached %6d: %9.3f ms/layer  %9.1f ms x%d layers  %7.1f TFLOP/s\n", kernel, n,
                 o.cached, double(ms), double(ms) * o.layers, o.layers, flops / (double(ms) * 1e-3) / 1e12);
   };
@@ -191,6 +203,24 @@ int main(int argc, char** argv) {
   }
   int num_sms = 0;
   QED_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, 0));
-  for (int n : o.prompts) bench_prompt(o, n, num_sms);
+  nlohmann::json results = nlohmann::json::array();
+  for (int n : o.prompts) bench_prompt(o, n, num_sms, results);
+  if (!o.json_path.empty()) {
+    const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+    char stamp[32];
+    std::strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+    const nlohmann::json document = {{"bench", "prefill_attention"},
+                                     {"timestamp", stamp},
+                                     {"device", qed::cuda::list_devices().front().name},
+                                     {"shape",
+                                      {{"heads", o.heads},
+                                       {"kv_heads", o.kv_heads},
+                                       {"head_dim", o.head_dim},
+                                       {"block_size", o.block_size},
+                                       {"tile_rows", o.tile_rows}}},
+                                     {"iters", o.iters},
+                                     {"results", results}};
+    std::ofstream(o.json_path) << document.dump(2) << "\n";
+  }
   return 0;
 }
