@@ -189,11 +189,11 @@ namespace qed::testing {
 namespace {
 
 // Every CTA of the launch, one after another, each as 32 × WARPS threads.
-template <int D, int WARPS>
+template <int D, int WARPS, int SLICES>
 void emulate_launch(const cuda::PrefillParams& p, int num_tiles) {
   auto state = std::make_unique<emulation::Cta>();
   emulation::cta = state.get();
-  state->shared_bytes = size_t(cuda::SmemLayout<D, WARPS>::kBytes);
+  state->shared_bytes = size_t(cuda::SmemLayout<D, 16 * WARPS * SLICES>::kBytes);
   ASSERT_LE(state->shared_bytes, sizeof(state->shared));
   for (int block = 0; block < num_tiles * p.num_heads; ++block) {
     std::barrier<> all(32 * WARPS);
@@ -209,7 +209,7 @@ void emulate_launch(const cuda::PrefillParams& p, int num_tiles) {
       threads.emplace_back([&p, block, t] {
         emulation::thread_index.x = unsigned(t);
         emulation::block_index.x = unsigned(block);
-        cuda::prefill_attention_kernel<D, WARPS>(p);
+        cuda::prefill_attention_kernel<D, WARPS, SLICES>(p);
       });
     }
     for (std::thread& thread : threads) thread.join();
@@ -222,7 +222,7 @@ struct Seq {
 };
 
 struct Case {
-  int num_heads, num_kv_heads, head_dim, block_size, tile_rows;
+  int num_heads, num_kv_heads, head_dim, block_size, tile_rows, warps;
   std::vector<Seq> seqs;
   float q_scale;
 };
@@ -309,10 +309,16 @@ void run_case(const Case& c, std::mt19937& rng) {
   p.scale_log2 = scale * cuda::kLog2e;
   p.out = reinterpret_cast<__nv_bfloat16*>(out.data());
   const int num_tiles = int(tiles.size() / 2);
+  // The tilings prefill_attention_bf16 compiles (PrefillTiling): 64 rows / 4 warps, 128 / 8, 128 / 4.
   if (c.head_dim == 64) {
-    c.tile_rows == 64 ? emulate_launch<64, 4>(p, num_tiles) : emulate_launch<64, 8>(p, num_tiles);
+    if (c.tile_rows == 64) emulate_launch<64, 4, 1>(p, num_tiles);
+    if (c.tile_rows == 128)
+      c.warps == 8 ? emulate_launch<64, 8, 1>(p, num_tiles) : emulate_launch<64, 4, 2>(p, num_tiles);
   } else {
-    c.tile_rows == 64 ? emulate_launch<128, 4>(p, num_tiles) : emulate_launch<128, 8>(p, num_tiles);
+    if (c.tile_rows == 64) emulate_launch<128, 4, 1>(p, num_tiles);
+    if (c.tile_rows == 128) {
+      c.warps == 8 ? emulate_launch<128, 8, 1>(p, num_tiles) : emulate_launch<128, 4, 2>(p, num_tiles);
+    }
   }
 
   for (size_t i = 0; i < out.size(); ++i) {
@@ -330,10 +336,12 @@ TEST(PrefillAttentionEmulation, KernelCodeMatchesCpuAttentionOnTheCpu) {
   std::mt19937 rng(51);
   // Tiles cut mid-chunk and mid-block, cached prefixes off the tile and block grid, one-row chunks, GQA, both tile
   // sizes and head dims.
-  run_case({2, 1, 128, 16, 64, {{0, 70}, {37, 66}, {5, 1}}, 1.0f}, rng);
-  run_case({4, 2, 64, 5, 64, {{0, 65}, {130, 20}}, 3.0f}, rng);
-  run_case({3, 3, 128, 8, 128, {{17, 129}}, 2.0f}, rng);
-  run_case({2, 1, 64, 16, 128, {{64, 64}, {63, 130}}, 1.0f}, rng);
+  run_case({2, 1, 128, 16, 64, 4, {{0, 70}, {37, 66}, {5, 1}}, 1.0f}, rng);
+  run_case({4, 2, 64, 5, 64, 4, {{0, 65}, {130, 20}}, 3.0f}, rng);
+  run_case({3, 3, 128, 8, 128, 8, {{17, 129}}, 2.0f}, rng);
+  run_case({2, 1, 64, 16, 128, 8, {{64, 64}, {63, 130}}, 1.0f}, rng);
+  run_case({2, 1, 128, 16, 128, 4, {{0, 150}, {40, 20}}, 2.0f}, rng);
+  run_case({3, 1, 64, 8, 128, 4, {{100, 129}}, 1.0f}, rng);
 }
 
 }  // namespace

@@ -64,24 +64,36 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
 namespace qed::cuda {
 namespace {
 
-template <int D, int WARPS>
+template <int D, int WARPS, int SLICES>
 void launch(const PrefillParams& params, int num_tiles, cudaStream_t stream) {
-  constexpr int bytes = SmemLayout<D, WARPS>::kBytes;
+  constexpr int bytes = SmemLayout<D, 16 * WARPS * SLICES>::kBytes;
   // Above 48 KiB a kernel's dynamic shared memory must be opted into (per function; cheap, not a stream operation).
-  QED_CUDA_CHECK(
-      cudaFuncSetAttribute(prefill_attention_kernel<D, WARPS>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  QED_CUDA_CHECK(cudaFuncSetAttribute(prefill_attention_kernel<D, WARPS, SLICES>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
   const unsigned blocks = unsigned(num_tiles) * unsigned(params.num_heads);
-  prefill_attention_kernel<D, WARPS><<<blocks, 32 * WARPS, bytes, stream>>>(params);
+  prefill_attention_kernel<D, WARPS, SLICES><<<blocks, 32 * WARPS, bytes, stream>>>(params);
   QED_CUDA_CHECK_LAUNCH();
+}
+
+template <int D>
+void launch_tiling(const PrefillParams& params, int num_tiles, PrefillTiling tiling, cudaStream_t stream) {
+  if (tiling.rows == 64) {
+    launch<D, 4, 1>(params, num_tiles, stream);
+  } else if (tiling.warps == 8) {
+    launch<D, 8, 1>(params, num_tiles, stream);
+  } else {
+    launch<D, 4, 2>(params, num_tiles, stream);
+  }
 }
 
 }  // namespace
 
 void prefill_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
-                            const AttentionBatch& batch, const int32_t* tiles, int num_tiles, int tile_rows,
+                            const AttentionBatch& batch, const int32_t* tiles, int num_tiles, PrefillTiling tiling,
                             const AttentionShape& shape, uint16_t* out, cudaStream_t stream) {
   if (num_tiles <= 0) return;
-  QED_KERNEL_REQUIRE(prefill_tile_rows_supported(tile_rows), "prefill attention: tile_rows must be 64 or 128");
+  QED_KERNEL_REQUIRE(prefill_tiling_supported(tiling),
+                     "prefill attention: tiling must be 64 rows / 4 warps or 128 rows / 8 or 4 warps");
   QED_KERNEL_REQUIRE(shape.num_kv_heads > 0 && shape.num_heads % shape.num_kv_heads == 0,
                      "prefill attention: num_heads must be a positive multiple of num_kv_heads");
   QED_KERNEL_REQUIRE(shape.block_size > 0, "prefill attention: block_size must be positive");
@@ -105,11 +117,10 @@ void prefill_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_c
   params.block_size = shape.block_size;
   params.scale_log2 = shape.scale * kLog2e;
   params.out = as_bf16(out);
-  const bool wide = tile_rows == 128;
   if (shape.head_dim == 64) {
-    wide ? launch<64, 8>(params, num_tiles, stream) : launch<64, 4>(params, num_tiles, stream);
+    launch_tiling<64>(params, num_tiles, tiling, stream);
   } else {
-    wide ? launch<128, 8>(params, num_tiles, stream) : launch<128, 4>(params, num_tiles, stream);
+    launch_tiling<128>(params, num_tiles, tiling, stream);
   }
 }
 
