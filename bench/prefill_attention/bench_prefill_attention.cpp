@@ -3,16 +3,20 @@
 // warm-up) on random bf16 data in permuted 16-token blocks. Prints ms per layer, the same ×layers, and TFLOP/s of
 // the causal attention (4·head_dim FLOPs per visible (query head, key) pair).
 //   bench_prefill_attention [--prompt 1024,8192] [--cached 0] [--heads 40] [--kv-heads 8] [--head-dim 128]
-//                           [--block-size 16] [--layers 48] [--iters 10] [--tile-rows 64|128]
-//                           [--skip-decode-kernel]
+//                           [--block-size 16] [--layers 48] [--iters 10] [--tile-rows 64|128 --warps 4|8]
+//                           [--skip-decode-kernel] [--json PATH]
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -30,8 +34,9 @@ namespace {
 struct Options {
   std::vector<int> prompts = {1024, 8192};
   int cached = 0, heads = 40, kv_heads = 8, head_dim = 128, block_size = 16, layers = 48, iters = 10;
-  int tile_rows = qed::cuda::kPrefillTileRows;
+  qed::cuda::PrefillTiling tiling = qed::cuda::kPrefillTiling;
   bool decode_kernel = true;
+  std::string json_path;
 };
 
 Options parse(int argc, char** argv) {
@@ -62,9 +67,13 @@ Options parse(int argc, char** argv) {
     } else if (arg == "--layers") {
       o.layers = std::stoi(value());
     } else if (arg == "--tile-rows") {
-      o.tile_rows = std::stoi(value());
+      o.tiling.rows = std::stoi(value());
+    } else if (arg == "--warps") {
+      o.tiling.warps = std::stoi(value());
     } else if (arg == "--iters") {
       o.iters = std::stoi(value());
+    } else if (arg == "--json") {
+      o.json_path = value();
     } else if (arg == "--skip-decode-kernel") {
       o.decode_kernel = false;
     } else {
@@ -112,7 +121,7 @@ float median_ms(int iters, F&& launch) {
   return times[times.size() / 2];
 }
 
-void bench_prompt(const Options& o, int n, int num_sms) {
+void bench_prompt(const Options& o, int n, int num_sms, nlohmann::json& results) {
   std::mt19937 rng(7);
   const int kv_dim = o.kv_heads * o.head_dim, q_dim = o.heads * o.head_dim, q_stride = q_dim + 2 * kv_dim;
   const int total = o.cached + n;
@@ -132,7 +141,7 @@ void bench_prompt(const Options& o, int n, int num_sms) {
   auto d_mask_offset = upload(std::vector<int32_t>{-1});
   auto d_row_seq = upload(std::vector<int32_t>(size_t(n), 0));
   std::vector<int32_t> tiles;
-  for (int first = n - 1 - (n - 1) % o.tile_rows; first >= 0; first -= o.tile_rows) {
+  for (int first = n - 1 - (n - 1) % o.tiling.rows; first >= 0; first -= o.tiling.rows) {
     tiles.push_back(0);
     tiles.push_back(first);  // heaviest first, as pack_step orders them
   }
@@ -153,15 +162,21 @@ void bench_prompt(const Options& o, int n, int num_sms) {
   const double pairs = double(n) * o.cached + double(n) * (n + 1) / 2.0;
   const double flops = 4.0 * o.head_dim * o.heads * pairs;
   auto report = [&](const char* kernel, float ms) {
+    results.push_back({{"kernel", kernel},
+                       {"prompt", n},
+                       {"cached", o.cached},
+                       {"ms_per_layer", ms},
+                       {"tflops", flops / (double(ms) * 1e-3) / 1e12}});
     std::printf("%-16s prompt %6d cached %6d: %9.3f ms/layer  %9.1f ms x%d layers  %7.1f TFLOP/s\n", kernel, n,
                 o.cached, double(ms), double(ms) * o.layers, o.layers, flops / (double(ms) * 1e-3) / 1e12);
   };
   const float prefill_ms = median_ms(o.iters, [&] {
     qed::cuda::prefill_attention_bf16(d_qkv.as<uint16_t>(), q_stride, d_k.as<uint16_t>(), d_v.as<uint16_t>(), batch,
-                                      d_tiles.as<int32_t>(), int(tiles.size() / 2), o.tile_rows, shape,
+                                      d_tiles.as<int32_t>(), int(tiles.size() / 2), o.tiling, shape,
                                       d_out.as<uint16_t>(), nullptr);
   });
-  report(o.tile_rows == 128 ? "prefill mma 128" : "prefill mma 64", prefill_ms);
+  const std::string name = "prefill " + std::to_string(o.tiling.rows) + "/" + std::to_string(o.tiling.warps) + "w";
+  report(name.c_str(), prefill_ms);
   if (!o.decode_kernel) return;
   const size_t capacity = size_t(64) << 20;
   const int partitions = qed::cuda::attention_partitions(batch, shape, num_sms, capacity);
@@ -181,8 +196,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_prefill_attention: no CUDA device\n");
     return 1;
   }
-  if (!qed::cuda::prefill_tile_rows_supported(o.tile_rows)) {
-    std::fprintf(stderr, "bench_prefill_attention: --tile-rows must be 64 or 128\n");
+  if (!qed::cuda::prefill_tiling_supported(o.tiling)) {
+    std::fprintf(stderr, "bench_prefill_attention: --tile-rows/--warps must be 64/4, 128/8 or 128/4\n");
     return 2;
   }
   if (!qed::cuda::prefill_attention_supports(o.head_dim)) {
@@ -191,6 +206,25 @@ int main(int argc, char** argv) {
   }
   int num_sms = 0;
   QED_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, 0));
-  for (int n : o.prompts) bench_prompt(o, n, num_sms);
+  nlohmann::json results = nlohmann::json::array();
+  for (int n : o.prompts) bench_prompt(o, n, num_sms, results);
+  if (!o.json_path.empty()) {
+    const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+    char stamp[32];
+    std::strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+    const nlohmann::json document = {{"bench", "prefill_attention"},
+                                     {"timestamp", stamp},
+                                     {"device", qed::cuda::list_devices().front().name},
+                                     {"shape",
+                                      {{"heads", o.heads},
+                                       {"kv_heads", o.kv_heads},
+                                       {"head_dim", o.head_dim},
+                                       {"block_size", o.block_size},
+                                       {"tile_rows", o.tiling.rows},
+                                       {"warps", o.tiling.warps}}},
+                                     {"iters", o.iters},
+                                     {"results", results}};
+    std::ofstream(o.json_path) << document.dump(2) << "\n";
+  }
   return 0;
 }

@@ -14,6 +14,11 @@ void add_backend_flags(CLI::App* cmd, BackendFlags& flags) {
   // On by default: measured on an H200 (14B shape, batch-1 decode) 91 tok/s with graphs vs 79 eager.
   cmd->add_flag("--cuda-graphs,!--no-cuda-graphs", flags.cuda_graphs,
                 "cuda: replay captured CUDA graphs for decode steps (default on; --no-cuda-graphs: eager launches)");
+  cmd->add_option("--prefill-attention-min-rows", flags.prefill_attention_min_rows,
+                  "cuda: causal chunks of at least this many new tokens use the tensor-core prefill attention "
+                  "(0: the flash-decoding kernel for everything)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
 }
 
 BackendSelection backend_selection(const BackendFlags& flags) {
@@ -22,6 +27,7 @@ BackendSelection backend_selection(const BackendFlags& flags) {
   selection.gpu_memory_fraction = flags.gpu_memory_fraction;
   selection.device = flags.gpu_device;
   selection.cuda_graphs = flags.cuda_graphs;
+  selection.prefill_attention_min_rows = flags.prefill_attention_min_rows;
   return selection;
 }
 

@@ -1,8 +1,8 @@
 // Tensor-core prefill attention (prefill_attention_kernels.h) against cpu::attention on random bf16 Q/K/V in
 // shuffled physical blocks: fresh prompts of 1..700 tokens (on and off the 64-row tile and the block size), chunked
 // prefill over cached prefixes of any length, GQA ratios 1/5/8, head_dim 64/128, several sequences and tiles in any
-// order per launch, tiles of 64 and 128 rows, and the backend's mixed step (prefill tiles + flash-decoding rows through
-// a row list, split-K).
+// order per launch, every compiled tiling (64 rows / 4 warps, 128 / 8, 128 / 4), and the backend's mixed step (prefill
+// tiles + flash-decoding rows through a row list, split-K).
 //
 // Tolerance of the prefill kernel's rows. The reference is fp32 on the same bf16 inputs. The kernel rounds the
 // unnormalised weights p = exp(s - m) ∈ [0, 1] to bf16 (relative error ≤ 2⁻⁸) for the tensor-core P·V and divides
@@ -51,6 +51,8 @@ ThreadPool& pool() {
 }
 
 constexpr uint16_t kPoison = 0x7FC1;
+// Every compiled tiling runs every case.
+constexpr cuda::PrefillTiling kTilings[] = {{64, 4}, {128, 8}, {128, 4}};
 constexpr float kPRounding = 1.0f / 256.0f;  // relative error of rounding p to bf16
 
 // The test's inputs and the reference outputs of one case.
@@ -224,11 +226,11 @@ DeviceProblem upload_problem(const Case& c, const Problem& p) {
 
 // The prefill kernel's output for the given tiles, on a poisoned buffer (returned for the decode kernel to add to).
 cuda::DeviceBuffer run_prefill(const Problem& p, const DeviceProblem& d, const std::vector<int32_t>& tiles,
-                               int tile_rows) {
+                               cuda::PrefillTiling tiling) {
   auto d_tiles = upload(tiles);
   auto d_out = poisoned_bf16(p.want.size());
   cuda::prefill_attention_bf16(d.qkv.as<uint16_t>(), p.q_stride, d.k.as<uint16_t>(), d.v.as<uint16_t>(), d.batch,
-                               d_tiles.as<int32_t>(), int(tiles.size() / 2), tile_rows, d.shape, d_out.as<uint16_t>(),
+                               d_tiles.as<int32_t>(), int(tiles.size() / 2), tiling, d.shape, d_out.as<uint16_t>(),
                                nullptr);
   QED_CUDA_CHECK(cudaDeviceSynchronize());
   return d_out;
@@ -239,9 +241,10 @@ cuda::DeviceBuffer run_prefill(const Problem& p, const DeviceProblem& d, const s
 void run_case(const Case& c, std::mt19937& rng) {
   const Problem p = make_problem(c, rng);
   DeviceProblem d = upload_problem(c, p);
-  for (int tile_rows : {64, 128}) {
-    const std::string what = describe(c) + " tile_rows " + std::to_string(tile_rows);
-    cuda::DeviceBuffer d_out = run_prefill(p, d, make_tiles(p, tile_rows, rng), tile_rows);
+  for (const cuda::PrefillTiling tiling : kTilings) {
+    const std::string what =
+        describe(c) + " tiling " + std::to_string(tiling.rows) + " rows / " + std::to_string(tiling.warps) + " warps";
+    cuda::DeviceBuffer d_out = run_prefill(p, d, make_tiles(p, tiling.rows, rng), tiling);
     const std::vector<uint16_t> bits = download<uint16_t>(d_out, p.want.size());
     float worst = 0.0f;  // largest |error| / tolerance over the prefill rows, printed for tightening
     for (size_t i = 0; i < bits.size(); ++i) {
@@ -342,7 +345,7 @@ TEST_F(PrefillAttentionKernel, ToleranceRejectsAMaskMissingOneKey) {
   }
   const std::vector<float> wrong = reference(c, p, p.v_cache, shifted);
   DeviceProblem d = upload_problem(c, p);
-  const cuda::DeviceBuffer d_out = run_prefill(p, d, make_tiles(p, 64, rng), 64);
+  const cuda::DeviceBuffer d_out = run_prefill(p, d, make_tiles(p, 64, rng), cuda::PrefillTiling{64, 4});
   const std::vector<float> got = from_bf16(download<uint16_t>(d_out, p.want.size()));
   size_t close_to_right = 0, far_from_wrong = 0;
   for (size_t i = 0; i < got.size(); ++i) {
@@ -359,12 +362,12 @@ TEST_F(PrefillAttentionKernel, RejectsUncompiledHeadDimsAndTileSizes) {
   const cuda::AttentionShape shape{4, 4, 96, 16, 0.1f};
   EXPECT_FALSE(cuda::prefill_attention_supports(96));
   EXPECT_THROW(
-      cuda::prefill_attention_bf16(nullptr, 384, nullptr, nullptr, batch, nullptr, 1, 64, shape, nullptr, nullptr),
+      cuda::prefill_attention_bf16(nullptr, 384, nullptr, nullptr, batch, nullptr, 1, {64, 4}, shape, nullptr, nullptr),
       Error);
   const cuda::AttentionShape good{4, 4, 128, 16, 0.1f};
-  EXPECT_THROW(
-      cuda::prefill_attention_bf16(nullptr, 1536, nullptr, nullptr, batch, nullptr, 1, 96, good, nullptr, nullptr),
-      Error);
+  EXPECT_THROW(cuda::prefill_attention_bf16(nullptr, 1536, nullptr, nullptr, batch, nullptr, 1, {128, 2}, good, nullptr,
+                                            nullptr),
+               Error);
 }
 
 }  // namespace

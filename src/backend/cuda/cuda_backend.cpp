@@ -208,7 +208,7 @@ void CudaBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
   cuda::AttentionRouting routing;
   routing.prefill_min_rows =
       cuda::prefill_attention_supports(config_.head_dim) ? options_.prefill_attention_min_rows : 0;
-  routing.prefill_tile_rows = cuda::kPrefillTileRows;
+  routing.prefill_tile_rows = cuda::kPrefillTiling.rows;
   const cuda::StepSections sections = cuda::measure_step(batch, routing);
   if (sections.rows > options_.max_batched_tokens) {
     fail("cuda backend: a forward of {} tokens exceeds max_batched_tokens {}", sections.rows,
@@ -392,8 +392,7 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
     }
     if (s.prefill_tile_count > 0) {
       cuda::prefill_attention_bf16(qkv, qkv_dim_, k_cache, v_cache, attention, ints(s.prefill_tiles),
-                                   s.prefill_tile_count, s.routing.prefill_tile_rows, shape, attn_.as<uint16_t>(),
-                                   stream_);
+                                   s.prefill_tile_count, cuda::kPrefillTiling, shape, attn_.as<uint16_t>(), stream_);
     }
     linears_->run(w.o_proj, attn_.as<uint16_t>(), delta, rows, stream_);
     const float* gate_up_fp8 = cuda::LinearRunner::static_fp8_scale(w.gate_up);

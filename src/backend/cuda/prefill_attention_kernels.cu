@@ -10,39 +10,11 @@
 namespace qed::cuda {
 namespace {
 
-// WARPS warps (4 or 8), each owning 16 query rows of the tile (one m16 slice of every MMA); all threads load tiles.
-constexpr int kTileN = 64;  // keys per KV tile
-constexpr float kLog2e = 1.4426950408889634f;
-
-// Shared memory: the Q tile, one K tile and one V tile, bf16, row-major [row][d]. Rows are padded by 16 bytes so
-// the eight 16-byte rows one ldmatrix phase reads fall into distinct bank groups (a row pitch of 16 mod 128 bytes).
-template <int D, int WARPS>
-struct SmemLayout {
-  static constexpr int kPitch = D + 8;  // bf16 elements per row
-  static constexpr int kQ = 0;
-  static constexpr int kK = kQ + 16 * WARPS * kPitch;
-  static constexpr int kV = kK + kTileN * kPitch;
-  static constexpr int kBytes = (kV + kTileN * kPitch) * 2;
-};
-
-struct PrefillParams {
-  const __nv_bfloat16* q;
-  int q_stride;
-  const __nv_bfloat16* k_cache;
-  const __nv_bfloat16* v_cache;
-  const int32_t* seq_q_start;
-  const int32_t* seq_num_new;
-  const int32_t* seq_num_cached;
-  const int32_t* seq_block_offset;
-  const int32_t* block_tables;
-  const int32_t* tiles;
-  int num_heads;
-  int group;   // query heads per KV head
-  int kv_dim;  // num_kv_heads × head_dim: elements per cache slot
-  int block_size;
-  float scale_log2;  // softmax scale × log2(e): the kernel works in exp2
-  __nv_bfloat16* out;
-};
+// The primitives prefill_attention_tile.cuh is written against, as PTX (sm_80 and later).
+__device__ __forceinline__ unsigned char* prefill_shared_memory() {
+  extern __shared__ __align__(128) unsigned char smem_bytes[];
+  return smem_bytes;
+}
 
 __device__ __forceinline__ uint32_t shared_address(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -84,233 +56,44 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Two floats as one bf16x2 register, `lo` in the low half (the lower column of an MMA fragment).
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  uint32_t bits;
-  memcpy(&bits, &v, sizeof(bits));
-  return bits;
-}
+}  // namespace
+}  // namespace qed::cuda
 
-// Keys ks .. ks + kTileN - 1 of one KV head into shared memory, each 16-byte chunk through the block table; keys at
-// or past kv_end (not in the cache for this tile) are zero-filled so 0-weight products stay finite.
-template <int D, int WARPS>
-__device__ __forceinline__ void load_kv_tile(uint32_t dst, const __nv_bfloat16* cache, const int32_t* table,
-                                             const PrefillParams& p, int kv_head, int ks, int kv_end) {
-  constexpr int kThreads = 32 * WARPS;
-  constexpr int kChunks = D / 8;
-  static_assert(kTileN * kChunks % kThreads == 0, "whole rounds of chunks");
-#pragma unroll
-  for (int i = 0; i < kTileN * kChunks / kThreads; ++i) {
-    const int c = int(threadIdx.x) + i * kThreads;
-    const int r = c / kChunks, col = c % kChunks;
-    const int t = ks + r;
-    const bool valid = t < kv_end;
-    const __nv_bfloat16* src = cache;
-    if (valid) {
-      const size_t slot = size_t(table[t / p.block_size]) * p.block_size + size_t(t % p.block_size);
-      src = cache + slot * p.kv_dim + size_t(kv_head) * D + col * 8;
-    }
-    cp_async_16(dst + uint32_t((r * SmemLayout<D, WARPS>::kPitch + col * 8) * 2), src, valid);
-  }
-}
+#include "backend/cuda/prefill_attention_tile.cuh"
 
-template <int D, int WARPS>
-__global__ void __launch_bounds__(32 * WARPS) prefill_attention_kernel(PrefillParams p) {
-  using L = SmemLayout<D, WARPS>;
-  constexpr int kThreads = 32 * WARPS;
-  constexpr int kTileM = 16 * WARPS;
-  constexpr int kChunks = D / 8;  // 16-byte chunks per row
-  constexpr int kSteps = D / 16;  // k-steps of Q·Kᵀ, and pairs of 8-wide d tiles of P·V
-  constexpr int kKeyTiles = kTileN / 8;
-  extern __shared__ __align__(128) unsigned char smem_bytes[];
-  const __nv_bfloat16* smem = reinterpret_cast<const __nv_bfloat16*>(smem_bytes);
-  const uint32_t sq = shared_address(smem + L::kQ);
-  const uint32_t sk = shared_address(smem + L::kK);
-  const uint32_t sv = shared_address(smem + L::kV);
+namespace qed::cuda {
+namespace {
 
-  // Consecutive CTAs are the heads of one tile (heads of one KV head adjacent): they read the same K/V from L2.
-  const int tile = int(blockIdx.x) / p.num_heads;
-  const int head = int(blockIdx.x) % p.num_heads;
-  const int seq = p.tiles[2 * tile];
-  const int first = p.tiles[2 * tile + 1];
-  const int n = p.seq_num_new[seq];
-  const int cached = p.seq_num_cached[seq];
-  const int q_row0 = p.seq_q_start[seq];
-  const int32_t* table = p.block_tables + p.seq_block_offset[seq];
-  const int kv_head = head / p.group;
-  const int tile_rows = min(kTileM, n - first);
-  const int kv_end = cached + first + tile_rows;  // one past the last key the tile's last row sees
-  const int kv_tiles = (kv_end + kTileN - 1) / kTileN;
-
-  const int warp = int(threadIdx.x) / 32;
-  const int lane = int(threadIdx.x) % 32;
-  const int quad = lane % 4;  // column pair within an MMA fragment
-  // This thread's two rows of the warp's slice (fragment rows lane/4 and lane/4 + 8), as new-row indices.
-  const int row_lo = first + warp * 16 + lane / 4;
-  const int last_key_lo = cached + row_lo;  // causal: the last key row_lo sees; row_lo + 8 sees 8 more
-
-  // Q tile (rows past the chunk zero-filled) and the first K tile, one async group.
-  static_assert(kTileM * kChunks % kThreads == 0, "whole rounds of chunks");
-#pragma unroll
-  for (int i = 0; i < kTileM * kChunks / kThreads; ++i) {
-    const int c = int(threadIdx.x) + i * kThreads;
-    const int r = c / kChunks, col = c % kChunks;
-    const bool valid = r < tile_rows;
-    const __nv_bfloat16* src = valid ? p.q + size_t(q_row0 + first + r) * p.q_stride + size_t(head) * D + col * 8 : p.q;
-    cp_async_16(sq + uint32_t((r * L::kPitch + col * 8) * 2), src, valid);
-  }
-  load_kv_tile<D, WARPS>(sk, p.k_cache, table, p, kv_head, 0, kv_end);
-  cp_async_commit();
-
-  uint32_t qf[kSteps][4];
-  float o[2 * kSteps][4];
-#pragma unroll
-  for (int j = 0; j < 2 * kSteps; ++j) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) o[j][e] = 0.0f;
-  }
-  float m[2] = {-INFINITY, -INFINITY};  // running max of the raw scores, rows lo and lo + 8
-  float l[2] = {0.0f, 0.0f};            // this thread's share of the running sum (its 2 of every 8 columns)
-
-  for (int kt = 0; kt < kv_tiles; ++kt) {
-    const int ks = kt * kTileN;
-    cp_async_wait_all();
-    __syncthreads();  // K tile kt (and Q) landed for every thread; every warp is done reading V tile kt - 1
-    load_kv_tile<D, WARPS>(sv, p.v_cache, table, p, kv_head, ks, kv_end);
-    cp_async_commit();
-    if (kt == 0) {
-#pragma unroll
-      for (int k = 0; k < kSteps; ++k) {
-        ldmatrix_x4(qf[k], sq + uint32_t(((warp * 16 + lane % 16) * L::kPitch + k * 16 + (lane / 16) * 8) * 2));
-      }
-    }
-
-    // S = Q·Kᵀ for the warp's 16 rows × 64 keys: s[j] is keys ks + 8j .. ks + 8j + 7.
-    float s[kKeyTiles][4];
-#pragma unroll
-    for (int j = 0; j < kKeyTiles; ++j) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[j][e] = 0.0f;
-    }
-#pragma unroll
-    for (int k = 0; k < kSteps; ++k) {
-#pragma unroll
-      for (int j = 0; j < kKeyTiles; j += 2) {
-        // Matrices: keys 8j.. × d 16k.., keys 8j.. × d 16k+8.., keys 8j+8.. × d 16k.., keys 8j+8.. × d 16k+8..
-        uint32_t b[4];
-        const int key = j * 8 + lane % 8 + (lane / 16) * 8;
-        const int d = k * 16 + ((lane / 8) % 2) * 8;
-        ldmatrix_x4(b, sk + uint32_t((key * L::kPitch + d) * 2));
-        mma_bf16(s[j], qf[k], b[0], b[1]);
-        mma_bf16(s[j + 1], qf[k], b[2], b[3]);
-      }
-    }
-
-    // Causal mask, only on tiles reaching past the first row's last key (that includes every key ≥ kv_end).
-    if (ks + kTileN - 1 > cached + first) {
-#pragma unroll
-      for (int j = 0; j < kKeyTiles; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = ks + j * 8 + 2 * quad + (e % 2);
-          if (key > last_key_lo + (e / 2) * 8) s[j][e] = -INFINITY;
-        }
-      }
-    }
-
-    // Online softmax per row: new max over the 4 lanes sharing the row, rescale what came before, weights in exp2.
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float tile_max = -INFINITY;
-#pragma unroll
-      for (int j = 0; j < kKeyTiles; ++j) tile_max = fmaxf(tile_max, fmaxf(s[j][2 * r], s[j][2 * r + 1]));
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-      const float m_new = fmaxf(m[r], tile_max);
-      // A row with no visible key yet keeps m = -inf; subtracting 0 then keeps exp2(-inf) = 0 instead of NaN.
-      const float base = m_new == -INFINITY ? 0.0f : m_new * p.scale_log2;
-      const float correction = exp2f(m[r] * p.scale_log2 - base);  // 0 while m was -inf
-      m[r] = m_new;
-      float sum = 0.0f;
-#pragma unroll
-      for (int j = 0; j < kKeyTiles; ++j) {
-#pragma unroll
-        for (int e = 2 * r; e < 2 * r + 2; ++e) {
-          s[j][e] = exp2f(s[j][e] * p.scale_log2 - base);
-          sum += s[j][e];
-        }
-      }
-      l[r] = l[r] * correction + sum;
-#pragma unroll
-      for (int j = 0; j < 2 * kSteps; ++j) {
-        o[j][2 * r] *= correction;
-        o[j][2 * r + 1] *= correction;
-      }
-    }
-
-    cp_async_wait_all();
-    __syncthreads();  // V tile kt landed; every warp is done reading K tile kt
-    if (kt + 1 < kv_tiles) {
-      load_kv_tile<D, WARPS>(sk, p.k_cache, table, p, kv_head, ks + kTileN, kv_end);
-      cp_async_commit();
-    }
-
-    // O += P·V: the S fragments of keys 16k .. 16k + 15 are the A fragment of k-step k (P rounded to bf16).
-#pragma unroll
-    for (int k = 0; k < kTileN / 16; ++k) {
-      const uint32_t a[4] = {pack_bf16x2(s[2 * k][0], s[2 * k][1]), pack_bf16x2(s[2 * k][2], s[2 * k][3]),
-                             pack_bf16x2(s[2 * k + 1][0], s[2 * k + 1][1]),
-                             pack_bf16x2(s[2 * k + 1][2], s[2 * k + 1][3])};
-#pragma unroll
-      for (int j = 0; j < kSteps; ++j) {
-        // Transposed matrices: keys 16k.. × d 16j.., keys 16k+8.. × d 16j.., keys 16k.. × d 16j+8.., keys 16k+8.. ×
-        // d 16j+8..
-        uint32_t b[4];
-        const int key = k * 16 + lane % 8 + ((lane / 8) % 2) * 8;
-        const int d = j * 16 + (lane / 16) * 8;
-        ldmatrix_x4_trans(b, sv + uint32_t((key * L::kPitch + d) * 2));
-        mma_bf16(o[2 * j], a, b[0], b[1]);
-        mma_bf16(o[2 * j + 1], a, b[2], b[3]);
-      }
-    }
-  }
-
-  // Normalise (the row's full sum is spread over the 4 lanes of the quad) and store rows of the chunk as bf16.
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float sum = l[r];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-    const int row = row_lo + 8 * r;
-    if (row >= n) continue;
-    __nv_bfloat16* dst = p.out + (size_t(q_row0 + row) * p.num_heads + size_t(head)) * D + 2 * quad;
-#pragma unroll
-    for (int j = 0; j < 2 * kSteps; ++j) {
-      *reinterpret_cast<__nv_bfloat162*>(dst + j * 8) = __floats2bfloat162_rn(o[j][2 * r] * inv, o[j][2 * r + 1] * inv);
-    }
-  }
-}
-
-template <int D, int WARPS>
+template <int D, int WARPS, int SLICES>
 void launch(const PrefillParams& params, int num_tiles, cudaStream_t stream) {
-  constexpr int bytes = SmemLayout<D, WARPS>::kBytes;
+  constexpr int bytes = SmemLayout<D, 16 * WARPS * SLICES>::kBytes;
   // Above 48 KiB a kernel's dynamic shared memory must be opted into (per function; cheap, not a stream operation).
-  QED_CUDA_CHECK(
-      cudaFuncSetAttribute(prefill_attention_kernel<D, WARPS>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  QED_CUDA_CHECK(cudaFuncSetAttribute(prefill_attention_kernel<D, WARPS, SLICES>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
   const unsigned blocks = unsigned(num_tiles) * unsigned(params.num_heads);
-  prefill_attention_kernel<D, WARPS><<<blocks, 32 * WARPS, bytes, stream>>>(params);
+  prefill_attention_kernel<D, WARPS, SLICES><<<blocks, 32 * WARPS, bytes, stream>>>(params);
   QED_CUDA_CHECK_LAUNCH();
+}
+
+template <int D>
+void launch_tiling(const PrefillParams& params, int num_tiles, PrefillTiling tiling, cudaStream_t stream) {
+  if (tiling.rows == 64) {
+    launch<D, 4, 1>(params, num_tiles, stream);
+  } else if (tiling.warps == 8) {
+    launch<D, 8, 1>(params, num_tiles, stream);
+  } else {
+    launch<D, 4, 2>(params, num_tiles, stream);
+  }
 }
 
 }  // namespace
 
 void prefill_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
-                            const AttentionBatch& batch, const int32_t* tiles, int num_tiles, int tile_rows,
+                            const AttentionBatch& batch, const int32_t* tiles, int num_tiles, PrefillTiling tiling,
                             const AttentionShape& shape, uint16_t* out, cudaStream_t stream) {
   if (num_tiles <= 0) return;
-  QED_KERNEL_REQUIRE(prefill_tile_rows_supported(tile_rows), "prefill attention: tile_rows must be 64 or 128");
+  QED_KERNEL_REQUIRE(prefill_tiling_supported(tiling),
+                     "prefill attention: tiling must be 64 rows / 4 warps or 128 rows / 8 or 4 warps");
   QED_KERNEL_REQUIRE(shape.num_kv_heads > 0 && shape.num_heads % shape.num_kv_heads == 0,
                      "prefill attention: num_heads must be a positive multiple of num_kv_heads");
   QED_KERNEL_REQUIRE(shape.block_size > 0, "prefill attention: block_size must be positive");
@@ -334,11 +117,10 @@ void prefill_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_c
   params.block_size = shape.block_size;
   params.scale_log2 = shape.scale * kLog2e;
   params.out = as_bf16(out);
-  const bool wide = tile_rows == 128;
   if (shape.head_dim == 64) {
-    wide ? launch<64, 8>(params, num_tiles, stream) : launch<64, 4>(params, num_tiles, stream);
+    launch_tiling<64>(params, num_tiles, tiling, stream);
   } else {
-    wide ? launch<128, 8>(params, num_tiles, stream) : launch<128, 4>(params, num_tiles, stream);
+    launch_tiling<128>(params, num_tiles, tiling, stream);
   }
 }
 

@@ -18,12 +18,19 @@
 
 namespace qed::cuda {
 
-// New rows (query tokens) of one sequence per CTA: 64 (4 warps) or 128 (8 warps; half the K/V reads per row, one
-// CTA per SM at head_dim 128). kPrefillTileRows is the backend's choice.
-constexpr bool prefill_tile_rows_supported(int tile_rows) {
-  return tile_rows == 64 || tile_rows == 128;
+// How the rows are cut into CTAs: `rows` new rows (query tokens) of one sequence per CTA, over `warps` warps of
+// rows / warps rows each (16 or 32: one or two m16 slices). Compiled: 64 rows / 4 warps (Q fragments in
+// registers, 2 CTAs per SM at head_dim 128), 128 / 8 (half the K/V tile loads per row, 1 CTA per SM) and 128 / 4
+// (FlashAttention-2's shape: every K/V fragment read from shared memory feeds two MMAs). kPrefillTiling is the
+// backend's choice.
+struct PrefillTiling {
+  int rows = 64;
+  int warps = 4;
+};
+constexpr bool prefill_tiling_supported(PrefillTiling tiling) {
+  return (tiling.rows == 64 && tiling.warps == 4) || (tiling.rows == 128 && (tiling.warps == 8 || tiling.warps == 4));
 }
-constexpr int kPrefillTileRows = 64;
+constexpr PrefillTiling kPrefillTiling{64, 4};
 
 // Head dims the kernel is compiled for; other head dims take paged_attention_bf16.
 constexpr bool prefill_attention_supports(int head_dim) {
@@ -31,12 +38,12 @@ constexpr bool prefill_attention_supports(int head_dim) {
 }
 
 // Attention of the rows named by `tiles` (device, 2 int32 per tile: sequence index, first new row of the tile;
-// the tile covers new rows first .. min(first + tile_rows, n) - 1 of that sequence), causal: new row i of a
+// the tile covers new rows first .. min(first + tiling.rows, n) - 1 of that sequence), causal: new row i of a
 // sequence sees its cached prefix and new rows 0..i. Only the per-sequence arrays and block_tables of `batch` are
 // read (seq_q_start, seq_num_new, seq_num_cached, seq_block_offset); its masks are ignored, so tree-masked
 // sequences must not be in `tiles`. q, k_cache, v_cache and out as paged_attention_bf16.
 void prefill_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
-                            const AttentionBatch& batch, const int32_t* tiles, int num_tiles, int tile_rows,
+                            const AttentionBatch& batch, const int32_t* tiles, int num_tiles, PrefillTiling tiling,
                             const AttentionShape& shape, uint16_t* out, cudaStream_t stream);
 
 }  // namespace qed::cuda

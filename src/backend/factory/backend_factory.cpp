@@ -19,6 +19,7 @@ CudaBackendOptions cuda_options(const BackendSelection& selection) {
   options.gpu_memory_fraction = selection.gpu_memory_fraction;
   options.max_batched_tokens = selection.max_batched_tokens;
   options.cuda_graphs = selection.cuda_graphs;
+  options.prefill_attention_min_rows = selection.prefill_attention_min_rows;
   return options;
 }
 }  // namespace

@@ -21,9 +21,10 @@ struct BackendSelection {
   // cuda
   int device = 0;
   float gpu_memory_fraction = 0.90f;
-  int max_batched_tokens = 8192;      // the scheduler's per-step token budget (sizes the activation buffers)
-  bool cuda_graphs = true;            // replay captured CUDA graphs for decode steps (the CLI default)
-  std::string random_dtype = "bf16";  // make_random_backend only: bf16 | fp8 | int8_wo
+  int max_batched_tokens = 8192;        // the scheduler's per-step token budget (sizes the activation buffers)
+  bool cuda_graphs = true;              // replay captured CUDA graphs for decode steps (the CLI default)
+  std::string random_dtype = "bf16";    // make_random_backend only: bf16 | fp8 | int8_wo
+  int prefill_attention_min_rows = 32;  // causal chunks this long take the tensor-core prefill attention (0: never)
 };
 
 // Throws qed::Error with one line when the kind is unknown, when CUDA was asked for but this binary was built
