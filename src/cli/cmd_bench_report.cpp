@@ -77,8 +77,20 @@ def lines(chart):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig, ax
+def scatter(chart):
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for p in chart["points"]:
+        ax.scatter(p["x"], p["y"], s=40)
+        ax.annotate(p["label"], (p["x"], p["y"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel(chart["x_label"])
+    ax.set_ylabel(chart["metric"])
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.45, y=0.2)  # room for the labels right of the points
+    return fig, ax
 for chart in json.load(open(sys.argv[1])):
-    fig, ax = {"bars": bars, "grouped": grouped, "lines": lines}[chart.get("kind", "bars")](chart)
+    kinds = {"bars": bars, "grouped": grouped, "lines": lines, "scatter": scatter}
+    fig, ax = kinds[chart.get("kind", "bars")](chart)
     ax.set_title(chart["title"], fontsize=9)
     fig.tight_layout()
     fig.savefig(chart["png"], dpi=110)
@@ -245,6 +257,28 @@ void write_comparison(const std::vector<Run>& runs, const std::string& out_dir, 
     }
     if (!plots) continue;
     const std::string stem = "compare." + safe_name(model.empty() ? "model" : model);
+    // Speculative decoding: speedup against the mean accepted length, one point per (variant, workload).
+    json points = json::array();
+    for (const auto& [key, row] : rows[model]) {
+      if (key.second != "speedup") continue;
+      const auto accepted = rows[model].find({key.first, "mean_accepted_length"});
+      if (accepted == rows[model].end()) continue;
+      for (const auto& [v, speedup] : row.by_variant) {
+        const auto a = accepted->second.by_variant.find(v);
+        if (a != accepted->second.by_variant.end())
+          points.push_back({{"x", a->second}, {"y", speedup}, {"label", v + " / " + key.first}});
+      }
+    }
+    if (!points.empty()) {
+      const std::string png = safe_name(stem + ".speedup_vs_acceptance") + ".png";
+      charts.push_back({{"kind", "scatter"},
+                        {"png", (fs::path(out_dir) / png).string()},
+                        {"title", model + ": speculative decoding speedup vs acceptance"},
+                        {"metric", "speedup"},
+                        {"x_label", "mean accepted length (tokens per verification step)"},
+                        {"points", points}});
+      md << "\n![speedup vs acceptance](" << png << ")\n";
+    }
     for (auto& [metric, series_by_variant] : by_batch) {
       json chart{{"kind", "lines"},
                  {"title", model + ": " + metric + " vs decode batch"},
@@ -277,14 +311,33 @@ void write_comparison(const std::vector<Run>& runs, const std::string& out_dir, 
   }
 }
 
-void write_report(const std::string& results_dir, const std::string& out_dir, bool plots, const std::string& python) {
-  std::error_code ec;
-  if (!fs::is_directory(results_dir, ec)) fail("bench report: {} is not a directory", results_dir);
+// RUNS: bench JSON files and folders of them (their *.json, sorted).
+std::vector<fs::path> run_files(const std::vector<std::string>& sources) {
   std::vector<fs::path> files;
-  for (const auto& entry : fs::directory_iterator(results_dir))
-    if (entry.path().extension() == ".json") files.push_back(entry.path());
-  if (files.empty()) fail("bench report: no .json results in {}", results_dir);
-  std::sort(files.begin(), files.end());
+  for (const std::string& source : sources) {
+    std::error_code ec;
+    if (fs::is_directory(source, ec)) {
+      std::vector<fs::path> found;
+      for (const auto& entry : fs::directory_iterator(source))
+        if (entry.path().extension() == ".json") found.push_back(entry.path());
+      if (found.empty()) fail("bench report: no .json results in {}", source);
+      std::sort(found.begin(), found.end());
+      files.insert(files.end(), found.begin(), found.end());
+    } else if (fs::is_regular_file(source, ec)) {
+      files.emplace_back(source);
+    } else {
+      fail("bench report: {}: no such file or folder", source);
+    }
+  }
+  return files;
+}
+
+void write_report(const std::vector<std::string>& sources, const std::string& out_dir, bool plots,
+                  const std::string& python) {
+  std::error_code ec;
+  const std::vector<fs::path> files = run_files(sources);
+  std::string results_dir;
+  for (const auto& source : sources) results_dir += (results_dir.empty() ? "" : " ") + source;
   fs::create_directories(out_dir, ec);
   if (ec) fail("bench report: cannot create {}: {}", out_dir, ec.message());
 
@@ -316,7 +369,42 @@ void write_report(const std::string& results_dir, const std::string& out_dir, bo
       by_metric[field(r, "metric")].push_back(&r);
     }
     if (!plots) continue;
+    // X_p50 / X_p90 / X_p99 (serve latencies): one chart of every X's percentiles instead of a bar chart each.
+    std::map<std::string, std::map<std::string, double>> percentiles;  // X → p → value (one result per metric)
     for (const auto& [metric, rows] : by_metric) {
+      const size_t at = metric.rfind("_p");
+      if (at == std::string::npos || rows.size() != 1) continue;
+      const std::string pct = metric.substr(at + 1);
+      if (pct == "p50" || pct == "p90" || pct == "p95" || pct == "p99")
+        percentiles[metric.substr(0, at)][pct] = (*rows[0])["value"];
+    }
+    std::vector<std::string> drawn;
+    if (!percentiles.empty()) {
+      const std::vector<std::string> order{"p50", "p90", "p95", "p99"};
+      json chart{{"kind", "grouped"},
+                 {"title", run.file + ": latency percentiles"},
+                 {"metric", "ms"},
+                 {"labels", json::array()},
+                 {"series", json::array()}};
+      for (const auto& pct : order) {
+        json values = json::array();
+        bool any = false;
+        for (const auto& [name, ps] : percentiles) {
+          auto it = ps.find(pct);
+          values.push_back(it == ps.end() ? json(nullptr) : json(it->second));
+          any = any || it != ps.end();
+          if (it != ps.end()) drawn.push_back(name + "_" + pct);
+        }
+        if (any) chart["series"].push_back({{"name", pct}, {"values", values}});
+      }
+      for (const auto& [name, ps] : percentiles) chart["labels"].push_back(name);
+      const std::string png = safe_name(fs::path(run.file).stem().string() + ".latency_percentiles") + ".png";
+      chart["png"] = (fs::path(out_dir) / png).string();
+      charts.push_back(std::move(chart));
+      md << "\n![latency percentiles](" << png << ")\n";
+    }
+    for (const auto& [metric, rows] : by_metric) {
+      if (std::find(drawn.begin(), drawn.end(), metric) != drawn.end()) continue;
       std::string png = safe_name(fs::path(run.file).stem().string() + "." + metric) + ".png";
       json chart{{"png", (fs::path(out_dir) / png).string()},
                  {"title", run.file},
@@ -343,16 +431,23 @@ void write_report(const std::string& results_dir, const std::string& out_dir, bo
 
 void register_bench_report(CLI::App& app) {
   CLI::App* bench = bench_command(app);
-  auto results = std::make_shared<std::string>("bench/results");
+  auto runs = std::make_shared<std::vector<std::string>>();
+  auto results = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>("bench/report");
   auto python = std::make_shared<std::string>("python3");
   auto no_plots = std::make_shared<bool>(false);
-  auto* cmd = bench->add_subcommand("report", "Render bench/results/*.json as Markdown + PNG plots");
-  cmd->add_option("--results", *results, "Folder of bench JSON files")->capture_default_str();
+  auto* cmd = bench->add_subcommand("report", "Render bench JSON runs as Markdown + PNG plots");
+  cmd->add_option("runs", *runs, "Bench JSON files or folders of them (default: bench/results)");
+  cmd->add_option("--results", *results, "A folder of bench JSON files (the same as naming it among RUNS)");
   cmd->add_option("--out", *out, "Folder for README.md and the PNGs")->capture_default_str();
   cmd->add_option("--python", *python, "Interpreter with matplotlib")->capture_default_str();
   cmd->add_flag("--no-plots", *no_plots, "Markdown only");
-  cmd->callback([=] { write_report(*results, *out, !*no_plots, *python); });
+  cmd->callback([=] {
+    std::vector<std::string> sources = *runs;
+    if (!results->empty()) sources.push_back(*results);
+    if (sources.empty()) sources.push_back("bench/results");
+    write_report(sources, *out, !*no_plots, *python);
+  });
 }
 
 }  // namespace qed::cli

@@ -65,6 +65,37 @@ def test_runs_are_compared_side_by_side_per_model(qed_bin, tmp_path):
         assert f"]({name})" in section
 
 
+def test_runs_named_as_files_with_latency_percentiles_and_spec_speedup(qed_bin, tmp_path):
+    serve = [result("qed", "bf16", "math500_c8", f"{m}_{p}", v) for m, base in (("ttft_ms", 40.0), ("itl_ms", 9.0))
+             for p, v in (("p50", base), ("p90", 2 * base), ("p99", 3 * base))]
+    spec = [dict(result("qed", "fp32", "tir_b1", "speedup", s), spec=name) for name, s in (("none", 1.0), ("ngram-k2", 1.08))]
+    spec += [dict(result("qed", "fp32", "tir_b1", "mean_accepted_length", a), spec=name)
+             for name, a in (("none", 1.0), ("ngram-k2", 1.63))]
+    files = []
+    for name, rows in (("serve", serve), ("spec", spec)):
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(json.dumps({"provenance": PROVENANCE, "results": rows}))
+    out = tmp_path / "report"
+    subprocess.run([qed_bin, "bench", "report", *map(str, files), "--out", str(out), "--python", sys.executable],
+                   check=True, capture_output=True, text=True, timeout=300)
+    md = (out / "README.md").read_text()
+    assert "## serve.json" in md and "## spec.json" in md
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    # The six percentile metrics are one chart, not six; the spec runs give a speedup-vs-acceptance scatter.
+    assert "serve.latency_percentiles.png" in pngs
+    assert not any(p.startswith("serve.ttft_ms_p") or p.startswith("serve.itl_ms_p") for p in pngs), pngs
+    assert "compare.qwen2.5-14b-shape.speedup_vs_acceptance.png" in pngs
+    for name in pngs:
+        assert f"]({name})" in md
+
+
+def test_a_missing_run_file_is_a_one_line_error(qed_bin, tmp_path):
+    run = subprocess.run([qed_bin, "bench", "report", str(tmp_path / "nope.json"), "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert run.stderr.strip().count("\n") == 0 and "nope.json" in run.stderr
+
+
 def test_a_file_that_is_not_a_bench_run_is_a_one_line_error(qed_bin, tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"rows": []}))
     run = subprocess.run([qed_bin, "bench", "report", "--results", str(tmp_path), "--out", str(tmp_path / "r"),
