@@ -107,6 +107,18 @@ RedrafterHead::RedrafterHead(RedrafterConfig config) : config_(config) {
   }
 }
 
+std::vector<std::pair<std::string, RedrafterHead::Linear*>> RedrafterHead::linears() {
+  std::vector<std::pair<std::string, Linear*>> out;
+  for_each_linear(*this, [&](const std::string& name, Linear& l) { out.emplace_back(name, &l); });
+  return out;
+}
+
+std::vector<std::pair<std::string, const RedrafterHead::Linear*>> RedrafterHead::linears() const {
+  std::vector<std::pair<std::string, const Linear*>> out;
+  for_each_linear(*this, [&](const std::string& name, const Linear& l) { out.emplace_back(name, &l); });
+  return out;
+}
+
 RedrafterHead RedrafterHead::random(RedrafterConfig config, uint64_t seed, float scale) {
   RedrafterHead head(config);
   std::mt19937_64 rng(seed);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace qed::spec {
@@ -60,6 +61,10 @@ class RedrafterHead {
   std::vector<Linear> res_blocks;  // lm_head.{i}.linear
   Linear vocab_proj;               // lm_head.{num_draft_layers}
   Linear rnn_u, rnn_w;             // only when rnn
+
+  // Every linear layer with its reference tensor-name prefix ("lm_head.0.linear"), in checkpoint order.
+  std::vector<std::pair<std::string, Linear*>> linears();
+  std::vector<std::pair<std::string, const Linear*>> linears() const;
 
  private:
   RedrafterConfig config_;
