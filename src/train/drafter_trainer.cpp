@@ -319,6 +319,7 @@ TrainDrafterResult train_drafter(const TrainDrafterOptions& options) {
   result.total_steps = total_steps;
   const auto start = std::chrono::steady_clock::now();
   int64_t tokens_seen = 0;
+  double base_seconds = 0.0, head_seconds = 0.0;  // where the time goes: the base forward, the head's fwd/bwd
   int64_t cached_epoch = -1;
   std::vector<size_t> order;
   auto state_json = [&](int64_t at) {
@@ -348,7 +349,10 @@ TrainDrafterResult train_drafter(const TrainDrafterOptions& options) {
         tokens_seen += int64_t(batch.back()->ids.size());
       }
       std::vector<float> hidden;
+      const auto base_start = std::chrono::steady_clock::now();
       base.compute(batch, positions, hidden);
+      const auto head_start = std::chrono::steady_clock::now();
+      base_seconds += std::chrono::duration<double>(head_start - base_start).count();
       DraftRows rows;
       rows.n_tokens = options.n_tokens;
       size_t offset = 0;
@@ -360,6 +364,7 @@ TrainDrafterResult train_drafter(const TrainDrafterOptions& options) {
       }
       const float scale = 1.0f / float(end_micro - first_micro);
       step_metrics.add(redrafter_loss(head, rows, base.embeddings(), options.top_k, &grads, scale, &pool));
+      head_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - head_start).count();
     }
     const double grad_norm = clip_grad_norm(tensors.grads, options.max_grad_norm);
     const double lr = cosine_lr(options.lr, step, warmup, total_steps);
@@ -375,6 +380,9 @@ TrainDrafterResult train_drafter(const TrainDrafterOptions& options) {
       line["lr"] = lr;
       line["grad_norm"] = grad_norm;
       line["elapsed_s"] = elapsed;
+      line["base_forward_s"] = base_seconds;
+      line["head_s"] = head_seconds;
+      line["tokens"] = tokens_seen;
       metrics_log << line.dump() << "\n" << std::flush;
     }
     if (step % options.save_every == 0 || step == total_steps)
