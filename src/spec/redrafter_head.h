@@ -67,6 +67,9 @@ class RedrafterHead {
   std::vector<std::pair<std::string, const Linear*>> linears() const;
 
  private:
+  // lm_head(input_proj?(x)) for `rows` inputs x (each context ⊕ state, 2 × hidden_size): rows × vocab raw logits.
+  void logits_rows(const float* inputs, size_t rows, float* out) const;
+
   RedrafterConfig config_;
 };
 

@@ -1,0 +1,79 @@
+"""`qed train-drafter` through the CLI: a head trained on the demo model's own data format (problem + TIR solution)
+loads as `--spec redrafter --drafter DIR`, keeps greedy outputs token-identical, and bad input is a one-line
+error."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+DEMO = REPO / "models" / "demo"
+sys.path.insert(0, str(REPO / "tools" / "demo"))
+
+import make_data  # noqa: E402
+
+
+def demo_rows(path: pathlib.Path, n: int) -> pathlib.Path:
+    rows = make_data.generate(seed=5, n_train=n, n_heldout=0)["train"]
+    path.write_text("".join(json.dumps({"problem": r["problem"], "tir_solution": r["tir_solution"]}) + "\n"
+                            for r in rows))
+    return path
+
+
+def train(qed_bin, *args, timeout=300):
+    return subprocess.run([qed_bin, "train-drafter", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def generate(qed_bin, *extra):
+    r = subprocess.run([qed_bin, "generate", "--model", str(DEMO), "--chat", "--prompt", "What is 13^452 mod 97?",
+                        "--max-tokens", "40", "--temperature", "0", "--threads", "2", "--json", *extra],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_trained_head_loads_as_the_redrafter_drafter_and_keeps_outputs(qed_bin, tmp_path):
+    data = demo_rows(tmp_path / "train.jsonl", 8)
+    out = tmp_path / "head"
+    r = train(qed_bin, "--model", str(DEMO), "--data", str(data), "--out", str(out), "--batch", "4",
+              "--max-steps", "2", "--threads", "2")
+    assert r.returncode == 0, r.stderr
+    assert "step 2/2" in r.stderr  # the progress bar
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "recurrent_drafting_drafter" and config["hidden_size"] == 256
+    assert config["exit_dim"] == 512 and config["num_draft_layers"] == 2 and config["rnn"] is True
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == [1, 2]
+    assert {"loss", "redrafter0_top1", "redrafter2_top5", "redrafter2_loss"} <= set(lines[-1])
+    plain = generate(qed_bin)
+    spec = generate(qed_bin, "--spec", "redrafter", "--drafter", str(out), "--num-draft-tokens", "3")
+    assert spec["token_ids"] == plain["token_ids"]
+    assert spec["speculation"]["spec"] == "redrafter" and spec["speculation"]["verify_steps"] > 0
+
+
+@pytest.mark.parametrize("case", ["missing_data", "empty_data", "not_json", "batch_zero", "n_tokens_zero",
+                                  "warmup_above_one", "unknown_flag", "no_model"])
+def test_bad_input_is_a_one_line_error(qed_bin, tmp_path, case):
+    good = demo_rows(tmp_path / "train.jsonl", 2)
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    base = ["--model", str(DEMO), "--out", str(tmp_path / "out")]
+    args = {
+        "missing_data": base + ["--data", str(tmp_path / "nope.jsonl")],
+        "empty_data": base + ["--data", str(tmp_path / "empty.jsonl")],
+        "not_json": base + ["--data", str(tmp_path / "bad.jsonl")],
+        "batch_zero": base + ["--data", str(good), "--batch", "0"],
+        "n_tokens_zero": base + ["--data", str(good), "--n-tokens", "0"],
+        "warmup_above_one": base + ["--data", str(good), "--warmup-ratio", "2"],
+        "unknown_flag": base + ["--data", str(good), "--medusa"],
+        "no_model": ["--model", str(tmp_path), "--data", str(good), "--out", str(tmp_path / "out")],
+    }[case]
+    r = train(qed_bin, *args, timeout=60)
+    assert r.returncode != 0
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) >= 1 and ("error" in lines[0].lower() or "--medusa" in lines[0]), r.stderr
+    if case != "unknown_flag":  # CLI11 adds a "Run with --help" line to parse errors
+        assert len(lines) == 1, r.stderr
+    assert not (tmp_path / "out" / "model.safetensors").exists()
