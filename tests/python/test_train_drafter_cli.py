@@ -94,3 +94,38 @@ def test_shipped_demo_head_drafts_tokens_the_model_accepts(qed_bin):
         assert plain.returncode == 0 and spec.returncode == 0, plain.stderr + spec.stderr
         assert json.loads(spec.stdout)["token_ids"] == json.loads(plain.stdout)["token_ids"]
         assert json.loads(spec.stdout)["speculation"]["mean_accepted_length"] > 1.5, spec.stdout
+
+
+def test_sigkilled_run_resumes_to_the_weights_of_an_uninterrupted_one(qed_bin, tmp_path):
+    import signal
+    import time
+    data = demo_rows(tmp_path / "train.jsonl", 24)
+    common = ["--model", str(DEMO), "--data", str(data), "--batch", "2", "--max-steps", "12", "--save-every", "3",
+              "--threads", "2", "--quiet"]
+    whole = train(qed_bin, *common, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([qed_bin, "train-drafter", *common, "--out", str(out)], stderr=subprocess.PIPE, text=True)
+    state = out / "checkpoint" / "trainer_state.json"
+    deadline = time.monotonic() + 240
+    killed_at = None
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            killed_at = json.loads(state.read_text())["step"]
+        except (OSError, ValueError, KeyError):
+            killed_at = None  # not written yet, or caught mid-swap
+        if killed_at is not None and killed_at >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {proc.returncode}"
+    assert not (out / "model.safetensors").exists()
+    assert killed_at < 12
+
+    resumed = train(qed_bin, *common, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (out / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
+    steps = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 13))
