@@ -51,6 +51,7 @@ void validate(const TrainDrafterOptions& o) {
 json trajectory_fingerprint(const TrainDrafterOptions& o, int64_t total_steps, size_t examples) {
   return {{"model", fs::weakly_canonical(o.model_dir).string()},
           {"data", fs::weakly_canonical(o.data_path).string()},
+          {"data_bytes", fs::file_size(o.data_path)},
           {"examples", examples},
           {"n_tokens", o.n_tokens},
           {"layers", o.num_layers},
