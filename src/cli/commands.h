@@ -19,5 +19,6 @@ void register_bench_report(CLI::App& app);  // under `qed bench`, created if abs
 void register_run(CLI::App& app);
 void register_bench_serve(CLI::App& app);    // under `qed bench`, created if absent
 void register_bench_offline(CLI::App& app);  // under `qed bench`, created if absent
+void register_train_drafter(CLI::App& app);
 
 }  // namespace qed::cli

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   qed::cli::register_run(app);
   qed::cli::register_bench_serve(app);
   qed::cli::register_bench_offline(app);
+  qed::cli::register_train_drafter(app);
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
     for (const auto* sub : app.get_subcommands([](const CLI::App*) { return true; })) {

@@ -46,15 +46,50 @@ void for_each_linear(Head& head, F&& f) {
   }
 }
 
+// Eight partial sums (the compiler vectorises them; one running sum it may not reorder, so it would not).
+float dot(const float* a, const float* b, size_t n) {
+  float partial[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    for (size_t lane = 0; lane < 8; ++lane) partial[lane] += a[k + lane] * b[k + lane];
+  }
+  for (; k < n; ++k) partial[k % 8] += a[k] * b[k];
+  return ((partial[0] + partial[1]) + (partial[2] + partial[3])) +
+         ((partial[4] + partial[5]) + (partial[6] + partial[7]));
+}
+
+// y[r] = W x[r] + b for `rows` vectors at once: each weight row is read once for all of them (beam search runs the
+// head on every beam per step, and the vocab projection dominates its memory traffic).
+void apply_linear_rows(const RedrafterHead::Linear& layer, const float* x, size_t rows, float* y) {
+  const size_t in = static_cast<size_t>(layer.in), out = static_cast<size_t>(layer.out);
+  for (size_t o = 0; o < out; ++o) {
+    const float* w = layer.weight.data() + o * in;
+    const float bias = layer.bias.empty() ? 0.0f : layer.bias[o];
+    for (size_t r = 0; r < rows; ++r) y[r * out + o] = dot(x + r * in, w, in) + bias;
+  }
+}
+
+// RD's maintain_logits + warp_logits(top_k=50) + log_softmax, in place on one row.
+void warp_and_log_softmax(std::span<float> out) {
+  const float max = *std::max_element(out.begin(), out.end());
+  for (float& v : out) v -= max;
+  const size_t k = std::min(static_cast<size_t>(kTopK), out.size());
+  std::vector<float> sorted(out.begin(), out.end());
+  std::nth_element(sorted.begin(), sorted.begin() + static_cast<long>(k - 1), sorted.end(), std::greater<float>());
+  const float kth = sorted[k - 1];
+  for (float& v : out) {
+    if (v < kth) v = kLog0;  // ties with the k-th value stay, as torch's `logits < topk[..., -1]`
+  }
+  double sum = 0.0;
+  for (float v : out) sum += std::exp(double(v));
+  const float log_sum = static_cast<float>(std::log(sum));
+  for (float& v : out) v -= log_sum;
+}
+
 }  // namespace
 
 void apply_linear(const RedrafterHead::Linear& layer, std::span<const float> x, std::span<float> y) {
-  for (int o = 0; o < layer.out; ++o) {
-    const float* row = layer.weight.data() + static_cast<size_t>(o) * static_cast<size_t>(layer.in);
-    float sum = 0.0f;
-    for (int i = 0; i < layer.in; ++i) sum += row[i] * x[static_cast<size_t>(i)];
-    y[static_cast<size_t>(o)] = layer.bias.empty() ? sum : sum + layer.bias[static_cast<size_t>(o)];
-  }
+  apply_linear_rows(layer, x.data(), 1, y.data());
 }
 
 RedrafterConfig RedrafterConfig::from_file(const std::string& path) {
@@ -105,6 +140,18 @@ RedrafterHead::RedrafterHead(RedrafterConfig config) : config_(config) {
     rnn_u = make_linear(h, h, true);
     rnn_w = make_linear(h, h, false);
   }
+}
+
+std::vector<std::pair<std::string, RedrafterHead::Linear*>> RedrafterHead::linears() {
+  std::vector<std::pair<std::string, Linear*>> out;
+  for_each_linear(*this, [&](const std::string& name, Linear& l) { out.emplace_back(name, &l); });
+  return out;
+}
+
+std::vector<std::pair<std::string, const RedrafterHead::Linear*>> RedrafterHead::linears() const {
+  std::vector<std::pair<std::string, const Linear*>> out;
+  for_each_linear(*this, [&](const std::string& name, const Linear& l) { out.emplace_back(name, &l); });
+  return out;
 }
 
 RedrafterHead RedrafterHead::random(RedrafterConfig config, uint64_t seed, float scale) {
@@ -162,35 +209,28 @@ void RedrafterHead::update_state(std::span<const float> token_embedding, std::sp
   for (size_t i = 0; i < h; ++i) state[i] = silu(w[i] + u[i]);
 }
 
+void RedrafterHead::logits_rows(const float* inputs, size_t rows, float* out) const {
+  const size_t h2 = 2 * static_cast<size_t>(config_.hidden_size), e = static_cast<size_t>(config_.exit_dim);
+  std::vector<float> x(rows * e), y(rows * e);
+  if (config_.has_input_proj()) {
+    apply_linear_rows(input_proj, inputs, rows, x.data());
+  } else {
+    std::copy_n(inputs, rows * h2, x.data());
+  }
+  for (const Linear& block : res_blocks) {
+    apply_linear_rows(block, x.data(), rows, y.data());
+    for (size_t i = 0; i < x.size(); ++i) x[i] += silu(y[i]);
+  }
+  apply_linear_rows(vocab_proj, x.data(), rows, out);
+}
+
 void RedrafterHead::log_probs(std::span<const float> context, std::span<const float> state,
                               std::span<float> out) const {
   const size_t h = static_cast<size_t>(config_.hidden_size);
   std::vector<float> x(context.begin(), context.begin() + static_cast<long>(h));
   x.insert(x.end(), state.begin(), state.begin() + static_cast<long>(h));
-  if (config_.has_input_proj()) {
-    std::vector<float> projected(static_cast<size_t>(config_.exit_dim));
-    apply_linear(input_proj, x, projected);
-    x = std::move(projected);
-  }
-  std::vector<float> y(x.size());
-  for (const Linear& block : res_blocks) {
-    apply_linear(block, x, y);
-    for (size_t i = 0; i < x.size(); ++i) x[i] += silu(y[i]);
-  }
-  apply_linear(vocab_proj, x, out);
-  const float max = *std::max_element(out.begin(), out.end());
-  for (float& v : out) v -= max;
-  const size_t k = std::min(static_cast<size_t>(kTopK), out.size());
-  std::vector<float> sorted(out.begin(), out.end());
-  std::nth_element(sorted.begin(), sorted.begin() + static_cast<long>(k - 1), sorted.end(), std::greater<float>());
-  const float kth = sorted[k - 1];
-  for (float& v : out) {
-    if (v < kth) v = kLog0;  // ties with the k-th value stay, as torch's `logits < topk[..., -1]`
-  }
-  double sum = 0.0;
-  for (float v : out) sum += std::exp(double(v));
-  const float log_sum = static_cast<float>(std::log(sum));
-  for (float& v : out) v -= log_sum;
+  logits_rows(x.data(), 1, out.data());
+  warp_and_log_softmax(out);
 }
 
 DraftBeams RedrafterHead::beam_search(std::span<const float> context, int32_t init_token,
@@ -207,12 +247,18 @@ DraftBeams RedrafterHead::beam_search(std::span<const float> context, int32_t in
   std::vector<float> log_p_beam(w, kLog0);
   log_p_beam[0] = 0.0f;
   std::vector<std::vector<float>> states(w, std::vector<float>(h, 0.0f));
-  std::vector<float> scores(w * vocab), row(vocab);
+  std::vector<float> scores(w * vocab), inputs(w * 2 * h), logits(w * vocab);
   for (int step = 0; step + 1 < length; ++step) {
     for (size_t b = 0; b < w; ++b) {
       const size_t last = static_cast<size_t>(beams[b].back());
       update_state(embeddings.subspan(last * h, h), states[b]);
-      log_probs(context, states[b], row);
+      std::copy(context.begin(), context.end(), inputs.begin() + static_cast<long>(b * 2 * h));
+      std::copy(states[b].begin(), states[b].end(), inputs.begin() + static_cast<long>(b * 2 * h + h));
+    }
+    logits_rows(inputs.data(), w, logits.data());  // all beams in one pass over the weights
+    for (size_t b = 0; b < w; ++b) {
+      const std::span<float> row(logits.data() + b * vocab, vocab);
+      warp_and_log_softmax(row);
       for (size_t t = 0; t < vocab; ++t) scores[b * vocab + t] = row[t] + log_p_beam[b];
     }
     std::vector<size_t> order(scores.size());

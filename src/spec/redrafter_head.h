@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace qed::spec {
@@ -61,7 +62,14 @@ class RedrafterHead {
   Linear vocab_proj;               // lm_head.{num_draft_layers}
   Linear rnn_u, rnn_w;             // only when rnn
 
+  // Every linear layer with its reference tensor-name prefix ("lm_head.0.linear"), in checkpoint order.
+  std::vector<std::pair<std::string, Linear*>> linears();
+  std::vector<std::pair<std::string, const Linear*>> linears() const;
+
  private:
+  // lm_head(input_proj?(x)) for `rows` inputs x (each context ⊕ state, 2 × hidden_size): rows × vocab raw logits.
+  void logits_rows(const float* inputs, size_t rows, float* out) const;
+
   RedrafterConfig config_;
 };
 
