@@ -8,6 +8,7 @@
 #include <numeric>
 #include <random>
 
+#include "backend/cpu/cpu_ops.h"
 #include "core/error.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
@@ -46,18 +47,6 @@ void for_each_linear(Head& head, F&& f) {
   }
 }
 
-// Eight partial sums (the compiler vectorises them; one running sum it may not reorder, so it would not).
-float dot(const float* a, const float* b, size_t n) {
-  float partial[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  size_t k = 0;
-  for (; k + 8 <= n; k += 8) {
-    for (size_t lane = 0; lane < 8; ++lane) partial[lane] += a[k + lane] * b[k + lane];
-  }
-  for (; k < n; ++k) partial[k % 8] += a[k] * b[k];
-  return ((partial[0] + partial[1]) + (partial[2] + partial[3])) +
-         ((partial[4] + partial[5]) + (partial[6] + partial[7]));
-}
-
 // y[r] = W x[r] + b for `rows` vectors at once: each weight row is read once for all of them (beam search runs the
 // head on every beam per step, and the vocab projection dominates its memory traffic).
 void apply_linear_rows(const RedrafterHead::Linear& layer, const float* x, size_t rows, float* y) {
@@ -65,7 +54,8 @@ void apply_linear_rows(const RedrafterHead::Linear& layer, const float* x, size_
   for (size_t o = 0; o < out; ++o) {
     const float* w = layer.weight.data() + o * in;
     const float bias = layer.bias.empty() ? 0.0f : layer.bias[o];
-    for (size_t r = 0; r < rows; ++r) y[r * out + o] = dot(x + r * in, w, in) + bias;
+    for (size_t r = 0; r < rows; ++r)
+      y[r * out + o] = cpu::dot(x + r * in, w, static_cast<int>(in)) + bias;  // the CPU backend's dot
   }
 }
 

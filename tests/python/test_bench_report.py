@@ -15,26 +15,39 @@ def result(engine, precision, workload, metric, value):
             "workload": workload, "metric": metric, "value": value}
 
 
+def write_run(path, rows):
+    path.write_text(json.dumps({"provenance": PROVENANCE, "results": rows}))
+
+
+def render(qed_bin, out, *runs):
+    """qed bench report over RUNS (files or folders) into `out`; the Markdown it wrote."""
+    subprocess.run([qed_bin, "bench", "report", *map(str, runs), "--out", str(out), "--python", sys.executable],
+                   check=True, capture_output=True, text=True, timeout=300)
+    return (out / "README.md").read_text()
+
+
+def assert_pngs_linked(out, md, names):
+    for name in names:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({name})" in md
+
+
 def test_report_has_a_table_row_per_result_and_a_png_per_metric(qed_bin, tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     run = [result("qed", "bf16", "decode_b1", "tok_per_s", 98.5), result("qed", "fp8", "decode_b1", "tok_per_s", 187.25),
            result("hf-transformers", "bf16", "decode_b1", "tok_per_s", 12.8),
            result("qed", "bf16", "ttft_1k", "ttft_ms", 41.0), result("qed", "fp8", "ttft_1k", "ttft_ms", 30.5)]
-    (results / "offline-h200.json").write_text(json.dumps({"provenance": PROVENANCE, "results": run}))
+    write_run(results / "offline-h200.json", run)
     out = tmp_path / "report"
-    subprocess.run([qed_bin, "bench", "report", "--results", str(results), "--out", str(out), "--python", sys.executable],
-                   check=True, capture_output=True, text=True, timeout=300)
-    md = (out / "README.md").read_text()
+    md = render(qed_bin, out, results)
     assert "NVIDIA H200" in md and "qed bench offline --model 14b" in md and "abc1234" in md
     for r in run:
         assert f"| {r['engine']} | {r['model']} | {r['precision']} | none | {r['workload']} | {r['metric']} | " \
                f"{r['value']:g} |" in md
     pngs = sorted(p.name for p in out.glob("offline-h200.*.png"))
     assert pngs == ["offline-h200.tok_per_s.png", "offline-h200.ttft_ms.png"]
-    for name in pngs:
-        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert f"]({name})" in md
+    assert_pngs_linked(out, md, pngs)
 
 
 def test_runs_are_compared_side_by_side_per_model(qed_bin, tmp_path):
@@ -45,12 +58,10 @@ def test_runs_are_compared_side_by_side_per_model(qed_bin, tmp_path):
             result("qed", "bf16", "only_here", "total_s", 9.0)]
     fp8 = [result("qed", "fp8", "decode_b1", "tok_per_s", 152.9), result("qed", "fp8", "decode_b8", "tok_per_s", 787.5),
            result("qed", "fp8", "ttft_1k", "ttft_ms", 33.4)]
-    (results / "a-bf16.json").write_text(json.dumps({"provenance": PROVENANCE, "results": bf16}))
-    (results / "b-fp8.json").write_text(json.dumps({"provenance": PROVENANCE, "results": fp8}))
+    write_run(results / "a-bf16.json", bf16)
+    write_run(results / "b-fp8.json", fp8)
     out = tmp_path / "report"
-    subprocess.run([qed_bin, "bench", "report", "--results", str(results), "--out", str(out), "--python", sys.executable],
-                   check=True, capture_output=True, text=True, timeout=300)
-    md = (out / "README.md").read_text()
+    md = render(qed_bin, out, results)
     section = md[md.index("## Comparison across runs"):md.index("## a-bf16.json")]
     assert "| workload | metric | qed bf16 | hf-transformers bf16 | qed fp8 |" in section
     assert "| decode_b1 | tok_per_s | 112.5 | 15.4 | 152.9 |" in section
@@ -60,9 +71,7 @@ def test_runs_are_compared_side_by_side_per_model(qed_bin, tmp_path):
     # Decode throughput against batch as lines, the rest as grouped bars; every PNG is linked and real.
     compare = sorted(p.name for p in out.glob("compare.*.png"))
     assert compare == ["compare.qwen2.5-14b-shape.decode.tok_per_s.png", "compare.qwen2.5-14b-shape.ttft_ms.png"]
-    for name in compare:
-        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert f"]({name})" in section
+    assert_pngs_linked(out, section, compare)
 
 
 def test_runs_named_as_files_with_latency_percentiles_and_spec_speedup(qed_bin, tmp_path):
@@ -71,22 +80,17 @@ def test_runs_named_as_files_with_latency_percentiles_and_spec_speedup(qed_bin, 
     spec = [dict(result("qed", "fp32", "tir_b1", "speedup", s), spec=name) for name, s in (("none", 1.0), ("ngram-k2", 1.08))]
     spec += [dict(result("qed", "fp32", "tir_b1", "mean_accepted_length", a), spec=name)
              for name, a in (("none", 1.0), ("ngram-k2", 1.63))]
-    files = []
-    for name, rows in (("serve", serve), ("spec", spec)):
-        files.append(tmp_path / f"{name}.json")
-        files[-1].write_text(json.dumps({"provenance": PROVENANCE, "results": rows}))
+    write_run(tmp_path / "serve.json", serve)
+    write_run(tmp_path / "spec.json", spec)
     out = tmp_path / "report"
-    subprocess.run([qed_bin, "bench", "report", *map(str, files), "--out", str(out), "--python", sys.executable],
-                   check=True, capture_output=True, text=True, timeout=300)
-    md = (out / "README.md").read_text()
+    md = render(qed_bin, out, tmp_path / "serve.json", tmp_path / "spec.json")
     assert "## serve.json" in md and "## spec.json" in md
     pngs = sorted(p.name for p in out.glob("*.png"))
     # The six percentile metrics are one chart, not six; the spec runs give a speedup-vs-acceptance scatter.
     assert "serve.latency_percentiles.png" in pngs
     assert not any(p.startswith("serve.ttft_ms_p") or p.startswith("serve.itl_ms_p") for p in pngs), pngs
     assert "compare.qwen2.5-14b-shape.speedup_vs_acceptance.png" in pngs
-    for name in pngs:
-        assert f"]({name})" in md
+    assert_pngs_linked(out, md, pngs)
 
 
 def test_a_missing_run_file_is_a_one_line_error(qed_bin, tmp_path):

@@ -54,6 +54,30 @@ def run(qed: str, model: str, rows_path: pathlib.Path, out_dir: pathlib.Path, la
     return outputs, summary
 
 
+def bench_document(args, results, argv) -> dict:
+    import datetime
+    import platform
+    version = subprocess.run([args.qed, "--version"], capture_output=True, text=True).stdout.strip()
+    sha = version[version.find("(") + 1:version.find(")")] if "(" in version else version
+    base, base_cpu = results[0]["tok_per_s"], results[0]["tok_per_cpu_s"]
+    rows = []
+    for r in results:
+        method, _, shape = r["config"].partition(":")
+        spec = "none" if method == "none" else f"{method}-{shape}"
+        for metric, value in (("tok_per_s", r["tok_per_s"]), ("tok_per_cpu_s", r["tok_per_cpu_s"]),
+                              ("speedup", r["tok_per_s"] / base), ("speedup_cpu_s", r["tok_per_cpu_s"] / base_cpu),
+                              ("mean_accepted_length", r["mean_accepted_length"]),
+                              ("acceptance_rate", r["acceptance_rate"])):
+            rows.append({"engine": "qed", "model": "demo", "precision": "fp32", "spec": spec,
+                         "workload": f"demo_tir_rounds_{args.problems}x2_b1_t{args.threads}", "metric": metric,
+                         "value": value})
+    provenance = {"git_sha": sha, "device": f"cpu ({platform.processor() or platform.machine()}, "
+                  f"{args.threads} thread)", "driver": None, "cuda": None,
+                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "command": " ".join(["tools/demo/measure_spec.py", *(argv if argv is not None else sys.argv[1:])])}
+    return {"provenance": provenance, "results": rows}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--qed", default="build/qed")
@@ -65,6 +89,8 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", default="none,redrafter:1x3,redrafter:4x3,ngram:3",
                     help="none | redrafter:BEAMSxLEN | ngram:K, comma separated")
     ap.add_argument("--json-out", type=pathlib.Path)
+    ap.add_argument("--bench-out", type=pathlib.Path,
+                    help="also write a bench result (shared/design.md format) for qed bench report")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
@@ -103,6 +129,8 @@ def main(argv=None) -> int:
               f"{r['mean_accepted_length']} | {r['acceptance_rate']} | {'yes' if r['identical_to_none'] else 'NO'} |")
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=2) + "\n")
+    if args.bench_out:
+        args.bench_out.write_text(json.dumps(bench_document(args, results, argv), indent=1) + "\n")
     return 0 if all(r["identical_to_none"] for r in results) else 1
 
 
