@@ -12,6 +12,7 @@ struct BackendFlags {
   float gpu_memory_fraction = BackendSelection{}.gpu_memory_fraction;
   int gpu_device = 0;
   bool cuda_graphs = true;
+  int tensor_parallel_size = 1;
 };
 
 void add_backend_flags(CLI::App* cmd, BackendFlags& flags);

@@ -24,6 +24,9 @@ struct BackendSelection {
   int max_batched_tokens = 8192;      // the scheduler's per-step token budget (sizes the activation buffers)
   bool cuda_graphs = true;            // replay captured CUDA graphs for decode steps (the CLI default)
   std::string random_dtype = "bf16";  // make_random_backend only: bf16 | fp8 | int8_wo
+  // > 1: the model sharded over this many ranks (docs/tp.md): cpu runs the exact simulation, cuda one rank per
+  // device (devices `device` .. device + N - 1, NCCL). 1 = the unsharded backends, untouched.
+  int tensor_parallel_size = 1;
 };
 
 // Throws qed::Error with one line when the kind is unknown, when CUDA was asked for but this binary was built
