@@ -53,8 +53,8 @@ class ShardBuilder {
   // Rows [begin, begin + count) of t (its first dimension; contiguous, so a view). A per-tensor scale (one element)
   // is replicated.
   void add_rows(const TensorInfo& t, Range range) {
-    if (t.numel() == 1 && range.count != 1) return add_view(t);
-    const int64_t rows = t.shape.empty() ? 1 : t.shape[0];
+    if (t.numel() == 1 || t.shape.empty()) return add_view(t);
+    const int64_t rows = t.shape[0];
     if (range.begin + range.count > rows) {
       fail("{}: tensor '{}' has {} rows, the shard needs rows [{}, {})", label_, t.name, rows, range.begin,
            range.begin + range.count);
