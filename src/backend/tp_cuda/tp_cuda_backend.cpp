@@ -1,7 +1,6 @@
 #include "backend/tp_cuda/tp_cuda_backend.h"
 
 #include <cuda_runtime.h>
-#include <nccl.h>
 
 #include <algorithm>
 #include <condition_variable>
@@ -15,6 +14,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device.h"
 #include "backend/cuda/elementwise_kernels.h"
+#include "backend/tp_cuda/nccl_api.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "model/safetensors.h"
@@ -23,7 +23,7 @@ namespace qed::tp {
 namespace {
 
 void nccl_check(ncclResult_t result, const char* what) {
-  if (result != ncclSuccess) fail("nccl: {} failed: {}", what, ncclGetErrorString(result));
+  if (result != ncclSuccess) fail("nccl: {} failed: {}", what, nccl_api().error_string(result));
 }
 
 // A bf16 copy of a host tensor (bf16 as is, f16/f32 rounded) on the current device.
@@ -45,7 +45,9 @@ cuda::DeviceBuffer upload_bf16(const TensorInfo& t) {
 struct NcclComms {
   std::vector<ncclComm_t> comms;
   ~NcclComms() {
-    for (ncclComm_t comm : comms) ncclCommDestroy(comm);
+    for (ncclComm_t comm : comms) {
+      if (comm) nccl_api().comm_destroy(comm);  // non-null only once the library has loaded
+    }
   }
 };
 
@@ -139,7 +141,8 @@ TpCudaBackend::TpCudaBackend(const ModelConfig& config, const TpCudaOptions& opt
   for (int r = 0; r < options.ranks; ++r) devices.push_back(options.first_device + r);
   comms_ = std::make_unique<NcclComms>();
   comms_->comms.resize(devices.size());
-  nccl_check(ncclCommInitAll(comms_->comms.data(), int(devices.size()), devices.data()), "ncclCommInitAll");
+  const NcclApi& nccl = nccl_api();  // a missing libnccl is reported before any device memory is used
+  nccl_check(nccl.comm_init_all(comms_->comms.data(), int(devices.size()), devices.data()), "ncclCommInitAll");
   threads_ = std::make_unique<RankThreads>(devices);
   rank_results_.resize(devices.size());
 }
@@ -161,7 +164,7 @@ void TpCudaBackend::add_rank(int r, cuda::CudaModelWeights weights, const ModelC
   rank.lm_head_rows = plan_.vocab_shard;
   ncclComm_t comm = comms_->comms[size_t(r)];
   rank.row_parallel_reduce = [comm](uint16_t* x, size_t count, cudaStream_t stream) {
-    nccl_check(ncclAllReduce(x, x, count, ncclBfloat16, ncclSum, comm, stream), "ncclAllReduce");
+    nccl_check(nccl_api().all_reduce(x, x, count, ncclBfloat16, ncclSum, comm, stream), "ncclAllReduce");
   };
   // The lm_head slice is weights.lm_head: the rank's config is untied so its logits pass reads it.
   ModelConfig config = rank_config;
