@@ -2,12 +2,16 @@
 // ranks (TpSimulatedCpuBackend) against the unsharded CpuBackend on the HF fixtures, bf16 and quantized.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../model/temp_dir.h"
+#include "backend/tp/rank_threads.h"
 #include "backend/tp/shard_plan.h"
 #include "backend/tp/tp_cpu_backend.h"
 #include "backend_test_util.h"
@@ -386,6 +390,48 @@ INSTANTIATE_TEST_SUITE_P(Formats, TpQuantized,
                                            QuantCase{"fp8_channel", quantize(QuantMethod::Fp8, true, false)},
                                            QuantCase{"int8_wo", quantize(QuantMethod::Int8WeightOnly, true, false)}),
                          [](const auto& test_param) { return test_param.param.name; });
+
+// The CUDA runner's rank threads (host-only, so tested here): every job on every rank, each rank always on its own
+// thread (its device stays current), errors rethrown only after all ranks finished, no lost wake-ups.
+TEST(RankThreads, EveryRankRunsOnItsOwnThreadEveryTime) {
+  std::vector<std::thread::id> init_ids(3);
+  tp::RankThreads threads(3, [&](int r) { init_ids[size_t(r)] = std::this_thread::get_id(); });
+  std::vector<std::atomic<int>> runs(3);
+  for (int i = 0; i < 500; ++i) {
+    threads.run([&](int r) {
+      EXPECT_EQ(std::this_thread::get_id(), init_ids[size_t(r)]);
+      runs[size_t(r)].fetch_add(1);
+    });
+  }
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(runs[size_t(r)].load(), 500);
+  EXPECT_NE(init_ids[0], init_ids[1]);
+  EXPECT_NE(init_ids[0], std::this_thread::get_id());
+}
+
+TEST(RankThreads, AFailingRankIsRethrownAfterTheOthersFinished) {
+  tp::RankThreads threads(3, [](int) {});
+  std::atomic<int> finished{0};
+  try {
+    threads.run([&](int r) {
+      if (r == 1) throw Error("rank 1 failed");
+      finished.fetch_add(1);
+    });
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "rank 1 failed");
+  }
+  EXPECT_EQ(finished.load(), 2);
+  threads.run([&](int) { finished.fetch_add(1); });  // usable afterwards, the old error gone
+  EXPECT_EQ(finished.load(), 5);
+}
+
+TEST(RankThreads, AFailedInitThrowsFromTheConstructorWithoutHanging) {
+  EXPECT_THROW(tp::RankThreads(4,
+                               [](int r) {
+                                 if (r == 2) throw Error("cannot use device 2");
+                               }),
+               Error);
+}
 
 }  // namespace
 }  // namespace qed::testing

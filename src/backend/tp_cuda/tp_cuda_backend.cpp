@@ -3,17 +3,13 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <condition_variable>
 #include <cstring>
-#include <exception>
-#include <functional>
-#include <mutex>
-#include <thread>
 
 #include "backend/batch_checks.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device.h"
 #include "backend/cuda/elementwise_kernels.h"
+#include "backend/tp/rank_threads.h"
 #include "backend/tp_cuda/nccl_api.h"
 #include "core/dtype.h"
 #include "core/error.h"
@@ -51,81 +47,6 @@ struct NcclComms {
   }
 };
 
-// One persistent host thread per rank, its device current: NCCL wants each rank's collectives issued by its own
-// thread (or inside a group) so that no rank's enqueue waits on another's.
-class RankThreads {
- public:
-  explicit RankThreads(const std::vector<int>& devices) : errors_(devices.size()) {
-    for (size_t r = 0; r < devices.size(); ++r)
-      threads_.emplace_back([this, r, device = devices[r]] { loop(int(r), device); });
-    run([](int) {});  // every thread has set its device (and reports if it could not)
-  }
-  ~RankThreads() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-    }
-    wake_.notify_all();
-    for (std::thread& t : threads_) t.join();
-  }
-  RankThreads(const RankThreads&) = delete;
-  RankThreads& operator=(const RankThreads&) = delete;
-
-  // Runs job(rank) on every rank's thread and waits for all of them; rethrows the first rank's error.
-  void run(const std::function<void(int)>& job) {
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      job_ = &job;
-      pending_ = int(threads_.size());
-      ++generation_;
-      wake_.notify_all();
-      done_.wait(lock, [this] { return pending_ == 0; });
-      job_ = nullptr;
-    }
-    for (std::exception_ptr& e : errors_) {
-      if (e) std::rethrow_exception(std::exchange(e, nullptr));
-    }
-  }
-
- private:
-  void loop(int rank, int device) {
-    std::exception_ptr device_error;
-    if (cudaSetDevice(device) != cudaSuccess) {
-      cudaGetLastError();
-      device_error = std::make_exception_ptr(Error(fmt::format("tensor parallelism: cannot use device {}", device)));
-    }
-    uint64_t seen = 0;
-    std::unique_lock<std::mutex> lock(mutex_);
-    while (true) {
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      const std::function<void(int)>* job = job_;
-      lock.unlock();
-      std::exception_ptr error = device_error;
-      if (!error) {
-        try {
-          (*job)(rank);
-        } catch (...) {
-          error = std::current_exception();
-        }
-      }
-      lock.lock();
-      errors_[size_t(rank)] = error;
-      if (--pending_ == 0) done_.notify_all();
-    }
-  }
-
-  std::mutex mutex_;
-  std::condition_variable wake_, done_;
-  const std::function<void(int)>* job_ = nullptr;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
-  std::vector<std::exception_ptr> errors_;
-  std::vector<std::thread> threads_;
-};
-
 TpCudaBackend::TpCudaBackend(const ModelConfig& config, const TpCudaOptions& options)
     : config_(config), options_(options), plan_(ShardPlan::make(config, options.ranks)) {
   int visible = 0;
@@ -143,7 +64,12 @@ TpCudaBackend::TpCudaBackend(const ModelConfig& config, const TpCudaOptions& opt
   comms_->comms.resize(devices.size());
   const NcclApi& nccl = nccl_api();  // a missing libnccl is reported before any device memory is used
   nccl_check(nccl.comm_init_all(comms_->comms.data(), int(devices.size()), devices.data()), "ncclCommInitAll");
-  threads_ = std::make_unique<RankThreads>(devices);
+  threads_ = std::make_unique<RankThreads>(options.ranks, [&](int r) {
+    if (cudaSetDevice(devices[size_t(r)]) != cudaSuccess) {
+      cudaGetLastError();
+      fail("tensor parallelism: cannot use device {}", devices[size_t(r)]);
+    }
+  });
   rank_results_.resize(devices.size());
 }
 

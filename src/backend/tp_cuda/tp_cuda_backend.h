@@ -21,12 +21,12 @@
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_weights.h"
+#include "backend/tp/rank_threads.h"
 #include "backend/tp/shard_plan.h"
 #include "model/model_config.h"
 
 namespace qed::tp {
 
-class RankThreads;
 struct NcclComms;
 
 struct TpCudaOptions {
