@@ -41,7 +41,7 @@ tp::TpCudaOptions tp_cuda_options(const BackendSelection& selection) {
 [[noreturn]] void no_tp_cuda() {
   fail(
       "--tensor-parallel-size > 1 with --backend cuda: this qed was built without the tensor-parallel CUDA runner "
-      "(it needs the CUDA backend and NCCL at configure time)");
+      "(it needs the CUDA backend and nccl.h at configure time)");
 }
 #endif
 }  // namespace
