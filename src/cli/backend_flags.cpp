@@ -19,6 +19,11 @@ void add_backend_flags(CLI::App* cmd, BackendFlags& flags) {
                   "(0: the flash-decoding kernel for everything)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  cmd->add_option("--tensor-parallel-size", flags.tensor_parallel_size,
+                  "shard the model over N ranks (cuda: N GPUs from --gpu-device, NCCL, no decode graphs; cpu: the "
+                  "exact simulation of N ranks). docs/tp.md")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
 }
 
 BackendSelection backend_selection(const BackendFlags& flags) {
@@ -28,6 +33,7 @@ BackendSelection backend_selection(const BackendFlags& flags) {
   selection.device = flags.gpu_device;
   selection.cuda_graphs = flags.cuda_graphs;
   selection.prefill_attention_min_rows = flags.prefill_attention_min_rows;
+  selection.tensor_parallel_size = flags.tensor_parallel_size;
   return selection;
 }
 

@@ -13,6 +13,7 @@ struct BackendFlags {
   int gpu_device = 0;
   bool cuda_graphs = true;
   int prefill_attention_min_rows = BackendSelection{}.prefill_attention_min_rows;
+  int tensor_parallel_size = 1;
 };
 
 void add_backend_flags(CLI::App* cmd, BackendFlags& flags);

@@ -119,7 +119,7 @@ void run_bench_offline(const BenchOfflineOptions& opt) {
     for (const bench::Metric& m : bench::run_workload(engine, vocab, w, opt.settings)) {
       fmt::print("{:<16} {:<22} {:>12.3f}\n", w.name, m.metric, m.value);
       results.push_back({{"engine", "qed"},
-                         {"backend", selection.kind},
+                         {"backend", backend->name()},  // "cuda", "cpu"; "cuda-tp2" with --tensor-parallel-size 2
                          {"model", model_name},
                          {"precision", precision},
                          {"spec", "none"},

@@ -247,6 +247,18 @@ Checkpoint Checkpoint::open(const std::string& model_dir) {
   return checkpoint;
 }
 
+Checkpoint Checkpoint::from_memory(const std::string& label, std::vector<TensorInfo> tensors) {
+  Checkpoint checkpoint;
+  checkpoint.dir_ = label;
+  for (TensorInfo& tensor : tensors) {
+    std::string name = tensor.name;
+    const auto [it, inserted] = checkpoint.memory_.emplace(name, std::move(tensor));
+    if (!inserted) fail("{}: tensor '{}' given twice", label, name);
+    checkpoint.index_[name] = &it->second;
+  }
+  return checkpoint;
+}
+
 const TensorInfo* Checkpoint::find(const std::string& name) const {
   auto it = index_.find(name);
   return it == index_.end() ? nullptr : it->second;

@@ -52,6 +52,9 @@ class SafetensorsFile {
 class Checkpoint {
  public:
   static Checkpoint open(const std::string& model_dir);
+  // Tensors that live in memory the caller owns and keeps alive (a tensor-parallel rank's shard: views into another
+  // checkpoint's mmap plus sliced copies); `label` stands for the directory in error messages.
+  static Checkpoint from_memory(const std::string& label, std::vector<TensorInfo> tensors);
   const TensorInfo* find(const std::string& name) const;
   const TensorInfo& get(const std::string& name) const;  // throws naming the tensor and directory
   std::vector<std::string> names() const;
@@ -61,6 +64,7 @@ class Checkpoint {
   std::string dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorInfo*> index_;
+  std::map<std::string, TensorInfo> memory_;  // from_memory only (map nodes keep their address on a move)
 };
 
 struct TensorToWrite {

@@ -44,6 +44,9 @@ void check_options(const ModelConfig& config, const CudaBackendOptions& options)
     fail("cuda backend: max_logits_rows must be positive, got {}", options.max_logits_rows);
   if (options.prefill_attention_min_rows < 0)
     fail("cuda backend: prefill_attention_min_rows must be >= 0, got {}", options.prefill_attention_min_rows);
+  if (options.row_parallel_reduce && options.cuda_graphs)
+    fail("cuda backend: a tensor-parallel rank runs without decode graphs (cuda_graphs must be off)");
+  if (options.lm_head_rows < 0) fail("cuda backend: lm_head_rows must be >= 0, got {}", options.lm_head_rows);
   if (!(options.gpu_memory_fraction > 0.0f && options.gpu_memory_fraction <= 1.0f))
     fail("--gpu-memory-fraction must be in (0, 1], got {}", options.gpu_memory_fraction);
   const int hd = config.head_dim;
@@ -137,10 +140,10 @@ void CudaBackend::allocate_buffers() {
   selected_residual_ = cuda::DeviceBuffer(logits_rows * hidden * bf16);
   selected_delta_ = cuda::DeviceBuffer(logits_rows * hidden * bf16);
   final_hidden_ = cuda::DeviceBuffer(logits_rows * hidden * bf16);
-  logits_ = cuda::DeviceBuffer(logits_rows * size_t(config_.vocab_size) * sizeof(float));
+  logits_ = cuda::DeviceBuffer(logits_rows * size_t(logits_columns()) * sizeof(float));
   attention_partials_ = cuda::DeviceBuffer(kAttentionPartialBytes);
   partial_capacity_floats_ = kAttentionPartialBytes / sizeof(float);
-  host_logits_.reserve(logits_rows * size_t(config_.vocab_size) * sizeof(float));
+  host_logits_.reserve(logits_rows * size_t(logits_columns()) * sizeof(float));
   host_hidden_.reserve(logits_rows * hidden * bf16);
   ensure_step_capacity(size_t(1) << 20);
 }
@@ -327,7 +330,7 @@ void CudaBackend::prepare_samples(const ForwardBatch& batch, const cuda::StepSec
   }
   for (int c = chunks; c > 0; --c) next[size_t(c)] = next[size_t(c) - 1];  // next[c] had advanced to begin[c + 1]
   next[0] = 0;
-  const size_t work_bytes = size_t(widest) * size_t(config_.vocab_size) * sizeof(float);
+  const size_t work_bytes = size_t(widest) * size_t(logits_columns()) * sizeof(float);
   if (sample_work_.bytes() < work_bytes) sample_work_ = cuda::DeviceBuffer(work_bytes);
   if (sample_params_.bytes() < count * sizeof(cuda::SamplingRowParams)) {
     sample_params_ = cuda::DeviceBuffer(count * sizeof(cuda::SamplingRowParams));
@@ -395,6 +398,7 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
                                    s.prefill_tile_count, cuda::kPrefillTiling, shape, attn_.as<uint16_t>(), stream_);
     }
     linears_->run(w.o_proj, attn_.as<uint16_t>(), delta, rows, stream_);
+    if (options_.row_parallel_reduce) options_.row_parallel_reduce(delta, size_t(rows) * hidden, stream_);
     const float* gate_up_fp8 = cuda::LinearRunner::static_fp8_scale(w.gate_up);
     cuda::rmsnorm_bf16(delta, residual, w.post_attention_norm.as<uint16_t>(), normed, rows, hidden, eps, stream_,
                        gate_up_fp8 ? linears_->fp8_input() : nullptr, gate_up_fp8);
@@ -403,6 +407,7 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
     cuda::silu_and_mul_bf16(gate_up_.as<uint16_t>(), act_.as<uint16_t>(), rows, inter, stream_,
                             down_fp8 ? linears_->fp8_input() : nullptr, down_fp8);
     linears_->run(w.down_proj, act_.as<uint16_t>(), delta, rows, stream_, down_fp8 != nullptr);
+    if (options_.row_parallel_reduce) options_.row_parallel_reduce(delta, size_t(rows) * hidden, stream_);
   }
 }
 
@@ -412,7 +417,7 @@ void CudaBackend::compute_logits(const cuda::StepSections& s, const std::byte* m
   const bool logits_to_host = !batch.skip_logits;
   const size_t num_samples = batch.device_samples.size();
   const int hidden = config_.hidden_size;
-  const int vocab = config_.vocab_size;
+  const int vocab = logits_columns();
   const int32_t* logits_rows = reinterpret_cast<const int32_t*>(meta + s.logits_rows);
   const int capacity = int(std::min(options_.max_logits_rows, options_.max_batched_tokens));
   const cuda::DeviceBuffer& lm_head = config_.tie_word_embeddings ? weights_.embed_tokens : weights_.lm_head;

@@ -5,6 +5,7 @@
 // (no cudaMalloc per step); the logits of the requested rows come back as fp32. CpuBackend is its reference.
 #include <cuda_runtime.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -34,6 +35,12 @@ struct CudaBackendOptions {
   // per padded batch size (1, 2, 4, ...). Off by default until measured on hardware (docs/cuda.md).
   bool cuda_graphs = false;
   int max_graph_batch = 64;
+  // Tensor parallelism (src/backend/tp_cuda; both unset for a whole model on one device, every other caller): this
+  // backend is one rank over its shard. row_parallel_reduce is called on the o_proj and down_proj outputs (count bf16
+  // values on the backend's stream) to sum the ranks' partials; lm_head_rows is the rank's vocab-parallel lm_head
+  // slice, the logits columns it computes (0 = vocab_size). Decode graphs must be off.
+  std::function<void(uint16_t* x, size_t count, cudaStream_t stream)> row_parallel_reduce;
+  int lm_head_rows = 0;
 };
 
 class CudaBackend final : public Backend {
@@ -67,6 +74,7 @@ class CudaBackend final : public Backend {
     ~PinnedBuffer();
   };
 
+  int logits_columns() const { return options_.lm_head_rows > 0 ? options_.lm_head_rows : config_.vocab_size; }
   void allocate_buffers();
   void size_kv_cache();
   void ensure_step_capacity(size_t bytes);

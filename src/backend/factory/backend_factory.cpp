@@ -1,10 +1,14 @@
 #include "backend/factory/backend_factory.h"
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/tp/tp_cpu_backend.h"
 #include "core/error.h"
 #ifdef QED_WITH_CUDA_BACKEND
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/device.h"
+#endif
+#ifdef QED_WITH_TP_CUDA
+#include "backend/tp_cuda/tp_cuda_backend.h"
 #endif
 
 namespace qed {
@@ -25,6 +29,24 @@ CudaBackendOptions cuda_options(const BackendSelection& selection) {
 }  // namespace
 #endif
 
+namespace {
+#ifdef QED_WITH_TP_CUDA
+tp::TpCudaOptions tp_cuda_options(const BackendSelection& selection) {
+  tp::TpCudaOptions options;
+  options.ranks = selection.tensor_parallel_size;
+  options.first_device = selection.device;
+  options.rank = cuda_options(selection);
+  return options;
+}
+#else
+[[noreturn]] void no_tp_cuda() {
+  fail(
+      "--tensor-parallel-size > 1 with --backend cuda: this qed was built without the tensor-parallel CUDA runner "
+      "(it needs the CUDA backend and nccl.h at configure time)");
+}
+#endif
+}  // namespace
+
 bool cuda_backend_compiled() {
 #ifdef QED_WITH_CUDA_BACKEND
   return true;
@@ -34,13 +56,25 @@ bool cuda_backend_compiled() {
 }
 
 std::unique_ptr<Backend> make_backend(const std::string& model_dir, const BackendSelection& selection) {
+  if (selection.tensor_parallel_size < 1) {
+    fail("--tensor-parallel-size must be at least 1, got {}", selection.tensor_parallel_size);
+  }
+  const bool sharded = selection.tensor_parallel_size > 1;
   if (selection.kind == "cpu") {
     CpuBackendOptions options;
     options.num_threads = selection.threads;
     options.block_size = selection.block_size;
     options.num_blocks = selection.num_blocks;
     options.kv_cache_bytes = selection.kv_cache_bytes;
+    if (sharded) return tp::TpSimulatedCpuBackend::load(model_dir, selection.tensor_parallel_size, options);
     return CpuBackend::load(model_dir, options);
+  }
+  if (selection.kind == "cuda" && sharded) {
+#ifdef QED_WITH_TP_CUDA
+    return tp::TpCudaBackend::load(model_dir, tp_cuda_options(selection));
+#else
+    no_tp_cuda();
+#endif
   }
   if (selection.kind == "cuda") {
 #ifdef QED_WITH_CUDA_BACKEND
@@ -55,6 +89,17 @@ std::unique_ptr<Backend> make_backend(const std::string& model_dir, const Backen
 std::unique_ptr<Backend> make_random_backend(const ModelConfig& config, uint64_t seed,
                                              const BackendSelection& selection) {
   if (selection.kind != "cuda") fail("random weights (--config) need --backend cuda");
+  if (selection.tensor_parallel_size < 1) {
+    fail("--tensor-parallel-size must be at least 1, got {}", selection.tensor_parallel_size);
+  }
+  if (selection.tensor_parallel_size > 1) {
+#ifdef QED_WITH_TP_CUDA
+    return tp::TpCudaBackend::random(config, seed, tp_cuda_options(selection),
+                                     cuda::parse_random_weights_dtype(selection.random_dtype));
+#else
+    no_tp_cuda();
+#endif
+  }
 #ifdef QED_WITH_CUDA_BACKEND
   return CudaBackend::random(config, seed, cuda_options(selection),
                              cuda::parse_random_weights_dtype(selection.random_dtype));

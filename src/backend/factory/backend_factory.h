@@ -25,6 +25,9 @@ struct BackendSelection {
   bool cuda_graphs = true;              // replay captured CUDA graphs for decode steps (the CLI default)
   std::string random_dtype = "bf16";    // make_random_backend only: bf16 | fp8 | int8_wo
   int prefill_attention_min_rows = 32;  // causal chunks this long take the tensor-core prefill attention (0: never)
+  // > 1: the model sharded over this many ranks (docs/tp.md): cpu runs the exact simulation, cuda one rank per
+  // device (devices `device` .. device + N - 1, NCCL). 1 = the unsharded backends, untouched.
+  int tensor_parallel_size = 1;
 };
 
 // Throws qed::Error with one line when the kind is unknown, when CUDA was asked for but this binary was built
