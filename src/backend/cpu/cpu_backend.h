@@ -8,6 +8,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/decoder_layer.h"
 #include "backend/cpu/quant_ops.h"
 #include "core/thread_pool.h"
 #include "model/model_config.h"
@@ -15,18 +16,6 @@
 #include "model/weights.h"
 
 namespace qed {
-
-// The activations a quantizer calibrates on, seen during CpuBackend::forward (qed quantize's amax recorder).
-// Unset (the default) the forward pays one null check per layer.
-enum class LinearInput { Qkv, O, GateUp, Down };  // q/k/v share an input, and so do gate/up
-class ForwardObserver {
- public:
-  virtual ~ForwardObserver() = default;
-  // x: count floats of the input of the linear layers at `site` of `layer`, before any activation quantization.
-  virtual void linear_input(int layer, LinearInput site, const float* x, size_t count) = 0;
-  // The K (after RoPE) and V values of the new tokens as they go into the KV cache, before FP8 KV quantization.
-  virtual void kv_written(int layer, const float* k, const float* v, size_t count) = 0;
-};
 
 struct CpuBackendOptions {
   int num_threads = 0;  // 0 = all hardware threads
@@ -50,27 +39,10 @@ class CpuBackend final : public Backend {
   void set_observer(ForwardObserver* observer) { observer_ = observer; }
 
  private:
-  // How a linear layer's input is quantized in a FP8 checkpoint: not at all, with the calibrated static scale, or
-  // with a per-tensor scale from the input's own amax (vLLM's dynamic per-tensor scheme).
-  struct InputQuant {
-    ActivationScheme scheme = ActivationScheme::None;
-    float scale = 0.0f;  // static only
-  };
   struct Layer {
     std::vector<float> input_norm, post_attention_norm;
-    std::vector<float> q_proj, k_proj, v_proj, o_proj;
-    std::vector<float> q_bias, k_bias, v_bias, o_bias;  // empty when absent
-    std::vector<float> gate_up_proj;                    // [2 * intermediate, hidden]: gate rows, then up rows
-    std::vector<float> gate_up_bias, down_bias;
-    std::vector<float> down_proj;
-    InputQuant q_input, k_input, v_input, o_input, gate_up_input, down_input;
-    float k_cache_scale = 0.0f, v_cache_scale = 0.0f;  // > 0: the KV cache holds FP8 values with these scales
+    cpu::DenseLayer dense;
   };
-
-  InputQuant input_quant(const LinearScales& scales) const;
-  // The values linear layer input x (n floats) is multiplied with: x itself, or its FP8 quantize-dequantize in
-  // `scratch` (the same numbers an FP8 GEMM reads, its scale folded back in).
-  static const float* quantized_input(const InputQuant& quant, const float* x, size_t n, std::vector<float>& scratch);
 
   void validate(const ForwardBatch& batch) const;
   cpu::PagedKv layer_cache(int layer);

@@ -12,19 +12,6 @@
 namespace qed::tp {
 namespace {
 
-std::vector<float> optional_f32(const TensorInfo* tensor) {
-  return tensor ? tensor_to_f32(*tensor) : std::vector<float>{};
-}
-
-std::vector<float> concat(std::vector<float> a, const std::vector<float>& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
-
-const float* or_null(const std::vector<float>& v) {
-  return v.empty() ? nullptr : v.data();
-}
-
 // out += x, elementwise: one step of the rank-ordered all-reduce.
 void accumulate(std::vector<float>& out, const std::vector<float>& x, size_t n) {
   for (size_t i = 0; i < n; ++i) out[i] += x[i];
@@ -90,63 +77,15 @@ TpSimulatedCpuBackend::Rank TpSimulatedCpuBackend::load_rank(const Checkpoint& c
   Rank rank;
   rank.config = shard.config;
   for (const LayerWeights& w : weights.layers) {
-    Layer layer;
-    layer.q_proj = linear_to_f32(*w.q_proj, w.q_proj_scales);
-    layer.k_proj = linear_to_f32(*w.k_proj, w.k_proj_scales);
-    layer.v_proj = linear_to_f32(*w.v_proj, w.v_proj_scales);
-    layer.o_proj = linear_to_f32(*w.o_proj, w.o_proj_scales);
-    layer.q_input = input_quant(w.q_proj_scales);
-    layer.k_input = input_quant(w.k_proj_scales);
-    layer.v_input = input_quant(w.v_proj_scales);
-    layer.o_input = input_quant(w.o_proj_scales);
-    layer.q_bias = optional_f32(w.q_bias);
-    layer.k_bias = optional_f32(w.k_bias);
-    layer.v_bias = optional_f32(w.v_bias);
-    layer.o_bias = optional_f32(w.o_bias);
-    layer.gate_up_proj =
-        concat(linear_to_f32(*w.gate_proj, w.gate_proj_scales), linear_to_f32(*w.up_proj, w.up_proj_scales));
-    const InputQuant gate_input = input_quant(w.gate_proj_scales), up_input = input_quant(w.up_proj_scales);
-    if (gate_input.scheme != up_input.scheme) {
-      fail("{}: mlp.gate_proj and mlp.up_proj must be quantized alike", checkpoint.dir());
-    }
-    layer.gate_up_input = gate_input;
-    layer.gate_up_input.scale = std::max(gate_input.scale, up_input.scale);
-    if (w.gate_bias) layer.gate_up_bias = concat(tensor_to_f32(*w.gate_bias), tensor_to_f32(*w.up_bias));
-    layer.down_proj = linear_to_f32(*w.down_proj, w.down_proj_scales);
-    layer.down_input = input_quant(w.down_proj_scales);
-    layer.down_bias = optional_f32(w.down_bias);
-    if (w.k_cache_scale) {
-      layer.k_cache_scale = scalar_scale(*w.k_cache_scale);
-      layer.v_cache_scale = scalar_scale(*w.v_cache_scale);
-    }
-    rank.layers.push_back(std::move(layer));
+    rank.layers.push_back(cpu::load_dense_layer(w, shard.config, checkpoint.dir(), int(rank.layers.size())));
   }
   rank.lm_head = tensor_to_f32(shard.checkpoint.get(kLmHeadShardName));
   return rank;
 }
 
-TpSimulatedCpuBackend::InputQuant TpSimulatedCpuBackend::input_quant(const LinearScales& scales) const {
-  if (config_.quantization.method != QuantMethod::Fp8 || !scales.weight_scale) return {};
-  if (!scales.input_scale) return {ActivationScheme::Dynamic, 0.0f};
-  return {ActivationScheme::Static, scalar_scale(*scales.input_scale)};
-}
-
-// A dynamic scale is the amax of the rank's own input: for the row-parallel o_proj/down_proj that is the rank's
-// slice of the activations, as in vLLM (the ranks do not agree on one scale), so dynamic FP8 under TP is not the
-// unsharded computation. Static scales are replicated and are.
-const float* TpSimulatedCpuBackend::quantized_input(const InputQuant& quant, const float* x, size_t n,
-                                                    std::vector<float>& scratch) {
-  if (quant.scheme == ActivationScheme::None) return x;
-  float scale = quant.scale;
-  if (quant.scheme == ActivationScheme::Dynamic) {
-    const float a = cpu::amax(x, n);
-    if (std::isnan(a)) fail("forward: NaN in a linear layer's input");
-    scale = cpu::fp8_scale_for_amax(a);
-  }
-  scratch.resize(n);
-  cpu::fake_quantize_fp8(x, n, scale, scratch.data());
-  return scratch.data();
-}
+// A dynamic FP8 scale (cpu::quantized_input) is the amax of the rank's own input: for the row-parallel
+// o_proj/down_proj that is the rank's slice of the activations, as in vLLM (the ranks do not agree on one scale), so
+// dynamic FP8 under TP is not the unsharded computation. Static scales are replicated and are.
 
 cpu::PagedKv TpSimulatedCpuBackend::Rank::layer_cache(int layer, int block_size) const {
   return cpu::PagedKv{k_cache.get() + size_t(layer) * layer_cache_floats,
@@ -157,36 +96,27 @@ cpu::PagedKv TpSimulatedCpuBackend::Rank::layer_cache(int layer, int block_size)
 void TpSimulatedCpuBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
   validate_forward_batch(batch, config_.vocab_size, layout_);
   const int hidden = config_.hidden_size;
-  const int head_dim = config_.head_dim;
   const int vocab = config_.vocab_size;
   const float eps = config_.rms_norm_eps;
-  const float scale = 1.0f / std::sqrt(float(head_dim));
 
-  std::vector<int32_t> ids, positions;
-  std::vector<size_t> seq_begin;
-  for (const SequenceChunk& seq : batch.sequences) {
-    seq_begin.push_back(ids.size());
-    ids.insert(ids.end(), seq.tokens.begin(), seq.tokens.end());
-    for (size_t i = 0; i < seq.tokens.size(); ++i) {
-      positions.push_back(seq.positions.empty() ? seq.num_cached + int32_t(i) : seq.positions[i]);
-    }
-  }
-  const int rows = int(ids.size());
+  const cpu::FlatBatch flat = cpu::flatten(batch);
+  const int rows = flat.rows();
   const size_t hidden_floats = size_t(rows) * hidden;
 
   // Replicated activations (every rank holds the same residual stream) and one rank's partial results at a time.
   std::vector<float> residual(hidden_floats), normed(hidden_floats), reduced(hidden_floats), partial(hidden_floats);
-  std::vector<float> q, k, v, attn, gate_up, act, scratch;
+  cpu::SublayerScratch scratch;
   // The all-reduce of the ranks' partial sums, in rank order: rank 0's partial, plus rank 1's, ...
   auto reduce = [&](int r) {
     if (r == 0) {
       reduced.swap(partial);
+      partial.resize(hidden_floats);
     } else {
       accumulate(reduced, partial, hidden_floats);
     }
   };
 
-  cpu::embedding(embed_tokens_.data(), ids.data(), residual.data(), rows, hidden);
+  cpu::embedding(embed_tokens_.data(), flat.ids.data(), residual.data(), rows, hidden);
   for (int l = 0; l < config_.num_layers; ++l) {
     if (l == 0) {
       cpu::rmsnorm(residual.data(), input_norms_[0].data(), normed.data(), rows, hidden, eps);
@@ -195,74 +125,24 @@ void TpSimulatedCpuBackend::forward(const ForwardBatch& batch, ForwardResult& re
                        eps);
     }
     for (int r = 0; r < plan_.ranks; ++r) {
-      Rank& rank = ranks_[size_t(r)];
-      const Layer& w = rank.layers[size_t(l)];
-      const int heads = rank.config.num_heads, kv_heads = rank.config.num_kv_heads;
-      const int q_dim = heads * head_dim, kv_dim = kv_heads * head_dim;
-      q.resize(size_t(rows) * q_dim);
-      k.resize(size_t(rows) * kv_dim);
-      v.resize(size_t(rows) * kv_dim);
-      attn.resize(size_t(rows) * q_dim);
-      cpu::matmul(quantized_input(w.q_input, normed.data(), hidden_floats, scratch), w.q_proj.data(), or_null(w.q_bias),
-                  q.data(), rows, hidden, q_dim, &pool_);
-      cpu::matmul(quantized_input(w.k_input, normed.data(), hidden_floats, scratch), w.k_proj.data(), or_null(w.k_bias),
-                  k.data(), rows, hidden, kv_dim, &pool_);
-      cpu::matmul(quantized_input(w.v_input, normed.data(), hidden_floats, scratch), w.v_proj.data(), or_null(w.v_bias),
-                  v.data(), rows, hidden, kv_dim, &pool_);
-      cpu::rope(q.data(), positions.data(), inv_freq_.data(), rows, heads, head_dim);
-      cpu::rope(k.data(), positions.data(), inv_freq_.data(), rows, kv_heads, head_dim);
-      if (w.k_cache_scale > 0.0f) {
-        cpu::fake_quantize_fp8(k.data(), size_t(rows) * kv_dim, w.k_cache_scale, k.data());
-        cpu::fake_quantize_fp8(v.data(), size_t(rows) * kv_dim, w.v_cache_scale, v.data());
-      }
-      const cpu::PagedKv cache = rank.layer_cache(l, layout_.block_size);
-      for (size_t s = 0; s < batch.sequences.size(); ++s) {
-        const SequenceChunk& seq = batch.sequences[s];
-        const size_t begin = seq_begin[s];
-        const int n = int(seq.tokens.size());
-        cpu::write_kv(cache, seq.block_table.data(), seq.num_cached, k.data() + begin * kv_dim,
-                      v.data() + begin * kv_dim, n);
-        cpu::attention(q.data() + begin * q_dim, cache, seq.block_table.data(), seq.num_cached, n, heads,
-                       seq.attention_mask.empty() ? nullptr : seq.attention_mask.data(), scale,
-                       attn.data() + begin * q_dim, &pool_);
-      }
-      partial.resize(hidden_floats);
-      cpu::matmul(quantized_input(w.o_input, attn.data(), size_t(rows) * q_dim, scratch), w.o_proj.data(),
-                  or_null(w.o_bias), partial.data(), rows, q_dim, hidden, &pool_);
+      const Rank& rank = ranks_[size_t(r)];
+      const cpu::HeadCounts heads{rank.config.num_heads, rank.config.num_kv_heads, config_.head_dim};
+      cpu::attention_sublayer(rank.layers[size_t(l)], heads, batch, flat, normed.data(), hidden, inv_freq_.data(),
+                              rank.layer_cache(l, layout_.block_size), scratch, partial.data(), &pool_, nullptr, l);
       reduce(r);
     }
     cpu::add_rmsnorm(residual.data(), reduced.data(), post_attention_norms_[size_t(l)].data(), normed.data(), rows,
                      hidden, eps);
     for (int r = 0; r < plan_.ranks; ++r) {
       const Rank& rank = ranks_[size_t(r)];
-      const Layer& w = rank.layers[size_t(l)];
-      const int inter = rank.config.intermediate_size;
-      gate_up.resize(size_t(rows) * 2 * inter);
-      act.resize(size_t(rows) * inter);
-      cpu::matmul(quantized_input(w.gate_up_input, normed.data(), hidden_floats, scratch), w.gate_up_proj.data(),
-                  or_null(w.gate_up_bias), gate_up.data(), rows, hidden, 2 * inter, &pool_);
-      cpu::silu_and_mul(gate_up.data(), act.data(), rows, inter);
-      partial.resize(hidden_floats);
-      cpu::matmul(quantized_input(w.down_input, act.data(), size_t(rows) * inter, scratch), w.down_proj.data(),
-                  or_null(w.down_bias), partial.data(), rows, inter, hidden, &pool_);
+      cpu::mlp_sublayer(rank.layers[size_t(l)], rank.config.intermediate_size, normed.data(), rows, hidden, scratch,
+                        partial.data(), &pool_, nullptr, l);
       reduce(r);
     }
   }
   for (size_t i = 0; i < residual.size(); ++i) residual[i] += reduced[i];
 
-  std::vector<float> selected;
-  for (size_t s = 0; s < batch.sequences.size(); ++s) {
-    const SequenceChunk& seq = batch.sequences[s];
-    auto take = [&](size_t index) {
-      const float* row = residual.data() + (seq_begin[s] + index) * hidden;
-      selected.insert(selected.end(), row, row + hidden);
-    };
-    if (seq.logits_indices.empty()) {
-      take(seq.tokens.size() - 1);
-    } else {
-      for (int32_t index : seq.logits_indices) take(size_t(index));
-    }
-  }
+  const std::vector<float> selected = cpu::wanted_rows(batch, flat, residual.data(), hidden);
   result.rows = int(selected.size() / size_t(hidden));
   std::vector<float> final_hidden(selected.size());
   cpu::rmsnorm(selected.data(), final_norm_.data(), final_hidden.data(), result.rows, hidden, eps);
@@ -293,14 +173,7 @@ void TpSimulatedCpuBackend::copy_kv_blocks(std::span<const std::pair<int32_t, in
   for (const Rank& rank : ranks_) {
     const size_t block_floats = size_t(layout_.block_size) * rank.config.num_kv_heads * config_.head_dim;
     for (int l = 0; l < config_.num_layers; ++l) {
-      const cpu::PagedKv cache = rank.layer_cache(l, layout_.block_size);
-      for (const auto& [src, dst] : src_dst) {
-        if (src == dst) continue;
-        std::memcpy(cache.k + size_t(dst) * block_floats, cache.k + size_t(src) * block_floats,
-                    block_floats * sizeof(float));
-        std::memcpy(cache.v + size_t(dst) * block_floats, cache.v + size_t(src) * block_floats,
-                    block_floats * sizeof(float));
-      }
+      cpu::copy_kv_blocks(rank.layer_cache(l, layout_.block_size), block_floats, src_dst);
     }
   }
 }

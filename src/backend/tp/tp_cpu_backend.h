@@ -41,29 +41,15 @@ class TpSimulatedCpuBackend final : public Backend {
   const ShardPlan& plan() const { return plan_; }
 
  private:
-  struct InputQuant {  // as CpuBackend's: how a linear layer's input is FP8-quantized, if at all
-    ActivationScheme scheme = ActivationScheme::None;
-    float scale = 0.0f;
-  };
-  struct Layer {
-    std::vector<float> q_proj, k_proj, v_proj, o_proj;  // o_proj: [hidden, rank's q dim]
-    std::vector<float> q_bias, k_bias, v_bias, o_bias;  // o_bias: rank 0's real bias, zeros on the others
-    std::vector<float> gate_up_proj, gate_up_bias;      // [2 × rank's inter, hidden]
-    std::vector<float> down_proj, down_bias;            // [hidden, rank's inter]
-    InputQuant q_input, k_input, v_input, o_input, gate_up_input, down_input;
-    float k_cache_scale = 0.0f, v_cache_scale = 0.0f;
-  };
   struct Rank {
-    ModelConfig config;  // the rank's head / KV-head / intermediate counts
-    std::vector<Layer> layers;
-    std::vector<float> lm_head;  // [vocab_shard, hidden], zero-padded
+    ModelConfig config;                   // the rank's head / KV-head / intermediate counts
+    std::vector<cpu::DenseLayer> layers;  // o_bias / down_bias: rank 0's real bias, zeros on the others
+    std::vector<float> lm_head;           // [vocab_shard, hidden], zero-padded
     size_t layer_cache_floats = 0;
     std::unique_ptr<float[]> k_cache, v_cache;
     cpu::PagedKv layer_cache(int layer, int block_size) const;
   };
 
-  InputQuant input_quant(const LinearScales& scales) const;
-  static const float* quantized_input(const InputQuant& quant, const float* x, size_t n, std::vector<float>& scratch);
   Rank load_rank(const Checkpoint& checkpoint, int rank) const;
 
   ModelConfig config_;
