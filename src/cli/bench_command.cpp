@@ -2,7 +2,10 @@
 
 #include <fmt/core.h>
 
+#include <ctime>
 #include <fstream>
+#include <iterator>
+#include <utility>
 
 #include "cli/version.h"
 #include "core/error.h"
@@ -24,6 +27,32 @@ void write_bench_json(const std::string& path, const nlohmann::json& document) {
   file << document.dump(1) << "\n";
   if (!file) fail("{}: write failed", path);
   fmt::print("wrote {}\n", path);
+}
+
+std::string utc_now_iso() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char text[32];
+  std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return text;
+}
+
+namespace {
+std::string this_command_line() {
+  std::ifstream file("/proc/self/cmdline", std::ios::binary);
+  std::string raw((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  for (char& c : raw) {
+    if (c == '\0') c = ' ';
+  }
+  while (!raw.empty() && raw.back() == ' ') raw.pop_back();
+  return raw;
+}
+}  // namespace
+
+nlohmann::json bench_provenance(nlohmann::json device, nlohmann::json driver, nlohmann::json cuda) {
+  return {{"git_sha", build_git_sha()}, {"device", std::move(device)}, {"driver", std::move(driver)},
+          {"cuda", std::move(cuda)},    {"date", utc_now_iso()},       {"command", this_command_line()}};
 }
 
 std::string build_git_sha() {

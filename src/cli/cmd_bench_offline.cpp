@@ -48,25 +48,6 @@ std::vector<std::string> split_commas(const std::string& text) {
   return out;
 }
 
-std::string utc_now() {
-  const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char text[32];
-  std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return text;
-}
-
-std::string this_command_line() {
-  std::ifstream file("/proc/self/cmdline", std::ios::binary);
-  std::string raw((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  for (char& c : raw) {
-    if (c == '\0') c = ' ';
-  }
-  while (!raw.empty() && raw.back() == ' ') raw.pop_back();
-  return raw;
-}
-
 void run_bench_offline(const BenchOfflineOptions& opt) {
   if (opt.model_dir.empty() == opt.config_path.empty())
     fail("qed bench offline: give exactly one of --model, --config");
@@ -129,13 +110,7 @@ void run_bench_offline(const BenchOfflineOptions& opt) {
     }
   }
   const BackendDevice device = describe_backend_device(selection);
-  const nlohmann::json out = {{"provenance",
-                               {{"git_sha", build_git_sha()},
-                                {"device", device.device},
-                                {"driver", device.driver},
-                                {"cuda", device.cuda},
-                                {"date", utc_now()},
-                                {"command", this_command_line()}}},
+  const nlohmann::json out = {{"provenance", bench_provenance(device.device, device.driver, device.cuda)},
                               {"results", results}};
   if (!opt.output.empty()) write_bench_json(opt.output, out);
 }

@@ -76,15 +76,6 @@ Url parse_url(const std::string& url) {
   return out;
 }
 
-std::string utc_now_iso() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 std::string utc_now_compact() {
   const std::time_t t = std::time(nullptr);
   std::tm tm{};
@@ -92,15 +83,6 @@ std::string utc_now_compact() {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
   return buf;
-}
-
-std::string command_line() {
-  std::ifstream in("/proc/self/cmdline", std::ios::binary);
-  std::string raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::string cmd;
-  for (char c : raw) cmd += c == '\0' ? ' ' : c;
-  while (!cmd.empty() && cmd.back() == ' ') cmd.pop_back();
-  return cmd;
 }
 
 std::string default_device() {
@@ -233,15 +215,8 @@ void run_bench_serve(const BenchServeOptions& opt) {
 
   std::string device = opt.device.empty() ? default_device() : opt.device;
   if (auto at = device.find("{url}"); at != std::string::npos) device.replace(at, 5, opt.url);
-  const json out = {{"provenance",
-                     {{"git_sha", build_git_sha()},
-                      {"device", device},
-                      {"driver", nullptr},
-                      {"cuda", nullptr},
-                      {"date", utc_now_iso()},
-                      {"command", command_line()}}},
-                    {"results", results},
-                    {"details", details}};
+  const json out = {
+      {"provenance", bench_provenance(device, nullptr, nullptr)}, {"results", results}, {"details", details}};
   if (!opt.output.empty()) write_bench_json(opt.output, out);
 }
 
