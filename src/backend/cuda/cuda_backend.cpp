@@ -202,7 +202,7 @@ void CudaBackend::ensure_step_capacity(size_t bytes) {
 
 void CudaBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
   validate_forward_batch(batch, config_.vocab_size, layout_);
-  if (graphs_enabled() &&
+  if (graphs_enabled() && !amax_ &&
       cuda::is_graph_decode_step(batch, std::min(options_.max_graph_batch, options_.max_batched_tokens),
                                  max_blocks_per_seq_)) {
     graph_decode_forward(batch, result);
@@ -380,6 +380,7 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
     const float* qkv_fp8 = cuda::LinearRunner::static_fp8_scale(w.qkv);
     cuda::rmsnorm_bf16(l == 0 ? residual : delta, l == 0 ? nullptr : residual, w.input_norm.as<uint16_t>(), normed,
                        rows, hidden, eps, stream_, qkv_fp8 ? linears_->fp8_input() : nullptr, qkv_fp8);
+    if (amax_) amax_->record(l, cuda::AmaxSite::QkvInput, normed, rows, hidden, hidden, stream_);
     linears_->run(w.qkv, normed, qkv, rows, stream_, qkv_fp8 != nullptr);
     // q and k heads are adjacent in the qkv row: one RoPE launch rotates both.
     cuda::rope_bf16(qkv, qkv_dim_, ints(s.positions), inv_freq_.as<float>(), rows,
@@ -388,6 +389,10 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
     uint16_t* v_cache = v_cache_.as<uint16_t>() + size_t(l) * kv_layer_elems_;
     cuda::write_kv_bf16(qkv + q_dim, qkv + q_dim + kv_dim, qkv_dim_, ints(s.slot_mapping), k_cache, v_cache, rows,
                         kv_dim, stream_);
+    if (amax_) {
+      amax_->record(l, cuda::AmaxSite::K, qkv + q_dim, rows, kv_dim, qkv_dim_, stream_);
+      amax_->record(l, cuda::AmaxSite::V, qkv + q_dim + kv_dim, rows, kv_dim, qkv_dim_, stream_);
+    }
     // One step may use both attention kernels, on disjoint rows of attn_.
     if (s.decode_row_count > 0) {
       cuda::paged_attention_bf16(qkv, qkv_dim_, k_cache, v_cache, attention, shape, partitions,
@@ -397,15 +402,18 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
       cuda::prefill_attention_bf16(qkv, qkv_dim_, k_cache, v_cache, attention, ints(s.prefill_tiles),
                                    s.prefill_tile_count, cuda::kPrefillTiling, shape, attn_.as<uint16_t>(), stream_);
     }
+    if (amax_) amax_->record(l, cuda::AmaxSite::OInput, attn_.as<uint16_t>(), rows, q_dim, q_dim, stream_);
     linears_->run(w.o_proj, attn_.as<uint16_t>(), delta, rows, stream_);
     if (options_.row_parallel_reduce) options_.row_parallel_reduce(delta, size_t(rows) * hidden, stream_);
     const float* gate_up_fp8 = cuda::LinearRunner::static_fp8_scale(w.gate_up);
     cuda::rmsnorm_bf16(delta, residual, w.post_attention_norm.as<uint16_t>(), normed, rows, hidden, eps, stream_,
                        gate_up_fp8 ? linears_->fp8_input() : nullptr, gate_up_fp8);
+    if (amax_) amax_->record(l, cuda::AmaxSite::GateUpInput, normed, rows, hidden, hidden, stream_);
     linears_->run(w.gate_up, normed, gate_up_.as<uint16_t>(), rows, stream_, gate_up_fp8 != nullptr);
     const float* down_fp8 = cuda::LinearRunner::static_fp8_scale(w.down_proj);
     cuda::silu_and_mul_bf16(gate_up_.as<uint16_t>(), act_.as<uint16_t>(), rows, inter, stream_,
                             down_fp8 ? linears_->fp8_input() : nullptr, down_fp8);
+    if (amax_) amax_->record(l, cuda::AmaxSite::DownInput, act_.as<uint16_t>(), rows, inter, inter, stream_);
     linears_->run(w.down_proj, act_.as<uint16_t>(), delta, rows, stream_, down_fp8 != nullptr);
     if (options_.row_parallel_reduce) options_.row_parallel_reduce(delta, size_t(rows) * hidden, stream_);
   }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cuda/activation_amax.h"
 #include "backend/cuda/cuda_weights.h"
 #include "backend/cuda/device.h"
 #include "backend/cuda/gemm.h"
@@ -62,6 +63,9 @@ class CudaBackend final : public Backend {
   // sequence's history and stays on the host.
   bool can_sample_on_device(const SamplingParams& params) const override;
   void copy_kv_blocks(std::span<const std::pair<int32_t, int32_t>> src_dst) override;
+  // Calibration (qed quantize): while set (not owned; null to stop), every forward folds its activation amax into
+  // `recorder` and runs without decode graphs (padding rows would be counted). Unset, run_layers pays a null check.
+  void set_amax_recorder(cuda::ActivationAmax* recorder) { amax_ = recorder; }
 
   size_t weight_bytes() const { return weights_.bytes; }
   size_t kv_cache_bytes() const { return 2 * kv_layer_elems_ * size_t(config_.num_layers) * sizeof(uint16_t); }
@@ -122,6 +126,8 @@ class CudaBackend final : public Backend {
   int max_blocks_per_seq_ = 0;
   int scratch_block_ = -1;
   bool graphs_failed_ = false;
+
+  cuda::ActivationAmax* amax_ = nullptr;
 
   size_t kv_layer_elems_ = 0;  // bf16 elements of one layer's K (or V) cache
   cuda::DeviceBuffer k_cache_, v_cache_;
