@@ -102,6 +102,7 @@ void run_quantize(QuantizeCliOptions opt) {
     fail("--backend must be cpu or cuda, got '{}'", opt.backend);
   if (!opt.quiet) options.progress = WriteProgressBar();
 
+  quant::require_unquantized_source(opt.model);  // before a calibration that would be thrown away
   std::unique_ptr<quant::CalibrationStats> stats;
   if (options.method == QuantMethod::Fp8 || options.kv_cache_fp8) {
     if (opt.calib.path.empty()) opt.calib.path = default_calibration_dir();

@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "model/safetensors.h"
 #include "quant/calibration.h"
+#include "quant/quantized_checkpoint.h"
 #ifdef QED_WITH_CUDA_BACKEND
 #include "backend/cuda/device.h"
 #include "quant/calibration_cuda.h"
@@ -23,6 +24,7 @@ CalibrationStats calibrate_model(const std::string& model_dir, const std::vector
   const std::string kind = backend.kind.empty() ? default_calibration_backend() : backend.kind;
   if (kind != "cpu" && kind != "cuda") fail("--backend must be cpu or cuda, got '{}'", kind);
   const ModelConfig config = ModelConfig::from_file(model_dir + "/config.json");
+  require_unquantized_source(model_dir);  // its linear inputs would be quantized already
   size_t longest = 0;
   for (const auto& s : samples) longest = std::max(longest, s.size());
   constexpr int kBlockSize = 16;

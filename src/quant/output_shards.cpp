@@ -41,17 +41,27 @@ std::string shard_name(size_t index, size_t count) {
 OutputShards::OutputShards(const std::string& out_dir, const std::vector<std::vector<OutputTensor>>& shards,
                            const std::map<std::string, std::string>& metadata)
     : out_dir_(out_dir) {
-  if (shards.empty()) fail("{}: no tensors to write", out_dir);
+  try {
+    create(shards, metadata);
+  } catch (...) {
+    discard();  // the destructor does not run for a constructor that throws
+    throw;
+  }
+}
+
+void OutputShards::create(const std::vector<std::vector<OutputTensor>>& shards,
+                          const std::map<std::string, std::string>& metadata) {
+  if (shards.empty()) fail("{}: no tensors to write", out_dir_);
   for (size_t s = 0; s < shards.size(); ++s) {
     File& file = files_.emplace_back();
     file.name = shard_name(s, shards.size());
-    file.temp_path = (fs::path(out_dir) / file.name).string() + ".tmp";
+    file.temp_path = (fs::path(out_dir_) / file.name).string() + ".tmp";
     std::vector<TensorToWrite> specs;
     for (const OutputTensor& t : shards[s]) specs.push_back({t.name, t.dtype, t.shape, nullptr});
     const SafetensorsLayout layout = plan_safetensors(file.temp_path, specs, metadata);
     for (size_t i = 0; i < specs.size(); ++i) {
       if (!slots_.emplace(specs[i].name, Slot{int(s), layout.offsets[i], layout.sizes[i]}).second)
-        fail("{}: tensor '{}' given twice", out_dir, specs[i].name);
+        fail("{}: tensor '{}' given twice", out_dir_, specs[i].name);
       total_bytes_ += layout.sizes[i];
     }
     file.fd = ::open(file.temp_path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
@@ -62,11 +72,16 @@ OutputShards::OutputShards(const std::string& out_dir, const std::vector<std::ve
   }
 }
 
-OutputShards::~OutputShards() {
+void OutputShards::discard() {
   for (File& file : files_) {
     if (file.fd >= 0) ::close(file.fd);
+    file.fd = -1;
     if (!committed_) ::unlink(file.temp_path.c_str());
   }
+}
+
+OutputShards::~OutputShards() {
+  discard();
 }
 
 size_t OutputShards::tensor_bytes(const std::string& name) const {

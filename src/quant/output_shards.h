@@ -37,6 +37,9 @@ class OutputShards {
   void commit();
 
  private:
+  void create(const std::vector<std::vector<OutputTensor>>& shards, const std::map<std::string, std::string>& metadata);
+  void discard();  // closes the files; removes them unless committed
+
   struct Slot {
     int file = 0;
     size_t offset = 0, bytes = 0;

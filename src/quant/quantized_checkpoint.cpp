@@ -170,6 +170,13 @@ size_t output_bytes(const OutputTensor& t) {
 
 }  // namespace
 
+void require_unquantized_source(const std::string& model_dir) {
+  const ModelConfig config = ModelConfig::from_file(model_dir + "/config.json");
+  if (config.quantization.quantized()) {
+    fail("{}: the model is already quantized ({}); quantize its bf16 original", model_dir, config.quantization.format);
+  }
+}
+
 std::string quantization_config_json(const QuantizeOptions& options) {
   return quantization_config(options).dump();
 }
@@ -185,10 +192,8 @@ void write_quantized_checkpoint(const std::string& model_dir, const std::string&
     fail("{}: --out must differ from --model (the source checkpoint is read while writing)", out_dir);
   }
   const std::string config_path = model_dir + "/config.json";
+  require_unquantized_source(model_dir);
   const ModelConfig config = ModelConfig::from_file(config_path);
-  if (config.quantization.quantized()) {
-    fail("{}: the model is already quantized ({}); quantize its bf16 original", model_dir, config.quantization.format);
-  }
   if (stats && stats->layers.size() != size_t(config.num_layers)) {
     fail("quantize: calibration has {} layers, the model {}", stats->layers.size(), config.num_layers);
   }

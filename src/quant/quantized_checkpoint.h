@@ -36,6 +36,10 @@ struct QuantizeOptions {
 void write_quantized_checkpoint(const std::string& model_dir, const std::string& out_dir,
                                 const QuantizeOptions& options, const CalibrationStats* stats);
 
+// Throws unless model_dir's config.json describes an unquantized (bf16/f16/f32) model: quantizing, or calibrating
+// on, an already-quantized one would compound its rounding.
+void require_unquantized_source(const std::string& model_dir);
+
 // The quantization_config written for `options` (exposed for tests and docs).
 std::string quantization_config_json(const QuantizeOptions& options);
 
