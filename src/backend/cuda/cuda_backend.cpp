@@ -389,10 +389,6 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
     uint16_t* v_cache = v_cache_.as<uint16_t>() + size_t(l) * kv_layer_elems_;
     cuda::write_kv_bf16(qkv + q_dim, qkv + q_dim + kv_dim, qkv_dim_, ints(s.slot_mapping), k_cache, v_cache, rows,
                         kv_dim, stream_);
-    if (amax_) {
-      amax_->record(l, cuda::AmaxSite::K, qkv + q_dim, rows, kv_dim, qkv_dim_, stream_);
-      amax_->record(l, cuda::AmaxSite::V, qkv + q_dim + kv_dim, rows, kv_dim, qkv_dim_, stream_);
-    }
     // One step may use both attention kernels, on disjoint rows of attn_.
     if (s.decode_row_count > 0) {
       cuda::paged_attention_bf16(qkv, qkv_dim_, k_cache, v_cache, attention, shape, partitions,
@@ -402,7 +398,12 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
       cuda::prefill_attention_bf16(qkv, qkv_dim_, k_cache, v_cache, attention, ints(s.prefill_tiles),
                                    s.prefill_tile_count, cuda::kPrefillTiling, shape, attn_.as<uint16_t>(), stream_);
     }
-    if (amax_) amax_->record(l, cuda::AmaxSite::OInput, attn_.as<uint16_t>(), rows, q_dim, q_dim, stream_);
+    if (amax_) {
+      // K (after RoPE) and V as the cache write read them: attention leaves the qkv rows as they were.
+      amax_->record(l, cuda::AmaxSite::K, qkv + q_dim, rows, kv_dim, qkv_dim_, stream_);
+      amax_->record(l, cuda::AmaxSite::V, qkv + q_dim + kv_dim, rows, kv_dim, qkv_dim_, stream_);
+      amax_->record(l, cuda::AmaxSite::OInput, attn_.as<uint16_t>(), rows, q_dim, q_dim, stream_);
+    }
     linears_->run(w.o_proj, attn_.as<uint16_t>(), delta, rows, stream_);
     if (options_.row_parallel_reduce) options_.row_parallel_reduce(delta, size_t(rows) * hidden, stream_);
     const float* gate_up_fp8 = cuda::LinearRunner::static_fp8_scale(w.gate_up);
