@@ -16,6 +16,7 @@
 #include "backend/cuda/norm_kernels.h"
 #include "backend/cuda/prefill_attention_kernels.h"
 #include "backend/cuda/sampling_kernels.h"
+#include "backend/cuda/step_timer.h"
 #include "core/dtype.h"
 #include "core/error.h"
 
@@ -202,6 +203,7 @@ void CudaBackend::ensure_step_capacity(size_t bytes) {
 
 void CudaBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
   validate_forward_batch(batch, config_.vocab_size, layout_);
+  const cuda::StepTimer::Scope timing(step_timer_, stream_);
   if (graphs_enabled() &&
       cuda::is_graph_decode_step(batch, std::min(options_.max_graph_batch, options_.max_batched_tokens),
                                  max_blocks_per_seq_)) {
@@ -475,6 +477,7 @@ void CudaBackend::compute_logits(const cuda::StepSections& s, const std::byte* m
     QED_CUDA_CHECK(cudaMemcpyAsync(host_sample_out_.data, sample_out_.data(), num_samples * sizeof(cuda::SampledRow),
                                    cudaMemcpyDeviceToHost, stream_));
   }
+  step_timer_.mark_device_end(stream_);
   QED_CUDA_CHECK(cudaStreamSynchronize(stream_));  // also when every pass skipped its copies
   const auto* rows = static_cast<const cuda::SampledRow*>(host_sample_out_.data);
   for (size_t at = 0; at < num_samples; ++at) {

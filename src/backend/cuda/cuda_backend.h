@@ -17,6 +17,7 @@
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/quant_linear.h"
 #include "backend/cuda/step_inputs.h"
+#include "backend/cuda/step_timer.h"
 #include "model/model_config.h"
 
 namespace qed {
@@ -125,6 +126,8 @@ class CudaBackend final : public Backend {
 
   size_t kv_layer_elems_ = 0;  // bf16 elements of one layer's K (or V) cache
   cuda::DeviceBuffer k_cache_, v_cache_;
+
+  cuda::StepTimer step_timer_;  // QED_CUDA_STEP_TIMING=N: device vs host time per forward, logged every N
 };
 
 }  // namespace qed
