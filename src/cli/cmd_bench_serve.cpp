@@ -50,7 +50,8 @@ struct BenchServeOptions {
   std::string output;
   std::string device;
   std::string precision = "fp32";
-  std::string note;  // free text kept in the JSON (what the run could not do, e.g. no sandbox on the device)
+  std::string merge_into;  // append this run to a bench JSON holding the session's other runs
+  std::string note;        // free text kept in the JSON (what the run could not do, e.g. no sandbox on the device)
   // Which flags were given: with --preset they override the preset's values (and the JSON says so).
   bool max_tokens_given = false;
   bool temperature_given = false;
@@ -149,6 +150,34 @@ void add_metric(json& results, const json& base, const std::string& metric, doub
   row["metric"] = metric;
   row["value"] = value;
   results.push_back(std::move(row));
+}
+
+// Several runs against one server in one bench JSON (as design.md keeps a session's runs and peers together):
+// results appended, each run's details under its workload name, each run's provenance in "runs"; the document's
+// provenance is the first run's.
+void merge_bench_json(const std::string& path, const json& run, const std::string& workload) {
+  json doc;
+  if (std::filesystem::exists(path)) {
+    std::ifstream in(path);
+    doc = json::parse(in, nullptr, false);
+    const bool merged = !doc.is_discarded() && doc.is_object() && doc.contains("results") &&
+                        doc["results"].is_array() && doc.contains("details") && doc["details"].is_object() &&
+                        doc.contains("runs") && doc["runs"].is_array();
+    if (!merged) fail("--merge-into {}: not a bench JSON that --merge-into wrote", path);
+  } else {
+    doc = {{"provenance", run["provenance"]},
+           {"results", json::array()},
+           {"details", json::object()},
+           {"runs", json::array()}};
+  }
+  for (const json& row : run["results"]) doc["results"].push_back(row);
+  std::string key = workload;
+  for (int i = 2; doc["details"].contains(key); ++i) key = fmt::format("{}#{}", workload, i);
+  doc["details"][key] = run["details"];
+  json provenance = run["provenance"];
+  provenance["workload"] = key;
+  doc["runs"].push_back(std::move(provenance));
+  write_bench_json(path, doc);
 }
 
 void run_bench_serve(const BenchServeOptions& opt) {
@@ -265,6 +294,7 @@ void run_bench_serve(const BenchServeOptions& opt) {
   const json out = {
       {"provenance", bench_provenance(device, nullptr, nullptr)}, {"results", results}, {"details", details}};
   if (!opt.output.empty()) write_bench_json(opt.output, out);
+  if (!opt.merge_into.empty()) merge_bench_json(opt.merge_into, out, base["workload"].get<std::string>());
 }
 
 }  // namespace
@@ -300,6 +330,8 @@ void register_bench_serve(CLI::App& app) {
   cmd->add_option("--output", opt->output, "Write the bench JSON here (bench/results/...)");
   cmd->add_option("--device", opt->device, "Provenance: the device the server runs on");
   cmd->add_option("--precision", opt->precision, "Result label: the server's precision")->capture_default_str();
+  cmd->add_option("--merge-into", opt->merge_into,
+                  "Append this run to a bench JSON (created if absent): results added, details under the workload");
   cmd->add_option("--note", opt->note, "Free text kept in the JSON's details (e.g. why tool calls were off)");
   cmd->callback([opt, cmd] {
     opt->max_tokens_given = cmd->count("--max-tokens") > 0;

@@ -13,14 +13,10 @@ tokenizers = pytest.importorskip("tokenizers")
 from serve_fixtures import REPO, Server  # noqa: E402
 
 SHAPE = "tiny-qwen2-152k"
-# Qwen2 layout (q/k/v bias) at a size the CPU runs in milliseconds; the vocabulary of the 14B shape, so Qwen3's
-# tokenizer (ids up to 151668) fits as it does there.
-CONFIG = {
-    "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
-    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024,
-    "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "vocab_size": 152064, "tie_word_embeddings": True,
-    "eos_token_id": 151645, "torch_dtype": "bfloat16",
-}
+# Qwen2 layout (q/k/v bias) at a size the CPU runs in milliseconds, with the 14B shape's vocabulary, so Qwen3's
+# tokenizer (ids up to 151668) fits as it does there. tools/gpu_serve_bench.sh --dry-run serves it too.
+CONFIG_PATH = REPO / "tests" / "fixtures" / "serve" / SHAPE / "config.json"
+CONFIG = json.loads(CONFIG_PATH.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +28,8 @@ def tokenizer_dir(shared_dir):
 
 
 @pytest.fixture(scope="module")
-def config_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("configs") / SHAPE / "config.json"
-    path.parent.mkdir()
-    path.write_text(json.dumps(CONFIG))
-    return path
+def config_path():
+    return CONFIG_PATH
 
 
 @pytest.fixture(scope="module")
