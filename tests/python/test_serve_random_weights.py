@@ -138,3 +138,30 @@ def test_tokenizer_beyond_the_vocab_is_refused(qed_bin, tmp_path, tokenizer_dir)
     line = qed_serve_error(qed_bin, "--config", str(small), "--tokenizer", str(tokenizer_dir))
     assert "ids up to 151668" in line and "vocab_size 151643" in line
 
+
+
+def test_merge_into_refuses_a_file_it_did_not_write(qed_bin, server, tmp_path):
+    target = tmp_path / "other.json"
+    target.write_text(json.dumps({"provenance": {}, "results": []}))  # a single run's JSON: no runs, no details map
+    res = subprocess.run([qed_bin, "bench", "serve", "--url", server.url, "--requests", "1", "--max-tokens", "2",
+                          "--merge-into", str(target)], capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and res.stderr.startswith("qed: error: --merge-into"), res.stderr
+    assert json.loads(target.read_text()) == {"provenance": {}, "results": []}
+
+
+def test_merge_into_keeps_repeated_workloads_apart(qed_bin, server, tmp_path):
+    target = tmp_path / "merged.json"
+    for _ in range(2):
+        res = subprocess.run([qed_bin, "bench", "serve", "--url", server.url, "--requests", "2", "--max-tokens", "3",
+                              "--ignore-eos", "--merge-into", str(target)], capture_output=True, text=True,
+                             timeout=120)
+        assert res.returncode == 0, res.stderr
+    data = json.loads(target.read_text())
+    workload = "serve_random32w_c8_n2_3tok"
+    assert list(data["details"]) == [workload, workload + "#2"]
+    assert [r["workload"] for r in data["runs"]] == [workload, workload + "#2"]
+    # Both runs' rows, in order: each run has one output_tok_per_s row.
+    assert [r["metric"] for r in data["results"]].count("output_tok_per_s") == 2
+    assert len(data["results"]) % 2 == 0
+    assert all(d["total_output_tokens"] == 6 for d in data["details"].values())
+    assert data["provenance"] == {k: v for k, v in data["runs"][0].items() if k != "workload"}
