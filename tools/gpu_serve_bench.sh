@@ -187,8 +187,11 @@ serve_and_bench() {
   log "  $DTYPE server stopped"
 }
 
-log "qed $("${QED_RUN[@]}" --version 2>&1 | head -1); shape $SHAPE; tokenizer $TOKENIZER; budget ${BUDGET_S} s; device: $DEVICE"
+log "$("${QED_RUN[@]}" --version 2>&1 | head -1); shape $SHAPE; tokenizer $TOKENIZER; budget ${BUDGET_S} s; device: $DEVICE"
 [ -x "$QED" ] || { log "no qed binary at $QED"; exit 2; }
+if [ "$BACKEND" = cuda ]; then
+  log "$(nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv,noheader 2>&1 | head -2)"
+fi
 [ -f "$TOKENIZER/tokenizer.json" ] || { log "no tokenizer.json in $TOKENIZER (tools/cuda_gpu_session.sh bundle copies it)"; exit 2; }
 start_sandbox
 log "$NOTE"
