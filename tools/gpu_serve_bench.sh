@@ -13,6 +13,8 @@
 #                   tools/gpu_serve_bench.sh --dry-run  # the same steps on the CPU backend on a tiny shape (~1 min)
 #   device:         tools/gpu_serve_bench.sh             # carry ["build-gpu/bundle"]; results in $OUT
 #
+# Overrides (environment): QED_BIN, SERVE_BENCH_CONFIG, SERVE_BENCH_TOKENIZER, SERVE_BENCH_DTYPES ("bf16 fp8"),
+# SERVE_BENCH_BUDGET_S, SERVE_BENCH_AIMO_MAX_TOKENS, SERVE_BENCH_SANDBOX_PYTHON.
 # $OUT receives at most 6 files: serve_<shape>_<dtype>.json (every run against one server, merged by `qed bench
 # serve --merge-into`), server_<dtype>.log (with the server's /metrics at the end), sandbox.log, run.log (the
 # steps, their timings and the bench output). Every step runs under `timeout` within an overall budget; servers
@@ -28,18 +30,18 @@ LOG="$OUT/run.log"
 if [ "${1:-}" = "--dry-run" ]; then
   # The device run's steps at toy sizes on the CPU backend; fp8 random weights do not exist on the CPU, so the
   # second server fails to start and exercises the path that skips a dtype.
-  QED="${QED:-build/qed}"
+  QED="${QED_BIN:-build/qed}"
   QED_RUN=("$QED")
   PRECISION=fp32
-  CONFIG="${CONFIG:-tests/fixtures/serve/tiny-qwen2-152k/config.json}"
+  CONFIG="${SERVE_BENCH_CONFIG:-tests/fixtures/serve/tiny-qwen2-152k/config.json}"
   BACKEND=cpu
   DEVICE="cpu (dry run of tools/gpu_serve_bench.sh)"
   SERVE_EXTRA=(--threads 2 --kv-cache-mb 64)
   OUTPUT_TOKENS=8 RANDOM_WORDS=16 REQUESTS=(4 8 8) AIMO_MAX_TOKENS=12
-  BUDGET_S="${BUDGET_S:-240}" SERVE_START_S=60
+  BUDGET_S="${SERVE_BENCH_BUDGET_S:-240}" SERVE_START_S=60
 else
-  QED="${QED:-$BUNDLE/qed}"
-  CONFIG="${CONFIG:-bench/configs/qwen2.5-14b-shape/config.json}"
+  QED="${QED_BIN:-$BUNDLE/qed}"
+  CONFIG="${SERVE_BENCH_CONFIG:-bench/configs/qwen2.5-14b-shape/config.json}"
   BACKEND=cuda
   # The bundle's .so files and CUDA's, found as tools/cuda_gpu_session.sh exec finds them; for qed only (not
   # exported: the bundle's Debian libraries are no business of the device's own tools). `env` execs qed, so $! of
@@ -50,15 +52,16 @@ else
   DEVICE="$(nvidia-smi --query-gpu=name --format=csv,noheader -i 0 2>/dev/null | head -1) (qed serve --backend cuda)"
   SERVE_EXTRA=(--max-num-batched-tokens 8192)
   # c1: 12 × 256 tokens ≈ 30 s at ~110 tok/s; c8: 32 (4 waves); c32: 64 (2 waves). AIMO: ~90 s at ~600 tok/s.
-  OUTPUT_TOKENS=256 RANDOM_WORDS=256 REQUESTS=(12 32 64) AIMO_MAX_TOKENS="${AIMO_MAX_TOKENS:-4500}"
-  BUDGET_S="${BUDGET_S:-420}" SERVE_START_S=180
+  OUTPUT_TOKENS=256 RANDOM_WORDS=256 REQUESTS=(12 32 64) AIMO_MAX_TOKENS="${SERVE_BENCH_AIMO_MAX_TOKENS:-4500}"
+  BUDGET_S="${SERVE_BENCH_BUDGET_S:-420}" SERVE_START_S=180
 fi
-DTYPES="${DTYPES:-bf16 fp8}"
+DTYPES="${SERVE_BENCH_DTYPES:-bf16 fp8}"
 CONCURRENCY=(1 8 32)
-SANDBOX_PYTHON="${SANDBOX_PYTHON:-/usr/bin/python3}"
+SANDBOX_PYTHON="${SERVE_BENCH_SANDBOX_PYTHON:-/usr/bin/python3}"
 PROBLEM="Find the remainder when 7^2024 is divided by 1000."
 SHAPE="$(basename "$(dirname "$CONFIG")")"
-if [ -z "${TOKENIZER:-}" ]; then
+TOKENIZER="${SERVE_BENCH_TOKENIZER:-}"
+if [ -z "$TOKENIZER" ]; then
   TOKENIZER="$BUNDLE/tokenizers/qwen3"
   [ -f "$TOKENIZER/tokenizer.json" ] || TOKENIZER=../shared/data/tokenizers/qwen3
 fi
@@ -192,7 +195,7 @@ log "$("${QED_RUN[@]}" --version 2>&1 | head -1); shape $SHAPE; tokenizer $TOKEN
 if [ "$BACKEND" = cuda ]; then
   log "$(nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv,noheader 2>&1 | head -2)"
 fi
-[ -f "$TOKENIZER/tokenizer.json" ] || { log "no tokenizer.json in $TOKENIZER (tools/cuda_gpu_session.sh bundle copies it)"; exit 2; }
+[ -f "$TOKENIZER/tokenizer.json" ] || { log "no tokenizer.json in $TOKENIZER (tools/cuda_gpu_session.sh bundle copies it; or SERVE_BENCH_TOKENIZER=DIR)"; exit 2; }
 start_sandbox
 log "$NOTE"
 for dtype in $DTYPES; do

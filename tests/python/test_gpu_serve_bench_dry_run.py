@@ -19,7 +19,7 @@ def dry_run(qed_bin, shared_dir, tmp_path_factory):
     if not tokenizer.exists():
         pytest.skip(f"{tokenizer} not present")
     out = tmp_path_factory.mktemp("gpu_serve_bench")
-    env = dict(os.environ, OUT=str(out), QED=qed_bin, TOKENIZER=str(tokenizer))
+    env = dict(os.environ, OUT=str(out), QED_BIN=qed_bin, SERVE_BENCH_TOKENIZER=str(tokenizer))
     res = subprocess.run([str(SCRIPT), "--dry-run"], env=env, capture_output=True, text=True, timeout=300)
     return res, out
 
