@@ -137,6 +137,9 @@ def test_tokenizer_beyond_the_vocab_is_refused(qed_bin, tmp_path, tokenizer_dir)
     small.write_text(json.dumps({k: v for k, v in dict(CONFIG, vocab_size=151643).items() if k != "eos_token_id"}))
     line = qed_serve_error(qed_bin, "--config", str(small), "--tokenizer", str(tokenizer_dir))
     assert "ids up to 151668" in line and "vocab_size 151643" in line
+    # The same check for a checkpoint with another directory's tokenizer (the demo model's vocabulary is small).
+    line = qed_serve_error(qed_bin, "--model", str(REPO / "models" / "demo"), "--tokenizer", str(tokenizer_dir))
+    assert "ids up to 151668" in line and "beyond vocab_size" in line
 
 
 
