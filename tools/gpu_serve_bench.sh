@@ -69,10 +69,10 @@ fi
 log() { echo "[$(printf '%4d' "$SECONDS") s] $*" | tee -a "$LOG"; }
 left() { echo $((BUDGET_S - SECONDS)); }
 
-# METHOD PORT PATH [BODY]: the raw HTTP response (HTTP/1.1, Connection: close), within 10 s.
+# METHOD PORT PATH [BODY]: the raw HTTP response (HTTP/1.1, Connection: close), within $HTTP_TIMEOUT_S (10) s.
 http() {
   # shellcheck disable=SC2016  # the inner script expands its own positional parameters
-  LC_ALL=C timeout 10 bash -c '
+  LC_ALL=C timeout "${HTTP_TIMEOUT_S:-10}" bash -c '
     exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
     printf "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" \
       "$0" "$2" "${#3}" "$3" >&3
@@ -131,7 +131,8 @@ start_sandbox() {
     SANDBOX_PID=""
     return
   fi
-  reply="$(http POST "$port" /execute '{"generated_code": "print(6 * 7)", "timeout": 20, "language": "python"}')"
+  # A cold interpreter (imports, the jail's setup) may take seconds: the call itself is allowed 20.
+  reply="$(HTTP_TIMEOUT_S=30 http POST "$port" /execute '{"generated_code": "print(6 * 7)", "timeout": 20, "language": "python"}')"
   if ! grep -q '"stdout":"42' <<<"$reply" && ! grep -q '"stdout": "42' <<<"$reply"; then
     NOTE+="tools off: qed sandbox started but print(6 * 7) gave: $(tail -c 300 <<<"$reply" | tr -d '\r\n')"
     stop "$SANDBOX_PID"
