@@ -33,6 +33,13 @@ bundle() {
       | xargs -r -I{} cp -n {} "$BUNDLE/lib/"
   done
   pwd >"$BUNDLE/source_dir.txt"  # tests find fixtures under the source dir compiled into them
+  # For tools/gpu_serve_bench.sh: the tokenizer of the 14B shape (the device's checkout has no ../shared) and
+  # Debian's bwrap for `qed sandbox`, used only where the image has none (it runs with an empty environment, so
+  # on the device's own libselinux/libcap/libpcre2).
+  mkdir -p "$BUNDLE/tokenizers" "$BUNDLE/bin"
+  if [ -f ../shared/data/tokenizers/qwen3/tokenizer.json ]; then cp -r --no-preserve=mode ../shared/data/tokenizers/qwen3 "$BUNDLE/tokenizers/"
+  else echo "bundle: no ../shared/data/tokenizers/qwen3: tools/gpu_serve_bench.sh will need TOKENIZER=DIR"; fi
+  if command -v bwrap >/dev/null; then cp "$(command -v bwrap)" "$BUNDLE/bin/"; fi
   du -sh "$BUNDLE"
 }
 
