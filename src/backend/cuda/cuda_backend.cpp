@@ -202,6 +202,9 @@ void CudaBackend::ensure_step_capacity(size_t bytes) {
 }
 
 void CudaBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
+  // The current device is per host thread, and the engine may run on another thread than the one that built the
+  // backend (qed serve's engine loop): without this, --gpu-device N > 0 would launch on device 0.
+  QED_CUDA_CHECK(cudaSetDevice(options_.device));
   validate_forward_batch(batch, config_.vocab_size, layout_);
   const cuda::StepTimer::Scope timing(step_timer_, stream_);
   if (graphs_enabled() &&
@@ -495,6 +498,7 @@ void CudaBackend::compute_logits(const cuda::StepSections& s, const std::byte* m
 void CudaBackend::copy_kv_blocks(std::span<const std::pair<int32_t, int32_t>> src_dst) {
   validate_block_pairs(src_dst, layout_.num_blocks);
   if (src_dst.empty()) return;
+  QED_CUDA_CHECK(cudaSetDevice(options_.device));  // as in forward(): the caller's thread may not have it current
   // The kernel copies all pairs at once; a destination that is also a source would race, so such (engine-unusual)
   // chains go one pair per launch, in order, as the CPU backend does them.
   bool chained = false;
