@@ -33,6 +33,13 @@ bundle() {
       | xargs -r -I{} cp -n {} "$BUNDLE/lib/"
   done
   pwd >"$BUNDLE/source_dir.txt"  # tests find fixtures under the source dir compiled into them
+  # For tools/gpu_serve_bench.sh: the tokenizer of the 14B shape (the device's checkout has no ../shared) and
+  # Debian's bwrap for `qed sandbox`, used only where the image has none (it runs with an empty environment, so
+  # on the device's own libselinux/libcap/libpcre2).
+  mkdir -p "$BUNDLE/tokenizers" "$BUNDLE/bin"
+  if [ -f ../shared/data/tokenizers/qwen3/tokenizer.json ]; then cp -r --no-preserve=mode ../shared/data/tokenizers/qwen3 "$BUNDLE/tokenizers/"
+  else echo "bundle: no ../shared/data/tokenizers/qwen3: tools/gpu_serve_bench.sh will need TOKENIZER=DIR"; fi
+  if command -v bwrap >/dev/null; then cp "$(command -v bwrap)" "$BUNDLE/bin/"; fi
   du -sh "$BUNDLE"
 }
 
@@ -88,9 +95,9 @@ quant() {
 }
 
 # qed quantize on the 14B shape (docs/quantize.md "14B on one GPU"): a random bf16 checkpoint on local disk, then
-# FP8 + FP8-KV with calibration on the CUDA backend, then the result through the engine. Data (math500.jsonl, the
-# Qwen3 tokenizer) travels in the bundle: `calib-data` here after `bundle`. Steps also run one by one
-# (calib_make, calib_quantize, calib_bench) when one 10-minute call is not enough.
+# FP8 + FP8-KV with calibration on the CUDA backend, then the result through the engine. Data travels in the
+# bundle: math500.jsonl from `calib-data` (here, after `bundle`), the Qwen3 tokenizer `bundle` copies. The steps
+# also run one by one (calib_make, calib_quantize, calib_bench) when one 10-minute call is not enough.
 CALIB_DIR="${CALIB_DIR:-/tmp/qed-calib}"
 timed() {  # wall time, and peak RSS where GNU time exists
   if [ -x /usr/bin/time ]; then /usr/bin/time -f "elapsed %e s, max RSS %M KB" "$@"; else time "$@"; fi
@@ -98,17 +105,18 @@ timed() {  # wall time, and peak RSS where GNU time exists
 calib_data() {
   set -e
   local shared="${SHARED_DIR:-../shared}"
-  mkdir -p "$BUNDLE/calib/tokenizer"
-  cp "$shared/data/math/math500.jsonl" "$BUNDLE/calib/"
-  cp "$shared"/data/tokenizers/qwen3/tokenizer*.json "$BUNDLE/calib/tokenizer/"
-  du -sh "$BUNDLE/calib"
+  mkdir -p "$BUNDLE/calib"
+  # Writable copies (the shared files are read-only, which would break the next bundle's rm -rf for non-root).
+  cp --no-preserve=mode "$shared/data/math/math500.jsonl" "$BUNDLE/calib/"
+  [ -f "$BUNDLE/tokenizers/qwen3/tokenizer.json" ] || cp -r --no-preserve=mode "$shared/data/tokenizers/qwen3" "$BUNDLE/tokenizers/"
+  du -sh "$BUNDLE/calib" "$BUNDLE/tokenizers/qwen3"
 }
 calib_make() {
   local out="${OUT:-/tmp/qed-gpu-out}"
   mkdir -p "$out" "$CALIB_DIR"
   df -h "$CALIB_DIR" | tee "$out/calib_disk.txt"
   { timed python3 tools/make_random_checkpoint.py --config bench/configs/qwen2.5-14b-shape/config.json \
-    --out "$CALIB_DIR/bf16" --tokenizer "$BUNDLE/calib/tokenizer"; } 2>&1 | tr '\r' '\n' | tee "$out/calib_make.log" \
+    --out "$CALIB_DIR/bf16" --tokenizer "$BUNDLE/tokenizers/qwen3"; } 2>&1 | tr '\r' '\n' | tee "$out/calib_make.log" \
     | tail -12
 }
 calib_quantize() {

@@ -101,6 +101,7 @@ std::vector<LoadRequest> make_aimo_requests(const AimoPreset& preset, const std:
               {"seed", seed},
               {"qed", ext}};
     if (!model.empty()) r.body["model"] = model;
+    if (preset.ignore_eos) r.body["ignore_eos"] = true;
     out.push_back(std::move(r));
   }
   return out;

@@ -43,6 +43,9 @@ struct AimoPreset {
   int max_tokens = 20000;  // clamped to the context the server leaves after the prompt
   double temperature = 0.7;
   bool tir = true;  // qed.tir with max_code_executions
+  // Not the notebook's: samples run to max_tokens whatever they generate (random weights' EOS comes at random
+  // steps, which makes a latency run's length a lottery).
+  bool ignore_eos = false;
   int max_code_executions = 2;
   std::string group;  // qed.group shared by the samples
 };

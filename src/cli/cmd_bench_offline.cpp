@@ -59,6 +59,9 @@ void run_bench_offline(const BenchOfflineOptions& opt) {
   if (opt.dtype != "bf16" && opt.config_path.empty())
     fail("qed bench offline: --dtype applies to --config (random weights); a checkpoint's dtype is in its config.json");
   BackendSelection selection = backend_selection(opt.backend);
+  // The CPU backend can hold random weights of small shapes (qed serve's tests), but their timings mean nothing.
+  if (!opt.config_path.empty() && selection.kind != "cuda")
+    fail("qed bench offline: random weights (--config) need --backend cuda");
   selection.random_dtype = opt.dtype;
   EngineConfig engine_config;
   engine_config.scheduler.max_num_seqs = opt.max_num_seqs;

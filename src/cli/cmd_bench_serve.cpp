@@ -50,7 +50,49 @@ struct BenchServeOptions {
   std::string output;
   std::string device;
   std::string precision = "fp32";
+  std::string merge_into;  // append this run to a bench JSON holding the session's other runs
+  std::string note;        // free text kept in the JSON (what the run could not do, e.g. no sandbox on the device)
+  // Which flags were given: with --preset they override the preset's values (and the JSON says so).
+  bool max_tokens_given = false;
+  bool temperature_given = false;
 };
+
+// The preset's request fields after the flags that override them; `overrides` records each one given.
+bench::AimoPreset aimo_preset(const BenchServeOptions& opt, json& overrides) {
+  bench::AimoPreset preset;
+  overrides = json::object();
+  if (opt.max_tokens_given) {
+    if (opt.max_tokens < 1) fail("--max-tokens must be >= 1, got {}", opt.max_tokens);
+    preset.max_tokens = opt.max_tokens;
+    overrides["max_tokens"] = opt.max_tokens;
+  }
+  if (opt.temperature_given) {
+    if (!(opt.temperature >= 0)) fail("--temperature must be >= 0");
+    preset.temperature = opt.temperature;
+    overrides["temperature"] = opt.temperature;
+  }
+  if (opt.ignore_eos) {
+    preset.ignore_eos = true;
+    overrides["ignore_eos"] = true;
+  }
+  if (!opt.tir) {
+    preset.tir = false;
+    overrides["tir"] = false;
+  }
+  return preset;
+}
+
+// The notebook's values the preset starts from, so a reader of the JSON sees what an override replaced.
+json aimo_notebook_values() {
+  const bench::AimoPreset p;
+  return {{"samples", p.samples},
+          {"keep_first", p.keep_first},
+          {"max_tokens", p.max_tokens},
+          {"temperature", p.temperature},
+          {"tir", p.tir},
+          {"max_code_executions", p.max_code_executions},
+          {"ignore_eos", p.ignore_eos}};
+}
 
 struct Url {
   std::string host;
@@ -110,6 +152,34 @@ void add_metric(json& results, const json& base, const std::string& metric, doub
   results.push_back(std::move(row));
 }
 
+// Several runs against one server in one bench JSON (as design.md keeps a session's runs and peers together):
+// results appended, each run's details under its workload name, each run's provenance in "runs"; the document's
+// provenance is the first run's.
+void merge_bench_json(const std::string& path, const json& run, const std::string& workload) {
+  json doc;
+  if (std::filesystem::exists(path)) {
+    std::ifstream in(path);
+    doc = json::parse(in, nullptr, false);
+    const bool merged = !doc.is_discarded() && doc.is_object() && doc.contains("results") &&
+                        doc["results"].is_array() && doc.contains("details") && doc["details"].is_object() &&
+                        doc.contains("runs") && doc["runs"].is_array();
+    if (!merged) fail("--merge-into {}: not a bench JSON that --merge-into wrote", path);
+  } else {
+    doc = {{"provenance", run["provenance"]},
+           {"results", json::array()},
+           {"details", json::object()},
+           {"runs", json::array()}};
+  }
+  for (const json& row : run["results"]) doc["results"].push_back(row);
+  std::string key = workload;
+  for (int i = 2; doc["details"].contains(key); ++i) key = fmt::format("{}#{}", workload, i);
+  doc["details"][key] = run["details"];
+  json provenance = run["provenance"];
+  provenance["workload"] = key;
+  doc["runs"].push_back(std::move(provenance));
+  write_bench_json(path, doc);
+}
+
 void run_bench_serve(const BenchServeOptions& opt) {
   if (opt.concurrency < 1) fail("--concurrency must be >= 1");
   if (opt.requests < 1) fail("--requests must be >= 1");
@@ -135,8 +205,8 @@ void run_bench_serve(const BenchServeOptions& opt) {
   json results = json::array();
   json details;
   if (opt.preset == "aimo") {
-    bench::AimoPreset preset;
-    preset.tir = opt.tir;
+    json overrides;
+    bench::AimoPreset preset = aimo_preset(opt, overrides);
     if (!opt.problem.empty()) {
       preset.problem = opt.problem;
     } else if (opt.dataset != "random") {
@@ -152,7 +222,8 @@ void run_bench_serve(const BenchServeOptions& opt) {
       fail("--preset aimo needs --problem TEXT or a --dataset jsonl with 'problem' rows");
     }
     preset.group = "aimo-" + utc_now_compact() + "-" + std::to_string(std::random_device{}());
-    // Up to 20000 tokens, as far as the server's context allows after the prompt (the notebook's 14B has 32k+).
+    // Up to 20000 tokens (or --max-tokens), as far as the server's context allows after the prompt (the notebook's
+    // 14B has 32k+).
     int max_tokens = preset.max_tokens;
     if (max_model_len > 0) {
       const json tok_body = {
@@ -169,7 +240,11 @@ void run_bench_serve(const BenchServeOptions& opt) {
     const bench::LoadResult result = bench::run_load(load, bench::make_aimo_requests(preset, model, max_tokens));
     details = bench::summarize_aimo(result);
     details["max_tokens"] = max_tokens;
+    if (max_tokens < preset.max_tokens) details["max_tokens_clamped_from"] = preset.max_tokens;
     details["tir"] = preset.tir;
+    details["ignore_eos"] = preset.ignore_eos;
+    details["temperature"] = preset.temperature;
+    details["preset"] = {{"name", "aimo"}, {"notebook", aimo_notebook_values()}, {"overrides", overrides}};
     details["problem"] = preset.problem;
     base["workload"] = fmt::format("aimo_{}x{}_keep{}", preset.samples, max_tokens, preset.keep_first);
     add_metric(results, base, "generations", details["generations"].get<double>());
@@ -213,11 +288,13 @@ void run_bench_serve(const BenchServeOptions& opt) {
     if (details["completed"].get<int>() == 0) fail("all {} requests failed", opt.requests);
   }
 
+  if (!opt.note.empty()) details["note"] = opt.note;
   std::string device = opt.device.empty() ? default_device() : opt.device;
   if (auto at = device.find("{url}"); at != std::string::npos) device.replace(at, 5, opt.url);
   const json out = {
       {"provenance", bench_provenance(device, nullptr, nullptr)}, {"results", results}, {"details", details}};
   if (!opt.output.empty()) write_bench_json(opt.output, out);
+  if (!opt.merge_into.empty()) merge_bench_json(opt.merge_into, out, base["workload"].get<std::string>());
 }
 
 }  // namespace
@@ -237,9 +314,12 @@ void register_bench_serve(CLI::App& app) {
   cmd->add_option("--concurrency", opt->concurrency, "Requests in flight at most")->capture_default_str();
   cmd->add_option("--requests", opt->requests, "Number of requests")->capture_default_str();
   cmd->add_option("--request-rate", opt->request_rate, "Requests per second, Poisson arrivals (default inf)");
-  cmd->add_option("--max-tokens", opt->max_tokens, "max_tokens per request")->capture_default_str();
-  cmd->add_option("--temperature", opt->temperature, "Sampling temperature")->capture_default_str();
-  cmd->add_flag("--ignore-eos", opt->ignore_eos, "Generate exactly max_tokens (vLLM's ignore_eos)");
+  cmd->add_option("--max-tokens", opt->max_tokens, "max_tokens per request (with --preset: overrides its 20000)")
+      ->capture_default_str();
+  cmd->add_option("--temperature", opt->temperature, "Sampling temperature (with --preset: overrides its 0.7)")
+      ->capture_default_str();
+  cmd->add_flag("--ignore-eos", opt->ignore_eos,
+                "Generate exactly max_tokens (vLLM's ignore_eos; with --preset: an override, recorded)");
   cmd->add_option("--seed", opt->seed, "Request i gets seed + i; also seeds the random prompts and arrivals");
   cmd->add_option("--timeout-s", opt->timeout_s, "Per connect/read step")->capture_default_str();
   cmd->add_option("--preset", opt->preset,
@@ -250,7 +330,14 @@ void register_bench_serve(CLI::App& app) {
   cmd->add_option("--output", opt->output, "Write the bench JSON here (bench/results/...)");
   cmd->add_option("--device", opt->device, "Provenance: the device the server runs on");
   cmd->add_option("--precision", opt->precision, "Result label: the server's precision")->capture_default_str();
-  cmd->callback([opt] { run_bench_serve(*opt); });
+  cmd->add_option("--merge-into", opt->merge_into,
+                  "Append this run to a bench JSON (created if absent): results added, details under the workload");
+  cmd->add_option("--note", opt->note, "Free text kept in the JSON's details (e.g. why tool calls were off)");
+  cmd->callback([opt, cmd] {
+    opt->max_tokens_given = cmd->count("--max-tokens") > 0;
+    opt->temperature_given = cmd->count("--temperature") > 0;
+    run_bench_serve(*opt);
+  });
 }
 
 }  // namespace qed::cli

@@ -24,11 +24,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, qed_bin, *extra):
+    def __init__(self, qed_bin, *extra, model_args=("--model", str(DEMO), "--served-model-name", MODEL)):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [qed_bin, "serve", "--model", str(DEMO), "--port", str(self.port), "--served-model-name", MODEL,
+            [qed_bin, "serve", *model_args, "--port", str(self.port),
              "--threads", "2", "--kv-cache-mb", "64", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 60

@@ -16,6 +16,7 @@
 #include "backend/cuda/norm_kernels.h"
 #include "backend/cuda/prefill_attention_kernels.h"
 #include "backend/cuda/sampling_kernels.h"
+#include "backend/cuda/step_timer.h"
 #include "core/dtype.h"
 #include "core/error.h"
 
@@ -201,8 +202,12 @@ void CudaBackend::ensure_step_capacity(size_t bytes) {
 }
 
 void CudaBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
+  // The current device is per host thread, and the engine may run on another thread than the one that built the
+  // backend (qed serve's engine loop): without this, --gpu-device N > 0 would launch on device 0.
+  QED_CUDA_CHECK(cudaSetDevice(options_.device));
   validate_forward_batch(batch, config_.vocab_size, layout_);
-  if (graphs_enabled() && !amax_ &&
+  const cuda::StepTimer::Scope timing(step_timer_, stream_);
+  if (graphs_enabled() &&
       cuda::is_graph_decode_step(batch, std::min(options_.max_graph_batch, options_.max_batched_tokens),
                                  max_blocks_per_seq_)) {
     graph_decode_forward(batch, result);
@@ -484,6 +489,7 @@ void CudaBackend::compute_logits(const cuda::StepSections& s, const std::byte* m
     QED_CUDA_CHECK(cudaMemcpyAsync(host_sample_out_.data, sample_out_.data(), num_samples * sizeof(cuda::SampledRow),
                                    cudaMemcpyDeviceToHost, stream_));
   }
+  step_timer_.mark_device_end(stream_);
   QED_CUDA_CHECK(cudaStreamSynchronize(stream_));  // also when every pass skipped its copies
   const auto* rows = static_cast<const cuda::SampledRow*>(host_sample_out_.data);
   for (size_t at = 0; at < num_samples; ++at) {
@@ -501,6 +507,7 @@ void CudaBackend::compute_logits(const cuda::StepSections& s, const std::byte* m
 void CudaBackend::copy_kv_blocks(std::span<const std::pair<int32_t, int32_t>> src_dst) {
   validate_block_pairs(src_dst, layout_.num_blocks);
   if (src_dst.empty()) return;
+  QED_CUDA_CHECK(cudaSetDevice(options_.device));  // as in forward(): the caller's thread may not have it current
   // The kernel copies all pairs at once; a destination that is also a source would race, so such (engine-unusual)
   // chains go one pair per launch, in order, as the CPU backend does them.
   bool chained = false;

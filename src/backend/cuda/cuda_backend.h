@@ -18,6 +18,7 @@
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/quant_linear.h"
 #include "backend/cuda/step_inputs.h"
+#include "backend/cuda/step_timer.h"
 #include "model/model_config.h"
 
 namespace qed {
@@ -84,7 +85,8 @@ class CudaBackend final : public Backend {
   void ensure_step_capacity(size_t bytes);
   void run_layers(const cuda::StepSections& sections, const std::byte* meta);
   void prepare_samples(const ForwardBatch& batch, const cuda::StepSections& sections);
-  bool graphs_enabled() const { return scratch_block_ >= 0 && !graphs_failed_; }
+  // Not while recording calibration amax: a graph's padding rows would count (set_amax_recorder).
+  bool graphs_enabled() const { return scratch_block_ >= 0 && !graphs_failed_ && !amax_; }
   void graph_decode_forward(const ForwardBatch& batch, ForwardResult& result);
   void capture_decode_graph(std::pair<int, int> key, const cuda::StepSections& sections, const std::byte* meta);
   void compute_logits(const cuda::StepSections& sections, const std::byte* meta, const ForwardBatch& batch,
@@ -131,6 +133,8 @@ class CudaBackend final : public Backend {
 
   size_t kv_layer_elems_ = 0;  // bf16 elements of one layer's K (or V) cache
   cuda::DeviceBuffer k_cache_, v_cache_;
+
+  cuda::StepTimer step_timer_;  // QED_CUDA_STEP_TIMING=N: device vs host time per forward, logged every N
 };
 
 }  // namespace qed

@@ -1,6 +1,7 @@
 #include "backend/factory/backend_factory.h"
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/random_weights.h"
 #include "backend/tp/tp_cpu_backend.h"
 #include "core/error.h"
 #ifdef QED_WITH_CUDA_BACKEND
@@ -30,6 +31,15 @@ CudaBackendOptions cuda_options(const BackendSelection& selection) {
 #endif
 
 namespace {
+CpuBackendOptions cpu_options(const BackendSelection& selection) {
+  CpuBackendOptions options;
+  options.num_threads = selection.threads;
+  options.block_size = selection.block_size;
+  options.num_blocks = selection.num_blocks;
+  options.kv_cache_bytes = selection.kv_cache_bytes;
+  return options;
+}
+
 #ifdef QED_WITH_TP_CUDA
 tp::TpCudaOptions tp_cuda_options(const BackendSelection& selection) {
   tp::TpCudaOptions options;
@@ -61,11 +71,7 @@ std::unique_ptr<Backend> make_backend(const std::string& model_dir, const Backen
   }
   const bool sharded = selection.tensor_parallel_size > 1;
   if (selection.kind == "cpu") {
-    CpuBackendOptions options;
-    options.num_threads = selection.threads;
-    options.block_size = selection.block_size;
-    options.num_blocks = selection.num_blocks;
-    options.kv_cache_bytes = selection.kv_cache_bytes;
+    const CpuBackendOptions options = cpu_options(selection);
     if (sharded) return tp::TpSimulatedCpuBackend::load(model_dir, selection.tensor_parallel_size, options);
     return CpuBackend::load(model_dir, options);
   }
@@ -88,7 +94,16 @@ std::unique_ptr<Backend> make_backend(const std::string& model_dir, const Backen
 
 std::unique_ptr<Backend> make_random_backend(const ModelConfig& config, uint64_t seed,
                                              const BackendSelection& selection) {
-  if (selection.kind != "cuda") fail("random weights (--config) need --backend cuda");
+  if (selection.kind == "cpu") {
+    // Small shapes only (the server's and benchmarks' plumbing): make_random_cpu_backend refuses what would not fit.
+    if (selection.tensor_parallel_size != 1) fail("random weights (--config) on --backend cpu: no tensor parallelism");
+    if (selection.random_dtype != "bf16") {
+      fail("random {} weights (--config --dtype) need --backend cuda; on cpu they are fp32 (--dtype bf16)",
+           selection.random_dtype);
+    }
+    return make_random_cpu_backend(config, seed, cpu_options(selection));
+  }
+  if (selection.kind != "cuda") fail("--backend must be cpu or cuda, got '{}'", selection.kind);
   if (selection.tensor_parallel_size < 1) {
     fail("--tensor-parallel-size must be at least 1, got {}", selection.tensor_parallel_size);
   }

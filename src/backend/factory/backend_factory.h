@@ -34,8 +34,9 @@ struct BackendSelection {
 // without it, or when no device is visible.
 std::unique_ptr<Backend> make_backend(const std::string& model_dir, const BackendSelection& selection);
 
-// A model of `config`'s shape with random weights generated on the device from `seed` (benchmarks without a
-// checkpoint); cuda only: the CPU backend would need the whole model in host memory for numbers that mean nothing.
+// A model of `config`'s shape with random weights from `seed` (benchmarks and serving without a checkpoint). cuda:
+// generated on the device, bf16 or quantized (random_dtype); cpu: fp32, for small shapes only (plumbing tests: the
+// whole model in host memory, numbers that mean nothing).
 std::unique_ptr<Backend> make_random_backend(const ModelConfig& config, uint64_t seed,
                                              const BackendSelection& selection);
 
