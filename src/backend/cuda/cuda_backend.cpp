@@ -9,6 +9,7 @@
 
 #include "backend/batch_checks.h"
 #include "backend/cpu/cpu_ops.h"
+#include "backend/cuda/activation_amax.h"
 #include "backend/cuda/attention_kernels.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elementwise_kernels.h"

@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "backend/backend.h"
-#include "backend/cuda/activation_amax.h"
 #include "backend/cuda/cuda_weights.h"
 #include "backend/cuda/device.h"
 #include "backend/cuda/gemm.h"
@@ -22,6 +21,9 @@
 #include "model/model_config.h"
 
 namespace qed {
+namespace cuda {
+class ActivationAmax;  // activation_amax.h: qed quantize's recorder
+}  // namespace cuda
 
 struct CudaBackendOptions {
   int device = 0;
@@ -128,8 +130,7 @@ class CudaBackend final : public Backend {
   int max_blocks_per_seq_ = 0;
   int scratch_block_ = -1;
   bool graphs_failed_ = false;
-
-  cuda::ActivationAmax* amax_ = nullptr;
+  cuda::ActivationAmax* amax_ = nullptr;  // set_amax_recorder
 
   size_t kv_layer_elems_ = 0;  // bf16 elements of one layer's K (or V) cache
   cuda::DeviceBuffer k_cache_, v_cache_;
