@@ -135,6 +135,16 @@ TEST_F(CudaCalibrationOnce, WrittenScalesDifferByNoMoreThanTheAmaxTolerance) {
   EXPECT_EQ(scales, cpu->config().num_layers * (7 + 2));  // per layer 7 input scales, k and v
 }
 
+TEST_F(CudaCalibrationOnce, TwoRunsGiveIdenticalAmax) {
+  auto gpu = cuda_fixture("llama3_rope_scaled");
+  const auto ids = samples(gpu->config().vocab_size);
+  const quant::CalibrationStats a = quant::calibrate(*gpu, ids), b = quant::calibrate(*gpu, ids);
+  ASSERT_EQ(a.layers.size(), b.layers.size());
+  for (size_t l = 0; l < a.layers.size(); ++l) {
+    for (const Site& site : kSites) EXPECT_EQ(a.layers[l].*site.field, b.layers[l].*site.field) << l << site.name;
+  }
+}
+
 TEST_F(CudaCalibrationOnce, RecordingChangesNoLogit) {
   auto gpu = cuda_fixture("qwen2_gqa_bias");
   ForwardBatch batch;
