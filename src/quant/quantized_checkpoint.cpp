@@ -72,7 +72,6 @@ ordered_json quantization_config(const QuantizeOptions& options) {
 // it produces. Jobs write disjoint byte ranges, so they run in any order on any thread.
 struct Job {
   const TensorInfo* source = nullptr;  // null for a scalar
-  std::string module;                  // linear layers: the module name ("model.layers.3.mlp.up_proj")
   bool quantize = false;
   float input_amax = 0.0f;
   float scalar = 0.0f;
@@ -226,7 +225,6 @@ void write_quantized_checkpoint(const std::string& model_dir, const std::string&
       continue;
     }
     const auto [layer, site] = linear->second;
-    job.module = module;
     job.quantize = true;
     job.input_amax = stats ? stats->layers[size_t(layer)].*site : 0.0f;
     job.outputs = linear_outputs(tensor, module, options);
