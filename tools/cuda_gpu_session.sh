@@ -94,6 +94,51 @@ quant() {
   done
 }
 
+# qed quantize on the 14B shape (docs/quantize.md "14B on one GPU"): a random bf16 checkpoint on local disk, then
+# FP8 + FP8-KV with calibration on the CUDA backend, then the result through the engine. Data travels in the
+# bundle: math500.jsonl from `calib-data` (here, after `bundle`), the Qwen3 tokenizer `bundle` copies. The steps
+# also run one by one (calib_make, calib_quantize, calib_bench) when one 10-minute call is not enough.
+CALIB_DIR="${CALIB_DIR:-/tmp/qed-calib}"
+timed() {  # wall time, and peak RSS where GNU time exists
+  if [ -x /usr/bin/time ]; then /usr/bin/time -f "elapsed %e s, max RSS %M KB" "$@"; else time "$@"; fi
+}
+calib_data() {
+  set -e
+  local shared="${SHARED_DIR:-../shared}"
+  mkdir -p "$BUNDLE/calib"
+  # Writable copies (the shared files are read-only, which would break the next bundle's rm -rf for non-root).
+  cp --no-preserve=mode "$shared/data/math/math500.jsonl" "$BUNDLE/calib/"
+  [ -f "$BUNDLE/tokenizers/qwen3/tokenizer.json" ] || cp -r --no-preserve=mode "$shared/data/tokenizers/qwen3" "$BUNDLE/tokenizers/"
+  du -sh "$BUNDLE/calib" "$BUNDLE/tokenizers/qwen3"
+}
+calib_make() {
+  local out="${OUT:-/tmp/qed-gpu-out}"
+  mkdir -p "$out" "$CALIB_DIR"
+  df -h "$CALIB_DIR" | tee "$out/calib_disk.txt"
+  { timed python3 tools/make_random_checkpoint.py --config bench/configs/qwen2.5-14b-shape/config.json \
+    --out "$CALIB_DIR/bf16" --tokenizer "$BUNDLE/tokenizers/qwen3"; } 2>&1 | tr '\r' '\n' | tee "$out/calib_make.log" \
+    | tail -12
+}
+calib_quantize() {
+  local out="${OUT:-/tmp/qed-gpu-out}"
+  mkdir -p "$out"
+  setup_env
+  { timed "$BUNDLE/qed" quantize --model "$CALIB_DIR/bf16" --out "$CALIB_DIR/fp8" --dtype fp8 --kv-cache fp8 \
+    --calib "$BUNDLE/calib/math500.jsonl" --calib-samples 64 --calib-seq-len 512 --backend cuda; } 2>&1 \
+    | tr '\r' '\n' | tee "$out/calib_quantize_progress.log" | grep -Ev '^(calibrating|quantizing)  ?\[' \
+    | tee "$out/calib_quantize.log"
+  tail -3 "$out/calib_quantize_progress.log"
+  cp "$CALIB_DIR/fp8/qed_calibration.json" "$CALIB_DIR/fp8/config.json" "$out/" 2>/dev/null
+  ls -la "$CALIB_DIR/fp8" | tee -a "$out/calib_quantize.log"
+}
+calib_bench() {
+  local out="${OUT:-/tmp/qed-gpu-out}"
+  mkdir -p "$out"
+  setup_env
+  timeout 400 "$BUNDLE/qed" bench offline --model "$CALIB_DIR/fp8" --backend cuda --workloads decode_b1 \
+    --output "$out/offline_fp8_calibrated.json" 2>&1 | tee "$out/calib_bench.log" | tail -20
+}
+
 peer() {
   local out="${OUT:-/tmp/qed-gpu-out}"
   mkdir -p "$out"
@@ -108,7 +153,10 @@ case "${1:-}" in
   peer) peer ;;
   graphs) graphs ;;
   quant) quant ;;
+  calib-data) calib_data ;;
+  calib) calib_make && calib_quantize && calib_bench ;;
+  calib_make | calib_quantize | calib_bench) "$1" ;;
   # Any command with the bundle's libraries on the path, e.g. `exec build-gpu/bundle/qed bench offline ...`.
   exec) shift; setup_env; "$@" ;;
-  *) echo "usage: $0 bundle | run | graphs | quant | peer | exec CMD..."; exit 2 ;;
+  *) echo "usage: $0 bundle | run | graphs | quant | calib-data | calib | calib_make | calib_quantize | calib_bench | peer | exec CMD..."; exit 2 ;;
 esac

@@ -280,37 +280,41 @@ std::vector<std::string> Checkpoint::names() const {
 // ---------------------------------------------------------------------------------------------------------------
 // Writer.
 
-void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+SafetensorsLayout plan_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                                   const std::map<std::string, std::string>& metadata) {
   // Same data order as huggingface/safetensors: larger element types first (keeps every tensor aligned to its
   // element size), then by name.
-  std::vector<const TensorToWrite*> order;
+  std::vector<size_t> order;
   std::set<std::string> seen;
-  for (const auto& tensor : tensors) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const TensorToWrite& tensor = tensors[i];
     if (tensor.name.empty() || tensor.name == "__metadata__") fail("{}: invalid tensor name '{}'", path, tensor.name);
     if (!seen.insert(tensor.name).second) fail("{}: tensor '{}' given twice", path, tensor.name);
-    order.push_back(&tensor);
+    order.push_back(i);
   }
-  std::sort(order.begin(), order.end(), [](const TensorToWrite* a, const TensorToWrite* b) {
-    size_t size_a = dtype_size(a->dtype), size_b = dtype_size(b->dtype);
-    return size_a != size_b ? size_a > size_b : a->name < b->name;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    size_t size_a = dtype_size(tensors[a].dtype), size_b = dtype_size(tensors[b].dtype);
+    return size_a != size_b ? size_a > size_b : tensors[a].name < tensors[b].name;
   });
 
+  SafetensorsLayout layout;
+  layout.offsets.resize(tensors.size());
+  layout.sizes.resize(tensors.size());
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
-  std::vector<size_t> sizes;
   size_t offset = 0;
-  for (const TensorToWrite* tensor : order) {
-    size_t bytes = dtype_size(tensor->dtype);
-    for (int64_t dim : tensor->shape) {
-      if (dim < 0) fail("{}: tensor '{}' has negative dimension {}", path, tensor->name, dim);
-      if (__builtin_mul_overflow(bytes, size_t(dim), &bytes)) fail("{}: tensor '{}' is too large", path, tensor->name);
+  for (size_t i : order) {
+    const TensorToWrite& tensor = tensors[i];
+    size_t bytes = dtype_size(tensor.dtype);
+    for (int64_t dim : tensor.shape) {
+      if (dim < 0) fail("{}: tensor '{}' has negative dimension {}", path, tensor.name, dim);
+      if (__builtin_mul_overflow(bytes, size_t(dim), &bytes)) fail("{}: tensor '{}' is too large", path, tensor.name);
     }
-    if (bytes > 0 && !tensor->data) fail("{}: tensor '{}' has no data", path, tensor->name);
-    header[tensor->name] = {{"dtype", std::string(dtype_name(tensor->dtype))},
-                            {"shape", tensor->shape},
-                            {"data_offsets", {offset, offset + bytes}}};
-    sizes.push_back(bytes);
+    header[tensor.name] = {{"dtype", std::string(dtype_name(tensor.dtype))},
+                           {"shape", tensor.shape},
+                           {"data_offsets", {offset, offset + bytes}}};
+    layout.offsets[i] = offset;
+    layout.sizes[i] = bytes;
     offset += bytes;
   }
   std::string header_text;
@@ -321,19 +325,32 @@ void write_safetensors(const std::string& path, const std::vector<TensorToWrite>
   }
   // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
   header_text.append((8 - header_text.size() % 8) % 8, ' ');
+  const uint64_t header_size = header_text.size();
+  for (int i = 0; i < 8; ++i) layout.head.push_back(static_cast<char>(header_size >> (8 * i)));
+  layout.head += header_text;
+  for (size_t& o : layout.offsets) o += layout.head.size();
+  layout.file_size = layout.head.size() + offset;
+  return layout;
+}
+
+void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  const SafetensorsLayout layout = plan_safetensors(path, tensors, metadata);
+  std::vector<size_t> order(tensors.size());
+  for (size_t i = 0; i < order.size(); ++i) {
+    order[i] = i;
+    if (layout.sizes[i] > 0 && !tensors[i].data) fail("{}: tensor '{}' has no data", path, tensors[i].name);
+  }
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return layout.offsets[a] < layout.offsets[b]; });
 
   // Write beside the target and rename, so a crash never leaves a truncated file under the real name.
   std::string temp_path = path + ".tmp";
   {
     std::ofstream out(temp_path, std::ios::binary | std::ios::trunc);
     if (!out) fail("{}: cannot open for writing: {}", temp_path, std::strerror(errno));
-    unsigned char length[8];
-    uint64_t header_size = header_text.size();
-    for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>(header_size >> (8 * i));
-    out.write(reinterpret_cast<const char*>(length), 8);
-    out.write(header_text.data(), std::streamsize(header_text.size()));
-    for (size_t i = 0; i < order.size(); ++i) {
-      if (sizes[i] > 0) out.write(static_cast<const char*>(order[i]->data), std::streamsize(sizes[i]));
+    out.write(layout.head.data(), std::streamsize(layout.head.size()));
+    for (size_t i : order) {
+      if (layout.sizes[i] > 0) out.write(static_cast<const char*>(tensors[i].data), std::streamsize(layout.sizes[i]));
     }
     out.close();
     if (!out) fail("{}: write failed: {}", temp_path, std::strerror(errno));

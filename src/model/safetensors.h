@@ -76,4 +76,16 @@ struct TensorToWrite {
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
+// The layout write_safetensors gives `tensors` (their data pointers are not read): the file's first bytes (length
+// prefix + header JSON, padded to 8) and where each tensor's bytes go, for writers that fill the data ranges
+// themselves (qed quantize streams tensors into place from several threads). Throws as write_safetensors does.
+struct SafetensorsLayout {
+  std::string head;
+  std::vector<size_t> offsets;  // per tensor of `tensors`, in its order: from the start of the file
+  std::vector<size_t> sizes;    // bytes
+  size_t file_size = 0;
+};
+SafetensorsLayout plan_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                                   const std::map<std::string, std::string>& metadata = {});
+
 }  // namespace qed

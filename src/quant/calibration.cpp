@@ -186,16 +186,8 @@ std::vector<std::vector<int32_t>> load_calibration_samples(const CalibrationData
   return samples;
 }
 
-CalibrationStats calibrate(CpuBackend& backend, const std::vector<std::vector<int32_t>>& samples,
-                           const std::function<void(int, int, int64_t)>& progress) {
-  CalibrationStats stats;
-  stats.layers.resize(size_t(backend.config().num_layers));
-  AmaxObserver observer(stats);
-  backend.set_observer(&observer);
-  struct Reset {
-    CpuBackend& b;
-    ~Reset() { b.set_observer(nullptr); }
-  } reset{backend};
+void run_calibration_forwards(Backend& backend, const std::vector<std::vector<int32_t>>& samples,
+                              CalibrationStats& stats, const CalibrationProgress& progress) {
   const int block_size = backend.kv_layout().block_size;
   for (const std::vector<int32_t>& ids : samples) {
     ForwardBatch batch;
@@ -213,6 +205,34 @@ CalibrationStats calibrate(CpuBackend& backend, const std::vector<std::vector<in
     stats.tokens += int64_t(ids.size());
     if (progress) progress(stats.samples, int(samples.size()), stats.tokens);
   }
+}
+
+void check_finite_amax(const CalibrationStats& stats) {
+  for (size_t l = 0; l < stats.layers.size(); ++l) {
+    const LayerAmax& a = stats.layers[l];
+    const std::pair<const char*, float> sites[] = {{"the q/k/v input", a.qkv_input},
+                                                   {"the o_proj input", a.o_input},
+                                                   {"the gate/up input", a.gate_up_input},
+                                                   {"the down_proj input", a.down_input},
+                                                   {"K", a.k},
+                                                   {"V", a.v}};
+    for (const auto& [what, value] : sites) {
+      if (!std::isfinite(value)) fail("calibration: layer {}: {} has a non-finite activation ({})", l, what, value);
+    }
+  }
+}
+
+CalibrationStats calibrate(CpuBackend& backend, const std::vector<std::vector<int32_t>>& samples,
+                           const CalibrationProgress& progress) {
+  CalibrationStats stats;
+  stats.layers.resize(size_t(backend.config().num_layers));
+  AmaxObserver observer(stats);
+  backend.set_observer(&observer);
+  struct Reset {
+    CpuBackend& b;
+    ~Reset() { b.set_observer(nullptr); }
+  } reset{backend};
+  run_calibration_forwards(backend, samples, stats, progress);
   return stats;
 }
 

@@ -1,13 +1,16 @@
 #include "quant/quantized_checkpoint.h"
 
-#include <cmath>
-#include <cstring>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
-#include <set>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "backend/cpu/quant_ops.h"
@@ -16,6 +19,8 @@
 #include "model/model_config.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
+#include "quant/output_shards.h"
+#include "quant/weight_quantizer.h"
 
 namespace qed::quant {
 namespace {
@@ -63,57 +68,113 @@ ordered_json quantization_config(const QuantizeOptions& options) {
   return config;
 }
 
-// Owns the bytes of every tensor that is written: quantized buffers, scales, and views of the copied ones.
-struct OutputTensors {
-  std::vector<TensorToWrite> list;
-  std::vector<std::unique_ptr<std::vector<uint8_t>>> buffers;
-
-  void copy(const TensorInfo& t) { list.push_back({t.name, t.dtype, t.shape, t.data}); }
-  template <typename T>
-  void add(const std::string& name, DType dtype, std::vector<int64_t> shape, const std::vector<T>& values) {
-    auto& bytes = buffers.emplace_back(std::make_unique<std::vector<uint8_t>>(values.size() * sizeof(T)));
-    std::memcpy(bytes->data(), values.data(), bytes->size());
-    list.push_back({name, dtype, std::move(shape), bytes->data()});
-  }
-  void scalar(const std::string& name, float value) { add(name, DType::F32, {}, std::vector<float>{value}); }
+// One unit of work: a source tensor (quantized, or copied as it is) or a computed scalar, and the output tensors
+// it produces. Jobs write disjoint byte ranges, so they run in any order on any thread.
+struct Job {
+  const TensorInfo* source = nullptr;  // null for a scalar
+  bool quantize = false;
+  float input_amax = 0.0f;
+  float scalar = 0.0f;
+  std::vector<OutputTensor> outputs;  // outputs[0] is the weight (or the copy / the scalar)
 };
 
-void check_finite(const std::vector<float>& w, const std::string& name) {
-  for (float v : w) {
-    if (!std::isfinite(v)) fail("{}: weight has a non-finite value ({}); refusing to quantize", name, v);
+std::vector<OutputTensor> linear_outputs(const TensorInfo& weight, const std::string& module,
+                                         const QuantizeOptions& options) {
+  const int64_t rows = weight.shape.at(0);
+  if (options.method == QuantMethod::Int8WeightOnly) {
+    return {{module + ".weight", DType::I8, weight.shape}, {module + ".weight_scale", DType::F32, {rows, 1}}};
+  }
+  std::vector<int64_t> scale_shape;
+  if (options.per_channel) scale_shape = {rows, 1};
+  return {{module + ".weight", DType::F8_E4M3, weight.shape},
+          {module + ".weight_scale", DType::F32, scale_shape},
+          {module + ".input_scale", DType::F32, {}}};
+}
+
+void run_job(const Job& job, const QuantizeOptions& options, const OutputShards& out) {
+  if (!job.source) {
+    out.write(job.outputs[0].name, 0, &job.scalar, sizeof(float));
+    return;
+  }
+  if (!job.quantize) {
+    out.write(job.outputs[0].name, 0, job.source->data, job.source->nbytes);
+    return;
+  }
+  const std::string& weight_name = job.outputs[0].name;
+  const CodeSink sink = [&](size_t offset, const void* data, size_t bytes) {
+    out.write(weight_name, offset, data, bytes);
+  };
+  const std::vector<float> scales = options.method == QuantMethod::Int8WeightOnly
+                                        ? quantize_int8_streamed(*job.source, sink)
+                                        : quantize_fp8_streamed(*job.source, options.per_channel, sink);
+  out.write(job.outputs[1].name, 0, scales.data(), scales.size() * sizeof(float));
+  if (options.method == QuantMethod::Fp8) {
+    const float input_scale = cpu::fp8_scale_for_amax(job.input_amax);
+    out.write(job.outputs[2].name, 0, &input_scale, sizeof(float));
   }
 }
 
-void quantize_linear(const TensorInfo& weight, const std::string& module, float input_amax,
-                     const QuantizeOptions& options, OutputTensors& out) {
-  const std::vector<float> w = tensor_to_f32(weight);
-  check_finite(w, weight.name);
-  const int rows = int(weight.shape.at(0)), cols = int(weight.shape.at(1));
-  if (options.method == QuantMethod::Int8WeightOnly) {
-    std::vector<float> scales(static_cast<size_t>(rows));
-    std::vector<int8_t> q(w.size());
-    cpu::quantize_int8_per_channel(w.data(), rows, cols, scales.data(), q.data());
-    out.add(module + ".weight", DType::I8, weight.shape, q);
-    out.add(module + ".weight_scale", DType::F32, {int64_t(rows), 1}, scales);
-    return;
+// Runs every job on `threads` workers, largest source first (the big tensors would otherwise finish last, alone).
+// The first error stops the others from starting new jobs and is rethrown here.
+void run_jobs(const std::vector<Job>& jobs, const QuantizeOptions& options, const OutputShards& out) {
+  std::vector<size_t> order(jobs.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  auto bytes_of = [&](size_t i) { return jobs[i].source ? jobs[i].source->nbytes : size_t(0); };
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return bytes_of(a) > bytes_of(b); });
+
+  WriteProgress progress;
+  for (const Job& job : jobs) {
+    if (!job.source) continue;
+    ++progress.tensors_total;
+    progress.bytes_total += job.source->nbytes;
   }
-  std::vector<uint8_t> q(w.size());
-  if (options.per_channel) {
-    std::vector<float> scales(static_cast<size_t>(rows));
-    for (int r = 0; r < rows; ++r)
-      scales[size_t(r)] = cpu::fp8_scale_for_amax(cpu::amax(&w[size_t(r) * cols], size_t(cols)));
-    cpu::quantize_fp8_per_channel(w.data(), rows, cols, scales.data(), q.data());
-    out.add(module + ".weight_scale", DType::F32, {int64_t(rows), 1}, scales);
-  } else {
-    const float scale = cpu::fp8_scale_for_amax(cpu::amax(w.data(), w.size()));
-    cpu::quantize_fp8_per_tensor(w.data(), w.size(), scale, q.data());
-    out.scalar(module + ".weight_scale", scale);
-  }
-  out.add(module + ".weight", DType::F8_E4M3, weight.shape, q);
-  out.scalar(module + ".input_scale", cpu::fp8_scale_for_amax(input_amax));
+  const auto start = std::chrono::steady_clock::now();
+  std::mutex mutex;
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;
+  auto worker = [&] {
+    for (size_t at = next++; at < order.size() && !failed; at = next++) {
+      const Job& job = jobs[order[at]];
+      try {
+        run_job(job, options, out);
+      } catch (...) {
+        std::lock_guard lock(mutex);
+        if (!error) error = std::current_exception();
+        failed = true;
+        return;
+      }
+      if (!job.source) continue;
+      std::lock_guard lock(mutex);
+      ++progress.tensors_done;
+      progress.bytes_done += job.source->nbytes;
+      progress.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (options.progress) options.progress(progress);
+    }
+  };
+  size_t threads = options.threads > 0 ? size_t(options.threads) : std::max(1u, std::thread::hardware_concurrency());
+  threads = std::min(threads, std::max<size_t>(1, jobs.size()));
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < threads; ++t) pool.emplace_back(worker);
+  worker();
+  for (std::thread& t : pool) t.join();
+  if (error) std::rethrow_exception(error);
+}
+
+size_t output_bytes(const OutputTensor& t) {
+  size_t bytes = dtype_size(t.dtype);
+  for (int64_t d : t.shape) bytes *= size_t(d);
+  return bytes;
 }
 
 }  // namespace
+
+void require_unquantized_source(const std::string& model_dir) {
+  const ModelConfig config = ModelConfig::from_file(model_dir + "/config.json");
+  if (config.quantization.quantized()) {
+    fail("{}: the model is already quantized ({}); quantize its bf16 original", model_dir, config.quantization.format);
+  }
+}
 
 std::string quantization_config_json(const QuantizeOptions& options) {
   return quantization_config(options).dump();
@@ -130,10 +191,8 @@ void write_quantized_checkpoint(const std::string& model_dir, const std::string&
     fail("{}: --out must differ from --model (the source checkpoint is read while writing)", out_dir);
   }
   const std::string config_path = model_dir + "/config.json";
+  require_unquantized_source(model_dir);
   const ModelConfig config = ModelConfig::from_file(config_path);
-  if (config.quantization.quantized()) {
-    fail("{}: the model is already quantized ({}); quantize its bf16 original", model_dir, config.quantization.format);
-  }
   if (stats && stats->layers.size() != size_t(config.num_layers)) {
     fail("quantize: calibration has {} layers, the model {}", stats->layers.size(), config.num_layers);
   }
@@ -151,34 +210,52 @@ void write_quantized_checkpoint(const std::string& model_dir, const std::string&
     linears[layer_tensor_name(l, "mlp.down_proj")] = {l, &LayerAmax::down_input};
   }
 
-  OutputTensors out;
+  // Jobs in checkpoint order; a layer's k_scale / v_scale follow its v_proj so they land in its shard.
+  std::vector<Job> jobs;
   for (const std::string& name : checkpoint.names()) {
     const TensorInfo& tensor = checkpoint.get(name);
     const std::string suffix = ".weight";
     const bool is_weight = name.size() > suffix.size() && name.ends_with(suffix);
     const std::string module = is_weight ? name.substr(0, name.size() - suffix.size()) : "";
     auto linear = linears.find(module);
+    Job& job = jobs.emplace_back();
+    job.source = &tensor;
     if (!is_weight || linear == linears.end()) {
-      out.copy(tensor);
+      job.outputs = {{tensor.name, tensor.dtype, tensor.shape}};
       continue;
     }
     const auto [layer, site] = linear->second;
-    const float input_amax = stats ? stats->layers[size_t(layer)].*site : 0.0f;
-    quantize_linear(tensor, module, input_amax, options, out);
-  }
-  if (options.kv_cache_fp8) {
-    for (int l = 0; l < config.num_layers; ++l) {
-      out.scalar(layer_tensor_name(l, "self_attn.k_scale"), cpu::fp8_scale_for_amax(stats->layers[size_t(l)].k));
-      out.scalar(layer_tensor_name(l, "self_attn.v_scale"), cpu::fp8_scale_for_amax(stats->layers[size_t(l)].v));
+    job.quantize = true;
+    job.input_amax = stats ? stats->layers[size_t(layer)].*site : 0.0f;
+    job.outputs = linear_outputs(tensor, module, options);
+    if (options.kv_cache_fp8 && module == layer_tensor_name(layer, "self_attn.v_proj")) {
+      const LayerAmax& amax = stats->layers[size_t(layer)];
+      for (const auto& [scale_name, value] : {std::pair{"self_attn.k_scale", amax.k}, {"self_attn.v_scale", amax.v}}) {
+        Job& scalar = jobs.emplace_back();
+        scalar.scalar = cpu::fp8_scale_for_amax(value);
+        scalar.outputs = {{layer_tensor_name(layer, scale_name), DType::F32, {}}};
+      }
     }
+  }
+  if (options.max_shard_bytes == 0) fail("quantize: the maximum shard size must be positive");
+  std::vector<std::vector<OutputTensor>> shards(1);
+  size_t shard_bytes = 0;
+  for (const Job& job : jobs) {
+    size_t bytes = 0;
+    for (const OutputTensor& t : job.outputs) bytes += output_bytes(t);
+    if (shard_bytes > 0 && shard_bytes + bytes > options.max_shard_bytes) {
+      shards.emplace_back();
+      shard_bytes = 0;
+    }
+    shard_bytes += bytes;
+    shards.back().insert(shards.back().end(), job.outputs.begin(), job.outputs.end());
   }
 
   fs::create_directories(out_dir, ec);
   if (ec) fail("{}: cannot create directory: {}", out_dir, ec.message());
-  // Sharded sources become one file; an index left from an earlier run would shadow nothing (the single file wins
-  // in every loader) but would mislead, so it is removed.
-  fs::remove(fs::path(out_dir) / "model.safetensors.index.json", ec);
-  write_safetensors(out_dir + "/model.safetensors", out.list, {{"format", "pt"}, {"quantized_by", "qed quantize"}});
+  OutputShards out(out_dir, shards, {{"format", "pt"}, {"quantized_by", "qed quantize"}});
+  run_jobs(jobs, options, out);
+  out.commit();
 
   ordered_json config_json = ordered_json::parse(read_text_file(config_path));
   config_json["quantization_config"] = quantization_config(options);

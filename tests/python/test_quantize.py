@@ -227,6 +227,17 @@ def test_bad_input_gives_one_line_errors(qed_bin, tmp_path):
     assert run(qed_bin, "quantize", "--model", model, "--out", out, "--dtype", "int8_wo", "--quiet").returncode == 0
     assert_one_line_error(run(qed_bin, "quantize", "--model", out, "--out", tmp_path / "y", "--dtype", "int8_wo"),
                           "already quantized")
+    # fp8 calibrates first: the quantized source is refused before the model is run, on either backend
+    for backend in ("cpu", "cuda"):
+        result = run(qed_bin, "quantize", "--model", out, "--out", tmp_path / "y", "--dtype", "fp8", "--backend",
+                     backend, "--calib", calib_file(tmp_path, 512, rows=1))
+        assert_one_line_error(result, "already quantized")
+        assert "calibrat" not in result.stderr
+    for flags, message in ((["--backend", "tpu"], "--backend must be cpu or cuda"),
+                           (["--max-shard-size", "0"], "--max-shard-size must be positive"),
+                           (["--threads", "-1"], "--threads must be >= 0")):
+        assert_one_line_error(run(qed_bin, "quantize", "--model", model, "--out", tmp_path / "x", "--dtype", "int8_wo",
+                                  *flags), message)
 
 
 # --- an independent numpy forward of the quantized math ------------------------------------------------------------

@@ -9,6 +9,7 @@
 
 #include "backend/batch_checks.h"
 #include "backend/cpu/cpu_ops.h"
+#include "backend/cuda/activation_amax.h"
 #include "backend/cuda/attention_kernels.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elementwise_kernels.h"
@@ -385,6 +386,7 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
     const float* qkv_fp8 = cuda::LinearRunner::static_fp8_scale(w.qkv);
     cuda::rmsnorm_bf16(l == 0 ? residual : delta, l == 0 ? nullptr : residual, w.input_norm.as<uint16_t>(), normed,
                        rows, hidden, eps, stream_, qkv_fp8 ? linears_->fp8_input() : nullptr, qkv_fp8);
+    if (amax_) amax_->record(l, cuda::AmaxSite::QkvInput, normed, rows, hidden, hidden, stream_);
     linears_->run(w.qkv, normed, qkv, rows, stream_, qkv_fp8 != nullptr);
     // q and k heads are adjacent in the qkv row: one RoPE launch rotates both.
     cuda::rope_bf16(qkv, qkv_dim_, ints(s.positions), inv_freq_.as<float>(), rows,
@@ -402,15 +404,23 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
       cuda::prefill_attention_bf16(qkv, qkv_dim_, k_cache, v_cache, attention, ints(s.prefill_tiles),
                                    s.prefill_tile_count, cuda::kPrefillTiling, shape, attn_.as<uint16_t>(), stream_);
     }
+    if (amax_) {
+      // K (after RoPE) and V as the cache write read them: attention leaves the qkv rows as they were.
+      amax_->record(l, cuda::AmaxSite::K, qkv + q_dim, rows, kv_dim, qkv_dim_, stream_);
+      amax_->record(l, cuda::AmaxSite::V, qkv + q_dim + kv_dim, rows, kv_dim, qkv_dim_, stream_);
+      amax_->record(l, cuda::AmaxSite::OInput, attn_.as<uint16_t>(), rows, q_dim, q_dim, stream_);
+    }
     linears_->run(w.o_proj, attn_.as<uint16_t>(), delta, rows, stream_);
     if (options_.row_parallel_reduce) options_.row_parallel_reduce(delta, size_t(rows) * hidden, stream_);
     const float* gate_up_fp8 = cuda::LinearRunner::static_fp8_scale(w.gate_up);
     cuda::rmsnorm_bf16(delta, residual, w.post_attention_norm.as<uint16_t>(), normed, rows, hidden, eps, stream_,
                        gate_up_fp8 ? linears_->fp8_input() : nullptr, gate_up_fp8);
+    if (amax_) amax_->record(l, cuda::AmaxSite::GateUpInput, normed, rows, hidden, hidden, stream_);
     linears_->run(w.gate_up, normed, gate_up_.as<uint16_t>(), rows, stream_, gate_up_fp8 != nullptr);
     const float* down_fp8 = cuda::LinearRunner::static_fp8_scale(w.down_proj);
     cuda::silu_and_mul_bf16(gate_up_.as<uint16_t>(), act_.as<uint16_t>(), rows, inter, stream_,
                             down_fp8 ? linears_->fp8_input() : nullptr, down_fp8);
+    if (amax_) amax_->record(l, cuda::AmaxSite::DownInput, act_.as<uint16_t>(), rows, inter, inter, stream_);
     linears_->run(w.down_proj, act_.as<uint16_t>(), delta, rows, stream_, down_fp8 != nullptr);
     if (options_.row_parallel_reduce) options_.row_parallel_reduce(delta, size_t(rows) * hidden, stream_);
   }

@@ -21,6 +21,9 @@
 #include "model/model_config.h"
 
 namespace qed {
+namespace cuda {
+class ActivationAmax;  // activation_amax.h: qed quantize's recorder
+}  // namespace cuda
 
 struct CudaBackendOptions {
   int device = 0;
@@ -63,6 +66,9 @@ class CudaBackend final : public Backend {
   // sequence's history and stays on the host.
   bool can_sample_on_device(const SamplingParams& params) const override;
   void copy_kv_blocks(std::span<const std::pair<int32_t, int32_t>> src_dst) override;
+  // Calibration (qed quantize): while set (not owned; null to stop), every forward folds its activation amax into
+  // `recorder` and runs without decode graphs (padding rows would be counted). Unset, run_layers pays a null check.
+  void set_amax_recorder(cuda::ActivationAmax* recorder) { amax_ = recorder; }
 
   size_t weight_bytes() const { return weights_.bytes; }
   size_t kv_cache_bytes() const { return 2 * kv_layer_elems_ * size_t(config_.num_layers) * sizeof(uint16_t); }
@@ -81,7 +87,8 @@ class CudaBackend final : public Backend {
   void ensure_step_capacity(size_t bytes);
   void run_layers(const cuda::StepSections& sections, const std::byte* meta);
   void prepare_samples(const ForwardBatch& batch, const cuda::StepSections& sections);
-  bool graphs_enabled() const { return scratch_block_ >= 0 && !graphs_failed_; }
+  // Not while recording calibration amax: a graph's padding rows would count (set_amax_recorder).
+  bool graphs_enabled() const { return scratch_block_ >= 0 && !graphs_failed_ && !amax_; }
   void graph_decode_forward(const ForwardBatch& batch, ForwardResult& result);
   void capture_decode_graph(std::pair<int, int> key, const cuda::StepSections& sections, const std::byte* meta);
   void compute_logits(const cuda::StepSections& sections, const std::byte* meta, const ForwardBatch& batch,
@@ -123,6 +130,7 @@ class CudaBackend final : public Backend {
   int max_blocks_per_seq_ = 0;
   int scratch_block_ = -1;
   bool graphs_failed_ = false;
+  cuda::ActivationAmax* amax_ = nullptr;  // set_amax_recorder
 
   size_t kv_layer_elems_ = 0;  // bf16 elements of one layer's K (or V) cache
   cuda::DeviceBuffer k_cache_, v_cache_;
