@@ -12,6 +12,7 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -43,6 +44,7 @@ struct BenchOfflineOptions {
   std::string spec = "none";  // comma list: none | oracle-p<P> | ngram | redrafter:<dir>
   int spec_draft_len = 3;
   int spec_beams = 1;
+  int repeats = 1;  // of every workload's runs (baseline and drafters interleaved); rows give each metric's median
   BackendFlags backend;
   bench::OfflineSettings settings;
 };
@@ -135,31 +137,43 @@ void run_bench_offline(const BenchOfflineOptions& opt) {
                             const std::vector<bench::Metric>& metrics) {
     for (const bench::Metric& m : metrics) {
       fmt::print("{:<16} {:<14} {:<24} {:>12.3f}\n", w.name, spec_label, m.metric, m.value);
-      nlohmann::json row = {{"engine", "qed"},     {"backend", backend->name()},  // "cuda", "cpu"; "cuda-tp2" with
-                                                                                  // --tensor-parallel-size 2
-                            {"model", model_name}, {"precision", precision},     {"spec", spec_label},
-                            {"workload", w.name},  {"metric", m.metric},         {"value", m.value}};
+      // backend: "cuda", "cpu"; "cuda-tp2" with --tensor-parallel-size 2
+      nlohmann::json row = {
+          {"engine", "qed"},    {"backend", backend->name()}, {"model", model_name}, {"precision", precision},
+          {"spec", spec_label}, {"workload", w.name},         {"metric", m.metric},  {"value", m.value}};
       if (spec_label != "none") {
         row["draft_len"] = opt.spec_draft_len;
         row["beams"] = opt.spec_beams;
       }
+      if (opt.repeats > 1) row["repeats"] = opt.repeats;
       results.push_back(std::move(row));
     }
   };
   for (const bench::OfflineWorkload& w : workloads) {
-    const bench::WorkloadRun baseline = bench::run_workload(*fresh_engine(nullptr), vocab, w, opt.settings);
-    add_rows(w, "none", baseline.metrics);
-    if (w.kind == bench::OfflineWorkload::Kind::Ttft) continue;  // one token: nothing to draft
-    for (size_t i = 0; i < specs.size(); ++i) {
-      const std::shared_ptr<const spec::Drafter> drafter = drafter_for(i, baseline);
-      const std::unique_ptr<Engine> engine = fresh_engine(drafter);
-      const bench::WorkloadRun run = bench::run_workload(*engine, vocab, w, opt.settings);
-      std::vector<bench::Metric> metrics = run.metrics;
-      for (bench::Metric& m : bench::speculative_metrics(w, baseline, run, engine->stats())) metrics.push_back(m);
-      if (const auto* oracle = dynamic_cast<const spec::OracleDrafter*>(drafter.get()))
-        metrics.push_back({"oracle_unknown_context", static_cast<double>(oracle->counters().unknown_context)});
-      add_rows(w, specs[i].label, metrics);
+    // Repeats interleave the baseline and every drafter, so drift in the machine's speed (a shared CPU, clocks)
+    // hits all of them alike; each speedup pairs a run with the baseline of its own repeat.
+    std::vector<std::vector<bench::Metric>> baseline_metrics;
+    std::vector<std::vector<std::vector<bench::Metric>>> spec_metrics(specs.size());
+    std::optional<bench::WorkloadRun> record;  // the first baseline: what the oracles replay
+    for (int repeat = 0; repeat < opt.repeats; ++repeat) {
+      const bench::WorkloadRun baseline = bench::run_workload(*fresh_engine(nullptr), vocab, w, opt.settings);
+      if (!record) record = baseline;
+      baseline_metrics.push_back(baseline.metrics);
+      if (w.kind == bench::OfflineWorkload::Kind::Ttft) continue;  // one token: nothing to draft
+      for (size_t i = 0; i < specs.size(); ++i) {
+        const std::shared_ptr<const spec::Drafter> drafter = drafter_for(i, *record);
+        const std::unique_ptr<Engine> engine = fresh_engine(drafter);
+        const bench::WorkloadRun run = bench::run_workload(*engine, vocab, w, opt.settings);
+        std::vector<bench::Metric> metrics = run.metrics;
+        for (bench::Metric& m : bench::speculative_metrics(w, baseline, run, engine->stats())) metrics.push_back(m);
+        if (const auto* oracle = dynamic_cast<const spec::OracleDrafter*>(drafter.get()))
+          metrics.push_back({"oracle_unknown_context", static_cast<double>(oracle->counters().unknown_context)});
+        spec_metrics[i].push_back(std::move(metrics));
+      }
     }
+    add_rows(w, "none", bench::median_metrics(baseline_metrics));
+    for (size_t i = 0; i < specs.size() && w.kind != bench::OfflineWorkload::Kind::Ttft; ++i)
+      add_rows(w, specs[i].label, bench::median_metrics(spec_metrics[i]));
   }
   const BackendDevice device = describe_backend_device(selection);
   const nlohmann::json out = {{"provenance", bench_provenance(device.device, device.driver, device.cuda)},
@@ -209,6 +223,10 @@ void register_bench_offline(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--spec-beams", opt->spec_beams, "Beams per step (redrafter)")
       ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  cmd->add_option("--repeats", opt->repeats,
+                  "Run each workload (and each drafter after it) this many times, interleaved; report medians")
+      ->check(CLI::Range(1, 100))
       ->capture_default_str();
   cmd->add_option("--output", opt->output, "Write the bench JSON here");
   add_backend_flags(cmd, opt->backend);

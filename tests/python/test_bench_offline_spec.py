@@ -84,3 +84,16 @@ def test_bad_spec_flags_are_one_line_errors(qed_bin, flags, needle):
     assert out.returncode != 0
     # The error is the first line (CLI11's own range errors add "Run with --help").
     assert needle in out.stderr.strip().splitlines()[0]
+
+
+def test_repeats_report_medians_of_interleaved_runs(qed_bin, tmp_path):
+    out_path = tmp_path / "repeats.json"
+    out = bench(qed_bin, "--workloads", "decode_b2", "--context", "16", "--decode-tokens", "20", "--spec",
+                "oracle-p1", "--repeats", "3", "--output", str(out_path))
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out_path.read_text())["results"]
+    assert {r["spec"] for r in rows} == {"none", "oracle-p1"}
+    assert all(r["repeats"] == 3 for r in rows)
+    assert len([r for r in rows if r["metric"] == "tok_per_s"]) == 2  # one median row per spec, not one per repeat
+    by_metric = {r["metric"]: r["value"] for r in rows if r["spec"] == "oracle-p1"}
+    assert by_metric["acceptance_rate"] == 1.0 and by_metric["diverged_sequences"] == 0

@@ -175,4 +175,28 @@ WorkloadRun run_workload(Engine& engine, int vocab_size, const OfflineWorkload& 
   fail("bench offline: unknown workload kind");
 }
 
+std::vector<Metric> median_metrics(const std::vector<std::vector<Metric>>& runs) {
+  std::vector<std::string> names;
+  std::vector<std::vector<double>> values;
+  for (const std::vector<Metric>& run : runs) {
+    for (const Metric& m : run) {
+      const auto it = std::find(names.begin(), names.end(), m.metric);
+      if (it == names.end()) {
+        names.push_back(m.metric);
+        values.push_back({m.value});
+      } else {
+        values[static_cast<size_t>(it - names.begin())].push_back(m.value);
+      }
+    }
+  }
+  std::vector<Metric> out;
+  for (size_t i = 0; i < names.size(); ++i) {
+    std::vector<double>& v = values[i];
+    std::sort(v.begin(), v.end());
+    const size_t mid = v.size() / 2;
+    out.push_back({names[i], v.size() % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2});
+  }
+  return out;
+}
+
 }  // namespace qed::bench

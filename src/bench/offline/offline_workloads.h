@@ -53,4 +53,8 @@ struct WorkloadRun {
 WorkloadRun run_workload(Engine& engine, int vocab_size, const OfflineWorkload& workload,
                          const OfflineSettings& settings);
 
+// Each metric's median over repeated runs (the mean of the middle two for an even count), in first-seen order; a
+// metric missing from some runs takes the median of those that have it.
+std::vector<Metric> median_metrics(const std::vector<std::vector<Metric>>& runs);
+
 }  // namespace qed::bench
