@@ -12,7 +12,6 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -44,6 +43,7 @@ struct BenchOfflineOptions {
   std::string spec = "none";  // comma list: none | oracle-p<P> | ngram | redrafter:<dir>
   int spec_draft_len = 3;
   int spec_beams = 1;
+  int oracle_passes = 1;  // 1: oracles replay the run without drafts; P: P - 1 speculative record passes first
   int repeats = 1;  // of every workload's runs (baseline and drafters interleaved); rows give each metric's median
   BackendFlags backend;
   bench::OfflineSettings settings;
@@ -104,17 +104,28 @@ void run_bench_offline(const BenchOfflineOptions& opt) {
       fixed_drafters.push_back(make_drafter(s.options, opt.model_dir));
     }
   }
-  const auto drafter_for = [&](size_t i, const bench::WorkloadRun& baseline) -> std::shared_ptr<const spec::Drafter> {
+  const auto drafter_for =
+      [&](size_t i, const std::vector<spec::RecordedSequence>& records) -> std::shared_ptr<const spec::Drafter> {
     if (fixed_drafters[i]) return fixed_drafters[i];
     return std::make_shared<spec::OracleDrafter>(
         spec::OracleDrafterConfig{
             .p = specs[i].oracle_p, .draft_len = opt.spec_draft_len, .vocab_size = vocab, .seed = opt.settings.seed},
-        baseline.sequences);
+        records);
   };
   const auto fresh_engine = [&](std::shared_ptr<const spec::Drafter> drafter) {
     EngineConfig config = engine_config;
     config.drafter = std::move(drafter);
     return std::make_unique<Engine>(*backend, std::move(config));
+  };
+  // What oracle i replays: the run without drafts, or, with --oracle-passes P, the output of the oracle's own
+  // speculative run replaying the pass before (so its shapes, hence its logits and near-tie choices, are those of
+  // a speculative run). Non-oracle drafters need none.
+  const auto oracle_records = [&](size_t i, const bench::OfflineWorkload& w, const bench::OfflineSettings& settings,
+                                  const bench::WorkloadRun& baseline) {
+    std::vector<spec::RecordedSequence> records = baseline.sequences;
+    for (int pass = 1; pass < opt.oracle_passes && specs[i].oracle_p >= 0; ++pass)
+      records = bench::run_workload(*fresh_engine(drafter_for(i, records)), vocab, w, settings).sequences;
+    return records;
   };
 
   // Warm-up outside the numbers: first-use costs (GEMM plans, module loading) of prefill and decode shapes, and of
@@ -126,7 +137,7 @@ void run_bench_offline(const BenchOfflineOptions& opt) {
     const bench::OfflineWorkload warm_workload = bench::parse_workload("decode_b2", warm);
     const bench::WorkloadRun warm_baseline = bench::run_workload(*fresh_engine(nullptr), vocab, warm_workload, warm);
     for (size_t i = 0; i < specs.size(); ++i)
-      bench::run_workload(*fresh_engine(drafter_for(i, warm_baseline)), vocab, warm_workload, warm);
+      bench::run_workload(*fresh_engine(drafter_for(i, warm_baseline.sequences)), vocab, warm_workload, warm);
   }
 
   std::string precision = selection.kind == "cuda" ? opt.dtype : "fp32";
@@ -154,20 +165,20 @@ void run_bench_offline(const BenchOfflineOptions& opt) {
     // hits all of them alike; each speedup pairs a run with the baseline of its own repeat.
     std::vector<std::vector<bench::Metric>> baseline_metrics;
     std::vector<std::vector<std::vector<bench::Metric>>> spec_metrics(specs.size());
-    std::optional<bench::WorkloadRun> record;  // the first baseline: what the oracles replay
+    std::vector<std::vector<spec::RecordedSequence>> records(specs.size());  // made in the first repeat
     for (int repeat = 0; repeat < opt.repeats; ++repeat) {
       const bench::WorkloadRun baseline = bench::run_workload(*fresh_engine(nullptr), vocab, w, opt.settings);
-      if (!record) record = baseline;
       baseline_metrics.push_back(baseline.metrics);
       if (w.kind == bench::OfflineWorkload::Kind::Ttft) continue;  // one token: nothing to draft
       for (size_t i = 0; i < specs.size(); ++i) {
-        const std::shared_ptr<const spec::Drafter> drafter = drafter_for(i, *record);
+        if (repeat == 0) records[i] = oracle_records(i, w, opt.settings, baseline);
+        const std::shared_ptr<const spec::Drafter> drafter = drafter_for(i, records[i]);
         const std::unique_ptr<Engine> engine = fresh_engine(drafter);
         const bench::WorkloadRun run = bench::run_workload(*engine, vocab, w, opt.settings);
         std::vector<bench::Metric> metrics = run.metrics;
         for (bench::Metric& m : bench::speculative_metrics(w, baseline, run, engine->stats())) metrics.push_back(m);
         if (const auto* oracle = dynamic_cast<const spec::OracleDrafter*>(drafter.get()))
-          metrics.push_back({"oracle_unknown_context", static_cast<double>(oracle->counters().unknown_context)});
+          metrics.push_back({"oracle_proposals_without_truth", static_cast<double>(oracle->counters().without_truth)});
         spec_metrics[i].push_back(std::move(metrics));
       }
     }
@@ -223,6 +234,11 @@ void register_bench_offline(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--spec-beams", opt->spec_beams, "Beams per step (redrafter)")
       ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  cmd->add_option("--oracle-passes", opt->oracle_passes,
+                  "oracle-p<P>: replay the run without drafts (1), or the output of the oracle's previous "
+                  "speculative run, made this many times minus one first (where bf16 near-ties split runs)")
+      ->check(CLI::Range(1, 10))
       ->capture_default_str();
   cmd->add_option("--repeats", opt->repeats,
                   "Run each workload (and each drafter after it) this many times, interleaved; report medians")

@@ -59,8 +59,8 @@ std::string OracleDrafter::name() const {
   return fmt::format("oracle-p{}", config_.p);
 }
 
-std::vector<size_t> OracleDrafter::records_continuing(std::span<const int32_t> context) const {
-  std::vector<size_t> found;
+OracleDrafter::Lookup OracleDrafter::look_up(std::span<const int32_t> context) const {
+  Lookup found;
   if (records_.empty() || context.size() < key_tokens_) return found;
   const auto bucket = records_by_key_.find(hash_tokens(context.first(key_tokens_)));
   if (bucket == records_by_key_.end()) return found;
@@ -70,36 +70,51 @@ std::vector<size_t> OracleDrafter::records_continuing(std::span<const int32_t> c
     if (tokens.size() > context.size() &&
         std::equal(context.rbegin(), context.rend(),
                    tokens.rbegin() + static_cast<ptrdiff_t>(tokens.size() - context.size()))) {
-      found.push_back(r);
+      found.continuing.push_back(r);
+    }
+  }
+  if (!found.continuing.empty()) return found;
+  // Off every record: the one that shares the longest prefix with the context is followed blind.
+  size_t longest = 0;
+  for (size_t r : bucket->second) {
+    const std::vector<int32_t>& tokens = records_[r].tokens;
+    const size_t n = std::min(tokens.size(), context.size());
+    const size_t shared = static_cast<size_t>(
+        std::mismatch(tokens.begin(), tokens.begin() + static_cast<ptrdiff_t>(n), context.begin()).first -
+        tokens.begin());
+    if (!found.off_record || shared > longest) {
+      found.off_record = r;
+      longest = shared;
     }
   }
   return found;
 }
 
 DraftTree OracleDrafter::propose(const DraftContext& context) const {
-  const std::vector<size_t> candidates = records_continuing(context.tokens);
-  if (candidates.empty()) {
-    ++unknown_context_;
+  const Lookup lookup = look_up(context.tokens);
+  const size_t from = context.tokens.size();
+  const size_t followed =
+      lookup.continuing.empty() ? lookup.off_record.value_or(records_.size()) : lookup.continuing[0];
+  if (followed == records_.size() || records_[followed].tokens.size() <= from) {
+    ++without_truth_;  // an unknown prompt, or a record that ends here: nothing to follow
     return {};
   }
-  const size_t from = context.tokens.size();
-  const std::vector<int32_t>& truth = records_[candidates.front()].tokens;
-  size_t depth = std::min({static_cast<size_t>(config_.draft_len), static_cast<size_t>(std::max(0, context.max_depth)),
-                           truth.size() - from});
+  const std::vector<int32_t>& truth = records_[followed].tokens;
+  const size_t depth = std::min({static_cast<size_t>(config_.draft_len),
+                                 static_cast<size_t>(std::max(0, context.max_depth)), truth.size() - from});
+  if (depth == 0) return {};
   // Several records through this context (samples of one prompt that have not split yet): only what they all
-  // continue with is known.
-  for (size_t r : candidates) {
+  // continue with is known; off every record nothing is.
+  size_t known = lookup.continuing.empty() ? 0 : depth;
+  for (size_t r : lookup.continuing) {
     const std::vector<int32_t>& other = records_[r].tokens;
     size_t agree = 0;
-    while (agree < depth && from + agree < other.size() && other[from + agree] == truth[from + agree]) ++agree;
-    depth = agree;
+    while (agree < known && from + agree < other.size() && other[from + agree] == truth[from + agree]) ++agree;
+    known = agree;
   }
-  if (depth == 0) {  // the records part right here: the next token is not known
-    ++unknown_context_;
-    return {};
-  }
+  if (known < depth) ++without_truth_;
   std::vector<int32_t> draft(depth);
-  const uint64_t sequence_key = mix(config_.seed ^ mix(candidates.front()));
+  const uint64_t sequence_key = mix(config_.seed ^ mix(followed));
   for (size_t i = 0; i < depth; ++i) {
     const uint64_t coin = mix(sequence_key ^ (from + i));
     const int32_t right = truth[from + i];

@@ -8,14 +8,18 @@
 // The truth is looked up by content: a sequence's context (prompt + generated so far) must be a prefix of one
 // recorded sequence. A speculative run can leave its record where the target's logits are near a tie and the
 // verify chunk's arithmetic differs from the one-token decode's (bf16 GEMMs of another shape); from there on no
-// truth is known and the oracle proposes nothing for that sequence (counted in Counters::unknown_context), so the
-// measured acceptance and speedup include the loss instead of hiding it.
+// truth is known. The oracle then keeps proposing draft_len tokens, the record's at those positions (the one
+// sharing the longest prefix), which the verifier mostly rejects: the measured acceptance falls and says so, and
+// every step keeps the shape a drafter of this length gives it, so a run that replays records made by an earlier
+// speculative run (bench offline --oracle-passes) computes the same shapes, hence the same logits, as that run.
+// Such blind proposals, and those past the point where several records through the context part, are counted.
 //
 // The coin of the token at absolute position t of recorded sequence r is a hash of (seed, r, t): deterministic and
 // independent of batching, of step boundaries and of how often the scheduler asks, and independent across the
 // positions a verifier observes (a position re-proposed after a rejection was never looked at before).
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -45,14 +49,17 @@ class OracleDrafter final : public Drafter {
   DraftTree propose(const DraftContext& context) const override;
 
   struct Counters {
-    int64_t proposals = 0;        // calls that proposed a draft
-    int64_t unknown_context = 0;  // calls whose next token no record tells (off every record): nothing proposed
+    int64_t proposals = 0;      // calls that proposed a draft
+    int64_t without_truth = 0;  // calls whose draft (or part of it) no record vouches for, or got none
   };
-  Counters counters() const { return {proposals_.load(), unknown_context_.load()}; }
+  Counters counters() const { return {proposals_.load(), without_truth_.load()}; }
 
  private:
-  // Records whose tokens start with `context` and go on past it; the first is the one the coins follow.
-  std::vector<size_t> records_continuing(std::span<const int32_t> context) const;
+  struct Lookup {
+    std::vector<size_t> continuing;    // records whose tokens start with the context and go on past it
+    std::optional<size_t> off_record;  // none continuing: the record of the same prompt sharing the longest prefix
+  };
+  Lookup look_up(std::span<const int32_t> context) const;
 
   OracleDrafterConfig config_;
   std::vector<RecordedSequence> records_;
@@ -60,7 +67,7 @@ class OracleDrafter final : public Drafter {
   std::unordered_map<uint64_t, std::vector<size_t>> records_by_key_;
   // The engine asks from one thread, but the drafter is shared (const) and counting must not race if it is not.
   mutable std::atomic<int64_t> proposals_{0};
-  mutable std::atomic<int64_t> unknown_context_{0};
+  mutable std::atomic<int64_t> without_truth_{0};
 };
 
 // P of a spec name "oracle-p<P>" (oracle-p0.6, oracle-p1); -1 when `text` does not start with "oracle-p".

@@ -61,7 +61,7 @@ def test_oracle_at_p1_is_accepted_in_full_and_at_p0_not_at_all(sweep):
             assert value(rows, workload, "oracle-p1", f"acceptance_rate_pos{d}") == 1.0
         # Every verify step accepts 3 tokens, except near max_tokens where the draft is cut shorter.
         assert 2.5 < value(rows, workload, "oracle-p1", "mean_accepted_tokens") <= 3.0
-        assert value(rows, workload, "oracle-p1", "oracle_unknown_context") == 0
+        assert value(rows, workload, "oracle-p1", "oracle_proposals_without_truth") == 0
         assert value(rows, workload, "oracle-p0", "mean_accepted_tokens") == 0.0
         assert value(rows, workload, "oracle-p0", "acceptance_rate_pos1") == 0.0
         assert (workload, "oracle-p0", "acceptance_rate_pos2") not in rows  # never reached
@@ -86,10 +86,10 @@ def test_bad_spec_flags_are_one_line_errors(qed_bin, flags, needle):
     assert needle in out.stderr.strip().splitlines()[0]
 
 
-def test_repeats_report_medians_of_interleaved_runs(qed_bin, tmp_path):
+def test_repeats_report_medians_of_interleaved_runs_and_oracles_replay_their_own_pass(qed_bin, tmp_path):
     out_path = tmp_path / "repeats.json"
     out = bench(qed_bin, "--workloads", "decode_b2", "--context", "16", "--decode-tokens", "20", "--spec",
-                "oracle-p1", "--repeats", "3", "--output", str(out_path))
+                "oracle-p1", "--repeats", "3", "--oracle-passes", "2", "--output", str(out_path))
     assert out.returncode == 0, out.stderr
     rows = json.loads(out_path.read_text())["results"]
     assert {r["spec"] for r in rows} == {"none", "oracle-p1"}

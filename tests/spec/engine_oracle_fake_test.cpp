@@ -80,7 +80,7 @@ TEST(EngineOracleFake, PAtOneAcceptsEveryDraftTokenAndKeepsTheGreedyOutput) {
   EXPECT_EQ(spec.stats.spec_tested_at_depth, spec.stats.spec_accepted_at_depth);
   // 39 tokens after the first: 3 draft + 1 own per step, so ~10 verify steps per sequence instead of 39 decodes.
   EXPECT_LE(spec.stats.spec_verify_steps, 6 * 10);
-  EXPECT_EQ(drafter->counters().unknown_context, 0);
+  EXPECT_EQ(drafter->counters().without_truth, 0);
 }
 
 TEST(EngineOracleFake, PAtZeroAcceptsNothingAndKeepsTheGreedyOutput) {
@@ -119,6 +119,31 @@ TEST(EngineOracleFake, MeasuredAcceptanceAtPointSixIsPWithinStatisticalBounds) {
   EXPECT_GT(steps, 16 * 100);
 }
 
+// What a bf16 near-tie does to a record (the speculative run takes the other token there), made here by editing
+// the record: past that point the oracle drafts blind (counted) and acceptance drops, outputs stay exact, and a
+// record made by the speculative run itself (bench offline --oracle-passes 2) is accepted in full again.
+TEST(EngineOracleFake, ARunThatLeavesItsRecordDraftsBlindAndReRecordingRestoresAcceptance) {
+  const Workload w = greedy_workload(4, 16, 80);
+  const Outcome plain = run(w, nullptr);
+  std::vector<spec::RecordedSequence> records = records_of(plain.results);
+  for (spec::RecordedSequence& r : records) {
+    // Another continuation from generated token 20 on: the run is off the record from there.
+    for (size_t i = r.prompt_tokens + 20; i < r.tokens.size(); ++i) r.tokens[i] = (r.tokens[i] + 1) % kVocab;
+  }
+  const auto config = spec::OracleDrafterConfig{.p = 1.0, .draft_len = kDraftLen, .vocab_size = kVocab, .seed = 5};
+  const auto stale = std::make_shared<spec::OracleDrafter>(config, records);
+  const Outcome first = run(w, stale);
+  EXPECT_EQ(generated_tokens(first.results), generated_tokens(plain.results));
+  EXPECT_GT(stale->counters().without_truth, 4 * 10);
+  EXPECT_LT(first.stats.spec_accepted_tokens, first.stats.spec_draft_tokens / 2);
+
+  const auto rerecorded = std::make_shared<spec::OracleDrafter>(config, records_of(first.results));
+  const Outcome second = run(w, rerecorded);
+  EXPECT_EQ(generated_tokens(second.results), generated_tokens(plain.results));
+  EXPECT_EQ(rerecorded->counters().without_truth, 0);
+  EXPECT_EQ(second.stats.spec_accepted_tokens, second.stats.spec_draft_tokens);
+}
+
 TEST(EngineOracleFake, SeededSamplesOfOnePromptReplayTheirOwnRecords) {
   Workload w;
   for (int i = 0; i < 3; ++i) {
@@ -135,9 +160,10 @@ TEST(EngineOracleFake, SeededSamplesOfOnePromptReplayTheirOwnRecords) {
   const auto drafter = oracle(1.0, plain.results);
   const Outcome spec = run(w, drafter);
   EXPECT_EQ(generated_tokens(spec.results), generated_tokens(plain.results));
-  // Where samples of one prompt still agree the oracle drafts only their common part; every proposal is right.
-  EXPECT_EQ(spec.stats.spec_accepted_tokens, spec.stats.spec_draft_tokens);
+  // Every proposal is right except where samples of one prompt have not split yet (counted).
   EXPECT_GT(spec.stats.spec_accepted_tokens, 12 * 30);
+  EXPECT_GE(spec.stats.spec_accepted_tokens,
+            spec.stats.spec_draft_tokens - kDraftLen * drafter->counters().without_truth);
 }
 
 }  // namespace

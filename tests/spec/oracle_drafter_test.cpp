@@ -54,14 +54,17 @@ TEST(OracleDrafter, DepthStopsAtMaxDepthAndAtTheRecordsEnd) {
   EXPECT_TRUE(propose(drafter, tokens).empty());  // the record ends here: nothing is known after it
 }
 
-TEST(OracleDrafter, ContextOffEveryRecordGetsNoDraftAndIsCounted) {
+TEST(OracleDrafter, OffItsRecordASequenceGetsTheRecordsTokensBlindAndIsCounted) {
   OracleDrafter drafter({.p = 1.0, .draft_len = 3, .vocab_size = kVocab}, {record({1, 2, 3, 4, 5, 6}, 2)});
-  EXPECT_TRUE(propose(drafter, {1, 2, 9}).empty());  // diverged after the prompt
-  EXPECT_TRUE(propose(drafter, {7, 2, 3}).empty());  // another prompt
-  EXPECT_TRUE(propose(drafter, {1}).empty());        // shorter than any prompt
-  EXPECT_FALSE(propose(drafter, {1, 2, 3}).empty());
-  EXPECT_EQ(drafter.counters().unknown_context, 3);
-  EXPECT_EQ(drafter.counters().proposals, 1);
+  // Diverged after the prompt: the record's tokens at the same positions, so every step keeps its shape.
+  EXPECT_EQ(propose(drafter, {1, 2, 9}).tokens, (std::vector<int32_t>{4, 5, 6}));
+  EXPECT_TRUE(propose(drafter, {7, 2, 3}).empty());           // another prompt: nothing to follow
+  EXPECT_TRUE(propose(drafter, {1}).empty());                 // shorter than any prompt
+  EXPECT_TRUE(propose(drafter, {1, 2, 9, 9, 9, 9}).empty());  // past the record's end
+  EXPECT_EQ(drafter.counters().without_truth, 4);
+  EXPECT_EQ(propose(drafter, {1, 2, 3}).tokens, (std::vector<int32_t>{4, 5, 6}));
+  EXPECT_EQ(drafter.counters().without_truth, 4);
+  EXPECT_EQ(drafter.counters().proposals, 2);
 }
 
 TEST(OracleDrafter, SamplesOfOnePromptAreToldApartByTheirTokens) {
@@ -70,9 +73,11 @@ TEST(OracleDrafter, SamplesOfOnePromptAreToldApartByTheirTokens) {
   OracleDrafter drafter({.p = 1.0, .draft_len = 3, .vocab_size = kVocab}, {record(a, 2), record(b, 2)});
   EXPECT_EQ(propose(drafter, prefix(a, 4)).tokens, (std::vector<int32_t>{5, 6, 7}));
   EXPECT_EQ(propose(drafter, prefix(b, 4)).tokens, (std::vector<int32_t>{9, 10, 11}));
-  // Where both still agree only their common part is known: after [1 2] both continue with 3, then they differ.
-  EXPECT_EQ(propose(drafter, prefix(a, 2)).tokens, (std::vector<int32_t>{3}));
-  EXPECT_TRUE(propose(drafter, prefix(a, 3)).empty());
+  EXPECT_EQ(drafter.counters().without_truth, 0);
+  // Where both still agree, only their common part is known: the draft follows the first record, counted.
+  EXPECT_EQ(propose(drafter, prefix(a, 2)).tokens, (std::vector<int32_t>{3, 4, 5}));
+  EXPECT_EQ(propose(drafter, prefix(b, 3)).tokens, (std::vector<int32_t>{4, 5, 6}));
+  EXPECT_EQ(drafter.counters().without_truth, 2);
 }
 
 TEST(OracleDrafter, ProposalsAreDeterministicAndDependOnTheSeed) {
