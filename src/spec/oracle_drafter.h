@@ -11,7 +11,8 @@
 // truth is known. The oracle then keeps proposing draft_len tokens, the record's at those positions (the one
 // sharing the longest prefix), which the verifier mostly rejects: the measured acceptance falls and says so, and
 // every step keeps the shape a drafter of this length gives it, so a run that replays records made by an earlier
-// speculative run (bench offline --oracle-passes) computes the same shapes, hence the same logits, as that run.
+// speculative run (bench offline --oracle-passes) batches like that run did, and with deterministic kernels makes
+// the same choices at its near-ties (until acceptance differences move where sequences finish).
 // Such blind proposals, and those past the point where several records through the context part, are counted.
 //
 // The coin of the token at absolute position t of recorded sequence r is a hash of (seed, r, t): deterministic and
