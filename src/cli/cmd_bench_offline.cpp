@@ -155,7 +155,7 @@ void run_bench_offline(const BenchOfflineOptions& opt) {
   const auto add_rows = [&](const bench::OfflineWorkload& w, const std::string& spec_label,
                             const std::vector<bench::Metric>& metrics) {
     for (const bench::Metric& m : metrics) {
-      fmt::print("{:<16} {:<14} {:<24} {:>12.3f}\n", w.name, spec_label, m.metric, m.value);
+      fmt::print("{:<16} {:<14} {:<30} {:>12.3f}\n", w.name, spec_label, m.metric, m.value);
       // backend: "cuda", "cpu"; "cuda-tp2" with --tensor-parallel-size 2
       nlohmann::json row = {
           {"engine", "qed"},    {"backend", backend->name()}, {"model", model_name}, {"precision", precision},

@@ -72,7 +72,7 @@ std::vector<BenchSpec> parse_bench_specs(const std::string& list, int draft_len,
     const size_t comma = std::min(list.find(',', start), list.size());
     const std::string item = list.substr(start, comma - start);
     start = comma + 1;
-    if (item == "none") continue;
+    if (item.empty() || item == "none") continue;  // as --workloads: empty entries (a trailing comma) are skipped
     BenchSpec spec;
     spec.label = item;
     spec.options.num_draft_tokens = draft_len;
