@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "backend/sampling.h"
 #include "engine/engine.h"
 #include "engine_test_util.h"
 #include "fake_backend.h"
@@ -39,8 +40,39 @@ struct Outcome {
   EngineStats stats;
 };
 
-Outcome run(const Workload& w, std::shared_ptr<const spec::Drafter> drafter) {
-  FakeBackend backend(kVocab, 4, 4096, /*eos=*/0);
+// "Samples on the device" by running the reference sampler inside forward(), and returns no logits when told to
+// skip them, as a GPU backend does: a draw the engine did not plan fails instead of reading logits.
+class InForwardSampling final : public Backend {
+ public:
+  explicit InForwardSampling(Backend& inner) : inner_(inner) {}
+  std::string name() const override { return "in-forward-sampling"; }
+  const ModelConfig& config() const override { return inner_.config(); }
+  KvCacheLayout kv_layout() const override { return inner_.kv_layout(); }
+  bool can_sample_on_device(const SamplingParams& params) const override { return params.repetition_penalty == 1.0f; }
+  void copy_kv_blocks(std::span<const std::pair<int32_t, int32_t>> src_dst) override { inner_.copy_kv_blocks(src_dst); }
+  void forward(const ForwardBatch& batch, ForwardResult& result) override {
+    inner_.forward(batch, result);
+    const size_t vocab = size_t(config().vocab_size);
+    result.samples.clear();
+    for (const DeviceSample& s : batch.device_samples) {
+      const std::span<const float> row(result.logits.data() + size_t(s.row) * vocab, vocab);
+      result.samples.push_back(sample_token(row, *s.params, s.seed, s.step, {}));
+    }
+    bool drafts = false;
+    for (const SequenceChunk& c : batch.sequences) drafts = drafts || !c.attention_mask.empty();
+    if (drafts && batch.skip_logits) ++verify_steps_without_logits;
+    if (batch.skip_logits) result.logits.clear();
+  }
+  int verify_steps_without_logits = 0;
+
+ private:
+  Backend& inner_;
+};
+
+Outcome run(const Workload& w, std::shared_ptr<const spec::Drafter> drafter, bool device_sampling = false) {
+  FakeBackend fake(kVocab, 4, 4096, /*eos=*/0);
+  InForwardSampling in_forward(fake);
+  Backend& backend = device_sampling ? static_cast<Backend&>(in_forward) : fake;
   EngineConfig config;
   config.scheduler.max_num_seqs = 16;
   config.scheduler.max_num_batched_tokens = 512;
@@ -49,6 +81,9 @@ Outcome run(const Workload& w, std::shared_ptr<const spec::Drafter> drafter) {
   Outcome out;
   out.results = run_batched(engine, w.jobs);
   out.stats = engine.stats();
+  if (device_sampling) {
+    EXPECT_GT(in_forward.verify_steps_without_logits, 0);
+  }
   return out;
 }
 
@@ -164,6 +199,32 @@ TEST(EngineOracleFake, SeededSamplesOfOnePromptReplayTheirOwnRecords) {
   EXPECT_GT(spec.stats.spec_accepted_tokens, 12 * 30);
   EXPECT_GE(spec.stats.spec_accepted_tokens,
             spec.stats.spec_draft_tokens - kDraftLen * drafter->counters().without_truth);
+}
+
+// A backend that samples on the device draws every draft row there too (no logits come back), each as the token
+// number it would be: greedy and seeded outputs and the acceptance equal host sampling's.
+TEST(EngineOracleFake, DraftRowsDrawnOnTheDeviceVerifyLikeHostSampling) {
+  Workload w = greedy_workload(6, 12, 60);
+  for (int i = 0; i < 2; ++i) {
+    Job job;
+    job.prompt = random_prompt(500 + static_cast<uint64_t>(i), 9, kVocab);
+    job.params.temperature = 1.0f;
+    job.params.top_p = 0.9f;
+    job.params.seed = 21 + static_cast<uint64_t>(i);
+    job.params.n = 3;
+    job.params.max_tokens = 50;
+    job.params.ignore_eos = true;
+    w.jobs.push_back(job);
+  }
+  const Outcome plain = run(w, nullptr);
+  const auto drafter = oracle(0.6, plain.results);
+  const Outcome host = run(w, drafter);
+  const Outcome device = run(w, drafter, /*device_sampling=*/true);
+  EXPECT_EQ(generated_tokens(device.results), generated_tokens(plain.results));
+  EXPECT_EQ(generated_tokens(host.results), generated_tokens(plain.results));
+  EXPECT_EQ(device.stats.spec_accepted_tokens, host.stats.spec_accepted_tokens);
+  EXPECT_EQ(device.stats.spec_accepted_at_depth, host.stats.spec_accepted_at_depth);
+  EXPECT_GT(device.stats.spec_accepted_tokens, 50);
 }
 
 }  // namespace
