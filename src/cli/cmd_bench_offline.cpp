@@ -1,6 +1,8 @@
 // qed bench offline: the engine driven directly (no HTTP) on a real checkpoint or on random weights of an HF config
 // (generated on the GPU, so the 14B shape needs no 28 GB on disk). Workloads: decode_b<N>, ttft_<N>[k],
-// aimo_<S>x<T>. Writes one bench JSON (shared/design.md "Formats") with provenance.
+// aimo_<S>x<T>. Writes one bench JSON (shared/design.md "Formats") with provenance. With --spec, each decode and
+// aimo workload runs again per drafter after its run without drafts (the baseline of its speedup, and the record an
+// oracle-p<P> drafter replays), each run on a fresh engine so no prefix-cache hit favours the second.
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
@@ -16,12 +18,15 @@
 
 #include "backend/factory/backend_factory.h"
 #include "bench/offline/offline_workloads.h"
+#include "bench/offline/speculative_metrics.h"
 #include "cli/backend_flags.h"
 #include "cli/bench_command.h"
 #include "cli/commands.h"
+#include "cli/spec_options.h"
 #include "core/error.h"
 #include "engine/engine.h"
 #include "model/model_config.h"
+#include "spec/oracle_drafter.h"
 
 namespace qed::cli {
 namespace {
@@ -35,6 +40,11 @@ struct BenchOfflineOptions {
   std::string output;
   int max_num_seqs = 64;
   int max_num_batched_tokens = 8192;
+  std::string spec = "none";  // comma list: none | oracle-p<P> | ngram | redrafter:<dir>
+  int spec_draft_len = 3;
+  int spec_beams = 1;
+  int oracle_passes = 1;  // 1: oracles replay the run without drafts; P: P - 1 speculative record passes first
+  int repeats = 1;  // of every workload's runs (baseline and drafters interleaved); rows give each metric's median
   BackendFlags backend;
   bench::OfflineSettings settings;
 };
@@ -55,6 +65,7 @@ void run_bench_offline(const BenchOfflineOptions& opt) {
   for (const std::string& name : split_commas(opt.workloads))
     workloads.push_back(bench::parse_workload(name, opt.settings));
   if (workloads.empty()) fail("qed bench offline: --workloads names no workload");
+  const std::vector<BenchSpec> specs = parse_bench_specs(opt.spec, opt.spec_draft_len, opt.spec_beams);
 
   if (opt.dtype != "bf16" && opt.config_path.empty())
     fail("qed bench offline: --dtype applies to --config (random weights); a checkpoint's dtype is in its config.json");
@@ -85,32 +96,106 @@ void run_bench_offline(const BenchOfflineOptions& opt) {
     if (limit > 0 && needed > limit)
       fail("qed bench offline: {} needs {} positions, the model has {}", w.name, needed, limit);
   }
-  Engine engine(*backend, engine_config);
+  // Drafters that need no record are made once; an oracle is made per workload from that workload's baseline.
+  std::vector<std::shared_ptr<const spec::Drafter>> fixed_drafters;
+  for (const BenchSpec& s : specs) {
+    if (s.oracle_p >= 0) {
+      fixed_drafters.push_back(nullptr);
+    } else {
+      if (s.options.method == "redrafter" && opt.model_dir.empty())
+        fail("qed bench offline: --spec redrafter:<dir> needs --model (the head reads its token embeddings)");
+      fixed_drafters.push_back(make_drafter(s.options, opt.model_dir));
+    }
+  }
+  const auto drafter_for =
+      [&](size_t i, const std::vector<spec::RecordedSequence>& records) -> std::shared_ptr<const spec::Drafter> {
+    if (fixed_drafters[i]) return fixed_drafters[i];
+    return std::make_shared<spec::OracleDrafter>(
+        spec::OracleDrafterConfig{
+            .p = specs[i].oracle_p, .draft_len = opt.spec_draft_len, .vocab_size = vocab, .seed = opt.settings.seed},
+        records);
+  };
+  const auto fresh_engine = [&](std::shared_ptr<const spec::Drafter> drafter) {
+    EngineConfig config = engine_config;
+    config.drafter = std::move(drafter);
+    return std::make_unique<Engine>(*backend, std::move(config));
+  };
+  // What oracle i replays: the run without drafts, or, with --oracle-passes P, the output of the oracle's own
+  // speculative run replaying the pass before (so its shapes, hence its logits and near-tie choices, are those of
+  // a speculative run). Non-oracle drafters need none.
+  const auto oracle_records = [&](size_t i, const bench::OfflineWorkload& w, const bench::OfflineSettings& settings,
+                                  const bench::WorkloadRun& baseline) {
+    std::vector<spec::RecordedSequence> records = baseline.sequences;
+    for (int pass = 1; pass < opt.oracle_passes && specs[i].oracle_p >= 0; ++pass)
+      records = bench::run_workload(*fresh_engine(drafter_for(i, records)), vocab, w, settings).sequences;
+    return records;
+  };
 
-  // Warm-up outside the numbers: first-use costs (GEMM plans, module loading) of prefill and decode shapes.
+  // Warm-up outside the numbers: first-use costs (GEMM plans, module loading) of prefill and decode shapes, and of
+  // the verify chunks each drafter makes.
   {
     bench::OfflineSettings warm = opt.settings;
     warm.context = 64;
-    warm.decode_tokens = 4;
-    bench::run_workload(engine, vocab, bench::parse_workload("decode_b2", warm), warm);
+    warm.decode_tokens = 4 + 2 * opt.spec_draft_len;
+    const bench::OfflineWorkload warm_workload = bench::parse_workload("decode_b2", warm);
+    const bench::WorkloadRun warm_baseline = bench::run_workload(*fresh_engine(nullptr), vocab, warm_workload, warm);
+    for (size_t i = 0; i < specs.size(); ++i)
+      bench::run_workload(*fresh_engine(drafter_for(i, warm_baseline.sequences)), vocab, warm_workload, warm);
+    // A speedup compares with the baseline's decode window, in which the CUDA backend would otherwise capture the
+    // decode graph of the workload's batch and context bucket (verify steps run without graphs): capture it here.
+    for (const bench::OfflineWorkload& w : workloads) {
+      if (specs.empty() || w.kind != bench::OfflineWorkload::Kind::Decode) continue;
+      bench::OfflineSettings shape = opt.settings;
+      shape.decode_tokens = 3;
+      bench::run_workload(*fresh_engine(nullptr), vocab, bench::parse_workload(w.name, shape), shape);
+    }
   }
 
   std::string precision = selection.kind == "cuda" ? opt.dtype : "fp32";
   const QuantizationConfig& quantization = backend->config().quantization;
   if (quantization.quantized()) precision = quantization.method == QuantMethod::Fp8 ? "fp8" : "int8_wo";
   nlohmann::json results = nlohmann::json::array();
-  for (const bench::OfflineWorkload& w : workloads) {
-    for (const bench::Metric& m : bench::run_workload(engine, vocab, w, opt.settings)) {
-      fmt::print("{:<16} {:<22} {:>12.3f}\n", w.name, m.metric, m.value);
-      results.push_back({{"engine", "qed"},
-                         {"backend", backend->name()},  // "cuda", "cpu"; "cuda-tp2" with --tensor-parallel-size 2
-                         {"model", model_name},
-                         {"precision", precision},
-                         {"spec", "none"},
-                         {"workload", w.name},
-                         {"metric", m.metric},
-                         {"value", m.value}});
+  const auto add_rows = [&](const bench::OfflineWorkload& w, const std::string& spec_label,
+                            const std::vector<bench::Metric>& metrics) {
+    for (const bench::Metric& m : metrics) {
+      fmt::print("{:<16} {:<14} {:<30} {:>12.3f}\n", w.name, spec_label, m.metric, m.value);
+      // backend: "cuda", "cpu"; "cuda-tp2" with --tensor-parallel-size 2
+      nlohmann::json row = {
+          {"engine", "qed"},    {"backend", backend->name()}, {"model", model_name}, {"precision", precision},
+          {"spec", spec_label}, {"workload", w.name},         {"metric", m.metric},  {"value", m.value}};
+      if (spec_label != "none") {
+        row["draft_len"] = opt.spec_draft_len;
+        row["beams"] = opt.spec_beams;
+      }
+      if (opt.repeats > 1) row["repeats"] = opt.repeats;
+      results.push_back(std::move(row));
     }
+  };
+  for (const bench::OfflineWorkload& w : workloads) {
+    // Repeats interleave the baseline and every drafter, so drift in the machine's speed (a shared CPU, clocks)
+    // hits all of them alike; each speedup pairs a run with the baseline of its own repeat.
+    std::vector<std::vector<bench::Metric>> baseline_metrics;
+    std::vector<std::vector<std::vector<bench::Metric>>> spec_metrics(specs.size());
+    std::vector<std::vector<spec::RecordedSequence>> records(specs.size());  // made in the first repeat
+    for (int repeat = 0; repeat < opt.repeats; ++repeat) {
+      const bench::WorkloadRun baseline = bench::run_workload(*fresh_engine(nullptr), vocab, w, opt.settings);
+      baseline_metrics.push_back(baseline.metrics);
+      if (w.kind == bench::OfflineWorkload::Kind::Ttft) continue;  // one token: nothing to draft
+      for (size_t i = 0; i < specs.size(); ++i) {
+        if (repeat == 0) records[i] = oracle_records(i, w, opt.settings, baseline);
+        const std::shared_ptr<const spec::Drafter> drafter = drafter_for(i, records[i]);
+        const std::unique_ptr<Engine> engine = fresh_engine(drafter);
+        const bench::WorkloadRun run = bench::run_workload(*engine, vocab, w, opt.settings);
+        std::vector<bench::Metric> metrics = run.metrics;
+        for (bench::Metric& m : bench::speculative_metrics(w, baseline, run, engine->stats())) metrics.push_back(m);
+        if (const auto* oracle = dynamic_cast<const spec::OracleDrafter*>(drafter.get()))
+          metrics.push_back({"oracle_proposals_without_truth", static_cast<double>(oracle->counters().without_truth)});
+        spec_metrics[i].push_back(std::move(metrics));
+      }
+    }
+    add_rows(w, "none", bench::median_metrics(baseline_metrics));
+    for (size_t i = 0; i < specs.size() && w.kind != bench::OfflineWorkload::Kind::Ttft; ++i)
+      add_rows(w, specs[i].label, bench::median_metrics(spec_metrics[i]));
   }
   const BackendDevice device = describe_backend_device(selection);
   const nlohmann::json out = {{"provenance", bench_provenance(device.device, device.driver, device.cuda)},
@@ -150,6 +235,25 @@ void register_bench_offline(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--max-num-batched-tokens", opt->max_num_batched_tokens, "Tokens per engine step (prefill chunk)")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--spec", opt->spec,
+                  "Comma list of drafters, each run after the same workload without drafts: none, oracle-p<P> "
+                  "(right with probability P, a sweep: oracle-p0.4,oracle-p0.6), ngram, redrafter:<dir>")
+      ->capture_default_str();
+  cmd->add_option("--spec-draft-len", opt->spec_draft_len, "Draft tokens per step (per beam)")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  cmd->add_option("--spec-beams", opt->spec_beams, "Beams per step (redrafter)")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  cmd->add_option("--oracle-passes", opt->oracle_passes,
+                  "oracle-p<P>: replay the run without drafts (1), or the output of the oracle's previous "
+                  "speculative run, made this many times minus one first (where bf16 near-ties split runs)")
+      ->check(CLI::Range(1, 10))
+      ->capture_default_str();
+  cmd->add_option("--repeats", opt->repeats,
+                  "Run each workload (and each drafter after it) this many times, interleaved; report medians")
+      ->check(CLI::Range(1, 100))
       ->capture_default_str();
   cmd->add_option("--output", opt->output, "Write the bench JSON here");
   add_backend_flags(cmd, opt->backend);

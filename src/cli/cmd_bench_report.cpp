@@ -260,7 +260,7 @@ void write_comparison(const std::vector<Run>& runs, const std::string& out_dir, 
     // Speculative decoding: speedup against the mean accepted length, one point per (variant, workload).
     json points = json::array();
     for (const auto& [key, row] : rows[model]) {
-      if (key.second != "speedup") continue;
+      if (key.second != "speedup" && key.second != "speedup_vs_none") continue;  // bench offline --spec: the latter
       const auto accepted = rows[model].find({key.first, "mean_accepted_length"});
       if (accepted == rows[model].end()) continue;
       for (const auto& [v, speedup] : row.by_variant) {

@@ -5,6 +5,7 @@
 #include "model/safetensors.h"
 #include "model/weights.h"
 #include "spec/ngram_drafter.h"
+#include "spec/oracle_drafter.h"
 #include "spec/redrafter_drafter.h"
 
 namespace qed {
@@ -61,6 +62,38 @@ nlohmann::json spec_stats_json(const SpecOptions& options, const EngineStats& st
           {"accepted_tokens", stats.spec_accepted_tokens},
           {"acceptance_rate", drafts > 0 ? accepted / drafts : 0.0},
           {"mean_accepted_length", steps > 0 ? 1.0 + accepted / steps : 1.0}};
+}
+
+std::vector<BenchSpec> parse_bench_specs(const std::string& list, int draft_len, int beams) {
+  std::vector<BenchSpec> specs;
+  bool any_redrafter = false;
+  size_t start = 0;
+  while (start <= list.size()) {
+    const size_t comma = std::min(list.find(',', start), list.size());
+    const std::string item = list.substr(start, comma - start);
+    start = comma + 1;
+    if (item.empty() || item == "none") continue;  // as --workloads: empty entries (a trailing comma) are skipped
+    BenchSpec spec;
+    spec.label = item;
+    spec.options.num_draft_tokens = draft_len;
+    spec.options.num_beams = beams;
+    if (item.starts_with("oracle-p")) {
+      spec.oracle_p = spec::parse_oracle_p(item);
+      spec.options.method = "oracle";
+    } else if (item == "ngram") {
+      spec.options.method = "ngram";
+    } else if (item.starts_with("redrafter:") && item.size() > 10) {
+      spec.options.method = "redrafter";
+      spec.options.drafter_dir = item.substr(10);
+      spec.label = "redrafter";
+      any_redrafter = true;
+    } else {
+      fail("--spec: unknown entry '{}' (none, oracle-p<P>, ngram, redrafter:<dir>)", item);
+    }
+    specs.push_back(std::move(spec));
+  }
+  if (beams != 1 && !any_redrafter) fail("--spec-beams {}: only redrafter:<dir> proposes several beams", beams);
+  return specs;
 }
 
 }  // namespace qed

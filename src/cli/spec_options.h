@@ -5,6 +5,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "engine/engine.h"
 #include "spec/drafter.h"
@@ -25,5 +26,16 @@ std::shared_ptr<const spec::Drafter> make_drafter(const SpecOptions& options, co
 // {"spec", "verify_steps", "draft_tokens", "accepted_tokens", "acceptance_rate", "mean_accepted_length"}: the
 // mean accepted length counts the base model's own token, so 1.0 = nothing accepted.
 nlohmann::json spec_stats_json(const SpecOptions& options, const EngineStats& stats);
+
+// One entry of qed bench offline's --spec list.
+struct BenchSpec {
+  std::string label;     // the rows' "spec": "oracle-p0.6" (as written), "ngram", "redrafter"
+  double oracle_p = -1;  // oracle-p<P>: P (its drafter is made per workload, from the run without drafts)
+  SpecOptions options;   // ngram / redrafter: what make_drafter builds
+};
+// "none|oracle-p<P>|ngram|redrafter:<dir>" comma list → the speculative configurations ("none" adds nothing: the
+// run without drafts always happens, as every speedup's baseline). draft_len and beams apply to each; throws
+// qed::Error with one line on an unknown entry, a bad p, or beams > 1 with no redrafter to use them.
+std::vector<BenchSpec> parse_bench_specs(const std::string& list, int draft_len, int beams);
 
 }  // namespace qed

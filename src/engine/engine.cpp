@@ -32,6 +32,21 @@ namespace {
 double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
+
+// The accepted path ends at `last_node` after `accepted` nodes; the node below it was tested only if the sequence
+// still runs and the verified part of the draft (its first `num_nodes` nodes) has one.
+void count_draft_depths(const spec::DraftTree& draft, size_t num_nodes, int32_t last_node, int accepted,
+                        bool still_running, EngineStats& stats) {
+  bool tested_below = false;
+  for (size_t i = 0; i < num_nodes && still_running && !tested_below; ++i) tested_below = draft.parents[i] == last_node;
+  const size_t depths = static_cast<size_t>(accepted) + (tested_below ? 1 : 0);
+  if (stats.spec_tested_at_depth.size() < depths) {
+    stats.spec_tested_at_depth.resize(depths, 0);
+    stats.spec_accepted_at_depth.resize(depths, 0);
+  }
+  for (size_t d = 0; d < depths; ++d) ++stats.spec_tested_at_depth[d];
+  for (size_t d = 0; d < static_cast<size_t>(accepted); ++d) ++stats.spec_accepted_at_depth[d];
+}
 }  // namespace
 
 static int kv_blocks_to_use(const Backend& backend, const EngineConfig& config) {
@@ -505,6 +520,8 @@ void Engine::verify_draft(Request& request, SequenceState& state, size_t schedul
   ++stats_.spec_verify_steps;
   stats_.spec_draft_tokens += num_nodes;
   stats_.spec_accepted_tokens += accepted;
+  count_draft_depths(seq.draft, static_cast<size_t>(num_nodes), node, accepted, seq.status == SequenceStatus::Running,
+                     stats_);
   seq.draft.clear();
   if (seq.is_finished()) return;  // its blocks are already free
   // Accepted tokens off the contiguous path stay uncomputed and are recomputed with the next chunk.

@@ -45,6 +45,11 @@ struct EngineStats {
   int64_t spec_verify_steps = 0;
   int64_t spec_draft_tokens = 0;
   int64_t spec_accepted_tokens = 0;
+  // Per draft depth (index d for depth d + 1): verify steps that tested a node at that depth (every node above it
+  // on the path accepted, the sequence still running) and those that accepted it; their ratio is the acceptance
+  // rate at that draft position, which benchmarks report next to the totals.
+  std::vector<int64_t> spec_tested_at_depth;
+  std::vector<int64_t> spec_accepted_at_depth;
 };
 
 class Engine {

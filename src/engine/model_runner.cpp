@@ -11,7 +11,6 @@ void ModelRunner::execute(const SchedulerOutput& step, std::span<const PlannedSa
   batch_.want_hidden = want_hidden_;
   first_row_.resize(step.scheduled.size());
   size_t rows = 0;
-  bool has_drafts = false;
   for (size_t i = 0; i < step.scheduled.size(); ++i) {
     const ScheduledSequence& s = step.scheduled[i];
     SequenceChunk& chunk = batch_.sequences[i];
@@ -26,7 +25,6 @@ void ModelRunner::execute(const SchedulerOutput& step, std::span<const PlannedSa
     first_row_[i] = rows;
     rows += 1 + static_cast<size_t>(s.num_draft_tokens);
     if (s.num_draft_tokens > 0) {
-      has_drafts = true;
       spec::append_draft_to_chunk(s.seq->draft, static_cast<size_t>(s.num_draft_tokens), s.seq->num_tokens() - 1,
                                   chunk);
     }
@@ -34,13 +32,25 @@ void ModelRunner::execute(const SchedulerOutput& step, std::span<const PlannedSa
   }
   batch_.device_samples.clear();
   device_sampled_.clear();
-  bool on_device = !samples.empty() && !has_drafts && !want_hidden_;
+  bool on_device = !samples.empty() && !want_hidden_;
   for (const PlannedSample& p : samples) on_device = on_device && backend_.can_sample_on_device(*p.params);
   if (on_device) {
     for (const PlannedSample& p : samples) {
-      batch_.device_samples.push_back(
-          {static_cast<int32_t>(first_row_[p.scheduled_index]), p.params, p.seq->seed, p.step});
+      const size_t first = first_row_[p.scheduled_index];
+      batch_.device_samples.push_back({static_cast<int32_t>(first), p.params, p.seq->seed, p.step});
       device_sampled_.push_back(p.seq);
+      // Every draft row too: node i's row draws the token after it, which is the sequence's token number
+      // step + depth(i) if verification gets there (it reads only the rows its accepted path reaches). Drawing them
+      // all on the device saves copying every row's logits back, which at batch 32 × 4 rows × a 152k vocabulary
+      // is 78 MB a step.
+      const ScheduledSequence& s = step.scheduled[p.scheduled_index];
+      if (s.seq != p.seq) continue;  // a fork's first draw: no draft
+      for (int i = 0; i < s.num_draft_tokens; ++i) {
+        batch_.device_samples.push_back({static_cast<int32_t>(first + 1 + static_cast<size_t>(i)), p.params,
+                                         p.seq->seed,
+                                         p.step + static_cast<uint64_t>(s.seq->draft.depth(static_cast<size_t>(i)))});
+        device_sampled_.push_back(p.seq);
+      }
     }
   }
   batch_.skip_logits = on_device;
@@ -67,11 +77,9 @@ std::span<const float> ModelRunner::hidden(size_t scheduled_index, size_t row) c
 
 SampledToken ModelRunner::sample(size_t scheduled_index, const Sequence& seq, const SamplingParams& params,
                                  size_t row) const {
-  if (row == 0) {
-    for (size_t i = 0; i < device_sampled_.size(); ++i) {
-      if (device_sampled_[i] == &seq && size_t(batch_.device_samples[i].row) == first_row_[scheduled_index]) {
-        return result_.samples[i];
-      }
+  for (size_t i = 0; i < device_sampled_.size(); ++i) {
+    if (device_sampled_[i] == &seq && size_t(batch_.device_samples[i].row) == first_row_[scheduled_index] + row) {
+      return result_.samples[i];
     }
   }
   if (batch_.skip_logits) fail("engine: a draw of sequence {} was not planned before the forward", seq.seq_id);

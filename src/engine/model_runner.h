@@ -29,8 +29,8 @@ class ModelRunner {
   // Copy-on-write block copies first, then one forward over every scheduled chunk. Each chunk yields one logits
   // row (its last token), plus one per draft node when it carries a draft; rows of chunks that do not sample are
   // ignored. When the backend can draw every planned sample on the device, it does so inside the forward and no
-  // logits come back (token ids only); steps that verify drafts or want hidden states keep host sampling, since
-  // acceptance reads every draft row.
+  // logits come back (token ids only): a draft's rows are all drawn there, each as the token number it would be,
+  // and verification reads those its accepted path reaches. Steps that want hidden states keep host sampling.
   void execute(const SchedulerOutput& step, std::span<const PlannedSample> samples = {});
   // Row `row` of scheduled entry `scheduled_index`: 0 = its last known token, 1 + i = draft node i.
   std::span<const float> logits(size_t scheduled_index, size_t row = 0) const;

@@ -23,6 +23,7 @@
 #include "backend_test_util.h"
 #include "core/error.h"
 #include "engine/engine.h"
+#include "spec/oracle_drafter.h"
 
 namespace qed::testing {
 namespace {
@@ -362,6 +363,64 @@ TEST_P(CudaParity, DeviceSamplingInTheEngineEqualsHostSampling) {
     }
   }
   EXPECT_EQ(tokens[1], tokens[0]);
+}
+
+// Verify steps draw every draft row on the device too (no logits rows come back): against host sampling of the
+// same forward's rows, greedy and seeded, the tokens and the acceptance must be identical. The drafts are an
+// oracle's (right with probability 0.6) over the fixture's own continuations, so paths are accepted and rejected.
+TEST_P(CudaParity, DraftRowsSampledOnTheDeviceEqualHostSampling) {
+  const HfFixture fixture = load_hf_fixture(GetParam());
+  const auto jobs = [&](Engine& engine) {
+    SamplingParams greedy;
+    greedy.temperature = 0;
+    greedy.max_tokens = 24;
+    greedy.ignore_eos = true;
+    SamplingParams sampled = greedy;
+    sampled.temperature = 0.8f;
+    sampled.top_p = 0.9f;
+    sampled.n = 2;
+    sampled.seed = 3;
+    for (const HfPrompt& prompt : fixture.prompts) {
+      engine.add_request(prompt.ids, greedy);
+      engine.add_request(prompt.ids, sampled);
+    }
+    while (engine.has_unfinished()) engine.step();
+    std::vector<RequestResult> results = engine.take_finished();
+    std::sort(results.begin(), results.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    return results;
+  };
+  std::vector<spec::RecordedSequence> records;
+  {
+    auto cuda = load_cuda_fixture(GetParam(), 256);
+    Engine engine(*cuda, EngineConfig{});
+    for (const RequestResult& r : jobs(engine)) {
+      for (const SequenceResult& seq : r.sequences) {
+        records.push_back({r.prompt_token_ids, r.prompt_token_ids.size()});
+        records.back().tokens.insert(records.back().tokens.end(), seq.token_ids.begin(), seq.token_ids.end());
+      }
+    }
+  }
+  std::vector<std::vector<int32_t>> tokens[2];
+  EngineStats stats[2];
+  for (int device = 0; device < 2; ++device) {
+    auto cuda = load_cuda_fixture(GetParam(), 256);
+    HostSamplingOnly host_only(*cuda);
+    EngineConfig config;
+    config.drafter = std::make_shared<spec::OracleDrafter>(
+        spec::OracleDrafterConfig{.p = 0.6, .draft_len = 3, .vocab_size = cuda->config().vocab_size, .seed = 1},
+        records);
+    Engine engine(device ? static_cast<Backend&>(*cuda) : static_cast<Backend&>(host_only), config);
+    for (const RequestResult& r : jobs(engine)) {
+      for (const SequenceResult& seq : r.sequences) tokens[device].push_back(seq.token_ids);
+    }
+    stats[device] = engine.stats();
+  }
+  EXPECT_EQ(tokens[1], tokens[0]);
+  EXPECT_EQ(stats[1].spec_accepted_at_depth, stats[0].spec_accepted_at_depth);
+  EXPECT_GT(stats[1].spec_accepted_tokens, 0);
+  std::printf("[ spec device ] %s: %lld verify steps, %lld of %lld draft tokens accepted\n", GetParam().c_str(),
+              static_cast<long long>(stats[1].spec_verify_steps), static_cast<long long>(stats[1].spec_accepted_tokens),
+              static_cast<long long>(stats[1].spec_draft_tokens));
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaParity, ::testing::ValuesIn(hf_fixture_names()),

@@ -125,6 +125,16 @@ TEST(EngineSpecFake, DraftTreesLeaveGreedyAndSeededOutputsUnchanged) {
   EXPECT_GT(stats.spec_accepted_tokens, 20);
   EXPECT_GT(stats.spec_draft_tokens, stats.spec_accepted_tokens);  // wrong branches were verified and rejected
   EXPECT_LT(stats.steps, plain.stats().steps);
+  // Per-depth counts of the accepted paths through the trees: they add up to the accepted total, a depth is
+  // tested at most as often as the one above it was accepted, and never accepted more often than tested.
+  ASSERT_EQ(stats.spec_tested_at_depth.size(), stats.spec_accepted_at_depth.size());
+  int64_t accepted = 0;
+  for (size_t d = 0; d < stats.spec_tested_at_depth.size(); ++d) {
+    accepted += stats.spec_accepted_at_depth[d];
+    EXPECT_LE(stats.spec_accepted_at_depth[d], stats.spec_tested_at_depth[d]);
+    EXPECT_LE(stats.spec_tested_at_depth[d], d == 0 ? stats.spec_verify_steps : stats.spec_accepted_at_depth[d - 1]);
+  }
+  EXPECT_EQ(accepted, stats.spec_accepted_tokens);
 }
 
 TEST(EngineSpecFake, BatchOneWithDraftsEqualsBatchOneWithout) {

@@ -32,13 +32,27 @@ std::vector<int32_t> random_prompt(std::mt19937_64& rng, int length, int vocab_s
   return prompt;
 }
 
+// Results in the order the requests were added (ids grow with it), whatever order they finished in.
 std::vector<RequestResult> run_to_completion(Engine& engine) {
   while (engine.has_unfinished()) engine.step();
   std::vector<RequestResult> results = engine.take_finished();
   for (const RequestResult& r : results) {
     if (!r.error.empty()) fail("bench offline: a request failed: {}", r.error);
   }
+  std::sort(results.begin(), results.end(), [](const RequestResult& a, const RequestResult& b) { return a.id < b.id; });
   return results;
+}
+
+void record_sequences(const std::vector<RequestResult>& results, std::vector<spec::RecordedSequence>& out) {
+  for (const RequestResult& r : results) {
+    for (const SequenceResult& s : r.sequences) {
+      spec::RecordedSequence record;
+      record.tokens = r.prompt_token_ids;
+      record.tokens.insert(record.tokens.end(), s.token_ids.begin(), s.token_ids.end());
+      record.prompt_tokens = r.prompt_token_ids.size();
+      out.push_back(std::move(record));
+    }
+  }
 }
 
 SamplingParams exact_length(int tokens, float temperature, uint64_t seed) {
@@ -50,7 +64,7 @@ SamplingParams exact_length(int tokens, float temperature, uint64_t seed) {
   return params;
 }
 
-std::vector<Metric> run_decode(Engine& engine, int vocab_size, const OfflineWorkload& w, std::mt19937_64& rng) {
+WorkloadRun run_decode(Engine& engine, int vocab_size, const OfflineWorkload& w, std::mt19937_64& rng) {
   for (int i = 0; i < w.batch; ++i) {
     engine.add_request(random_prompt(rng, w.prompt_tokens, vocab_size), exact_length(w.generate_tokens, 0.0f, 0));
   }
@@ -73,26 +87,33 @@ std::vector<Metric> run_decode(Engine& engine, int vocab_size, const OfflineWork
     }
   }
   const double tok_per_s = double(tokens) / (end - start);
-  return {{"tok_per_s", tok_per_s}, {"per_seq_tok_per_s", tok_per_s / w.batch}};
+  WorkloadRun run{{{"tok_per_s", tok_per_s}, {"per_seq_tok_per_s", tok_per_s / w.batch}}, {}};
+  record_sequences(results, run.sequences);
+  return run;
 }
 
-std::vector<Metric> run_ttft(Engine& engine, int vocab_size, const OfflineWorkload& w, const OfflineSettings& s,
-                             std::mt19937_64& rng) {
+WorkloadRun run_ttft(Engine& engine, int vocab_size, const OfflineWorkload& w, const OfflineSettings& s,
+                     std::mt19937_64& rng) {
   std::vector<double> ttft_ms;
+  WorkloadRun run;
   for (int i = 0; i < std::max(1, s.ttft_repeats); ++i) {
     engine.add_request(random_prompt(rng, w.prompt_tokens, vocab_size), exact_length(1, 0.0f, 0));
-    ttft_ms.push_back(run_to_completion(engine).at(0).ttft_s * 1e3);
+    const std::vector<RequestResult> results = run_to_completion(engine);
+    ttft_ms.push_back(results.at(0).ttft_s * 1e3);
+    record_sequences(results, run.sequences);
   }
   std::sort(ttft_ms.begin(), ttft_ms.end());
-  return {{"ttft_ms", ttft_ms[ttft_ms.size() / 2]}};
+  run.metrics = {{"ttft_ms", ttft_ms[ttft_ms.size() / 2]}};
+  return run;
 }
 
-std::vector<Metric> run_aimo(Engine& engine, int vocab_size, const OfflineWorkload& w, const OfflineSettings& s,
-                             std::mt19937_64& rng) {
+WorkloadRun run_aimo(Engine& engine, int vocab_size, const OfflineWorkload& w, const OfflineSettings& s,
+                     std::mt19937_64& rng) {
   SamplingParams params = exact_length(w.generate_tokens, s.aimo_temperature, s.seed);
   params.n = w.batch;  // one problem, S samples sharing its prompt blocks, all started together
   engine.add_request(random_prompt(rng, w.prompt_tokens, vocab_size), params);
-  const RequestResult result = run_to_completion(engine).at(0);
+  const std::vector<RequestResult> results = run_to_completion(engine);
+  const RequestResult& result = results.at(0);
   double per_sample = 0;
   for (const SequenceResult& seq : result.sequences) {
     if (seq.token_ids.size() != size_t(w.generate_tokens) || seq.token_times_s.empty()) {
@@ -103,9 +124,12 @@ std::vector<Metric> run_aimo(Engine& engine, int vocab_size, const OfflineWorklo
   }
   per_sample /= double(result.sequences.size());
   const double generated = double(w.batch) * w.generate_tokens;
-  return {{"total_s", result.total_s},
-          {"batch_tok_per_s", generated / result.total_s},
-          {"per_sample_tok_per_s", per_sample}};
+  WorkloadRun run{{{"total_s", result.total_s},
+                   {"batch_tok_per_s", generated / result.total_s},
+                   {"per_sample_tok_per_s", per_sample}},
+                  {}};
+  record_sequences(results, run.sequences);
+  return run;
 }
 
 }  // namespace
@@ -136,8 +160,8 @@ OfflineWorkload parse_workload(const std::string& name, const OfflineSettings& s
   return w;
 }
 
-std::vector<Metric> run_workload(Engine& engine, int vocab_size, const OfflineWorkload& workload,
-                                 const OfflineSettings& settings) {
+WorkloadRun run_workload(Engine& engine, int vocab_size, const OfflineWorkload& workload,
+                         const OfflineSettings& settings) {
   if (engine.has_unfinished()) fail("bench offline: the engine is busy");
   std::mt19937_64 rng(settings.seed ^ std::hash<std::string>{}(workload.name));
   switch (workload.kind) {
@@ -149,6 +173,30 @@ std::vector<Metric> run_workload(Engine& engine, int vocab_size, const OfflineWo
       return run_aimo(engine, vocab_size, workload, settings, rng);
   }
   fail("bench offline: unknown workload kind");
+}
+
+std::vector<Metric> median_metrics(const std::vector<std::vector<Metric>>& runs) {
+  std::vector<std::string> names;
+  std::vector<std::vector<double>> values;
+  for (const std::vector<Metric>& run : runs) {
+    for (const Metric& m : run) {
+      const auto it = std::find(names.begin(), names.end(), m.metric);
+      if (it == names.end()) {
+        names.push_back(m.metric);
+        values.push_back({m.value});
+      } else {
+        values[static_cast<size_t>(it - names.begin())].push_back(m.value);
+      }
+    }
+  }
+  std::vector<Metric> out;
+  for (size_t i = 0; i < names.size(); ++i) {
+    std::vector<double>& v = values[i];
+    std::sort(v.begin(), v.end());
+    const size_t mid = v.size() / 2;
+    out.push_back({names[i], v.size() % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2});
+  }
+  return out;
 }
 
 }  // namespace qed::bench

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "spec/oracle_drafter.h"
 
 namespace qed::bench {
 
@@ -37,11 +38,23 @@ struct Metric {
   double value = 0;
 };
 
+struct WorkloadRun {
+  std::vector<Metric> metrics;
+  // Every sequence's prompt + generated tokens, in the order the workload adds them: a run without drafts is the
+  // record an oracle drafter replays, and a speculative run is compared with it token for token.
+  std::vector<spec::RecordedSequence> sequences;
+};
+
 // Runs one workload to completion on `engine` (which must be idle) and returns its metrics:
 //   decode: tok_per_s (all sequences' tokens per second while every sequence is decoding), per_seq_tok_per_s
 //   ttft:   ttft_ms (median over repeats, each on a fresh random prompt)
 //   aimo:   total_s, batch_tok_per_s, per_sample_tok_per_s
-std::vector<Metric> run_workload(Engine& engine, int vocab_size, const OfflineWorkload& workload,
-                                 const OfflineSettings& settings);
+// The prompts depend on the workload's name and settings.seed only, so runs on two engines see the same ones.
+WorkloadRun run_workload(Engine& engine, int vocab_size, const OfflineWorkload& workload,
+                         const OfflineSettings& settings);
+
+// Each metric's median over repeated runs (the mean of the middle two for an even count), in first-seen order; a
+// metric missing from some runs takes the median of those that have it.
+std::vector<Metric> median_metrics(const std::vector<std::vector<Metric>>& runs);
 
 }  // namespace qed::bench
