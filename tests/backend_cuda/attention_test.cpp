@@ -24,6 +24,8 @@ struct Case {
   int num_heads, num_kv_heads, head_dim, block_size;
   std::vector<SeqSpec> seqs;
   int forced_partitions = 0;  // 0: attention_partitions() decides
+  bool tensor_cores = true;   // false: the CUDA-core kernel at head_dim 64/128 too
+  int context_bucket = 0;     // > 0: max_kv_len as a CUDA graph captures it (a bucket past the longest row)
 };
 
 void run_case(const Case& c, std::mt19937& rng) {
@@ -113,7 +115,7 @@ void run_case(const Case& c, std::mt19937& rng) {
   batch.seq_mask_offset = d_mask_offset.as<int32_t>();
   batch.masks = d_masks.as<uint8_t>();
   batch.rows = rows;
-  batch.max_kv_len = max_kv_len;
+  batch.max_kv_len = std::max(max_kv_len, c.context_bucket);
   cuda::AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim, c.block_size, scale};
   const size_t partial_capacity = size_t(64) << 20;
   const int partitions =
@@ -123,11 +125,12 @@ void run_case(const Case& c, std::mt19937& rng) {
       sizeof(float));
   auto d_out = poisoned_bf16(want.size());
   cuda::paged_attention_bf16(d_qkv.as<uint16_t>(), q_stride, d_k.as<uint16_t>(), d_v.as<uint16_t>(), batch, shape,
-                             partitions, partials.as<float>(), d_out.as<uint16_t>(), nullptr);
+                             partitions, partials.as<float>(), d_out.as<uint16_t>(), nullptr, c.tensor_cores);
   const std::vector<float> got = from_bf16(download<uint16_t>(d_out, want.size()));
   std::string what = "heads " + std::to_string(c.num_heads) + "/" + std::to_string(c.num_kv_heads) + " head_dim " +
                      std::to_string(c.head_dim) + " block " + std::to_string(c.block_size) + " partitions " +
-                     std::to_string(partitions) + " (element = (row * heads + head) * head_dim + d)";
+                     std::to_string(partitions) + (c.tensor_cores ? "" : " cuda cores") +
+                     " (element = (row * heads + head) * head_dim + d)";
   EXPECT_TRUE(all_close(got, want, kBf16HalfUlp, 1e-4f * std::fabs(v_scale), what));
 }
 
@@ -170,6 +173,34 @@ TEST_F(AttentionKernel, MixedBatchOfPrefillDecodeAndTreeInOneLaunch) {
   run_case({40, 8, 128, 16, seqs}, rng);
   run_case({4, 2, 16, 16, seqs}, rng);
   run_case({4, 2, 16, 16, seqs, 5}, rng);
+}
+
+TEST_F(AttentionKernel, CudaCoreKernelMatchesReferenceAtTensorCoreHeadDims) {
+  std::mt19937 rng(26);
+  const std::vector<SeqSpec> seqs = {{0, 1}, {255, 1}, {1000, 1}, {40, 5, true}, {31, 17}};
+  run_case({40, 8, 128, 16, seqs, 0, false}, rng);
+  run_case({8, 2, 64, 16, seqs, 3, false}, rng);
+}
+
+TEST_F(AttentionKernel, BlockSizesThatSplitA16KeyChunk) {
+  // The tensor-core kernel looks one block up per 16-key chunk when block_size is a multiple of 16, per key else.
+  std::mt19937 rng(27);
+  const std::vector<SeqSpec> seqs = {{0, 1}, {37, 1}, {777, 1}, {20, 6, true}, {9, 23}};
+  for (int block_size : {1, 8, 24, 32, 256}) {
+    run_case({40, 8, 128, block_size, seqs}, rng);
+    run_case({16, 2, 64, block_size, seqs, 5}, rng);
+  }
+}
+
+TEST_F(AttentionKernel, GraphBucketLongerThanEveryRowSplitsEachRowsOwnKeys) {
+  // CUDA-graph decode launches with max_kv_len = the context bucket; every row splits its own keys into the
+  // partitions, so partitions past a short row's keys are empty and the merge must weigh them 0.
+  std::mt19937 rng(28);
+  std::vector<SeqSpec> decodes;
+  for (int len : {2399, 2000, 1, 64, 65, 4095, 300, 2400, 1500, 17, 999, 2048}) decodes.push_back({len, 1});
+  run_case({40, 8, 128, 16, decodes, 0, true, 4096}, rng);
+  run_case({40, 8, 128, 16, decodes, 9, true, 8192}, rng);
+  run_case({8, 8, 256, 16, decodes, 0, true, 4096}, rng);
 }
 
 }  // namespace
