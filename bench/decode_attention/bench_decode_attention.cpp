@@ -7,8 +7,10 @@
 //   tc-bucket the same with max_kv_len = the CUDA-graph context bucket (power of two >= context, >= 512)
 //   cuda-core the CUDA-core kernel (the kernel before the tensor-core one), same partitions as tc
 //   tc-pN     the tensor-core kernel with N partitions (--partitions N,M,...)
+// --fp8: an FP8 E4M3 cache (random codes, scale 1/64): half the bytes per key.
 //   bench_decode_attention [--rows 1,12,32] [--context 256,2400,4500] [--heads 40] [--kv-heads 8]
-//                          [--head-dim 128] [--block-size 16] [--iters 20] [--partitions 4,16,64] [--json PATH]
+//                          [--head-dim 128] [--block-size 16] [--iters 20] [--partitions 4,16,64] [--fp8]
+//                          [--json PATH]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -36,6 +38,7 @@ struct Options {
   std::vector<int> contexts = {256, 2400, 4500};
   std::vector<int> partitions;
   int heads = 40, kv_heads = 8, head_dim = 128, block_size = 16, iters = 20;
+  bool fp8 = false;
   std::string json_path;
 };
 
@@ -73,6 +76,8 @@ Options parse(int argc, char** argv) {
       o.block_size = std::stoi(value());
     } else if (arg == "--iters") {
       o.iters = std::stoi(value());
+    } else if (arg == "--fp8") {
+      o.fp8 = true;
     } else if (arg == "--json") {
       o.json_path = value();
     } else {
@@ -98,6 +103,16 @@ void fill_random(qed::cuda::DeviceBuffer& buffer, size_t elems, std::mt19937& rn
   buffer.upload(host.data(), elems * sizeof(uint16_t));
 }
 
+// Random E4M3 codes, never the NaN codes 0x7F / 0xFF (the cache writers saturate at 448).
+void fill_random_codes(qed::cuda::DeviceBuffer& buffer, size_t elems, std::mt19937& rng) {
+  std::vector<uint8_t> host(elems);
+  for (uint8_t& x : host) {
+    x = uint8_t(rng());
+    if ((x & 0x7F) == 0x7F) x ^= 0x01;
+  }
+  buffer.upload(host.data(), elems);
+}
+
 struct KvSet {
   qed::cuda::DeviceBuffer tables;
   qed::cuda::AttentionBatch batch;
@@ -107,13 +122,20 @@ void bench_case(const Options& o, int rows, int context, int num_sms, nlohmann::
   std::mt19937 rng(11);
   const int kv_dim = o.kv_heads * o.head_dim, q_dim = o.heads * o.head_dim, q_stride = q_dim + 2 * kv_dim;
   const int blocks_per_row = (context + o.block_size - 1) / o.block_size;
-  const double kv_bytes = double(rows) * context * kv_dim * 2.0 * 2.0;
+  const double element_bytes = o.fp8 ? 1.0 : 2.0;
+  const double kv_bytes = double(rows) * context * kv_dim * 2.0 * element_bytes;
   const int sets = int(std::clamp(std::ceil(256.0 * (1 << 20) / kv_bytes), 1.0, 256.0));
   const size_t total_blocks = size_t(sets) * rows * blocks_per_row;
   const size_t cache_elems = total_blocks * o.block_size * kv_dim;
-  qed::cuda::DeviceBuffer k(cache_elems * 2), v(cache_elems * 2);
-  fill_random(k, cache_elems, rng);
-  fill_random(v, cache_elems, rng);
+  qed::cuda::DeviceBuffer k(cache_elems * size_t(element_bytes)), v(cache_elems * size_t(element_bytes));
+  if (o.fp8) {
+    fill_random_codes(k, cache_elems, rng);
+    fill_random_codes(v, cache_elems, rng);
+  } else {
+    fill_random(k, cache_elems, rng);
+    fill_random(v, cache_elems, rng);
+  }
+  const qed::cuda::KvCacheView cache{k.data(), v.data(), o.fp8, 1.0f / 64.0f, 1.0f / 64.0f};
   qed::cuda::DeviceBuffer qkv(size_t(rows) * q_stride * 2), out(size_t(rows) * q_dim * 2);
   fill_random(qkv, size_t(rows) * q_stride, rng);
   std::vector<int32_t> physical(total_blocks);
@@ -161,8 +183,8 @@ void bench_case(const Options& o, int rows, int context, int num_sms, nlohmann::
       for (KvSet& set : kv_sets) {
         qed::cuda::AttentionBatch b = set.batch;
         b.max_kv_len = max_kv_len;
-        qed::cuda::paged_attention_bf16(qkv.as<uint16_t>(), q_stride, k.as<uint16_t>(), v.as<uint16_t>(), b, shape,
-                                        partitions, partials.as<float>(), out.as<uint16_t>(), nullptr, tensor_cores);
+        qed::cuda::paged_attention(qkv.as<uint16_t>(), q_stride, cache, b, shape, partitions, partials.as<float>(),
+                                   out.as<uint16_t>(), nullptr, tensor_cores);
       }
     };
     launch_all();  // warm-up: module load
@@ -183,6 +205,7 @@ void bench_case(const Options& o, int rows, int context, int num_sms, nlohmann::
   auto report = [&](const std::string& kernel, int partitions, float us) {
     const double gbps = kv_bytes / (double(us) * 1e-6) / 1e9;
     results.push_back({{"kernel", kernel},
+                       {"kv_cache_dtype", o.fp8 ? "fp8" : "bf16"},
                        {"rows", rows},
                        {"context", context},
                        {"partitions", partitions},

@@ -1,12 +1,15 @@
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <type_traits>
 
 #include "backend/cuda/attention_kernels.h"
 #include "backend/cuda/bf16_vec.cuh"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/fp8_convert.cuh"
 
 namespace qed::cuda {
 namespace {
@@ -23,8 +26,10 @@ struct Params {
   AttentionShape shape;
   const __nv_bfloat16* q;
   int q_stride;
-  const __nv_bfloat16* k_cache;
-  const __nv_bfloat16* v_cache;
+  const void* k_cache;  // bf16 or E4M3 codes
+  const void* v_cache;
+  // What a stored K (V) value is multiplied by: 1 for bf16; for FP8, scale × 2^8 (the kernels read codes × 2^-8).
+  float k_dequant, v_dequant;
   int partitions;
   int subgroups;  // CTAs per KV head along grid.y
   float* partials;
@@ -119,21 +124,90 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 // d += A·B for an A whose rows 8-15 are zero (at most 8 query heads): only the accumulators of rows 0-7 live in
 // registers across calls; rows 8-15 start at zero and their results are dropped, saving half the accumulator
 // registers (with them the kernel needed 182 registers, two CTAs per SM).
-__device__ __forceinline__ void mma_bf16_rows0to7(float (&d)[2], uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1) {
-  asm("{\n"
-      ".reg .f32 unused2, unused3, zero;\n"
-      "mov.f32 zero, 0f00000000;\n"
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, unused2, unused3}, {%2, %3, %4, %5}, {%6, %7}, "
-      "{%0, %1, zero, zero};\n"
-      "}\n"
-      : "+f"(d[0]), "+f"(d[1])
-      : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+template <bool F16>
+__device__ __forceinline__ void mma_rows0to7(float (&d)[2], uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1) {
+  if constexpr (F16) {
+    asm("{\n"
+        ".reg .f32 unused2, unused3, zero;\n"
+        "mov.f32 zero, 0f00000000;\n"
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, unused2, unused3}, {%2, %3, %4, %5}, {%6, %7}, "
+        "{%0, %1, zero, zero};\n"
+        "}\n"
+        : "+f"(d[0]), "+f"(d[1])
+        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+  } else {
+    asm("{\n"
+        ".reg .f32 unused2, unused3, zero;\n"
+        "mov.f32 zero, 0f00000000;\n"
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, unused2, unused3}, {%2, %3, %4, %5}, {%6, %7}, "
+        "{%0, %1, zero, zero};\n"
+        "}\n"
+        : "+f"(d[0]), "+f"(d[1])
+        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+  }
+}
+
+// MMA operand helpers for the bf16 (F16 = false) and fp16 (FP8 cache) variants.
+template <bool F16>
+__device__ __forceinline__ uint32_t pack_operands(float lo, float hi) {
+  if constexpr (F16) {
+    const __half2 pair = __floats2half2_rn(lo, hi);
+    uint32_t bits;
+    memcpy(&bits, &pair, sizeof(bits));
+    return bits;
+  } else {
+    return pack_bf16x2(lo, hi);
+  }
+}
+
+template <bool F16>
+__device__ __forceinline__ float round_to_operand(float x) {
+  if constexpr (F16) {
+    return __half2float(__float2half_rn(x));
+  } else {
+    return __bfloat162float(__float2bfloat16(x));
+  }
+}
+
+__device__ __forceinline__ uint32_t bf16x2_to_f16x2(uint32_t bits) {
+  __nv_bfloat162 pair;
+  memcpy(&pair, &bits, sizeof(bits));
+  const float2 f = __bfloat1622float2(pair);
+  return pack_operands<true>(f.x, f.y);
+}
+
+__device__ __forceinline__ uint4 operand_words(uint4 bf16_words) {
+  return bf16_words;
+}
+__device__ __forceinline__ uint4 operand_words(uint2 codes) {
+  uint4 w;
+  e4m3x4_to_f16x2_times_2m8(codes.x, w.x, w.y);
+  e4m3x4_to_f16x2_times_2m8(codes.y, w.z, w.w);
+  return w;
+}
+
+// Eight cache elements as floats: bf16 values, or codes × 2^-8 of an FP8 cache.
+__device__ __forceinline__ void load_cache_f32x8(const __nv_bfloat16* src, float (&out)[8]) {
+  load_f32x8(src, out);
+}
+__device__ __forceinline__ void load_cache_f32x8(const uint8_t* src, float (&out)[8]) {
+  const uint4 w = operand_words(*reinterpret_cast<const uint2*>(src));
+  const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    __half2 pair;
+    memcpy(&pair, &words[i], sizeof(pair));
+    const float2 f = __half22float2(pair);
+    out[2 * i] = f.x;
+    out[2 * i + 1] = f.y;
+  }
 }
 
 // The CUDA-core kernel, for head dims the tensor-core one does not take (16, 32, 256): 128 threads stream the
 // partition's keys, head_dim/8 lanes per key with 16-byte loads, an online softmax per query head.
-template <int HEAD_DIM>
+template <int HEAD_DIM, bool FP8>
 __global__ void __launch_bounds__(kThreads) attention_kernel(Params p) {
+  using Element = std::conditional_t<FP8, uint8_t, __nv_bfloat16>;
   constexpr int kLanes = HEAD_DIM / 8;         // lanes sharing one key, 8 dims (16 bytes) each
   constexpr int kStreams = kThreads / kLanes;  // keys in flight per CTA
   __shared__ float shared_m[kStreams][kMaxGroup];
@@ -155,7 +229,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params p) {
   const int d0 = (threadIdx.x % kLanes) * 8;
   const int block_size = p.shape.block_size;
   const size_t kv_dim = size_t(p.shape.num_kv_heads) * HEAD_DIM;
-  const float scale_log2 = p.shape.scale * kLog2e;
+  const float scale_log2 = p.shape.scale * kLog2e * p.k_dequant;
 
   float qv[kMaxGroup][8];
   float m[kMaxGroup], l[kMaxGroup], acc[kMaxGroup][8];
@@ -186,8 +260,8 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params p) {
       if (active[u]) {
         const size_t slot = size_t(v.table[t / block_size]) * block_size + size_t(t % block_size);
         const size_t offset = slot * kv_dim + size_t(v.kv_head) * HEAD_DIM + d0;
-        load_f32x8(p.k_cache + offset, kf[u]);
-        load_f32x8(p.v_cache + offset, vf[u]);
+        load_cache_f32x8(static_cast<const Element*>(p.k_cache) + offset, kf[u]);
+        load_cache_f32x8(static_cast<const Element*>(p.v_cache) + offset, vf[u]);
       } else {
 #pragma unroll
         for (int d = 0; d < 8; ++d) kf[u][d] = vf[u][d] = 0.0f;
@@ -240,7 +314,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params p) {
       sum += shared_l[s][g] * w;
       value += shared_acc[s][g][d] * w;
     }
-    write_result(p, v, part, g, d, merged, sum, value);
+    write_result(p, v, part, g, d, merged, sum, value * p.v_dequant);
   }
 }
 
@@ -308,19 +382,37 @@ int subgroups_of(const AttentionShape& shape) {
   return (group + kMaxGroup - 1) / kMaxGroup;
 }
 
-template <int HEAD_DIM>
+template <int HEAD_DIM, bool FP8>
 void launch(const Params& params, bool tensor_cores, cudaStream_t stream) {
   const dim3 grid(unsigned(params.batch.rows), unsigned(params.shape.num_kv_heads * params.subgroups),
                   unsigned(params.partitions));
   if constexpr (HEAD_DIM == 64 || HEAD_DIM == 128) {
     if (tensor_cores) {
-      attention_mma_kernel<HEAD_DIM><<<grid, kThreads, 0, stream>>>(params);
+      attention_mma_kernel<HEAD_DIM, FP8><<<grid, kThreads, 0, stream>>>(params);
       QED_CUDA_CHECK_LAUNCH();
       return;
     }
   }
-  attention_kernel<HEAD_DIM><<<grid, kThreads, 0, stream>>>(params);
+  attention_kernel<HEAD_DIM, FP8><<<grid, kThreads, 0, stream>>>(params);
   QED_CUDA_CHECK_LAUNCH();
+}
+
+template <bool FP8>
+void launch_for_head_dim(const Params& params, bool tensor_cores, cudaStream_t stream) {
+  switch (params.shape.head_dim) {
+    case 16:
+      return launch<16, FP8>(params, tensor_cores, stream);
+    case 32:
+      return launch<32, FP8>(params, tensor_cores, stream);
+    case 64:
+      return launch<64, FP8>(params, tensor_cores, stream);
+    case 128:
+      return launch<128, FP8>(params, tensor_cores, stream);
+    case 256:
+      return launch<256, FP8>(params, tensor_cores, stream);
+    default:
+      throw_kernel_argument_error("paged attention: head_dim must be 16, 32, 64, 128 or 256");
+  }
 }
 
 }  // namespace
@@ -341,9 +433,9 @@ int attention_partitions(const AttentionBatch& batch, const AttentionShape& shap
   return int(std::max(parts, 1LL));
 }
 
-void paged_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
-                          const AttentionBatch& batch, const AttentionShape& shape, int partitions, float* partials,
-                          uint16_t* out, cudaStream_t stream, bool tensor_cores) {
+void paged_attention(const uint16_t* q, int q_stride, const KvCacheView& cache, const AttentionBatch& batch,
+                     const AttentionShape& shape, int partitions, float* partials, uint16_t* out, cudaStream_t stream,
+                     bool tensor_cores) {
   if (batch.rows <= 0) return;
   QED_KERNEL_REQUIRE(shape.num_kv_heads > 0 && shape.num_heads % shape.num_kv_heads == 0,
                      "paged attention: num_heads must be a positive multiple of num_kv_heads");
@@ -352,42 +444,40 @@ void paged_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cac
   QED_KERNEL_REQUIRE(batch.max_kv_len > 0, "paged attention: max_kv_len must be positive");
   QED_KERNEL_REQUIRE(partitions >= 1 && partitions <= 65535, "paged attention: partitions outside [1, 65535]");
   QED_KERNEL_REQUIRE(partitions == 1 || partials != nullptr, "paged attention: split-K needs a partials buffer");
+  QED_KERNEL_REQUIRE(!cache.fp8 || (cache.k_scale > 0.0f && cache.v_scale > 0.0f),
+                     "paged attention: FP8 cache scales must be positive");
   Params params{};
   params.batch = batch;
   params.shape = shape;
   params.q = as_bf16(q);
   params.q_stride = q_stride;
-  params.k_cache = as_bf16(k_cache);
-  params.v_cache = as_bf16(v_cache);
+  params.k_cache = cache.k;
+  params.v_cache = cache.v;
+  // The FP8 kernels read code × 2^-8 (e4m3x4_to_f16x2_times_2m8).
+  params.k_dequant = cache.fp8 ? cache.k_scale * 256.0f : 1.0f;
+  params.v_dequant = cache.fp8 ? cache.v_scale * 256.0f : 1.0f;
   params.partitions = partitions;
   params.subgroups = subgroups_of(shape);
   params.partials = partials;
   params.out = as_bf16(out);
   QED_KERNEL_REQUIRE(shape.num_kv_heads * params.subgroups <= 65535, "paged attention: too many KV heads");
-  switch (shape.head_dim) {
-    case 16:
-      launch<16>(params, tensor_cores, stream);
-      break;
-    case 32:
-      launch<32>(params, tensor_cores, stream);
-      break;
-    case 64:
-      launch<64>(params, tensor_cores, stream);
-      break;
-    case 128:
-      launch<128>(params, tensor_cores, stream);
-      break;
-    case 256:
-      launch<256>(params, tensor_cores, stream);
-      break;
-    default:
-      throw_kernel_argument_error("paged attention: head_dim must be 16, 32, 64, 128 or 256");
+  if (cache.fp8) {
+    launch_for_head_dim<true>(params, tensor_cores, stream);
+  } else {
+    launch_for_head_dim<false>(params, tensor_cores, stream);
   }
   if (partitions > 1) {
     merge_partitions_kernel<<<dim3(unsigned(batch.rows), unsigned(shape.num_heads)), kThreads, 0, stream>>>(
         partials, batch.row_list, partitions, shape.num_heads, shape.head_dim, as_bf16(out));
     QED_CUDA_CHECK_LAUNCH();
   }
+}
+
+void paged_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
+                          const AttentionBatch& batch, const AttentionShape& shape, int partitions, float* partials,
+                          uint16_t* out, cudaStream_t stream, bool tensor_cores) {
+  const KvCacheView cache{k_cache, v_cache, false, 1.0f, 1.0f};
+  paged_attention(q, q_stride, cache, batch, shape, partitions, partials, out, stream, tensor_cores);
 }
 
 }  // namespace qed::cuda

@@ -41,6 +41,15 @@ struct AttentionShape {
   float scale = 1.0f;
 };
 
+// One layer's K and V caches ([slots][num_kv_heads][head_dim]) as the attention kernels read them: bf16, or FP8
+// E4M3 codes standing for code × k_scale (v_scale), vLLM's per-tensor FP8 KV cache.
+struct KvCacheView {
+  const void* k = nullptr;
+  const void* v = nullptr;
+  bool fp8 = false;
+  float k_scale = 1.0f, v_scale = 1.0f;
+};
+
 // Floats of scratch that attention_partitions() may use per (row, head, partition).
 constexpr size_t attention_partial_floats(int head_dim) {
   return size_t(head_dim) + 2;
@@ -57,6 +66,10 @@ int attention_partitions(const AttentionBatch& batch, const AttentionShape& shap
 // the row start); k_cache/v_cache are one layer's caches ([slots][num_kv_heads][head_dim]). `partials` holds at
 // least batch.rows × num_heads × partitions × attention_partial_floats(head_dim) floats when partitions > 1 (unused
 // otherwise). `tensor_cores` false forces the CUDA-core kernel at head_dim 64/128 (A/B benchmarks and tests).
+void paged_attention(const uint16_t* q, int q_stride, const KvCacheView& cache, const AttentionBatch& batch,
+                     const AttentionShape& shape, int partitions, float* partials, uint16_t* out, cudaStream_t stream,
+                     bool tensor_cores = true);
+// The same over bf16 caches.
 void paged_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
                           const AttentionBatch& batch, const AttentionShape& shape, int partitions, float* partials,
                           uint16_t* out, cudaStream_t stream, bool tensor_cores = true);

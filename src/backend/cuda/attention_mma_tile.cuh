@@ -18,6 +18,11 @@
 //
 // Precision: P is split into bf16 hi + lo parts (two MMAs), so P·V carries ~16 mantissa bits like the fp32
 // reference instead of bf16's 8; the extra MMAs cost nothing next to the loads.
+//
+// FP8 cache (FP8 = true): the same dims per lane at half the bytes (8-byte loads); the codes become fp16 holding
+// code × 2^-8 exactly (e4m3x4_to_f16x2_times_2m8) and the MMAs run in fp16 (Q rounded bf16 → fp16 is exact in
+// fp16's normal range, P hi + lo in fp16); k_scale × 2^8 is folded into the softmax scale and v_scale × 2^8 into
+// the output, so the result is attention over code × scale, the CPU reference's dequantized cache.
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -25,8 +30,9 @@
 namespace qed::cuda {
 namespace {
 
-template <int HEAD_DIM>
+template <int HEAD_DIM, bool FP8>
 __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
+  using Raw = std::conditional_t<FP8, uint2, uint4>;  // one lane's 8 elements of a K or V row, as stored
   static_assert(HEAD_DIM % 64 == 0, "V loads cover 64 dims per 8 lanes");
   constexpr int kWarps = kThreads / 32;
   constexpr int kChunk = 16;               // keys per warp step: two n8 score tiles = one k16 step of P·V
@@ -51,9 +57,10 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
   const int r = lane >> 2, c = lane & 3;
   const int block_size = p.shape.block_size;
   const size_t kv_dim = size_t(p.shape.num_kv_heads) * HEAD_DIM;
-  const __nv_bfloat16* k_head = p.k_cache + size_t(v.kv_head) * HEAD_DIM;
-  const __nv_bfloat16* v_head = p.v_cache + size_t(v.kv_head) * HEAD_DIM;
-  const float scale_log2 = p.shape.scale * kLog2e;
+  using Element = std::conditional_t<FP8, uint8_t, __nv_bfloat16>;
+  const Element* k_head = static_cast<const Element*>(p.k_cache) + size_t(v.kv_head) * HEAD_DIM;
+  const Element* v_head = static_cast<const Element*>(p.v_cache) + size_t(v.kv_head) * HEAD_DIM;
+  const float scale_log2 = p.shape.scale * kLog2e * p.k_dequant;
 
   // Q as the A operand: words 2h, 2h+1 of load j are k step 2j + h (rows 8-15 and heads past the group: zero).
   uint32_t qa[2 * kKLoads][2];
@@ -64,6 +71,8 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
       w = *reinterpret_cast<const uint4*>(p.q + size_t(v.row) * p.q_stride + size_t(v.head0 + r) * HEAD_DIM + 32 * j +
                                           8 * c);
     }
+    if constexpr (FP8)
+      w = make_uint4(bf16x2_to_f16x2(w.x), bf16x2_to_f16x2(w.y), bf16x2_to_f16x2(w.z), bf16x2_to_f16x2(w.w));
     qa[2 * j][0] = w.x;
     qa[2 * j][1] = w.y;
     qa[2 * j + 1][0] = w.z;
@@ -86,24 +95,36 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
     };
     // All 16-byte loads of the chunk first (8 KiB per warp at head_dim 128 in flight), keys past the partition
     // zero (their slots may be unwritten: garbage times a zero weight could be NaN).
-    uint4 kr[2][kKLoads], vr[4][kVLoads];
+    Raw k_raw[2][kKLoads], v_raw[4][kVLoads];
 #pragma unroll
     for (int t = 0; t < 2; ++t) {
       const int key = base + 8 * t + r;
-      const __nv_bfloat16* src = key < end ? k_head + size_t(slot_of(key)) * kv_dim : nullptr;
+      const Element* src = key < end ? k_head + size_t(slot_of(key)) * kv_dim : nullptr;
 #pragma unroll
       for (int j = 0; j < kKLoads; ++j) {
-        kr[t][j] = src ? *reinterpret_cast<const uint4*>(src + 32 * j + 8 * c) : make_uint4(0, 0, 0, 0);
+        k_raw[t][j] = src ? *reinterpret_cast<const Raw*>(src + 32 * j + 8 * c) : Raw{};
       }
     }
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
       const int key = base + 2 * c + (u & 1) + 8 * (u >> 1);
-      const __nv_bfloat16* src = key < end ? v_head + size_t(slot_of(key)) * kv_dim : nullptr;
+      const Element* src = key < end ? v_head + size_t(slot_of(key)) * kv_dim : nullptr;
 #pragma unroll
       for (int b = 0; b < kVLoads; ++b) {
-        vr[u][b] = src ? *reinterpret_cast<const uint4*>(src + 64 * b + 8 * r) : make_uint4(0, 0, 0, 0);
+        v_raw[u][b] = src ? *reinterpret_cast<const Raw*>(src + 64 * b + 8 * r) : Raw{};
       }
+    }
+    // As MMA operand words (bf16x2, or fp16x2 of code × 2^-8).
+    uint4 kr[2][kKLoads], vr[4][kVLoads];
+#pragma unroll
+    for (int t = 0; t < 2; ++t) {
+#pragma unroll
+      for (int j = 0; j < kKLoads; ++j) kr[t][j] = operand_words(k_raw[t][j]);
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+#pragma unroll
+      for (int b = 0; b < kVLoads; ++b) vr[u][b] = operand_words(v_raw[u][b]);
     }
 
     // S = Q·Kᵀ: s[t] holds (head r, keys base + 8t + 2c + {0, 1}).
@@ -113,8 +134,8 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
       s[t][0] = s[t][1] = 0.0f;
 #pragma unroll
       for (int j = 0; j < kKLoads; ++j) {
-        mma_bf16_rows0to7(s[t], qa[2 * j][0], qa[2 * j][1], kr[t][j].x, kr[t][j].y);
-        mma_bf16_rows0to7(s[t], qa[2 * j + 1][0], qa[2 * j + 1][1], kr[t][j].z, kr[t][j].w);
+        mma_rows0to7<FP8>(s[t], qa[2 * j][0], qa[2 * j][1], kr[t][j].x, kr[t][j].y);
+        mma_rows0to7<FP8>(s[t], qa[2 * j + 1][0], qa[2 * j + 1][1], kr[t][j].z, kr[t][j].w);
       }
     }
 
@@ -147,9 +168,9 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
     // P as the A operand (k = keys 2c, 2c+1 | 2c+8, 2c+9), split into bf16 hi + lo.
     float lo[4];
 #pragma unroll
-    for (int u = 0; u < 4; ++u) lo[u] = pw[u] - __bfloat162float(__float2bfloat16(pw[u]));
-    const uint32_t p_hi0 = pack_bf16x2(pw[0], pw[1]), p_hi2 = pack_bf16x2(pw[2], pw[3]);
-    const uint32_t p_lo0 = pack_bf16x2(lo[0], lo[1]), p_lo2 = pack_bf16x2(lo[2], lo[3]);
+    for (int u = 0; u < 4; ++u) lo[u] = pw[u] - round_to_operand<FP8>(pw[u]);
+    const uint32_t p_hi0 = pack_operands<FP8>(pw[0], pw[1]), p_hi2 = pack_operands<FP8>(pw[2], pw[3]);
+    const uint32_t p_lo0 = pack_operands<FP8>(lo[0], lo[1]), p_lo2 = pack_operands<FP8>(lo[2], lo[3]);
 #pragma unroll
     for (int b = 0; b < kVLoads; ++b) {
       const uint32_t w0[4] = {vr[0][b].x, vr[0][b].y, vr[0][b].z, vr[0][b].w};
@@ -162,8 +183,8 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
         const uint32_t selector = (i & 1) ? 0x7632u : 0x5410u;
         const uint32_t b0 = __byte_perm(w0[i / 2], w1[i / 2], selector);
         const uint32_t b1 = __byte_perm(w2[i / 2], w3[i / 2], selector);
-        mma_bf16_rows0to7(o[8 * b + i], p_hi0, p_hi2, b0, b1);
-        mma_bf16_rows0to7(o[8 * b + i], p_lo0, p_lo2, b0, b1);
+        mma_rows0to7<FP8>(o[8 * b + i], p_hi0, p_hi2, b0, b1);
+        mma_rows0to7<FP8>(o[8 * b + i], p_lo0, p_lo2, b0, b1);
       }
     }
   }
@@ -199,7 +220,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
       sum += shared_l[w][g] * weight;
       value += shared_o[w][g][d] * weight;
     }
-    write_result(p, v, part, g, d, merged, sum, value);
+    write_result(p, v, part, g, d, merged, sum, value * p.v_dequant);
   }
 }
 

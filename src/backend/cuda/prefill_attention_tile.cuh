@@ -1,7 +1,8 @@
 #pragma once
 // The tensor-core prefill attention kernel itself (see prefill_attention_kernels.h), written against a handful of
 // primitives the including file defines first, in qed::cuda's unnamed namespace: shared_address, cp_async_16,
-// cp_async_commit, cp_async_wait_all, ldmatrix_x4, ldmatrix_x4_trans, mma_bf16 and prefill_shared_memory.
+// cp_async_commit, cp_async_wait_all, ldmatrix_x4, ldmatrix_x4_trans, mma_bf16, prefill_shared_memory, and for FP8
+// caches load_e4m3x8_as_bf16x8 (8 codes → their 8 values as bf16, exact) and store_shared_16.
 // prefill_attention_kernels.cu defines them as PTX; tests/backend_cuda/prefill_attention_emulation_test.cpp as host
 // emulations of the PTX ISA's fragment layouts, so the CPU build runs this very code. Unnamed namespace: each
 // includer gets its own copy, and the two never meet at link time.
@@ -36,6 +37,11 @@ struct PrefillParams {
   int q_stride;
   const __nv_bfloat16* k_cache;
   const __nv_bfloat16* v_cache;
+  // An FP8 cache instead (both set, k_cache/v_cache unused): E4M3 codes, converted to bf16 code values on the way
+  // into shared memory; k_scale is folded into scale_log2, v_scale into the output (v_dequant).
+  const uint8_t* k_codes = nullptr;
+  const uint8_t* v_codes = nullptr;
+  float v_dequant = 1.0f;
   const int32_t* seq_q_start;
   const int32_t* seq_num_new;
   const int32_t* seq_num_cached;
@@ -60,14 +66,42 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 
 // Keys ks .. ks + kTileN - 1 of one KV head into shared memory, each 16-byte chunk through the block table; keys at
 // or past kv_end (not in the cache for this tile) are zero-filled so 0-weight products stay finite.
+// With an FP8 cache (`codes` set) the chunks go through registers instead: 8 code bytes loaded, converted to bf16 and
+// stored, every load of the round issued before the first conversion. (The copy is then synchronous: the V load no
+// longer overlaps Q·Kᵀ.)
 template <int D, int THREADS>
-__device__ __forceinline__ void load_kv_tile(uint32_t dst, const __nv_bfloat16* cache, const int32_t* table,
-                                             const PrefillParams& p, int kv_head, int ks, int kv_end) {
+__device__ __forceinline__ void load_kv_tile(uint32_t dst, const __nv_bfloat16* cache, const uint8_t* codes,
+                                             const int32_t* table, const PrefillParams& p, int kv_head, int ks,
+                                             int kv_end) {
   constexpr int kChunks = D / 8;
   constexpr int kPitch = D + 8;
+  constexpr int kRounds = kTileN * kChunks / THREADS;
   static_assert(kTileN * kChunks % THREADS == 0, "whole rounds of chunks");
+  if (codes != nullptr) {
+    uint4 values[kRounds];
 #pragma unroll
-  for (int i = 0; i < kTileN * kChunks / THREADS; ++i) {
+    for (int i = 0; i < kRounds; ++i) {
+      const int c = int(threadIdx.x) + i * THREADS;
+      const int r = c / kChunks, col = c % kChunks;
+      const int t = ks + r;
+      const bool valid = t < kv_end;
+      const uint8_t* src = codes;
+      if (valid) {
+        const size_t slot = size_t(table[t / p.block_size]) * p.block_size + size_t(t % p.block_size);
+        src = codes + slot * p.kv_dim + size_t(kv_head) * D + col * 8;
+      }
+      values[i] = load_e4m3x8_as_bf16x8(src, valid);
+    }
+#pragma unroll
+    for (int i = 0; i < kRounds; ++i) {
+      const int c = int(threadIdx.x) + i * THREADS;
+      const int r = c / kChunks, col = c % kChunks;
+      store_shared_16(dst + uint32_t((r * kPitch + col * 8) * 2), values[i]);
+    }
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < kRounds; ++i) {
     const int c = int(threadIdx.x) + i * THREADS;
     const int r = c / kChunks, col = c % kChunks;
     const int t = ks + r;
@@ -128,7 +162,7 @@ __global__ void __launch_bounds__(32 * WARPS) prefill_attention_kernel(PrefillPa
     const __nv_bfloat16* src = valid ? p.q + size_t(q_row0 + first + r) * p.q_stride + size_t(head) * D + col * 8 : p.q;
     cp_async_16(sq + uint32_t((r * L::kPitch + col * 8) * 2), src, valid);
   }
-  load_kv_tile<D, kThreads>(sk, p.k_cache, table, p, kv_head, 0, kv_end);
+  load_kv_tile<D, kThreads>(sk, p.k_cache, p.k_codes, table, p, kv_head, 0, kv_end);
   cp_async_commit();
 
   // Address of lane's row in Q's ldmatrix for slice ms, k-step k.
@@ -153,7 +187,7 @@ __global__ void __launch_bounds__(32 * WARPS) prefill_attention_kernel(PrefillPa
     const int ks = kt * kTileN;
     cp_async_wait_all();
     __syncthreads();  // K tile kt (and Q) landed for every thread; every warp is done reading V tile kt - 1
-    load_kv_tile<D, kThreads>(sv, p.v_cache, table, p, kv_head, ks, kv_end);
+    load_kv_tile<D, kThreads>(sv, p.v_cache, p.v_codes, table, p, kv_head, ks, kv_end);
     cp_async_commit();
     if constexpr (kQInRegisters) {
       if (kt == 0) {
@@ -253,7 +287,7 @@ __global__ void __launch_bounds__(32 * WARPS) prefill_attention_kernel(PrefillPa
     cp_async_wait_all();
     __syncthreads();  // V tile kt landed; every warp is done reading K tile kt
     if (kt + 1 < kv_tiles) {
-      load_kv_tile<D, kThreads>(sk, p.k_cache, table, p, kv_head, ks + kTileN, kv_end);
+      load_kv_tile<D, kThreads>(sk, p.k_cache, p.k_codes, table, p, kv_head, ks + kTileN, kv_end);
       cp_async_commit();
     }
 
@@ -293,7 +327,7 @@ __global__ void __launch_bounds__(32 * WARPS) prefill_attention_kernel(PrefillPa
       float sum = l[ms][r];
       sum += __shfl_xor_sync(0xffffffffu, sum, 1);
       sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+      const float inv = sum > 0.0f ? p.v_dequant / sum : 0.0f;
       const int row = row_lo[ms] + 8 * r;
       if (row >= n) continue;
       __nv_bfloat16* dst = p.out + (size_t(q_row0 + row) * p.num_heads + size_t(head)) * D + 2 * quad;

@@ -24,6 +24,7 @@ CudaBackendOptions cuda_options(const BackendSelection& selection) {
   options.max_batched_tokens = selection.max_batched_tokens;
   options.cuda_graphs = selection.cuda_graphs;
   options.prefill_attention_min_rows = selection.prefill_attention_min_rows;
+  options.kv_cache_dtype = parse_kv_cache_dtype(selection.kv_cache_dtype);
   return options;
 }
 }  // namespace
@@ -61,6 +62,12 @@ std::unique_ptr<Backend> make_backend(const std::string& model_dir, const Backen
   }
   const bool sharded = selection.tensor_parallel_size > 1;
   if (selection.kind == "cpu") {
+    if (selection.kv_cache_dtype != "auto") {
+      fail(
+          "--kv-cache-dtype {}: the cpu backend follows the checkpoint (an FP8 cache where it has k/v scales); the "
+          "flag is for --backend cuda",
+          selection.kv_cache_dtype);
+    }
     CpuBackendOptions options;
     options.num_threads = selection.threads;
     options.block_size = selection.block_size;
