@@ -7,6 +7,7 @@
 //   tc-bucket the same with max_kv_len = the CUDA-graph context bucket (power of two >= context, >= 512)
 //   cuda-core the CUDA-core kernel (the kernel before the tensor-core one), same partitions as tc
 //   tc-pN     the tensor-core kernel with N partitions (--partitions N,M,...)
+//   pipe*     the same for the cp.async-pipelined variant (DecodeKernel::TensorCoresPipelined)
 // --fp8: an FP8 E4M3 cache (random codes, scale 1/64): half the bytes per key.
 //   bench_decode_attention [--rows 1,12,32] [--context 256,2400,4500] [--heads 40] [--kv-heads 8]
 //                          [--head-dim 128] [--block-size 16] [--iters 20] [--partitions 4,16,64] [--fp8]
@@ -178,13 +179,14 @@ void bench_case(const Options& o, int rows, int context, int num_sms, nlohmann::
   cudaEvent_t start, stop;
   QED_CUDA_CHECK(cudaEventCreate(&start));
   QED_CUDA_CHECK(cudaEventCreate(&stop));
-  auto time_us = [&](int max_kv_len, int partitions, bool tensor_cores) {
+  using qed::cuda::DecodeKernel;
+  auto time_us = [&](int max_kv_len, int partitions, DecodeKernel kernel) {
     auto launch_all = [&] {
       for (KvSet& set : kv_sets) {
         qed::cuda::AttentionBatch b = set.batch;
         b.max_kv_len = max_kv_len;
         qed::cuda::paged_attention(qkv.as<uint16_t>(), q_stride, cache, b, shape, partitions, partials.as<float>(),
-                                   out.as<uint16_t>(), nullptr, tensor_cores);
+                                   out.as<uint16_t>(), nullptr, kernel);
       }
     };
     launch_all();  // warm-up: module load
@@ -211,17 +213,22 @@ void bench_case(const Options& o, int rows, int context, int num_sms, nlohmann::
                        {"partitions", partitions},
                        {"us_per_layer", us},
                        {"kv_gb_per_s", gbps}});
-    std::printf("%-10s rows %3d context %6d partitions %4d: %9.2f us/layer %8.1f GB/s\n", kernel.c_str(), rows, context,
-                partitions, double(us), gbps);
+    std::printf("%-11s %s rows %3d context %6d partitions %4d: %9.2f us/layer %8.1f GB/s\n", kernel.c_str(),
+                o.fp8 ? "fp8 " : "bf16", rows, context, partitions, double(us), gbps);
   };
   qed::cuda::AttentionBatch sizing = kv_sets[0].batch;
   const int auto_parts = qed::cuda::attention_partitions(sizing, shape, num_sms, capacity);
-  report("tc", auto_parts, time_us(context, auto_parts, true));
+  report("tc", auto_parts, time_us(context, auto_parts, DecodeKernel::TensorCores));
+  report("pipe", auto_parts, time_us(context, auto_parts, DecodeKernel::TensorCoresPipelined));
   sizing.max_kv_len = bucket;
   const int bucket_parts = qed::cuda::attention_partitions(sizing, shape, num_sms, capacity);
-  report("tc-bucket", bucket_parts, time_us(bucket, bucket_parts, true));
-  report("cuda-core", auto_parts, time_us(context, auto_parts, false));
-  for (int parts : o.partitions) report("tc-p" + std::to_string(parts), parts, time_us(context, parts, true));
+  report("tc-bucket", bucket_parts, time_us(bucket, bucket_parts, DecodeKernel::TensorCores));
+  report("pipe-bucket", bucket_parts, time_us(bucket, bucket_parts, DecodeKernel::TensorCoresPipelined));
+  report("cuda-core", auto_parts, time_us(context, auto_parts, DecodeKernel::CudaCores));
+  for (int parts : o.partitions) {
+    report("tc-p" + std::to_string(parts), parts, time_us(context, parts, DecodeKernel::TensorCores));
+    report("pipe-p" + std::to_string(parts), parts, time_us(context, parts, DecodeKernel::TensorCoresPipelined));
+  }
   QED_CUDA_CHECK(cudaEventDestroy(start));
   QED_CUDA_CHECK(cudaEventDestroy(stop));
 }

@@ -29,6 +29,9 @@ void add_backend_flags(CLI::App* cmd, BackendFlags& flags) {
                   "or fp8 (scale 1.0 where the checkpoint has none; half the bytes per token)")
       ->check(CLI::IsMember({"auto", "bf16", "fp8"}))
       ->capture_default_str();
+  cmd->add_flag("--pipelined-decode-attention", flags.pipelined_decode_attention,
+                "cuda: stream K/V of the decode attention through a cp.async shared-memory ring (A/B against the "
+                "default register loads; docs/cuda.md)");
 }
 
 BackendSelection backend_selection(const BackendFlags& flags) {
@@ -40,6 +43,7 @@ BackendSelection backend_selection(const BackendFlags& flags) {
   selection.prefill_attention_min_rows = flags.prefill_attention_min_rows;
   selection.tensor_parallel_size = flags.tensor_parallel_size;
   selection.kv_cache_dtype = flags.kv_cache_dtype;
+  selection.pipelined_decode_attention = flags.pipelined_decode_attention;
   return selection;
 }
 

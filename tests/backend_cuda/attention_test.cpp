@@ -140,16 +140,25 @@ void run_case(const Case& c, std::mt19937& rng) {
   cuda::DeviceBuffer partials(
       std::max<size_t>(size_t(rows) * c.num_heads * partitions * cuda::attention_partial_floats(c.head_dim), 1) *
       sizeof(float));
-  auto d_out = poisoned_bf16(want.size());
   const cuda::KvCacheView cache{d_k.data(), d_v.data(), fp8, k_scale, v_scale_fp8};
-  cuda::paged_attention(d_qkv.as<uint16_t>(), q_stride, cache, batch, shape, partitions, partials.as<float>(),
-                        d_out.as<uint16_t>(), nullptr, c.tensor_cores);
-  const std::vector<float> got = from_bf16(download<uint16_t>(d_out, want.size()));
-  std::string what = "heads " + std::to_string(c.num_heads) + "/" + std::to_string(c.num_kv_heads) + " head_dim " +
-                     std::to_string(c.head_dim) + " block " + std::to_string(c.block_size) + " partitions " +
-                     std::to_string(partitions) + (c.tensor_cores ? "" : " cuda cores") +
-                     " (element = (row * heads + head) * head_dim + d)";
-  EXPECT_TRUE(all_close(got, want, kBf16HalfUlp, 1e-4f * std::fabs(v_scale), what));
+  // With tensor cores, both loading strategies of the tensor-core CTA (registers; the cp.async ring).
+  std::vector<cuda::DecodeKernel> kernels = {cuda::DecodeKernel::CudaCores};
+  if (c.tensor_cores) kernels = {cuda::DecodeKernel::TensorCores, cuda::DecodeKernel::TensorCoresPipelined};
+  for (const cuda::DecodeKernel kernel : kernels) {
+    auto d_out = poisoned_bf16(want.size());
+    cuda::paged_attention(d_qkv.as<uint16_t>(), q_stride, cache, batch, shape, partitions, partials.as<float>(),
+                          d_out.as<uint16_t>(), nullptr, kernel);
+    const std::vector<float> got = from_bf16(download<uint16_t>(d_out, want.size()));
+    const char* kernel_name = kernel == cuda::DecodeKernel::CudaCores              ? " cuda cores"
+                              : kernel == cuda::DecodeKernel::TensorCoresPipelined ? " pipelined"
+                                                                                   : "";
+    std::string what = "heads " + std::to_string(c.num_heads) + "/" + std::to_string(c.num_kv_heads) + " head_dim " +
+                       std::to_string(c.head_dim) + " block " + std::to_string(c.block_size) + " partitions " +
+                       std::to_string(partitions) + kernel_name +
+                       (fp8 ? " fp8 cache x" + std::to_string(c.fp8_scale_fraction) : "") +
+                       " (element = (row * heads + head) * head_dim + d)";
+    EXPECT_TRUE(all_close(got, want, kBf16HalfUlp, 1e-4f * std::fabs(v_scale), what));
+  }
 }
 
 using AttentionKernel = CudaTest;

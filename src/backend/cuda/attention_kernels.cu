@@ -19,7 +19,7 @@ constexpr int kMaxGroup = 8;  // query heads per CTA; larger GQA groups take sev
 // Fewest keys a partition gets (a CTA's 4 warps x 16 keys on the tensor-core path).
 constexpr int kMinPartitionKeys = 64;
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr long long kTargetCtasPerSm = 8;
+constexpr long long kTargetPartitionKeys = 512;
 
 struct Params {
   AttentionBatch batch;
@@ -145,6 +145,26 @@ __device__ __forceinline__ void mma_rows0to7(float (&d)[2], uint32_t a0, uint32_
         : "+f"(d[0]), "+f"(d[1])
         : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
   }
+}
+
+// cp.async (sm_80+): 16 bytes global → shared without a register round trip; `valid` false writes 16 zero bytes and
+// reads nothing.
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+template <int PENDING>
+__device__ __forceinline__ void cp_async_wait_group() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING) : "memory");
 }
 
 // MMA operand helpers for the bf16 (F16 = false) and fp16 (FP8 cache) variants.
@@ -326,48 +346,54 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params p) {
 namespace qed::cuda {
 namespace {
 
-// One CTA per (launch row, query head): the partitions' weights once into shared memory, then each thread sums
-// its dims over the partitions (independent loads, no dependent max pass per element).
+// One CTA per (launch row, query head). Every load is independent of the others: the partitions' maxima and sums
+// strided over the threads (a serial loop over them in one thread was a chain of dependent L2 round trips, as many
+// as there are partitions: measured 27.6 us at 38 partitions vs 19.2 at 16, rows 1, context 2400), their weights
+// into shared memory, then each thread sums its dims over the partitions. Sums run in a fixed order (deterministic).
 constexpr int kMaxMergeSharedPartitions = 1024;
 
-__global__ void merge_partitions_kernel(const float* partials, const int32_t* row_list, int partitions, int num_heads,
-                                        int head_dim, __nv_bfloat16* out) {
+__device__ __forceinline__ float block_reduce(float x, float* scratch, bool take_max) {
+  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const float other = __shfl_xor_sync(0xffffffffu, x, offset);
+    x = take_max ? fmaxf(x, other) : x + other;
+  }
+  __syncthreads();  // scratch is reused by consecutive reductions
+  if (lane == 0) scratch[warp] = x;
+  __syncthreads();
+  float total = scratch[0];
+#pragma unroll
+  for (int w = 1; w < kThreads / 32; ++w) total = take_max ? fmaxf(total, scratch[w]) : total + scratch[w];
+  return total;
+}
+
+__global__ void __launch_bounds__(kThreads)
+    merge_partitions_kernel(const float* __restrict__ partials, const int32_t* __restrict__ row_list, int partitions,
+                            int num_heads, int head_dim, __nv_bfloat16* __restrict__ out) {
   __shared__ float weights[kMaxMergeSharedPartitions];
-  __shared__ float warp_max[kThreads / 32];
-  __shared__ float total_sum;
+  __shared__ float scratch[kThreads / 32];
   const size_t launch_row = size_t(blockIdx.x) * num_heads + blockIdx.y;
   const int row = row_list ? row_list[blockIdx.x] : int(blockIdx.x);
   const size_t head_row = size_t(row) * num_heads + blockIdx.y;
   const size_t stride = attention_partial_floats(head_dim);
-  const float* first = partials + launch_row * partitions * stride;
-  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
+  const float* __restrict__ first = partials + launch_row * partitions * stride;
 
   float local_max = -INFINITY;
   for (int part = int(threadIdx.x); part < partitions; part += kThreads) {
     local_max = fmaxf(local_max, first[part * stride + head_dim]);
   }
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) {
-    local_max = fmaxf(local_max, __shfl_xor_sync(0xffffffffu, local_max, offset));
+  const float merged = block_reduce(local_max, scratch, true);
+  float local_sum = 0.0f;
+  for (int part = int(threadIdx.x); part < partitions; part += kThreads) {
+    const float w = merge_weight(first[part * stride + head_dim], merged);
+    if (part < kMaxMergeSharedPartitions) weights[part] = w;
+    if (w != 0.0f) local_sum += first[part * stride + head_dim + 1] * w;
   }
-  if (lane == 0) warp_max[warp] = local_max;
-  __syncthreads();
-  float merged = -INFINITY;
-#pragma unroll
-  for (int w = 0; w < kThreads / 32; ++w) merged = fmaxf(merged, warp_max[w]);
-  if (threadIdx.x == 0) {
-    float sum = 0.0f;  // fixed order: deterministic
-    for (int part = 0; part < partitions; ++part) {
-      const float w = merge_weight(first[part * stride + head_dim], merged);
-      if (part < kMaxMergeSharedPartitions) weights[part] = w;
-      sum += first[part * stride + head_dim + 1] * w;
-    }
-    total_sum = sum;
-  }
-  __syncthreads();
-  const float sum = total_sum;
+  const float sum = block_reduce(local_sum, scratch, false);  // its barriers also publish `weights`
   for (int d = int(threadIdx.x); d < head_dim; d += kThreads) {
     float value = 0.0f;
+#pragma unroll 4
     for (int part = 0; part < partitions; ++part) {
       const float w =
           part < kMaxMergeSharedPartitions ? weights[part] : merge_weight(first[part * stride + head_dim], merged);
@@ -383,12 +409,26 @@ int subgroups_of(const AttentionShape& shape) {
 }
 
 template <int HEAD_DIM, bool FP8>
-void launch(const Params& params, bool tensor_cores, cudaStream_t stream) {
+void launch(const Params& params, DecodeKernel kernel, cudaStream_t stream) {
   const dim3 grid(unsigned(params.batch.rows), unsigned(params.shape.num_kv_heads * params.subgroups),
                   unsigned(params.partitions));
   if constexpr (HEAD_DIM == 64 || HEAD_DIM == 128) {
-    if (tensor_cores) {
-      attention_mma_kernel<HEAD_DIM, FP8><<<grid, kThreads, 0, stream>>>(params);
+    if (kernel == DecodeKernel::TensorCoresPipelined) {
+      constexpr int bytes = MmaRing<HEAD_DIM, FP8>::kBytes;
+      // Above 48 KiB a kernel's dynamic shared memory must be opted into; once per instantiation, so never inside a
+      // CUDA-graph capture (a graph's first step runs eagerly).
+      static const bool opted_in = [] {
+        QED_CUDA_CHECK(cudaFuncSetAttribute(attention_mma_kernel<HEAD_DIM, FP8, true>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+        return true;
+      }();
+      (void)opted_in;
+      attention_mma_kernel<HEAD_DIM, FP8, true><<<grid, kThreads, bytes, stream>>>(params);
+      QED_CUDA_CHECK_LAUNCH();
+      return;
+    }
+    if (kernel != DecodeKernel::CudaCores) {
+      attention_mma_kernel<HEAD_DIM, FP8, false><<<grid, kThreads, 0, stream>>>(params);
       QED_CUDA_CHECK_LAUNCH();
       return;
     }
@@ -398,18 +438,18 @@ void launch(const Params& params, bool tensor_cores, cudaStream_t stream) {
 }
 
 template <bool FP8>
-void launch_for_head_dim(const Params& params, bool tensor_cores, cudaStream_t stream) {
+void launch_for_head_dim(const Params& params, DecodeKernel kernel, cudaStream_t stream) {
   switch (params.shape.head_dim) {
     case 16:
-      return launch<16, FP8>(params, tensor_cores, stream);
+      return launch<16, FP8>(params, kernel, stream);
     case 32:
-      return launch<32, FP8>(params, tensor_cores, stream);
+      return launch<32, FP8>(params, kernel, stream);
     case 64:
-      return launch<64, FP8>(params, tensor_cores, stream);
+      return launch<64, FP8>(params, kernel, stream);
     case 128:
-      return launch<128, FP8>(params, tensor_cores, stream);
+      return launch<128, FP8>(params, kernel, stream);
     case 256:
-      return launch<256, FP8>(params, tensor_cores, stream);
+      return launch<256, FP8>(params, kernel, stream);
     default:
       throw_kernel_argument_error("paged attention: head_dim must be 16, 32, 64, 128 or 256");
   }
@@ -421,12 +461,15 @@ int attention_partitions(const AttentionBatch& batch, const AttentionShape& shap
                          size_t partial_capacity_floats) {
   if (batch.rows <= 0 || batch.max_kv_len <= 0 || shape.num_kv_heads <= 0) return 1;
   const long long ctas_per_partition = (long long)batch.rows * shape.num_kv_heads * subgroups_of(shape);
-  // Several waves of CTAs (about three fit an SM): rows of unequal length and the partitions past a row's end even
-  // out, and a partition stays >= 64 keys so its partial (head_dim + 2 floats) is < 2% of the bytes it read.
-  const long long target_ctas = kTargetCtasPerSm * std::max(num_sms, 1);
+  // Measured on an H200 (bench_decode_attention, 14B shape, 2026-12-02): about kTargetPartitionKeys keys per
+  // partition was fastest from 12 to 32 rows (rows 12 x 2400 keys: 8 partitions 62.9 us, 11: 67.8, 16: 79.4, 64:
+  // 118.9; rows 32: 5 best), since each CTA pays a chain of dependent loads (row, sequence, block table) before its
+  // first K/V byte and the merge reads every partial; but a single row needs a CTA per SM (rows 1 x 2400: 16
+  // partitions 19.2 us, 8: 20.4, 38: 27.6).
+  const long long by_keys = (batch.max_kv_len + kTargetPartitionKeys - 1) / kTargetPartitionKeys;
+  const long long fill_sms = (std::max(num_sms, 1) + ctas_per_partition - 1) / ctas_per_partition;
   const long long by_length = (batch.max_kv_len + kMinPartitionKeys - 1) / kMinPartitionKeys;
-  const long long by_occupancy = std::max(1LL, (target_ctas + ctas_per_partition - 1) / ctas_per_partition);
-  long long parts = std::min(by_length, by_occupancy);
+  long long parts = std::min(std::max(by_keys, fill_sms), by_length);
   const size_t per_partition = size_t(batch.rows) * shape.num_heads * attention_partial_floats(shape.head_dim);
   parts = std::min<long long>(parts, (long long)(partial_capacity_floats / per_partition));
   parts = std::min<long long>(parts, 65535);
@@ -435,7 +478,7 @@ int attention_partitions(const AttentionBatch& batch, const AttentionShape& shap
 
 void paged_attention(const uint16_t* q, int q_stride, const KvCacheView& cache, const AttentionBatch& batch,
                      const AttentionShape& shape, int partitions, float* partials, uint16_t* out, cudaStream_t stream,
-                     bool tensor_cores) {
+                     DecodeKernel kernel) {
   if (batch.rows <= 0) return;
   QED_KERNEL_REQUIRE(shape.num_kv_heads > 0 && shape.num_heads % shape.num_kv_heads == 0,
                      "paged attention: num_heads must be a positive multiple of num_kv_heads");
@@ -462,9 +505,9 @@ void paged_attention(const uint16_t* q, int q_stride, const KvCacheView& cache, 
   params.out = as_bf16(out);
   QED_KERNEL_REQUIRE(shape.num_kv_heads * params.subgroups <= 65535, "paged attention: too many KV heads");
   if (cache.fp8) {
-    launch_for_head_dim<true>(params, tensor_cores, stream);
+    launch_for_head_dim<true>(params, kernel, stream);
   } else {
-    launch_for_head_dim<false>(params, tensor_cores, stream);
+    launch_for_head_dim<false>(params, kernel, stream);
   }
   if (partitions > 1) {
     merge_partitions_kernel<<<dim3(unsigned(batch.rows), unsigned(shape.num_heads)), kThreads, 0, stream>>>(
@@ -475,9 +518,9 @@ void paged_attention(const uint16_t* q, int q_stride, const KvCacheView& cache, 
 
 void paged_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
                           const AttentionBatch& batch, const AttentionShape& shape, int partitions, float* partials,
-                          uint16_t* out, cudaStream_t stream, bool tensor_cores) {
+                          uint16_t* out, cudaStream_t stream, DecodeKernel kernel) {
   const KvCacheView cache{k_cache, v_cache, false, 1.0f, 1.0f};
-  paged_attention(q, q_stride, cache, batch, shape, partitions, partials, out, stream, tensor_cores);
+  paged_attention(q, q_stride, cache, batch, shape, partitions, partials, out, stream, kernel);
 }
 
 }  // namespace qed::cuda

@@ -50,6 +50,12 @@ struct KvCacheView {
   float k_scale = 1.0f, v_scale = 1.0f;
 };
 
+// Which flash-decoding CTA runs at head_dim 64/128 (other head dims always take the CUDA-core one): the tensor-core
+// kernel loading K/V into registers (the default, measured), the same kernel streaming them through a cp.async
+// shared-memory ring per warp (more bytes in flight; written, GPU-tested, measured against the default by
+// bench_decode_attention), or the CUDA-core kernel (A/B).
+enum class DecodeKernel : uint8_t { TensorCores, TensorCoresPipelined, CudaCores };
+
 // Floats of scratch that attention_partitions() may use per (row, head, partition).
 constexpr size_t attention_partial_floats(int head_dim) {
   return size_t(head_dim) + 2;
@@ -65,13 +71,13 @@ int attention_partitions(const AttentionBatch& batch, const AttentionShape& shap
 // i < batch.rows; other rows of out are left as they are. q rows are q_stride elements apart (heads × head_dim at
 // the row start); k_cache/v_cache are one layer's caches ([slots][num_kv_heads][head_dim]). `partials` holds at
 // least batch.rows × num_heads × partitions × attention_partial_floats(head_dim) floats when partitions > 1 (unused
-// otherwise). `tensor_cores` false forces the CUDA-core kernel at head_dim 64/128 (A/B benchmarks and tests).
+// otherwise). `kernel` picks the CTA at head_dim 64/128 (benchmarks and tests).
 void paged_attention(const uint16_t* q, int q_stride, const KvCacheView& cache, const AttentionBatch& batch,
                      const AttentionShape& shape, int partitions, float* partials, uint16_t* out, cudaStream_t stream,
-                     bool tensor_cores = true);
+                     DecodeKernel kernel = DecodeKernel::TensorCores);
 // The same over bf16 caches.
 void paged_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
                           const AttentionBatch& batch, const AttentionShape& shape, int partitions, float* partials,
-                          uint16_t* out, cudaStream_t stream, bool tensor_cores = true);
+                          uint16_t* out, cudaStream_t stream, DecodeKernel kernel = DecodeKernel::TensorCores);
 
 }  // namespace qed::cuda

@@ -30,7 +30,22 @@
 namespace qed::cuda {
 namespace {
 
+// Shared-memory ring of the pipelined variant: per warp kStages chunks of 16 K rows then 16 V rows, rows padded by 16
+// bytes (the V fragment reads of a quarter warp then fall into distinct banks).
 template <int HEAD_DIM, bool FP8>
+struct MmaRing {
+  static constexpr int kStages = 3;
+  static constexpr int kRowBytes = HEAD_DIM * (FP8 ? 1 : 2);
+  static constexpr int kPitch = kRowBytes + 16;
+  static constexpr int kStageBytes = 2 * 16 * kPitch;
+  static constexpr int kBytes = (kThreads / 32) * kStages * kStageBytes;  // 104,448 at bf16 / 128: 2 CTAs per SM
+};
+
+// PIPELINED: each warp streams its chunks global → shared memory with cp.async, kStages - 1 chunks ahead of the
+// one it computes on (16 KiB in flight per warp at bf16 / 128 instead of the 8 KiB its registers hold), the block
+// table looked up as far ahead. Measured without it (H200, rows 12 x 2400 keys): 1.7-1.9 TB/s, each warp waiting a
+// block-table and a K/V round trip per chunk.
+template <int HEAD_DIM, bool FP8, bool PIPELINED>
 __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
   using Raw = std::conditional_t<FP8, uint2, uint4>;  // one lane's 8 elements of a K or V row, as stored
   static_assert(HEAD_DIM % 64 == 0, "V loads cover 64 dims per 8 lanes");
@@ -41,7 +56,17 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
   constexpr int kOutTiles = HEAD_DIM / 8;  // n8 tiles of the output
   __shared__ float shared_m[kWarps][kMaxGroup];
   __shared__ float shared_l[kWarps][kMaxGroup];
-  __shared__ float shared_o[kWarps][kMaxGroup][HEAD_DIM];
+  // The pipelined variant merges its warps through the (then idle) ring instead: 2 CTAs per SM need the room.
+  __shared__ float shared_o_static[PIPELINED ? 1 : kWarps][kMaxGroup][HEAD_DIM];
+  using Ring = MmaRing<HEAD_DIM, FP8>;
+  extern __shared__ __align__(16) unsigned char ring[];
+  auto shared_o = [&](int w, int g, int d) -> float& {
+    if constexpr (PIPELINED) {
+      return reinterpret_cast<float*>(ring)[(w * kMaxGroup + g) * HEAD_DIM + d];
+    } else {
+      return shared_o_static[w][g][d];
+    }
+  };
 
   const RowView v = row_view(p);
   const int part = int(blockIdx.z);
@@ -86,34 +111,15 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
   float l_run = 0.0f;       // this lane's share of head r's running sum
 
   const bool aligned_chunks = block_size % kChunk == 0;  // a chunk (16-aligned start) sits in one block
-#pragma unroll 1
-  for (int base = begin + warp * kChunk; base < end; base += kWarps * kChunk) {
-    int chunk_slot0 = 0;
-    if (aligned_chunks) chunk_slot0 = v.table[base / block_size] * block_size + base % block_size;
-    auto slot_of = [&](int t) {
-      return aligned_chunks ? chunk_slot0 + (t - base) : v.table[t / block_size] * block_size + t % block_size;
-    };
-    // All 16-byte loads of the chunk first (8 KiB per warp at head_dim 128 in flight), keys past the partition
-    // zero (their slots may be unwritten: garbage times a zero weight could be NaN).
-    Raw k_raw[2][kKLoads], v_raw[4][kVLoads];
-#pragma unroll
-    for (int t = 0; t < 2; ++t) {
-      const int key = base + 8 * t + r;
-      const Element* src = key < end ? k_head + size_t(slot_of(key)) * kv_dim : nullptr;
-#pragma unroll
-      for (int j = 0; j < kKLoads; ++j) {
-        k_raw[t][j] = src ? *reinterpret_cast<const Raw*>(src + 32 * j + 8 * c) : Raw{};
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      const int key = base + 2 * c + (u & 1) + 8 * (u >> 1);
-      const Element* src = key < end ? v_head + size_t(slot_of(key)) * kv_dim : nullptr;
-#pragma unroll
-      for (int b = 0; b < kVLoads; ++b) {
-        v_raw[u][b] = src ? *reinterpret_cast<const Raw*>(src + 64 * b + 8 * r) : Raw{};
-      }
-    }
+  auto slot_of = [&](int t, int base, int chunk_slot0) {
+    return aligned_chunks ? chunk_slot0 + (t - base) : v.table[t / block_size] * block_size + t % block_size;
+  };
+  auto chunk_slot0_of = [&](int base) {
+    return aligned_chunks ? v.table[base / block_size] * block_size + base % block_size : 0;
+  };
+
+  // One chunk of 16 keys from base: scores, online softmax, P·V, from the lane's K/V words (as stored).
+  auto consume = [&](int base, const Raw(&k_raw)[2][kKLoads], const Raw(&v_raw)[4][kVLoads]) {
     // As MMA operand words (bf16x2, or fp16x2 of code × 2^-8).
     uint4 kr[2][kKLoads], vr[4][kVLoads];
 #pragma unroll
@@ -187,6 +193,95 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
         mma_rows0to7<FP8>(o[8 * b + i], p_lo0, p_lo2, b0, b1);
       }
     }
+  };
+
+  // Lane (r, c)'s words of a chunk: K rows 8t + r at dims 32j + 8c (8 elements each), V rows 2c + (u & 1) +
+  // 8(u >> 1) at dims 64b + 8r.
+  const int first_base = begin + warp * kChunk;
+  if constexpr (!PIPELINED) {
+#pragma unroll 1
+    for (int base = first_base; base < end; base += kWarps * kChunk) {
+      const int chunk_slot0 = chunk_slot0_of(base);
+      // All loads of the chunk first (8 KiB per warp at head_dim 128 in flight), keys past the partition zero
+      // (their slots may be unwritten: garbage times a zero weight could be NaN).
+      Raw k_raw[2][kKLoads], v_raw[4][kVLoads];
+#pragma unroll
+      for (int t = 0; t < 2; ++t) {
+        const int key = base + 8 * t + r;
+        const Element* src = key < end ? k_head + size_t(slot_of(key, base, chunk_slot0)) * kv_dim : nullptr;
+#pragma unroll
+        for (int j = 0; j < kKLoads; ++j) {
+          k_raw[t][j] = src ? *reinterpret_cast<const Raw*>(src + 32 * j + 8 * c) : Raw{};
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int key = base + 2 * c + (u & 1) + 8 * (u >> 1);
+        const Element* src = key < end ? v_head + size_t(slot_of(key, base, chunk_slot0)) * kv_dim : nullptr;
+#pragma unroll
+        for (int b = 0; b < kVLoads; ++b) {
+          v_raw[u][b] = src ? *reinterpret_cast<const Raw*>(src + 64 * b + 8 * r) : Raw{};
+        }
+      }
+      consume(base, k_raw, v_raw);
+    }
+  } else {
+    constexpr int kPieces = Ring::kRowBytes / 16;  // 16-byte cp.async pieces per K (or V) row
+    static_assert(kChunk * kPieces % 32 == 0, "whole rounds of pieces per lane");
+    unsigned char* warp_ring = ring + warp * Ring::kStages * Ring::kStageBytes;
+    const int step = kWarps * kChunk;
+    const int chunks = first_base < end ? (end - first_base + step - 1) / step : 0;
+    // Chunk i into stage i % kStages (rows past the partition zero-filled); one commit group per chunk, empty
+    // groups past the last chunk keep wait_group's count uniform.
+    auto issue = [&](int i) {
+      if (i < chunks) {
+        const int base = first_base + i * step;
+        const int chunk_slot0 = chunk_slot0_of(base);
+        unsigned char* stage = warp_ring + (i % Ring::kStages) * Ring::kStageBytes;
+#pragma unroll
+        for (int q = lane; q < kChunk * kPieces; q += 32) {
+          const int row = q / kPieces, col = q % kPieces;
+          const int key = base + row;
+          const bool valid = key < end;
+          const size_t slot = valid ? size_t(slot_of(key, base, chunk_slot0)) : 0;
+          const unsigned char* k_src = reinterpret_cast<const unsigned char*>(k_head + slot * kv_dim) + col * 16;
+          const unsigned char* v_src = reinterpret_cast<const unsigned char*>(v_head + slot * kv_dim) + col * 16;
+          cp_async_16(shared_address(stage + row * Ring::kPitch + col * 16), k_src, valid);
+          cp_async_16(shared_address(stage + (kChunk + row) * Ring::kPitch + col * 16), v_src, valid);
+        }
+      }
+      cp_async_commit();
+    };
+#pragma unroll
+    for (int i = 0; i < Ring::kStages - 1; ++i) issue(i);
+#pragma unroll 1
+    for (int i = 0; i < chunks; ++i) {
+      issue(i + Ring::kStages - 1);
+      cp_async_wait_group<Ring::kStages - 1>();  // this lane's pieces of chunk i landed
+      __syncwarp();                              // ... and every other lane's
+      const unsigned char* stage = warp_ring + (i % Ring::kStages) * Ring::kStageBytes;
+      constexpr int kElement = FP8 ? 1 : 2;
+      Raw k_raw[2][kKLoads], v_raw[4][kVLoads];
+#pragma unroll
+      for (int t = 0; t < 2; ++t) {
+#pragma unroll
+        for (int j = 0; j < kKLoads; ++j) {
+          k_raw[t][j] = *reinterpret_cast<const Raw*>(stage + (8 * t + r) * Ring::kPitch + (32 * j + 8 * c) * kElement);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int row = kChunk + 2 * c + (u & 1) + 8 * (u >> 1);
+#pragma unroll
+        for (int b = 0; b < kVLoads; ++b) {
+          v_raw[u][b] = *reinterpret_cast<const Raw*>(stage + row * Ring::kPitch + (64 * b + 8 * r) * kElement);
+        }
+      }
+      consume(first_base + i * step, k_raw, v_raw);
+      __syncwarp();  // every lane is done with this stage before a later issue() refills it
+    }
+    cp_async_wait_group<0>();
+    __syncthreads();  // every warp is done with the ring: the merge below reuses it
   }
 
   l_run += __shfl_xor_sync(0xffffffffu, l_run, 1);
@@ -196,8 +291,8 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
     for (int b = 0; b < kVLoads; ++b) {
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
-        shared_o[warp][r][64 * b + 8 * (2 * c) + i] = o[8 * b + i][0];
-        shared_o[warp][r][64 * b + 8 * (2 * c + 1) + i] = o[8 * b + i][1];
+        shared_o(warp, r, 64 * b + 8 * (2 * c) + i) = o[8 * b + i][0];
+        shared_o(warp, r, 64 * b + 8 * (2 * c + 1) + i) = o[8 * b + i][1];
       }
     }
     if (c == 0) {
@@ -218,7 +313,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
     for (int w = 0; w < kWarps; ++w) {
       const float weight = merge_weight(shared_m[w][g], merged);
       sum += shared_l[w][g] * weight;
-      value += shared_o[w][g][d] * weight;
+      value += shared_o(w, g, d) * weight;
     }
     write_result(p, v, part, g, d, merged, sum, value * p.v_dequant);
   }

@@ -433,7 +433,7 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
     // One step may use both attention kernels, on disjoint rows of attn_.
     if (s.decode_row_count > 0) {
       cuda::paged_attention(qkv, qkv_dim_, cache, attention, shape, partitions, attention_partials_.as<float>(),
-                            attn_.as<uint16_t>(), stream_);
+                            attn_.as<uint16_t>(), stream_, options_.decode_kernel);
     }
     if (s.prefill_tile_count > 0) {
       cuda::prefill_attention(qkv, qkv_dim_, cache, attention, ints(s.prefill_tiles), s.prefill_tile_count,

@@ -49,6 +49,8 @@ struct CudaBackendOptions {
   std::function<void(uint16_t* x, size_t count, cudaStream_t stream)> row_parallel_reduce;
   int lm_head_rows = 0;
   KvCacheDtype kv_cache_dtype = KvCacheDtype::Auto;
+  // How the tensor-core decode attention streams K/V at head_dim 64/128 (attention_kernels.h), for A/B runs.
+  cuda::DecodeKernel decode_kernel = cuda::DecodeKernel::TensorCores;
 };
 
 class CudaBackend final : public Backend {

@@ -25,6 +25,7 @@ CudaBackendOptions cuda_options(const BackendSelection& selection) {
   options.cuda_graphs = selection.cuda_graphs;
   options.prefill_attention_min_rows = selection.prefill_attention_min_rows;
   options.kv_cache_dtype = parse_kv_cache_dtype(selection.kv_cache_dtype);
+  if (selection.pipelined_decode_attention) options.decode_kernel = cuda::DecodeKernel::TensorCoresPipelined;
   return options;
 }
 }  // namespace
