@@ -416,16 +416,22 @@ void launch(const Params& params, DecodeKernel kernel, cudaStream_t stream) {
     if (kernel == DecodeKernel::TensorCoresPipelined) {
       constexpr int bytes = MmaRing<HEAD_DIM, FP8>::kBytes;
       // Above 48 KiB a kernel's dynamic shared memory must be opted into; once per instantiation, so never inside a
-      // CUDA-graph capture (a graph's first step runs eagerly).
-      static const bool opted_in = [] {
+      // CUDA-graph capture (a graph's first step runs eagerly). A device with less shared memory per block than the
+      // ring (sm_89: 99 KiB) keeps the register-loading CTA.
+      static const bool fits = [] {
+        int device = 0, optin = 0;
+        QED_CUDA_CHECK(cudaGetDevice(&device));
+        QED_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+        if (optin < bytes) return false;
         QED_CUDA_CHECK(cudaFuncSetAttribute(attention_mma_kernel<HEAD_DIM, FP8, true>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
         return true;
       }();
-      (void)opted_in;
-      attention_mma_kernel<HEAD_DIM, FP8, true><<<grid, kThreads, bytes, stream>>>(params);
-      QED_CUDA_CHECK_LAUNCH();
-      return;
+      if (fits) {
+        attention_mma_kernel<HEAD_DIM, FP8, true><<<grid, kThreads, bytes, stream>>>(params);
+        QED_CUDA_CHECK_LAUNCH();
+        return;
+      }
     }
     if (kernel != DecodeKernel::CudaCores) {
       attention_mma_kernel<HEAD_DIM, FP8, false><<<grid, kThreads, 0, stream>>>(params);
