@@ -208,7 +208,8 @@ template <int D, int WARPS, int SLICES>
 void emulate_launch(const cuda::PrefillParams& p, int num_tiles) {
   auto state = std::make_unique<emulation::Cta>();
   emulation::cta = state.get();
-  state->shared_bytes = size_t(cuda::SmemLayout<D, 16 * WARPS * SLICES>::kBytes);
+  state->shared_bytes = size_t(p.k_codes != nullptr ? cuda::SmemLayout<D, 16 * WARPS * SLICES>::kBytesFp8
+                                                    : cuda::SmemLayout<D, 16 * WARPS * SLICES>::kBytes);
   ASSERT_LE(state->shared_bytes, sizeof(state->shared));
   for (int block = 0; block < num_tiles * p.num_heads; ++block) {
     std::barrier<> all(32 * WARPS);
@@ -224,7 +225,11 @@ void emulate_launch(const cuda::PrefillParams& p, int num_tiles) {
       threads.emplace_back([&p, block, t] {
         emulation::thread_index.x = unsigned(t);
         emulation::block_index.x = unsigned(block);
-        cuda::prefill_attention_kernel<D, WARPS, SLICES>(p);
+        if (p.k_codes != nullptr) {
+          cuda::prefill_attention_kernel<D, WARPS, SLICES, true>(p);
+        } else {
+          cuda::prefill_attention_kernel<D, WARPS, SLICES, false>(p);
+        }
       });
     }
     for (std::thread& thread : threads) thread.join();

@@ -90,15 +90,25 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
 namespace qed::cuda {
 namespace {
 
-template <int D, int WARPS, int SLICES>
-void launch(const PrefillParams& params, int num_tiles, cudaStream_t stream) {
-  constexpr int bytes = SmemLayout<D, 16 * WARPS * SLICES>::kBytes;
+template <int D, int WARPS, int SLICES, bool FP8>
+void launch_kernel(const PrefillParams& params, int num_tiles, cudaStream_t stream) {
+  using L = SmemLayout<D, 16 * WARPS * SLICES>;
+  constexpr int bytes = FP8 ? L::kBytesFp8 : L::kBytes;  // FP8: + the code staging area
   // Above 48 KiB a kernel's dynamic shared memory must be opted into (per function; cheap, not a stream operation).
-  QED_CUDA_CHECK(cudaFuncSetAttribute(prefill_attention_kernel<D, WARPS, SLICES>,
+  QED_CUDA_CHECK(cudaFuncSetAttribute(prefill_attention_kernel<D, WARPS, SLICES, FP8>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
   const unsigned blocks = unsigned(num_tiles) * unsigned(params.num_heads);
-  prefill_attention_kernel<D, WARPS, SLICES><<<blocks, 32 * WARPS, bytes, stream>>>(params);
+  prefill_attention_kernel<D, WARPS, SLICES, FP8><<<blocks, 32 * WARPS, bytes, stream>>>(params);
   QED_CUDA_CHECK_LAUNCH();
+}
+
+template <int D, int WARPS, int SLICES>
+void launch(const PrefillParams& params, int num_tiles, cudaStream_t stream) {
+  if (params.k_codes != nullptr) {
+    launch_kernel<D, WARPS, SLICES, true>(params, num_tiles, stream);
+  } else {
+    launch_kernel<D, WARPS, SLICES, false>(params, num_tiles, stream);
+  }
 }
 
 template <int D>
