@@ -211,7 +211,9 @@ void CudaBackend::size_kv_cache() {
   // Uninitialised on purpose: every slot is written before it is read.
   k_cache_ = cuda::DeviceBuffer(kv_layer_elems_ * size_t(config_.num_layers) * kv_element_bytes());
   v_cache_ = cuda::DeviceBuffer(kv_layer_elems_ * size_t(config_.num_layers) * kv_element_bytes());
-  spdlog::info("cuda backend: KV cache {} blocks x {} tokens = {} tokens, {} ({:.2f} GiB)", layout_.num_blocks,
+  // Debug, not info: spdlog's default sink is stdout, which carries generated text (qed generate's output must
+  // equal the CPU backend's); qed bench offline reports the same number as kv_capacity_tokens.
+  spdlog::debug("cuda backend: KV cache {} blocks x {} tokens = {} tokens, {} ({:.2f} GiB)", layout_.num_blocks,
                layout_.block_size, size_t(layout_.num_blocks) * size_t(layout_.block_size),
                kv_fp8_ ? "fp8 e4m3" : "bf16", double(kv_cache_bytes()) / double(1 << 30));
 }
