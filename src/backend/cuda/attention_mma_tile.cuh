@@ -199,9 +199,13 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
   // 8(u >> 1) at dims 64b + 8r.
   const int first_base = begin + warp * kChunk;
   if constexpr (!PIPELINED) {
+    // The next chunk's block-table entry is read one iteration ahead: its round trip then overlaps this chunk's
+    // loads and math instead of preceding the next chunk's loads.
+    int chunk_slot0 = first_base < end ? chunk_slot0_of(first_base) : 0;
 #pragma unroll 1
     for (int base = first_base; base < end; base += kWarps * kChunk) {
-      const int chunk_slot0 = chunk_slot0_of(base);
+      const int next_base = base + kWarps * kChunk;
+      const int next_slot0 = next_base < end ? chunk_slot0_of(next_base) : 0;
       // All loads of the chunk first (8 KiB per warp at head_dim 128 in flight), keys past the partition zero
       // (their slots may be unwritten: garbage times a zero weight could be NaN).
       Raw k_raw[2][kKLoads], v_raw[4][kVLoads];
@@ -224,6 +228,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
         }
       }
       consume(base, k_raw, v_raw);
+      chunk_slot0 = next_slot0;
     }
   } else {
     constexpr int kPieces = Ring::kRowBytes / 16;  // 16-byte cp.async pieces per K (or V) row
