@@ -24,11 +24,17 @@ bundle() {
   local build="${BUILD_DIR:-build}"
   [ -f "$build/build.ninja" ] || cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache >/dev/null
-  cmake --build "$build" -j2 --target qed test_cuda_kernels test_cuda_backend
+  # Attention micro-benchmarks too when the tree was configured with -DQED_BENCH=ON.
+  local benches=""
+  ninja -C "$build" -t targets all 2>/dev/null | grep -q '^bench_decode_attention:' &&
+    benches="bench_decode_attention bench_prefill_attention"
+  cmake --build "$build" -j2 --target qed test_cuda_kernels test_cuda_backend $benches
   rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/lib"
   cp "$build/qed" "$build/tests/backend_cuda/test_cuda_kernels" "$build/tests/backend_cuda/test_cuda_backend" "$BUNDLE/"
+  for b in $benches; do cp "$build/bench/${b#bench_}/$b" "$BUNDLE/"; done
   # Shared libraries from this machine's Debian that the device image may lack; CUDA's own come from the device.
-  for bin in "$BUNDLE"/qed "$BUNDLE"/test_cuda_*; do
+  for bin in "$BUNDLE"/qed "$BUNDLE"/test_cuda_* "$BUNDLE"/bench_*; do
+    [ -e "$bin" ] || continue
     ldd "$bin" | awk '/=>/ {print $3}' | grep -Ev 'libc\.so|libm\.so|libstdc|libgcc_s|libdl|libpthread|librt|cuda|cublas' \
       | xargs -r -I{} cp -n {} "$BUNDLE/lib/"
   done

@@ -63,6 +63,9 @@ class Backend {
   virtual std::string name() const = 0;
   virtual const ModelConfig& config() const = 0;
   virtual KvCacheLayout kv_layout() const = 0;
+  // The KV cache's element type as bench results name it: "fp32" (the CPU reference, whose FP8 cache holds the
+  // dequantized values), "bf16", "fp8".
+  virtual std::string kv_cache_dtype() const { return "fp32"; }
   virtual void forward(const ForwardBatch& batch, ForwardResult& result) = 0;
   // Whether forward() can draw tokens with these parameters on the device exactly as sample_token() would.
   virtual bool can_sample_on_device(const SamplingParams& /*params*/) const { return false; }

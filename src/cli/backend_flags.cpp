@@ -24,6 +24,14 @@ void add_backend_flags(CLI::App* cmd, BackendFlags& flags) {
                   "exact simulation of N ranks). docs/tp.md")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
+  cmd->add_option("--kv-cache-dtype", flags.kv_cache_dtype,
+                  "cuda: KV cache element type: auto (FP8 E4M3 when the checkpoint has k/v scales, else bf16), bf16, "
+                  "or fp8 (scale 1.0 where the checkpoint has none; half the bytes per token)")
+      ->check(CLI::IsMember({"auto", "bf16", "fp8"}))
+      ->capture_default_str();
+  cmd->add_flag("--pipelined-decode-attention", flags.pipelined_decode_attention,
+                "cuda: stream K/V of the decode attention through a cp.async shared-memory ring (A/B against the "
+                "default register loads; docs/cuda.md)");
 }
 
 BackendSelection backend_selection(const BackendFlags& flags) {
@@ -34,6 +42,8 @@ BackendSelection backend_selection(const BackendFlags& flags) {
   selection.cuda_graphs = flags.cuda_graphs;
   selection.prefill_attention_min_rows = flags.prefill_attention_min_rows;
   selection.tensor_parallel_size = flags.tensor_parallel_size;
+  selection.kv_cache_dtype = flags.kv_cache_dtype;
+  selection.pipelined_decode_attention = flags.pipelined_decode_attention;
   return selection;
 }
 

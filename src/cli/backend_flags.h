@@ -14,6 +14,8 @@ struct BackendFlags {
   bool cuda_graphs = true;
   int prefill_attention_min_rows = BackendSelection{}.prefill_attention_min_rows;
   int tensor_parallel_size = 1;
+  std::string kv_cache_dtype = BackendSelection{}.kv_cache_dtype;
+  bool pipelined_decode_attention = false;
 };
 
 void add_backend_flags(CLI::App* cmd, BackendFlags& flags);

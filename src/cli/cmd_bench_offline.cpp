@@ -197,6 +197,20 @@ void run_bench_offline(const BenchOfflineOptions& opt) {
     for (size_t i = 0; i < specs.size() && w.kind != bench::OfflineWorkload::Kind::Ttft; ++i)
       add_rows(w, specs[i].label, bench::median_metrics(spec_metrics[i]));
   }
+  // How many tokens of KV the backend holds (at --gpu-memory-fraction on CUDA): an FP8 cache holds twice bf16's.
+  const KvCacheLayout kv = backend->kv_layout();
+  const double kv_tokens = double(kv.num_blocks) * double(kv.block_size);
+  fmt::print("{:<16} {:<22} {:>12.0f}  ({} cache)\n", "kv_cache", "kv_capacity_tokens", kv_tokens,
+             backend->kv_cache_dtype());
+  results.push_back({{"engine", "qed"},
+                     {"backend", backend->name()},
+                     {"model", model_name},
+                     {"precision", precision},
+                     {"spec", "none"},
+                     {"workload", "kv_cache"},
+                     {"metric", "kv_capacity_tokens"},
+                     {"kv_cache_dtype", backend->kv_cache_dtype()},
+                     {"value", kv_tokens}});
   const BackendDevice device = describe_backend_device(selection);
   const nlohmann::json out = {{"provenance", bench_provenance(device.device, device.driver, device.cuda)},
                               {"results", results}};

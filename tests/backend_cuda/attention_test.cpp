@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/quant_ops.h"
 #include "backend/cuda/attention_kernels.h"
 #include "cuda_test_util.h"
 
@@ -24,6 +25,11 @@ struct Case {
   int num_heads, num_kv_heads, head_dim, block_size;
   std::vector<SeqSpec> seqs;
   int forced_partitions = 0;  // 0: attention_partitions() decides
+  bool tensor_cores = true;   // false: the CUDA-core kernel at head_dim 64/128 too
+  int context_bucket = 0;     // > 0: max_kv_len as a CUDA graph captures it (a bucket past the longest row)
+  // > 0: an FP8 E4M3 cache with scale = fp8_scale_fraction × max|x| / 448 per tensor (1: calibrated, < 1: the
+  // largest values saturate, >> 1: most codes subnormal); the reference attends over the dequantized values.
+  float fp8_scale_fraction = 0.0f;
 };
 
 void run_case(const Case& c, std::mt19937& rng) {
@@ -38,8 +44,21 @@ void run_case(const Case& c, std::mt19937& rng) {
   std::shuffle(physical.begin(), physical.end(), rng);
 
   const size_t cache_elems = size_t(total_blocks) * c.block_size * kv_dim;
-  const std::vector<float> k_cache = random_bf16_values(cache_elems, rng, 1.0f);
-  const std::vector<float> v_cache = random_bf16_values(cache_elems, rng, 1.0f);
+  std::vector<float> k_cache = random_bf16_values(cache_elems, rng, 1.0f);
+  std::vector<float> v_cache = random_bf16_values(cache_elems, rng, 1.0f);
+  const bool fp8 = c.fp8_scale_fraction > 0.0f;
+  std::vector<uint8_t> k_codes, v_codes;
+  float k_scale = 1.0f, v_scale_fp8 = 1.0f;
+  if (fp8) {
+    k_scale = c.fp8_scale_fraction * cpu::amax(k_cache.data(), cache_elems) / cpu::kFp8E4M3Max;
+    v_scale_fp8 = c.fp8_scale_fraction * cpu::amax(v_cache.data(), cache_elems) / cpu::kFp8E4M3Max;
+    k_codes.resize(cache_elems);
+    v_codes.resize(cache_elems);
+    cpu::quantize_fp8_per_tensor(k_cache.data(), cache_elems, k_scale, k_codes.data());
+    cpu::quantize_fp8_per_tensor(v_cache.data(), cache_elems, v_scale_fp8, v_codes.data());
+    cpu::dequantize_fp8_per_tensor(k_codes.data(), cache_elems, k_scale, k_cache.data());
+    cpu::dequantize_fp8_per_tensor(v_codes.data(), cache_elems, v_scale_fp8, v_cache.data());
+  }
   const float v_scale =
       *std::max_element(v_cache.begin(), v_cache.end(), [](float a, float b) { return std::fabs(a) < std::fabs(b); });
   cpu::PagedKv cpu_cache{const_cast<float*>(k_cache.data()), const_cast<float*>(v_cache.data()), c.block_size,
@@ -93,8 +112,8 @@ void run_case(const Case& c, std::mt19937& rng) {
   }
 
   auto d_qkv = upload(to_bf16(qkv));
-  auto d_k = upload(to_bf16(k_cache));
-  auto d_v = upload(to_bf16(v_cache));
+  auto d_k = fp8 ? upload(k_codes) : upload(to_bf16(k_cache));
+  auto d_v = fp8 ? upload(v_codes) : upload(to_bf16(v_cache));
   auto d_row_seq = upload(row_seq);
   auto d_q_start = upload(q_start);
   auto d_num_new = upload(num_new);
@@ -113,7 +132,7 @@ void run_case(const Case& c, std::mt19937& rng) {
   batch.seq_mask_offset = d_mask_offset.as<int32_t>();
   batch.masks = d_masks.as<uint8_t>();
   batch.rows = rows;
-  batch.max_kv_len = max_kv_len;
+  batch.max_kv_len = std::max(max_kv_len, c.context_bucket);
   cuda::AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim, c.block_size, scale};
   const size_t partial_capacity = size_t(64) << 20;
   const int partitions =
@@ -121,14 +140,25 @@ void run_case(const Case& c, std::mt19937& rng) {
   cuda::DeviceBuffer partials(
       std::max<size_t>(size_t(rows) * c.num_heads * partitions * cuda::attention_partial_floats(c.head_dim), 1) *
       sizeof(float));
-  auto d_out = poisoned_bf16(want.size());
-  cuda::paged_attention_bf16(d_qkv.as<uint16_t>(), q_stride, d_k.as<uint16_t>(), d_v.as<uint16_t>(), batch, shape,
-                             partitions, partials.as<float>(), d_out.as<uint16_t>(), nullptr);
-  const std::vector<float> got = from_bf16(download<uint16_t>(d_out, want.size()));
-  std::string what = "heads " + std::to_string(c.num_heads) + "/" + std::to_string(c.num_kv_heads) + " head_dim " +
-                     std::to_string(c.head_dim) + " block " + std::to_string(c.block_size) + " partitions " +
-                     std::to_string(partitions) + " (element = (row * heads + head) * head_dim + d)";
-  EXPECT_TRUE(all_close(got, want, kBf16HalfUlp, 1e-4f * std::fabs(v_scale), what));
+  const cuda::KvCacheView cache{d_k.data(), d_v.data(), fp8, k_scale, v_scale_fp8};
+  // With tensor cores, both loading strategies of the tensor-core CTA (registers; the cp.async ring).
+  std::vector<cuda::DecodeKernel> kernels = {cuda::DecodeKernel::CudaCores};
+  if (c.tensor_cores) kernels = {cuda::DecodeKernel::TensorCores, cuda::DecodeKernel::TensorCoresPipelined};
+  for (const cuda::DecodeKernel kernel : kernels) {
+    auto d_out = poisoned_bf16(want.size());
+    cuda::paged_attention(d_qkv.as<uint16_t>(), q_stride, cache, batch, shape, partitions, partials.as<float>(),
+                          d_out.as<uint16_t>(), nullptr, kernel);
+    const std::vector<float> got = from_bf16(download<uint16_t>(d_out, want.size()));
+    const char* kernel_name = kernel == cuda::DecodeKernel::CudaCores              ? " cuda cores"
+                              : kernel == cuda::DecodeKernel::TensorCoresPipelined ? " pipelined"
+                                                                                   : "";
+    std::string what = "heads " + std::to_string(c.num_heads) + "/" + std::to_string(c.num_kv_heads) + " head_dim " +
+                       std::to_string(c.head_dim) + " block " + std::to_string(c.block_size) + " partitions " +
+                       std::to_string(partitions) + kernel_name +
+                       (fp8 ? " fp8 cache x" + std::to_string(c.fp8_scale_fraction) : "") +
+                       " (element = (row * heads + head) * head_dim + d)";
+    EXPECT_TRUE(all_close(got, want, kBf16HalfUlp, 1e-4f * std::fabs(v_scale), what));
+  }
 }
 
 using AttentionKernel = CudaTest;
@@ -170,6 +200,68 @@ TEST_F(AttentionKernel, MixedBatchOfPrefillDecodeAndTreeInOneLaunch) {
   run_case({40, 8, 128, 16, seqs}, rng);
   run_case({4, 2, 16, 16, seqs}, rng);
   run_case({4, 2, 16, 16, seqs, 5}, rng);
+}
+
+TEST_F(AttentionKernel, CudaCoreKernelMatchesReferenceAtTensorCoreHeadDims) {
+  std::mt19937 rng(26);
+  const std::vector<SeqSpec> seqs = {{0, 1}, {255, 1}, {1000, 1}, {40, 5, true}, {31, 17}};
+  run_case({40, 8, 128, 16, seqs, 0, false}, rng);
+  run_case({8, 2, 64, 16, seqs, 3, false}, rng);
+}
+
+TEST_F(AttentionKernel, BlockSizesThatSplitA16KeyChunk) {
+  // The tensor-core kernel looks one block up per 16-key chunk when block_size is a multiple of 16, per key else.
+  std::mt19937 rng(27);
+  const std::vector<SeqSpec> seqs = {{0, 1}, {37, 1}, {777, 1}, {20, 6, true}, {9, 23}};
+  for (int block_size : {1, 8, 24, 32, 256}) {
+    run_case({40, 8, 128, block_size, seqs}, rng);
+    run_case({16, 2, 64, block_size, seqs, 5}, rng);
+  }
+}
+
+TEST_F(AttentionKernel, GraphBucketLongerThanEveryRowSplitsEachRowsOwnKeys) {
+  // CUDA-graph decode launches with max_kv_len = the context bucket; every row splits its own keys into the
+  // partitions, so partitions past a short row's keys are empty and the merge must weigh them 0.
+  std::mt19937 rng(28);
+  std::vector<SeqSpec> decodes;
+  for (int len : {2399, 2000, 1, 64, 65, 4095, 300, 2400, 1500, 17, 999, 2048}) decodes.push_back({len, 1});
+  run_case({40, 8, 128, 16, decodes, 0, true, 4096}, rng);
+  run_case({40, 8, 128, 16, decodes, 9, true, 8192}, rng);
+  run_case({8, 8, 256, 16, decodes, 0, true, 4096}, rng);
+}
+
+// FP8 E4M3 caches (per-tensor k/v scales): the same kernels reading codes and dequantizing in registers, vs
+// cpu::attention over the dequantized values (the CPU backend's FP8 cache), so the bf16 tolerance holds.
+TEST_F(AttentionKernel, Fp8CacheDecodeSplitKAndGqaMatchTheDequantizedReference) {
+  std::mt19937 rng(29);
+  const std::vector<SeqSpec> decodes = {{0, 1}, {15, 1}, {17, 1}, {255, 1}, {1000, 1}, {3000, 1}};
+  for (auto [heads, kv_heads, head_dim] : std::vector<std::tuple<int, int, int>>{
+           {40, 8, 128}, {8, 2, 64}, {4, 4, 32}, {4, 2, 16}, {16, 1, 128}, {8, 8, 256}}) {
+    run_case({heads, kv_heads, head_dim, 16, decodes, 0, true, 0, 1.0f}, rng);
+  }
+  for (int partitions : {1, 3, 40}) run_case({8, 2, 128, 16, decodes, partitions, true, 0, 1.0f}, rng);
+  run_case({40, 8, 128, 16, decodes, 0, false, 0, 1.0f}, rng);  // the CUDA-core kernel at head_dim 128
+}
+
+TEST_F(AttentionKernel, Fp8CacheSaturatedAndSubnormalCodes) {
+  std::mt19937 rng(30);
+  const std::vector<SeqSpec> seqs = {{300, 1}, {40, 5, true}, {31, 17}, {2000, 1}};
+  for (float fraction : {0.25f, 64.0f}) {
+    run_case({40, 8, 128, 16, seqs, 0, true, 0, fraction}, rng);
+    run_case({8, 2, 64, 8, seqs, 0, true, 0, fraction}, rng);
+    run_case({4, 2, 16, 16, seqs, 0, true, 0, fraction}, rng);
+  }
+}
+
+TEST_F(AttentionKernel, Fp8CacheTreeMaskPrefillAndGraphBucket) {
+  std::mt19937 rng(31);
+  SeqSpec tree{20, 6, true};
+  SeqSpec hidden{0, 3, false, true};
+  run_case({8, 2, 64, 16, {hidden, tree, {0, 37}, {50, 37}}, 0, true, 0, 1.0f}, rng);
+  run_case({40, 8, 128, 24, {{0, 33}, {100, 1}, {40, 5, true}, {2000, 1}, {31, 17}}, 0, true, 0, 1.0f}, rng);
+  std::vector<SeqSpec> decodes;
+  for (int len : {2399, 1, 65, 4095, 300}) decodes.push_back({len, 1});
+  run_case({40, 8, 128, 16, decodes, 0, true, 4096, 1.0f}, rng);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/quant_ops.h"
 #include "backend/cuda/elementwise_kernels.h"
 #include "backend/cuda/kv_cache_kernels.h"
 #include "cuda_test_util.h"
@@ -155,6 +156,74 @@ TEST_F(ElementwiseKernels, CopyKvBlocksCopiesWholeBlocksInEveryLayer) {
                             int(pairs.size() / 2), block_elems, nullptr);
   EXPECT_TRUE(all_close(from_bf16(download<uint16_t>(d_k, k.size())), want_k, 0.0f, 0.0f, "k"));
   EXPECT_TRUE(all_close(from_bf16(download<uint16_t>(d_v, v.size())), want_v, 0.0f, 0.0f, "v"));
+}
+
+// FP8 cache writes: codes bit-identical to cpu::quantize_fp8 of the bf16 K/V (IEEE division by the scale,
+// round to nearest even, saturation at 448), every other slot untouched. Scales put values past 448 (saturated)
+// and under 2^-6 (subnormal codes) in the test; one source row layout is unaligned (odd q width) for the
+// element-wise path.
+TEST_F(ElementwiseKernels, WriteKvFp8StoresTheCpuQuantizersCodesAtTheirSlots) {
+  std::mt19937 rng(16);
+  const int kv_heads = 2, head_dim = 32, block_size = 16, num_blocks = 6, rows = 21;
+  const int kv_dim = kv_heads * head_dim;
+  for (const int q_width : {kv_dim, kv_dim + 8, kv_dim + 1}) {
+    const int stride = q_width + 2 * kv_dim;
+    const std::vector<float> qkv = random_bf16_values(size_t(rows) * stride, rng, 4.0f);
+    const std::vector<int32_t> block_table = {4, 1, 5};
+    const int first_slot = 9;
+    const float k_scale = 0.003f, v_scale = 2.0f;  // |k| > 1.35 saturates; |v| < 0.03 gives subnormal codes
+    const size_t cache_elems = size_t(num_blocks) * block_size * kv_dim;
+    std::vector<uint8_t> want_k(cache_elems, 0x11), want_v(cache_elems, 0x22);
+    std::vector<int32_t> slot_mapping(rows);
+    for (int r = 0; r < rows; ++r) {
+      const int slot = first_slot + r;
+      slot_mapping[r] = block_table[slot / block_size] * block_size + slot % block_size;
+      for (int i = 0; i < kv_dim; ++i) {
+        want_k[size_t(slot_mapping[r]) * kv_dim + i] =
+            cpu::quantize_fp8(qkv[size_t(r) * stride + q_width + i], k_scale);
+        want_v[size_t(slot_mapping[r]) * kv_dim + i] =
+            cpu::quantize_fp8(qkv[size_t(r) * stride + q_width + kv_dim + i], v_scale);
+      }
+    }
+    auto d_qkv = upload(to_bf16(qkv));
+    auto d_k = upload(std::vector<uint8_t>(cache_elems, 0x11));
+    auto d_v = upload(std::vector<uint8_t>(cache_elems, 0x22));
+    auto d_slots = upload(slot_mapping);
+    const uint16_t* base = d_qkv.as<uint16_t>();
+    cuda::write_kv_fp8(base + q_width, base + q_width + kv_dim, stride, d_slots.as<int32_t>(), d_k.as<uint8_t>(),
+                       d_v.as<uint8_t>(), rows, kv_dim, k_scale, v_scale, nullptr);
+    EXPECT_EQ(download<uint8_t>(d_k, cache_elems), want_k) << "k codes, q width " << q_width;
+    EXPECT_EQ(download<uint8_t>(d_v, cache_elems), want_v) << "v codes, q width " << q_width;
+  }
+}
+
+// The byte-wise block copy serves FP8 caches (1 byte per element) and block sizes that are no multiple of 16 bytes.
+TEST_F(ElementwiseKernels, CopyKvBlocksCopiesFp8BlocksOfAnySize) {
+  std::mt19937 rng(17);
+  for (const size_t block_bytes : {size_t(16 * 64), size_t(3 * 40 + 1)}) {
+    const int layers = 2, num_blocks = 5;
+    const size_t layer_stride = num_blocks * block_bytes;
+    std::vector<uint8_t> k(layers * layer_stride), v(layers * layer_stride);
+    for (uint8_t& x : k) x = uint8_t(rng());
+    for (uint8_t& x : v) x = uint8_t(rng());
+    const std::vector<int32_t> pairs = {0, 3, 4, 1};
+    std::vector<uint8_t> want_k = k, want_v = v;
+    for (int l = 0; l < layers; ++l) {
+      for (size_t p = 0; p < pairs.size(); p += 2) {
+        std::copy_n(k.begin() + l * layer_stride + pairs[p] * block_bytes, block_bytes,
+                    want_k.begin() + l * layer_stride + pairs[p + 1] * block_bytes);
+        std::copy_n(v.begin() + l * layer_stride + pairs[p] * block_bytes, block_bytes,
+                    want_v.begin() + l * layer_stride + pairs[p + 1] * block_bytes);
+      }
+    }
+    auto d_k = upload(k);
+    auto d_v = upload(v);
+    auto d_pairs = upload(pairs);
+    cuda::copy_kv_blocks(d_k.data(), d_v.data(), layer_stride, layers, d_pairs.as<int32_t>(), int(pairs.size() / 2),
+                         block_bytes, nullptr);
+    EXPECT_EQ(download<uint8_t>(d_k, k.size()), want_k) << "block bytes " << block_bytes;
+    EXPECT_EQ(download<uint8_t>(d_v, v.size()), want_v) << "block bytes " << block_bytes;
+  }
 }
 
 }  // namespace

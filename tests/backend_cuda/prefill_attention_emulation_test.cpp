@@ -122,6 +122,21 @@ void cp_async_16(uint32_t dst, const void* src, bool valid) {
 void cp_async_commit() {}
 void cp_async_wait_all() {}
 
+// FP8 caches: 8 codes → their bf16 values (exact: E4M3 ⊂ bf16), through the CPU's decoder.
+uint4 load_e4m3x8_as_bf16x8(const uint8_t* src, bool valid) {
+  uint16_t values[8] = {};
+  for (int i = 0; valid && i < 8; ++i) values[i] = float_to_bf16(f8e4m3_to_float(src[i]));
+  uint4 out;
+  std::memcpy(&out, values, sizeof(out));
+  return out;
+}
+
+void store_shared_16(uint32_t dst, uint4 value) {
+  using namespace testing::emulation;
+  if (dst % 16 != 0 || dst + 16 > cta->shared_bytes) fail_access("bad 16-byte store", dst);
+  std::memcpy(cta->shared + dst, &value, 16);
+}
+
 // Matrix i's row r comes from lane 8i + r's address; lane t receives row t/4, columns 2(t%4), 2(t%4)+1 of each
 // matrix, or with trans the elements (2(t%4), t/4) and (2(t%4)+1, t/4).
 void ldmatrix(uint32_t (&r)[4], uint32_t address, bool trans) {
@@ -193,7 +208,8 @@ template <int D, int WARPS, int SLICES>
 void emulate_launch(const cuda::PrefillParams& p, int num_tiles) {
   auto state = std::make_unique<emulation::Cta>();
   emulation::cta = state.get();
-  state->shared_bytes = size_t(cuda::SmemLayout<D, 16 * WARPS * SLICES>::kBytes);
+  state->shared_bytes = size_t(p.k_codes != nullptr ? cuda::SmemLayout<D, 16 * WARPS * SLICES>::kBytesFp8
+                                                    : cuda::SmemLayout<D, 16 * WARPS * SLICES>::kBytes);
   ASSERT_LE(state->shared_bytes, sizeof(state->shared));
   for (int block = 0; block < num_tiles * p.num_heads; ++block) {
     std::barrier<> all(32 * WARPS);
@@ -209,7 +225,11 @@ void emulate_launch(const cuda::PrefillParams& p, int num_tiles) {
       threads.emplace_back([&p, block, t] {
         emulation::thread_index.x = unsigned(t);
         emulation::block_index.x = unsigned(block);
-        cuda::prefill_attention_kernel<D, WARPS, SLICES>(p);
+        if (p.k_codes != nullptr) {
+          cuda::prefill_attention_kernel<D, WARPS, SLICES, true>(p);
+        } else {
+          cuda::prefill_attention_kernel<D, WARPS, SLICES, false>(p);
+        }
       });
     }
     for (std::thread& thread : threads) thread.join();
@@ -225,6 +245,7 @@ struct Case {
   int num_heads, num_kv_heads, head_dim, block_size, tile_rows, warps;
   std::vector<Seq> seqs;
   float q_scale;
+  float fp8_kv_scale = 0.0f;  // > 0: an FP8 cache with this k and v scale; the reference reads its dequantized values
 };
 
 std::vector<float> random_bf16(size_t n, std::mt19937& rng, float scale) {
@@ -242,7 +263,17 @@ void run_case(const Case& c, std::mt19937& rng) {
   std::iota(physical.begin(), physical.end(), 0);
   std::shuffle(physical.begin(), physical.end(), rng);
   const size_t cache_elems = size_t(total_blocks) * c.block_size * kv_dim;
-  const std::vector<float> k_cache = random_bf16(cache_elems, rng, 1.0f), v_cache = random_bf16(cache_elems, rng, 1.0f);
+  std::vector<float> k_cache = random_bf16(cache_elems, rng, 1.0f), v_cache = random_bf16(cache_elems, rng, 1.0f);
+  std::vector<uint8_t> k_codes, v_codes;
+  if (c.fp8_kv_scale > 0.0f) {
+    for (std::vector<float>* cache : {&k_cache, &v_cache}) {
+      std::vector<uint8_t>& codes = cache == &k_cache ? k_codes : v_codes;
+      for (float& x : *cache) {
+        codes.push_back(float_to_f8e4m3(x / c.fp8_kv_scale));
+        x = f8e4m3_to_float(codes.back()) * c.fp8_kv_scale;
+      }
+    }
+  }
   std::vector<float> v_abs(v_cache.size());
   float v_max = 0.0f;
   for (size_t i = 0; i < v_cache.size(); ++i) {
@@ -307,6 +338,12 @@ void run_case(const Case& c, std::mt19937& rng) {
   p.kv_dim = kv_dim;
   p.block_size = c.block_size;
   p.scale_log2 = scale * cuda::kLog2e;
+  if (c.fp8_kv_scale > 0.0f) {
+    p.k_codes = k_codes.data();
+    p.v_codes = v_codes.data();
+    p.scale_log2 *= c.fp8_kv_scale;
+    p.v_dequant = c.fp8_kv_scale;
+  }
   p.out = reinterpret_cast<__nv_bfloat16*>(out.data());
   const int num_tiles = int(tiles.size() / 2);
   // The tilings prefill_attention_bf16 compiles (PrefillTiling): 64 rows / 4 warps, 128 / 8, 128 / 4.
@@ -342,6 +379,13 @@ TEST(PrefillAttentionEmulation, KernelCodeMatchesCpuAttentionOnTheCpu) {
   run_case({2, 1, 64, 16, 128, 8, {{64, 64}, {63, 130}}, 1.0f}, rng);
   run_case({2, 1, 128, 16, 128, 4, {{0, 150}, {40, 20}}, 2.0f}, rng);
   run_case({3, 1, 64, 8, 128, 4, {{100, 129}}, 1.0f}, rng);
+}
+
+TEST(PrefillAttentionEmulation, Fp8CacheKernelCodeMatchesCpuAttentionOverTheDequantizedCache) {
+  std::mt19937 rng(52);
+  // Scales that saturate the largest values (|x| > 448 × scale) and leave small ones subnormal.
+  run_case({2, 1, 128, 16, 64, 4, {{0, 70}, {37, 26}}, 1.0f, 2.0f / 448.0f}, rng);
+  run_case({4, 2, 64, 5, 128, 4, {{3, 65}}, 2.0f, 0.5f / 448.0f}, rng);
 }
 
 }  // namespace

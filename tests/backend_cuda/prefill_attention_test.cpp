@@ -20,6 +20,7 @@
 #include <numeric>
 
 #include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/quant_ops.h"
 #include "backend/cuda/attention_kernels.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/prefill_attention_kernels.h"
@@ -43,6 +44,7 @@ struct Case {
   std::vector<Seq> seqs;
   float q_scale = 1.0f;       // scores ~ N(0, q_scale²): > 1 makes the softmax peaky
   int decode_partitions = 0;  // 0: attention_partitions() decides
+  float fp8_scale = 0.0f;     // > 0: an FP8 E4M3 cache with this k and v scale; the reference reads its values
 };
 
 ThreadPool& pool() {
@@ -59,6 +61,7 @@ constexpr float kPRounding = 1.0f / 256.0f;  // relative error of rounding p to 
 struct Problem {
   int rows = 0, q_dim = 0, q_stride = 0;
   std::vector<float> qkv, k_cache, v_cache;
+  std::vector<uint8_t> k_codes, v_codes;  // the FP8 cache (Case::fp8_scale > 0); k_cache/v_cache hold its values
   std::vector<int32_t> q_start, num_new, num_cached, block_offset, block_tables, mask_offset, row_seq;
   std::vector<uint8_t> masks;
   std::vector<std::vector<int32_t>> tables;
@@ -101,6 +104,13 @@ Problem make_problem(const Case& c, std::mt19937& rng) {
   const size_t cache_elems = size_t(total_blocks) * c.block_size * kv_dim;
   p.k_cache = random_bf16_values(cache_elems, rng, 1.0f);
   p.v_cache = random_bf16_values(cache_elems, rng, 1.0f);
+  if (c.fp8_scale > 0.0f) {
+    for (auto [values, codes] : {std::pair{&p.k_cache, &p.k_codes}, std::pair{&p.v_cache, &p.v_codes}}) {
+      codes->resize(cache_elems);
+      cpu::quantize_fp8_per_tensor(values->data(), cache_elems, c.fp8_scale, codes->data());
+      cpu::dequantize_fp8_per_tensor(codes->data(), cache_elems, c.fp8_scale, values->data());
+    }
+  }
   for (float v : p.v_cache) p.v_max = std::max(p.v_max, std::fabs(v));
 
   int next_block = 0;
@@ -192,12 +202,14 @@ struct DeviceProblem {
       decode_rows;
   cuda::AttentionBatch batch;
   cuda::AttentionShape shape;
+  cuda::KvCacheView cache;
 };
 
 DeviceProblem upload_problem(const Case& c, const Problem& p) {
+  const bool fp8 = c.fp8_scale > 0.0f;
   DeviceProblem d{upload(to_bf16(p.qkv)),
-                  upload(to_bf16(p.k_cache)),
-                  upload(to_bf16(p.v_cache)),
+                  fp8 ? upload(p.k_codes) : upload(to_bf16(p.k_cache)),
+                  fp8 ? upload(p.v_codes) : upload(to_bf16(p.v_cache)),
                   upload(p.q_start),
                   upload(p.num_new),
                   upload(p.num_cached),
@@ -208,7 +220,9 @@ DeviceProblem upload_problem(const Case& c, const Problem& p) {
                   upload(p.row_seq),
                   upload(p.decode_rows),
                   {},
+                  {},
                   {}};
+  d.cache = {d.k.data(), d.v.data(), fp8, fp8 ? c.fp8_scale : 1.0f, fp8 ? c.fp8_scale : 1.0f};
   d.batch.row_seq = d.row_seq.as<int32_t>();
   d.batch.seq_q_start = d.q_start.as<int32_t>();
   d.batch.seq_num_new = d.num_new.as<int32_t>();
@@ -229,9 +243,8 @@ cuda::DeviceBuffer run_prefill(const Problem& p, const DeviceProblem& d, const s
                                cuda::PrefillTiling tiling) {
   auto d_tiles = upload(tiles);
   auto d_out = poisoned_bf16(p.want.size());
-  cuda::prefill_attention_bf16(d.qkv.as<uint16_t>(), p.q_stride, d.k.as<uint16_t>(), d.v.as<uint16_t>(), d.batch,
-                               d_tiles.as<int32_t>(), int(tiles.size() / 2), tiling, d.shape, d_out.as<uint16_t>(),
-                               nullptr);
+  cuda::prefill_attention(d.qkv.as<uint16_t>(), p.q_stride, d.cache, d.batch, d_tiles.as<int32_t>(),
+                          int(tiles.size() / 2), tiling, d.shape, d_out.as<uint16_t>(), nullptr);
   QED_CUDA_CHECK(cudaDeviceSynchronize());
   return d_out;
 }
@@ -270,8 +283,8 @@ void run_case(const Case& c, std::mt19937& rng) {
         std::max<size_t>(p.decode_rows.size() * c.num_heads * partitions * cuda::attention_partial_floats(c.head_dim),
                          1) *
         sizeof(float));
-    cuda::paged_attention_bf16(d.qkv.as<uint16_t>(), p.q_stride, d.k.as<uint16_t>(), d.v.as<uint16_t>(), d.batch,
-                               d.shape, partitions, partials.as<float>(), d_out.as<uint16_t>(), nullptr);
+    cuda::paged_attention(d.qkv.as<uint16_t>(), p.q_stride, d.cache, d.batch, d.shape, partitions, partials.as<float>(),
+                          d_out.as<uint16_t>(), nullptr);
     const std::vector<float> got = from_bf16(download<uint16_t>(d_out, p.want.size()));
     for (size_t i = 0; i < got.size(); ++i) {
       const float bound = tolerance(p, i, p.row_kernel[i / size_t(p.q_dim)]);
@@ -329,6 +342,18 @@ TEST_F(PrefillAttentionKernel, MixedStepWithDecodeRowsAndTreeChunks) {
                                  {0, 33, Kernel::Tree},       {500, 64, Kernel::Prefill}};
   for (int partitions : {0, 1, 3, 7}) run_case({40, 8, 128, 16, seqs, 1.0f, partitions}, rng);
   run_case({8, 2, 64, 16, seqs, 2.0f}, rng);
+}
+
+// An FP8 E4M3 cache: the prefill kernel converts codes to bf16 values on their way into shared memory (k_scale in
+// the softmax scale, v_scale in the output), the flash-decoding kernel reads the rest; both against the CPU over the
+// dequantized cache with the bf16 cache's tolerance. Scales saturate |x| > 448 × scale and leave small values
+// subnormal.
+TEST_F(PrefillAttentionKernel, Fp8CacheMatchesTheDequantizedReference) {
+  std::mt19937 rng(36);
+  const std::vector<Seq> seqs = {
+      {0, 150, Kernel::Prefill}, {37, 66, Kernel::Prefill}, {500, 1, Kernel::Decode}, {20, 5, Kernel::Tree}};
+  run_case({10, 2, 128, 16, seqs, 1.0f, 0, 2.0f / 448.0f}, rng);
+  run_case({8, 1, 64, 5, seqs, 2.0f, 0, 0.5f / 448.0f}, rng);
 }
 
 TEST_F(PrefillAttentionKernel, ToleranceRejectsAMaskMissingOneKey) {

@@ -22,7 +22,8 @@ namespace {
 constexpr int kHidden = 512, kHeads = 4, kKvHeads = 1, kHeadDim = 128, kInter = 512, kVocab = 256, kLayers = 2;
 
 // Weights large enough that attention is far from uniform (scores of std ~1.5), so a wrong key or row shows.
-void write_checkpoint(const test::TempDir& dir) {
+// kv_scale > 0 adds self_attn.k_scale / v_scale of that value to every layer (an FP8 KV cache on both backends).
+void write_checkpoint(const test::TempDir& dir, float kv_scale = 0.0f) {
   dir.write("config.json", R"({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 512,
     "intermediate_size": 512, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 128,
     "num_hidden_layers": 2, "vocab_size": 256, "max_position_embeddings": 1024, "rms_norm_eps": 1e-6,
@@ -58,6 +59,10 @@ void write_checkpoint(const test::TempDir& dir) {
     add(p + "mlp.gate_proj.weight", {kInter, kHidden}, 1.0f / std::sqrt(float(kHidden)));
     add(p + "mlp.up_proj.weight", {kInter, kHidden}, 1.0f / std::sqrt(float(kHidden)));
     add(p + "mlp.down_proj.weight", {kHidden, kInter}, 1.0f / std::sqrt(float(kInter)));
+    if (kv_scale > 0.0f) {
+      tensors.push_back({p + "self_attn.k_scale", DType::F32, {}, &kv_scale});
+      tensors.push_back({p + "self_attn.v_scale", DType::F32, {}, &kv_scale});
+    }
   }
   write_safetensors(dir.file("model.safetensors"), tensors, {{"format", "pt"}});
 }
@@ -124,6 +129,40 @@ TEST(CudaPrefillDispatch, MixedStepsMatchCpuWithAndWithoutThePrefillKernel) {
     for (float x : got) ASSERT_TRUE(std::isfinite(x)) << "min_rows " << min_rows;
     EXPECT_LE(diff, 5e-2f * scale) << "min_rows " << min_rows;
   }
+}
+
+// The same steps with an FP8 KV cache (k/v scales in the checkpoint: auto picks FP8 on CUDA, the CPU backend fake-
+// quantizes): the prefill kernel's code-to-bf16 loads, the decode kernel's fp16 MMAs and the tree mask over E4M3
+// codes. The CUDA forward quantizes bf16-rounded K/V where the CPU quantizes fp32 ones, so a few percent of the
+// codes land one E4M3 step apart: the bound is the bf16 one or twice the cache's own quantization noise (the CPU's
+// FP8 vs fp32 cache), whichever is larger; the measured numbers are printed.
+TEST(CudaPrefillDispatch, Fp8KvCacheMixedStepsMatchCpuWithAndWithoutThePrefillKernel) {
+  if (cuda::list_devices().empty()) GTEST_SKIP() << "no CUDA device";
+  test::TempDir dir, plain;
+  write_checkpoint(dir, 6.0f / 448.0f);  // |K|, |V| reach ~5 here: a calibrated scale with a little headroom
+  write_checkpoint(plain);
+  CpuBackendOptions cpu_options;
+  cpu_options.num_threads = 4;
+  cpu_options.num_blocks = 64;
+  const std::vector<float> want = run_steps(*CpuBackend::load(dir.path(), cpu_options));
+  const std::vector<float> unquantized = run_steps(*CpuBackend::load(plain.path(), cpu_options));
+  const float scale = std::max(1.0f, max_abs(want)), noise = max_abs_diff(want, unquantized);
+  for (int min_rows : {16, 0}) {
+    CudaBackendOptions options;
+    options.num_blocks = 64;
+    options.max_batched_tokens = 512;
+    options.prefill_attention_min_rows = min_rows;
+    auto cuda = CudaBackend::load(dir.path(), options);
+    ASSERT_TRUE(cuda->kv_cache_fp8());
+    const std::vector<float> got = run_steps(*cuda);
+    ASSERT_EQ(got.size(), want.size());
+    const float diff = max_abs_diff(got, want);
+    std::printf("[ prefill dispatch fp8 kv ] min_rows %d: max|diff| vs CPU %.3g, scale %.3g, CPU fp8 vs fp32 %.3g\n",
+                min_rows, double(diff), double(scale), double(noise));
+    for (float x : got) ASSERT_TRUE(std::isfinite(x)) << "min_rows " << min_rows;
+    EXPECT_LE(diff, std::max(5e-2f * scale, 2.0f * noise)) << "min_rows " << min_rows;
+  }
+  EXPECT_GT(noise, 0.0f) << "the CPU's FP8 cache changed nothing";
 }
 
 }  // namespace

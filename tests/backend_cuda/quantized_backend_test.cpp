@@ -43,6 +43,7 @@ struct Variant {
   bool per_channel;
   float tolerance;       // of the logit scale
   bool dynamic = false;  // FP8 with dynamic activation scales (the static checkpoint without its input_scales)
+  bool kv_fp8 = false;   // qed quantize --kv-cache fp8: k/v scales, an FP8 KV cache on both backends
 };
 
 // A copy of the checkpoint in `from` with activation_scheme "dynamic" and no input_scale tensors: the layout of
@@ -76,7 +77,7 @@ class QuantizedCudaParity : public ::testing::TestWithParam<Variant> {
     quant::QuantizeOptions options;
     options.method = GetParam().method;
     options.per_channel = GetParam().per_channel;
-    options.kv_cache_fp8 = false;  // the CUDA backend keeps a bf16 KV cache; this compares the linear layers
+    options.kv_cache_fp8 = GetParam().kv_fp8;  // with scales, both backends keep an FP8 KV cache (auto)
     if (options.method == QuantMethod::Fp8) {
       auto calibration = load_fixture_backend(kFixtureName);
       std::vector<std::vector<int32_t>> samples;
@@ -113,6 +114,8 @@ class QuantizedCudaParity : public ::testing::TestWithParam<Variant> {
 };
 
 TEST_P(QuantizedCudaParity, CheckpointIsQuantizedAsAsked) {
+  EXPECT_EQ(cuda_->kv_cache_fp8(), GetParam().kv_fp8);
+  EXPECT_EQ(cuda_->kv_cache_dtype(), GetParam().kv_fp8 ? "fp8" : "bf16");
   const ModelConfig config = ModelConfig::from_file(dir_ + "/config.json");
   EXPECT_EQ(config.quantization.method, GetParam().method);
   if (GetParam().method == QuantMethod::Fp8) {
@@ -215,6 +218,7 @@ INSTANTIATE_TEST_SUITE_P(Formats, QuantizedCudaParity,
                          ::testing::Values(Variant{"fp8_per_tensor", QuantMethod::Fp8, false, 0.10f},
                                            Variant{"fp8_per_channel", QuantMethod::Fp8, true, 0.10f},
                                            Variant{"fp8_dynamic", QuantMethod::Fp8, false, 0.10f, true},
+                                           Variant{"fp8_kv_fp8", QuantMethod::Fp8, false, 0.10f, false, true},
                                            Variant{"int8_wo", QuantMethod::Int8WeightOnly, true, 0.05f}),
                          [](const ::testing::TestParamInfo<Variant>& param_info) {
                            return std::string(param_info.param.name);
@@ -252,6 +256,86 @@ TEST_P(RandomQuantizedWeights, ForwardGivesFiniteReproducibleLogits) {
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, RandomQuantizedWeights,
                          ::testing::Values(cuda::RandomWeightsDtype::Fp8, cuda::RandomWeightsDtype::Int8WeightOnly));
+
+// --kv-cache-dtype on a checkpoint with k/v scales: bf16 ignores them (the CPU reference of that is the same
+// checkpoint without scales), fp8 on one without uses scale 1.0; auto follows the checkpoint.
+TEST(CudaKvCacheDtype, ParsesTheFlagValues) {
+  EXPECT_EQ(parse_kv_cache_dtype("auto"), KvCacheDtype::Auto);
+  EXPECT_EQ(parse_kv_cache_dtype("bf16"), KvCacheDtype::Bf16);
+  EXPECT_EQ(parse_kv_cache_dtype("fp8"), KvCacheDtype::Fp8);
+  EXPECT_THROW(parse_kv_cache_dtype("fp8_e5m2"), Error);
+}
+
+// An FP8 cache holds twice the tokens of a bf16 one at the same memory fraction (1 byte per element instead of 2).
+TEST(CudaKvCacheDtype, Fp8CacheHoldsTwiceTheTokensAtTheSameMemoryFraction) {
+  if (cuda::list_devices().empty()) GTEST_SKIP() << "no CUDA device";
+  const std::string dir = std::string(QED_SOURCE_DIR) + "/tests/fixtures/hf/" + kFixtureName;
+  CudaBackendOptions options;
+  options.gpu_memory_fraction = 0.3f;
+  options.max_batched_tokens = 256;
+  int blocks[2] = {0, 0};
+  size_t bytes[2] = {0, 0};
+  for (int i = 0; i < 2; ++i) {
+    options.kv_cache_dtype = i == 0 ? KvCacheDtype::Bf16 : KvCacheDtype::Fp8;
+    auto backend = CudaBackend::load(dir, options);  // destroyed before the next: the same free memory
+    EXPECT_EQ(backend->kv_cache_fp8(), i == 1);
+    blocks[i] = backend->kv_layout().num_blocks;
+    bytes[i] = backend->kv_cache_bytes();
+  }
+  std::printf("[ kv capacity ] bf16 %d blocks (%zu bytes), fp8 %d blocks (%zu bytes)\n", blocks[0], bytes[0], blocks[1],
+              bytes[1]);
+  EXPECT_NEAR(double(blocks[1]) / double(blocks[0]), 2.0, 0.02);
+  EXPECT_NEAR(double(bytes[1]) / double(bytes[0]), 1.0, 0.01);
+}
+
+// --kv-cache-dtype fp8 on a checkpoint without scales quantizes with scale 1.0 (vLLM's default): the reference
+// is the CPU backend on a copy of the checkpoint with k_scale = v_scale = 1.0 written into every layer.
+TEST(CudaKvCacheDtype, Fp8WithoutScalesMatchesTheCpuWithScaleOne) {
+  if (cuda::list_devices().empty()) GTEST_SKIP() << "no CUDA device";
+  const std::string dir = std::string(QED_SOURCE_DIR) + "/tests/fixtures/hf/" + kFixtureName;
+  test::TempDir tmp;
+  const std::string with_scales = tmp.file("unit_kv_scales");
+  std::filesystem::create_directories(with_scales);
+  std::filesystem::copy_file(dir + "/config.json", with_scales + "/config.json");
+  const Checkpoint checkpoint = Checkpoint::open(dir);
+  const ModelConfig config = ModelConfig::from_file(dir + "/config.json");
+  std::vector<TensorToWrite> tensors;
+  for (const std::string& name : checkpoint.names()) {
+    const TensorInfo& t = checkpoint.get(name);
+    tensors.push_back({name, t.dtype, t.shape, t.data});
+  }
+  const float one = 1.0f;
+  std::vector<std::string> names;
+  for (int l = 0; l < config.num_layers; ++l) {
+    names.push_back("model.layers." + std::to_string(l) + ".self_attn.k_scale");
+    names.push_back("model.layers." + std::to_string(l) + ".self_attn.v_scale");
+  }
+  for (const std::string& name : names) tensors.push_back({name, DType::F32, {}, &one});
+  write_safetensors(with_scales + "/model.safetensors", tensors);
+
+  CpuBackendOptions cpu_options;
+  cpu_options.num_threads = 2;
+  cpu_options.num_blocks = 16;
+  auto cpu_fp8 = CpuBackend::load(with_scales, cpu_options);
+  auto cpu_bf16 = CpuBackend::load(dir, cpu_options);
+  CudaBackendOptions options;
+  options.num_blocks = 16;
+  options.max_batched_tokens = 256;
+  options.kv_cache_dtype = KvCacheDtype::Fp8;
+  auto cuda_fp8 = CudaBackend::load(dir, options);
+  ASSERT_TRUE(cuda_fp8->kv_cache_fp8());
+  const std::vector<int32_t> ids = {1, 5, 9, 200, 33, 7, 12, 99, 4, 250, 3, 18, 64, 2, 8, 71};
+  const std::vector<float> want = prefill_logits(*cpu_fp8, ids), got = prefill_logits(*cuda_fp8, ids);
+  const std::vector<float> unquantized = prefill_logits(*cpu_bf16, ids);
+  ASSERT_EQ(got.size(), want.size());
+  const float scale = std::max(1.0f, max_abs(want)), diff = max_abs_diff(got, want);
+  const float noise = max_abs_diff(want, unquantized);
+  std::printf("[ kv fp8 scale 1 ] CUDA vs CPU max|diff| %.3g (scale %.3g); the CPU's fp8 vs fp32 cache %.3g\n",
+              double(diff), double(scale), double(noise));
+  // The bf16 parity bound (5% of the logit scale, cuda_backend_test.cpp), or twice the cache's own quantization
+  // noise where that is larger (the CUDA forward quantizes bf16-rounded K/V, the CPU fp32 ones).
+  EXPECT_LE(diff, std::max(0.05f * scale, 2.0f * noise));
+}
 
 TEST(CudaRandomWeightsDtype, ParsesTheBenchFlagValues) {
   EXPECT_EQ(cuda::parse_random_weights_dtype("bf16"), cuda::RandomWeightsDtype::Bf16);

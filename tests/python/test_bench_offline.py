@@ -27,10 +27,16 @@ def test_writes_bench_json_with_provenance_and_every_metric(qed_bin, tmp_path):
     got = {(r["workload"], r["metric"]) for r in doc["results"]}
     assert got == {("decode_b2", "tok_per_s"), ("decode_b2", "per_seq_tok_per_s"), ("ttft_48", "ttft_ms"),
                    ("aimo_3x12", "total_s"), ("aimo_3x12", "batch_tok_per_s"),
-                   ("aimo_3x12", "per_sample_tok_per_s")}
+                   ("aimo_3x12", "per_sample_tok_per_s"), ("kv_cache", "kv_capacity_tokens")}
     for row in doc["results"]:
         assert row["engine"] == "qed" and row["spec"] == "none" and row["model"] == "qwen2_gqa_bias"
         assert isinstance(row["value"], float) and row["value"] > 0
+    kv = next(r for r in doc["results"] if r["metric"] == "kv_capacity_tokens")
+    # The CPU backend's default budget: 256 MiB of fp32 K and V over the fixture's layers, whole 16-token blocks.
+    config = json.loads((pathlib.Path(FIXTURE) / "config.json").read_text())
+    head_dim = config.get("head_dim", config["hidden_size"] // config["num_attention_heads"])
+    block_bytes = 2 * config["num_hidden_layers"] * 16 * config["num_key_value_heads"] * head_dim * 4
+    assert kv["kv_cache_dtype"] == "fp32" and kv["value"] == (256 << 20) // block_bytes * 16
 
 
 def test_unknown_workload_is_one_line_error(qed_bin):

@@ -6,7 +6,9 @@
 // Work split (flash-decoding): one CTA per (query row, KV head and a group of up to 8 of its query heads, KV
 // partition). Each CTA streams its partition's keys once for all the query heads that share the KV head (GQA), with
 // an online softmax in fp32; with more than one partition, partial (max, sum, accumulator) triples go to a
-// scratch buffer and a second kernel merges them. Head dims 16, 32, 64, 128 and 256 are compiled.
+// scratch buffer and a second kernel merges them. Each row splits its own keys into the launch's partitions (so a
+// CUDA graph captured for a longer context bucket does no more work per CTA). Head dims 64 and 128 run on tensor
+// cores (mma.sync: the GQA group is the M dimension, attention_mma_tile.cuh); 16, 32 and 256 on CUDA cores.
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -39,13 +41,29 @@ struct AttentionShape {
   float scale = 1.0f;
 };
 
+// One layer's K and V caches ([slots][num_kv_heads][head_dim]) as the attention kernels read them: bf16, or FP8
+// E4M3 codes standing for code × k_scale (v_scale), vLLM's per-tensor FP8 KV cache.
+struct KvCacheView {
+  const void* k = nullptr;
+  const void* v = nullptr;
+  bool fp8 = false;
+  float k_scale = 1.0f, v_scale = 1.0f;
+};
+
+// Which flash-decoding CTA runs at head_dim 64/128 (other head dims always take the CUDA-core one): the tensor-core
+// kernel loading K/V into registers (the default, measured), the same kernel streaming them through a cp.async
+// shared-memory ring per warp (more bytes in flight; written, GPU-tested, measured against the default by
+// bench_decode_attention), or the CUDA-core kernel (A/B).
+enum class DecodeKernel : uint8_t { TensorCores, TensorCoresPipelined, CudaCores };
+
 // Floats of scratch that attention_partitions() may use per (row, head, partition).
 constexpr size_t attention_partial_floats(int head_dim) {
   return size_t(head_dim) + 2;
 }
 
-// How many KV partitions a launch splits each row's keys into: enough CTAs to fill `num_sms` multiprocessors a few
-// times over, no partition under 64 keys, and no more than `partial_capacity_floats` of scratch.
+// How many KV partitions a launch splits each row's keys into: enough CTAs to fill `num_sms` multiprocessors
+// several times over, no partition under 64 keys (of max_kv_len), and no more than `partial_capacity_floats` of
+// scratch.
 int attention_partitions(const AttentionBatch& batch, const AttentionShape& shape, int num_sms,
                          size_t partial_capacity_floats);
 
@@ -53,9 +71,13 @@ int attention_partitions(const AttentionBatch& batch, const AttentionShape& shap
 // i < batch.rows; other rows of out are left as they are. q rows are q_stride elements apart (heads × head_dim at
 // the row start); k_cache/v_cache are one layer's caches ([slots][num_kv_heads][head_dim]). `partials` holds at
 // least batch.rows × num_heads × partitions × attention_partial_floats(head_dim) floats when partitions > 1 (unused
-// otherwise).
+// otherwise). `kernel` picks the CTA at head_dim 64/128 (benchmarks and tests).
+void paged_attention(const uint16_t* q, int q_stride, const KvCacheView& cache, const AttentionBatch& batch,
+                     const AttentionShape& shape, int partitions, float* partials, uint16_t* out, cudaStream_t stream,
+                     DecodeKernel kernel = DecodeKernel::TensorCores);
+// The same over bf16 caches.
 void paged_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
                           const AttentionBatch& batch, const AttentionShape& shape, int partitions, float* partials,
-                          uint16_t* out, cudaStream_t stream);
+                          uint16_t* out, cudaStream_t stream, DecodeKernel kernel = DecodeKernel::TensorCores);
 
 }  // namespace qed::cuda

@@ -58,6 +58,13 @@ void check_options(const ModelConfig& config, const CudaBackendOptions& options)
 
 }  // namespace
 
+KvCacheDtype parse_kv_cache_dtype(const std::string& name) {
+  if (name == "auto") return KvCacheDtype::Auto;
+  if (name == "bf16") return KvCacheDtype::Bf16;
+  if (name == "fp8") return KvCacheDtype::Fp8;
+  fail("--kv-cache-dtype must be auto, bf16 or fp8, got '{}'", name);
+}
+
 void CudaBackend::PinnedBuffer::reserve(size_t wanted) {
   if (wanted <= bytes) return;
   if (data) QED_CUDA_CHECK(cudaFreeHost(data));
@@ -92,6 +99,20 @@ CudaBackend::CudaBackend(const ModelConfig& config, cuda::CudaModelWeights weigh
     }
   }
   linears_ = std::make_unique<cuda::LinearRunner>(*gemm_, weights_, options_.max_batched_tokens);
+  kv_fp8_ = options_.kv_cache_dtype == KvCacheDtype::Fp8 ||
+            (options_.kv_cache_dtype == KvCacheDtype::Auto && weights_.has_kv_cache_scales());
+  if (kv_fp8_ && (config_.num_kv_heads * config_.head_dim) % 8 != 0) {
+    fail("cuda backend: an FP8 KV cache needs num_kv_heads x head_dim divisible by 8, got {}",
+         config_.num_kv_heads * config_.head_dim);
+  }
+  for (const cuda::CudaLayerWeights& l : weights_.layers) {
+    // Layers without scales (or --kv-cache-dtype fp8 on a checkpoint without any): 1.0, as vLLM.
+    kv_scales_.emplace_back(l.k_cache_scale > 0.0f ? l.k_cache_scale : 1.0f,
+                            l.v_cache_scale > 0.0f ? l.v_cache_scale : 1.0f);
+  }
+  if (!kv_fp8_ && weights_.has_kv_cache_scales()) {
+    spdlog::warn("cuda backend: --kv-cache-dtype bf16 ignores the checkpoint's FP8 KV-cache scales (k_scale/v_scale)");
+  }
   std::vector<float> inv_freq(size_t(config_.head_dim / 2));
   cpu::rope_inv_freq(config_.head_dim, config_.rope_theta, config_.rope_scaling, inv_freq.data());
   inv_freq_ = cuda::DeviceBuffer(inv_freq.size() * sizeof(float));
@@ -153,7 +174,7 @@ void CudaBackend::allocate_buffers() {
 void CudaBackend::size_kv_cache() {
   const size_t kv_dim = size_t(config_.num_kv_heads) * config_.head_dim;
   const size_t block_elems = size_t(options_.block_size) * kv_dim;
-  const size_t bytes_per_block = 2 * size_t(config_.num_layers) * block_elems * sizeof(uint16_t);
+  const size_t bytes_per_block = 2 * size_t(config_.num_layers) * block_elems * kv_element_bytes();
   size_t blocks = size_t(options_.num_blocks);
   if (blocks == 0) {
     size_t free_bytes = 0, total_bytes = 0;
@@ -190,8 +211,24 @@ void CudaBackend::size_kv_cache() {
   }
   kv_layer_elems_ = allocated * block_elems;
   // Uninitialised on purpose: every slot is written before it is read.
-  k_cache_ = cuda::DeviceBuffer(kv_layer_elems_ * size_t(config_.num_layers) * sizeof(uint16_t));
-  v_cache_ = cuda::DeviceBuffer(kv_layer_elems_ * size_t(config_.num_layers) * sizeof(uint16_t));
+  k_cache_ = cuda::DeviceBuffer(kv_layer_elems_ * size_t(config_.num_layers) * kv_element_bytes());
+  v_cache_ = cuda::DeviceBuffer(kv_layer_elems_ * size_t(config_.num_layers) * kv_element_bytes());
+  // Debug, not info: spdlog's default sink is stdout, which carries generated text (qed generate's output must
+  // equal the CPU backend's); qed bench offline reports the same number as kv_capacity_tokens.
+  spdlog::debug("cuda backend: KV cache {} blocks x {} tokens = {} tokens, {} ({:.2f} GiB)", layout_.num_blocks,
+               layout_.block_size, size_t(layout_.num_blocks) * size_t(layout_.block_size),
+               kv_fp8_ ? "fp8 e4m3" : "bf16", double(kv_cache_bytes()) / double(1 << 30));
+}
+
+cuda::KvCacheView CudaBackend::layer_kv(int layer) const {
+  const size_t offset = size_t(layer) * kv_layer_elems_ * kv_element_bytes();
+  cuda::KvCacheView view;
+  view.k = k_cache_.as<uint8_t>() + offset;
+  view.v = v_cache_.as<uint8_t>() + offset;
+  view.fp8 = kv_fp8_;
+  view.k_scale = kv_scales_[size_t(layer)].first;
+  view.v_scale = kv_scales_[size_t(layer)].second;
+  return view;
 }
 
 void CudaBackend::ensure_step_capacity(size_t bytes) {
@@ -391,18 +428,25 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
     // q and k heads are adjacent in the qkv row: one RoPE launch rotates both.
     cuda::rope_bf16(qkv, qkv_dim_, ints(s.positions), inv_freq_.as<float>(), rows,
                     config_.num_heads + config_.num_kv_heads, config_.head_dim, stream_);
-    uint16_t* k_cache = k_cache_.as<uint16_t>() + size_t(l) * kv_layer_elems_;
-    uint16_t* v_cache = v_cache_.as<uint16_t>() + size_t(l) * kv_layer_elems_;
-    cuda::write_kv_bf16(qkv + q_dim, qkv + q_dim + kv_dim, qkv_dim_, ints(s.slot_mapping), k_cache, v_cache, rows,
-                        kv_dim, stream_);
+    const cuda::KvCacheView cache = layer_kv(l);
+    uint8_t* k_cache = static_cast<uint8_t*>(const_cast<void*>(cache.k));
+    uint8_t* v_cache = static_cast<uint8_t*>(const_cast<void*>(cache.v));
+    if (kv_fp8_) {
+      cuda::write_kv_fp8(qkv + q_dim, qkv + q_dim + kv_dim, qkv_dim_, ints(s.slot_mapping), k_cache, v_cache, rows,
+                         kv_dim, cache.k_scale, cache.v_scale, stream_);
+    } else {
+      cuda::write_kv_bf16(qkv + q_dim, qkv + q_dim + kv_dim, qkv_dim_, ints(s.slot_mapping),
+                          reinterpret_cast<uint16_t*>(k_cache), reinterpret_cast<uint16_t*>(v_cache), rows, kv_dim,
+                          stream_);
+    }
     // One step may use both attention kernels, on disjoint rows of attn_.
     if (s.decode_row_count > 0) {
-      cuda::paged_attention_bf16(qkv, qkv_dim_, k_cache, v_cache, attention, shape, partitions,
-                                 attention_partials_.as<float>(), attn_.as<uint16_t>(), stream_);
+      cuda::paged_attention(qkv, qkv_dim_, cache, attention, shape, partitions, attention_partials_.as<float>(),
+                            attn_.as<uint16_t>(), stream_, options_.decode_kernel);
     }
     if (s.prefill_tile_count > 0) {
-      cuda::prefill_attention_bf16(qkv, qkv_dim_, k_cache, v_cache, attention, ints(s.prefill_tiles),
-                                   s.prefill_tile_count, cuda::kPrefillTiling, shape, attn_.as<uint16_t>(), stream_);
+      cuda::prefill_attention(qkv, qkv_dim_, cache, attention, ints(s.prefill_tiles), s.prefill_tile_count,
+                              cuda::kPrefillTiling, shape, attn_.as<uint16_t>(), stream_);
     }
     if (amax_) {
       // K (after RoPE) and V as the cache write read them: attention leaves the qkv rows as they were.
@@ -530,11 +574,11 @@ void CudaBackend::copy_kv_blocks(std::span<const std::pair<int32_t, int32_t>> sr
   if (count == 0) return;
   QED_CUDA_CHECK(
       cudaMemcpyAsync(block_pairs_.data(), host, size_t(count) * 2 * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
-  const size_t block_elems = size_t(layout_.block_size) * config_.num_kv_heads * config_.head_dim;
+  const size_t block_bytes = size_t(layout_.block_size) * config_.num_kv_heads * config_.head_dim * kv_element_bytes();
   const int launches = chained ? count : 1;
   for (int i = 0; i < launches; ++i) {
-    cuda::copy_kv_blocks_bf16(k_cache_.as<uint16_t>(), v_cache_.as<uint16_t>(), kv_layer_elems_, config_.num_layers,
-                              block_pairs_.as<int32_t>() + 2 * i, chained ? 1 : count, block_elems, stream_);
+    cuda::copy_kv_blocks(k_cache_.data(), v_cache_.data(), kv_layer_elems_ * kv_element_bytes(), config_.num_layers,
+                         block_pairs_.as<int32_t>() + 2 * i, chained ? 1 : count, block_bytes, stream_);
   }
   // The pinned pairs are reused by the next call.
   QED_CUDA_CHECK(cudaStreamSynchronize(stream_));

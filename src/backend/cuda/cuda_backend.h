@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cuda/attention_kernels.h"
 #include "backend/cuda/cuda_weights.h"
 #include "backend/cuda/device.h"
 #include "backend/cuda/gemm.h"
@@ -24,6 +25,12 @@ namespace qed {
 namespace cuda {
 class ActivationAmax;  // activation_amax.h: qed quantize's recorder
 }  // namespace cuda
+
+// The KV cache's element type (vLLM's --kv-cache-dtype): auto = FP8 E4M3 when the checkpoint has k/v scales
+// (qed quantize --kv-cache fp8), else bf16; fp8 without scales uses scale 1.0 (as vLLM).
+enum class KvCacheDtype : uint8_t { Auto, Bf16, Fp8 };
+// "auto" | "bf16" | "fp8"; throws naming the flag otherwise.
+KvCacheDtype parse_kv_cache_dtype(const std::string& name);
 
 struct CudaBackendOptions {
   int device = 0;
@@ -45,6 +52,9 @@ struct CudaBackendOptions {
   // slice, the logits columns it computes (0 = vocab_size). Decode graphs must be off.
   std::function<void(uint16_t* x, size_t count, cudaStream_t stream)> row_parallel_reduce;
   int lm_head_rows = 0;
+  KvCacheDtype kv_cache_dtype = KvCacheDtype::Auto;
+  // How the tensor-core decode attention streams K/V at head_dim 64/128 (attention_kernels.h), for A/B runs.
+  cuda::DecodeKernel decode_kernel = cuda::DecodeKernel::TensorCores;
 };
 
 class CudaBackend final : public Backend {
@@ -61,6 +71,7 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
   const ModelConfig& config() const override { return config_; }
   KvCacheLayout kv_layout() const override { return layout_; }
+  std::string kv_cache_dtype() const override { return kv_fp8_ ? "fp8" : "bf16"; }
   void forward(const ForwardBatch& batch, ForwardResult& result) override;
   // The GPU sampler covers temperature/top-k/top-p/min-p and logprobs up to 20; repetition penalty needs the
   // sequence's history and stays on the host.
@@ -71,7 +82,8 @@ class CudaBackend final : public Backend {
   void set_amax_recorder(cuda::ActivationAmax* recorder) { amax_ = recorder; }
 
   size_t weight_bytes() const { return weights_.bytes; }
-  size_t kv_cache_bytes() const { return 2 * kv_layer_elems_ * size_t(config_.num_layers) * sizeof(uint16_t); }
+  size_t kv_cache_bytes() const { return 2 * kv_layer_elems_ * size_t(config_.num_layers) * kv_element_bytes(); }
+  bool kv_cache_fp8() const { return kv_fp8_; }
 
  private:
   struct PinnedBuffer {
@@ -132,7 +144,12 @@ class CudaBackend final : public Backend {
   bool graphs_failed_ = false;
   cuda::ActivationAmax* amax_ = nullptr;  // set_amax_recorder
 
-  size_t kv_layer_elems_ = 0;  // bf16 elements of one layer's K (or V) cache
+  size_t kv_element_bytes() const { return kv_fp8_ ? 1 : 2; }
+  cuda::KvCacheView layer_kv(int layer) const;
+
+  size_t kv_layer_elems_ = 0;                       // elements of one layer's K (or V) cache
+  bool kv_fp8_ = false;                             // E4M3 codes with per-layer scales kv_scales_ (else bf16)
+  std::vector<std::pair<float, float>> kv_scales_;  // per layer (k_scale, v_scale)
   cuda::DeviceBuffer k_cache_, v_cache_;
 
   cuda::StepTimer step_timer_;  // QED_CUDA_STEP_TIMING=N: device vs host time per forward, logged every N

@@ -1,7 +1,6 @@
 #include "backend/cuda/cuda_weights.h"
 
 #include <cuda_runtime.h>
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <initializer_list>
@@ -184,6 +183,10 @@ RandomWeightsDtype parse_random_weights_dtype(const std::string& name) {
   fail("--dtype must be bf16, fp8 or int8_wo, got '{}'", name);
 }
 
+bool CudaModelWeights::has_kv_cache_scales() const {
+  return std::any_of(layers.begin(), layers.end(), [](const CudaLayerWeights& l) { return l.k_cache_scale > 0.0f; });
+}
+
 bool CudaModelWeights::has_format(LinearFormat format) const {
   for (const CudaLayerWeights& l : layers) {
     for (const CudaLinear* linear : {&l.qkv, &l.o_proj, &l.gate_up, &l.down_proj}) {
@@ -213,14 +216,11 @@ CudaModelWeights CudaModelWeights::upload(const Checkpoint& checkpoint, const Mo
                                   {l.gate_bias, l.up_bias}, where + " mlp gate/up", out.bytes);
     layer.down_proj =
         upload_linear({{l.down_proj, &l.down_proj_scales}}, {l.down_bias}, where + " mlp.down_proj", out.bytes);
+    if (l.k_cache_scale) {
+      layer.k_cache_scale = scalar_scale(*l.k_cache_scale);
+      layer.v_cache_scale = scalar_scale(*l.v_cache_scale);
+    }
     out.layers.push_back(std::move(layer));
-  }
-  if (!w.layers.empty() && w.layers[0].k_cache_scale) {
-    // vLLM with kv_cache_dtype "auto" does the same: the scales only matter to an FP8 cache.
-    spdlog::warn(
-        "{}: the checkpoint has FP8 KV-cache scales (k_scale/v_scale); the CUDA backend keeps a bf16 KV "
-        "cache and ignores them",
-        checkpoint.dir());
   }
   // Pageable-memory copies may still be in flight when cudaMemcpy returns; the forward runs on its own stream.
   QED_CUDA_CHECK(cudaDeviceSynchronize());

@@ -30,6 +30,9 @@ struct CudaLinear {
 struct CudaLayerWeights {
   DeviceBuffer input_norm, post_attention_norm;
   CudaLinear qkv, o_proj, gate_up, down_proj;
+  // The checkpoint's FP8 KV-cache scales (self_attn.k_scale / v_scale); 0 when it has none. Used only when the
+  // backend keeps an FP8 cache (CudaBackendOptions::kv_cache_dtype).
+  float k_cache_scale = 0.0f, v_cache_scale = 0.0f;
 };
 
 // The element type of random weights (qed bench offline --dtype): bf16, FP8 with per-tensor weight scales and a
@@ -56,6 +59,8 @@ struct CudaModelWeights {
 
   // Whether any linear layer is of this format (the backend sizes its scratch buffers and checks the device).
   bool has_format(LinearFormat format) const;
+  // Whether the checkpoint came with FP8 KV-cache scales (for any layer).
+  bool has_kv_cache_scales() const;
 };
 
 }  // namespace qed::cuda

@@ -2,6 +2,7 @@
 
 #include "backend/cuda/bf16_vec.cuh"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/fp8_convert.cuh"
 #include "backend/cuda/kv_cache_kernels.h"
 
 namespace qed::cuda {
@@ -33,15 +34,58 @@ __global__ void write_kv_kernel(const __nv_bfloat16* k, const __nv_bfloat16* v, 
   }
 }
 
-__global__ void copy_blocks_kernel(__nv_bfloat16* k_cache, __nv_bfloat16* v_cache, size_t layer_stride,
-                                   const int32_t* pairs, size_t block_elems) {
+// Eight elements per thread: one 16-byte bf16 load each of k and v, one 8-byte store of codes each.
+__global__ void write_kv_fp8_kernel(const __nv_bfloat16* k, const __nv_bfloat16* v, int src_stride,
+                                    const int32_t* slot_mapping, uint8_t* k_cache, uint8_t* v_cache, int kv_dim,
+                                    float k_scale, float v_scale) {
+  const size_t row = blockIdx.x;
+  const size_t slot = size_t(slot_mapping[row]);
+  const __nv_bfloat16* src[2] = {k + row * size_t(src_stride), v + row * size_t(src_stride)};
+  uint8_t* dst[2] = {k_cache + slot * kv_dim, v_cache + slot * kv_dim};
+  const float scale[2] = {k_scale, v_scale};
+  const bool aligned =
+      (reinterpret_cast<uintptr_t>(k) | reinterpret_cast<uintptr_t>(v)) % 16 == 0 && src_stride % 8 == 0;
+  for (int i = threadIdx.x * 8; i < kv_dim; i += kThreads * 8) {
+#pragma unroll
+    for (int t = 0; t < 2; ++t) {
+      float x[8];
+      if (aligned) {
+        load_f32x8(src[t] + i, x);
+      } else {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) x[e] = __bfloat162float(src[t][i + e]);
+      }
+      uint32_t lo = 0, hi = 0;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        lo |= uint32_t(quantize_e4m3(x[e], scale[t])) << (8 * e);
+        hi |= uint32_t(quantize_e4m3(x[e + 4], scale[t])) << (8 * e);
+      }
+      *reinterpret_cast<uint2*>(dst[t] + i) = make_uint2(lo, hi);
+    }
+  }
+}
+
+// 16-byte copies when every block start is 16-byte aligned (the caches are, and block_bytes % 16 == 0), bytes else.
+__global__ void copy_blocks_kernel(uint8_t* k_cache, uint8_t* v_cache, size_t layer_stride, const int32_t* pairs,
+                                   size_t block_bytes) {
   const int pair = blockIdx.x;
   const size_t layer = blockIdx.y;
-  const size_t src = size_t(pairs[2 * pair]) * block_elems + layer * layer_stride;
-  const size_t dst = size_t(pairs[2 * pair + 1]) * block_elems + layer * layer_stride;
-  for (size_t i = threadIdx.x; i < block_elems; i += kThreads) {
-    k_cache[dst + i] = k_cache[src + i];
-    v_cache[dst + i] = v_cache[src + i];
+  const size_t src = size_t(pairs[2 * pair]) * block_bytes + layer * layer_stride;
+  const size_t dst = size_t(pairs[2 * pair + 1]) * block_bytes + layer * layer_stride;
+  const bool vectors =
+      (reinterpret_cast<uintptr_t>(k_cache) | reinterpret_cast<uintptr_t>(v_cache) | layer_stride | block_bytes) % 16 ==
+      0;
+  if (vectors) {
+    for (size_t i = threadIdx.x * 16; i < block_bytes; i += kThreads * 16) {
+      *reinterpret_cast<uint4*>(k_cache + dst + i) = *reinterpret_cast<const uint4*>(k_cache + src + i);
+      *reinterpret_cast<uint4*>(v_cache + dst + i) = *reinterpret_cast<const uint4*>(v_cache + src + i);
+    }
+  } else {
+    for (size_t i = threadIdx.x; i < block_bytes; i += kThreads) {
+      k_cache[dst + i] = k_cache[src + i];
+      v_cache[dst + i] = v_cache[src + i];
+    }
   }
 }
 
@@ -55,12 +99,28 @@ void write_kv_bf16(const uint16_t* k, const uint16_t* v, int src_stride, const i
   QED_CUDA_CHECK_LAUNCH();
 }
 
-void copy_kv_blocks_bf16(uint16_t* k_cache, uint16_t* v_cache, size_t layer_stride, int num_layers,
-                         const int32_t* pairs, int num_pairs, size_t block_elems, cudaStream_t stream) {
+void write_kv_fp8(const uint16_t* k, const uint16_t* v, int src_stride, const int32_t* slot_mapping, uint8_t* k_cache,
+                  uint8_t* v_cache, int rows, int kv_dim, float k_scale, float v_scale, cudaStream_t stream) {
+  if (rows <= 0) return;
+  QED_KERNEL_REQUIRE(kv_dim % 8 == 0, "write_kv_fp8: kv_dim must be a multiple of 8");
+  QED_KERNEL_REQUIRE(k_scale > 0.0f && v_scale > 0.0f, "write_kv_fp8: scales must be positive");
+  write_kv_fp8_kernel<<<rows, kThreads, 0, stream>>>(as_bf16(k), as_bf16(v), src_stride, slot_mapping, k_cache, v_cache,
+                                                     kv_dim, k_scale, v_scale);
+  QED_CUDA_CHECK_LAUNCH();
+}
+
+void copy_kv_blocks(void* k_cache, void* v_cache, size_t layer_stride_bytes, int num_layers, const int32_t* pairs,
+                    int num_pairs, size_t block_bytes, cudaStream_t stream) {
   if (num_pairs <= 0 || num_layers <= 0) return;
   copy_blocks_kernel<<<dim3(unsigned(num_pairs), unsigned(num_layers)), kThreads, 0, stream>>>(
-      as_bf16(k_cache), as_bf16(v_cache), layer_stride, pairs, block_elems);
+      static_cast<uint8_t*>(k_cache), static_cast<uint8_t*>(v_cache), layer_stride_bytes, pairs, block_bytes);
   QED_CUDA_CHECK_LAUNCH();
+}
+
+void copy_kv_blocks_bf16(uint16_t* k_cache, uint16_t* v_cache, size_t layer_stride, int num_layers,
+                         const int32_t* pairs, int num_pairs, size_t block_elems, cudaStream_t stream) {
+  copy_kv_blocks(k_cache, v_cache, layer_stride * sizeof(uint16_t), num_layers, pairs, num_pairs,
+                 block_elems * sizeof(uint16_t), stream);
 }
 
 }  // namespace qed::cuda

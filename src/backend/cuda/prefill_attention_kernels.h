@@ -41,7 +41,13 @@ constexpr bool prefill_attention_supports(int head_dim) {
 // the tile covers new rows first .. min(first + tiling.rows, n) - 1 of that sequence), causal: new row i of a
 // sequence sees its cached prefix and new rows 0..i. Only the per-sequence arrays and block_tables of `batch` are
 // read (seq_q_start, seq_num_new, seq_num_cached, seq_block_offset); its masks are ignored, so tree-masked
-// sequences must not be in `tiles`. q, k_cache, v_cache and out as paged_attention_bf16.
+// sequences must not be in `tiles`. q, cache and out as paged_attention. An FP8 cache's tiles are staged in shared
+// memory by cp.async as codes (the same overlap of loads and MMAs as bf16) and converted there to bf16 code values,
+// k_scale folded into the softmax scale, v_scale into the output.
+void prefill_attention(const uint16_t* q, int q_stride, const KvCacheView& cache, const AttentionBatch& batch,
+                       const int32_t* tiles, int num_tiles, PrefillTiling tiling, const AttentionShape& shape,
+                       uint16_t* out, cudaStream_t stream);
+// The same over bf16 caches.
 void prefill_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
                             const AttentionBatch& batch, const int32_t* tiles, int num_tiles, PrefillTiling tiling,
                             const AttentionShape& shape, uint16_t* out, cudaStream_t stream);

@@ -1,7 +1,9 @@
 #pragma once
 // The tensor-core prefill attention kernel itself (see prefill_attention_kernels.h), written against a handful of
 // primitives the including file defines first, in qed::cuda's unnamed namespace: shared_address, cp_async_16,
-// cp_async_commit, cp_async_wait_all, ldmatrix_x4, ldmatrix_x4_trans, mma_bf16 and prefill_shared_memory.
+// cp_async_commit, cp_async_wait_all, ldmatrix_x4, ldmatrix_x4_trans, mma_bf16, prefill_shared_memory, and for FP8
+// caches load_e4m3x8_as_bf16x8 (8 codes → their 8 values as bf16, exact; read from shared memory here) and
+// store_shared_16.
 // prefill_attention_kernels.cu defines them as PTX; tests/backend_cuda/prefill_attention_emulation_test.cpp as host
 // emulations of the PTX ISA's fragment layouts, so the CPU build runs this very code. Unnamed namespace: each
 // includer gets its own copy, and the two never meet at link time.
@@ -29,6 +31,10 @@ struct SmemLayout {
   static constexpr int kK = kQ + ROWS * kPitch;
   static constexpr int kV = kK + kTileN * kPitch;
   static constexpr int kBytes = (kV + kTileN * kPitch) * 2;
+  // FP8 caches: the K and V tiles' codes land here first (cp.async, [key][d] bytes), then become bf16 in kK / kV.
+  static constexpr int kStageKByte = kBytes;
+  static constexpr int kStageVByte = kStageKByte + kTileN * D;
+  static constexpr int kBytesFp8 = kStageVByte + kTileN * D;
 };
 
 struct PrefillParams {
@@ -36,6 +42,12 @@ struct PrefillParams {
   int q_stride;
   const __nv_bfloat16* k_cache;
   const __nv_bfloat16* v_cache;
+  // An FP8 cache instead (both set, k_cache/v_cache unused): E4M3 codes, staged in shared memory by cp.async and
+  // converted there to bf16 code values; k_scale is folded into scale_log2, v_scale into the output (v_dequant).
+  // The launch must then provide SmemLayout::kBytesFp8.
+  const uint8_t* k_codes = nullptr;
+  const uint8_t* v_codes = nullptr;
+  float v_dequant = 1.0f;
   const int32_t* seq_q_start;
   const int32_t* seq_num_new;
   const int32_t* seq_num_cached;
@@ -60,9 +72,34 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 
 // Keys ks .. ks + kTileN - 1 of one KV head into shared memory, each 16-byte chunk through the block table; keys at
 // or past kv_end (not in the cache for this tile) are zero-filled so 0-weight products stay finite.
-template <int D, int THREADS>
-__device__ __forceinline__ void load_kv_tile(uint32_t dst, const __nv_bfloat16* cache, const int32_t* table,
-                                             const PrefillParams& p, int kv_head, int ks, int kv_end) {
+// With an FP8 cache (FP8, `codes`) the tile's codes go to the staging area `staging` instead (16-byte pieces, keys at
+// or past kv_end zero), for convert_kv_tile once they landed.
+template <int D, int THREADS, bool FP8>
+__device__ __forceinline__ void load_kv_tile(uint32_t dst, uint32_t staging, const __nv_bfloat16* cache,
+                                             const uint8_t* codes, const int32_t* table, const PrefillParams& p,
+                                             int kv_head, int ks, int kv_end) {
+  if constexpr (FP8) {
+    constexpr int kPieces = D / 16;  // 16-byte pieces of a row of codes
+    static_assert(kTileN * kPieces % THREADS == 0, "whole rounds of pieces");
+#pragma unroll
+    for (int i = 0; i < kTileN * kPieces / THREADS; ++i) {
+      const int c = int(threadIdx.x) + i * THREADS;
+      const int r = c / kPieces, col = c % kPieces;
+      const int t = ks + r;
+      const bool valid = t < kv_end;
+      const uint8_t* src = codes;
+      if (valid) {
+        const size_t slot = size_t(table[t / p.block_size]) * p.block_size + size_t(t % p.block_size);
+        src = codes + slot * p.kv_dim + size_t(kv_head) * D + col * 16;
+      }
+      cp_async_16(staging + uint32_t(r * D + col * 16), src, valid);
+    }
+    (void)dst;
+    (void)cache;
+    return;
+  }
+  (void)staging;
+  (void)codes;
   constexpr int kChunks = D / 8;
   constexpr int kPitch = D + 8;
   static_assert(kTileN * kChunks % THREADS == 0, "whole rounds of chunks");
@@ -81,7 +118,23 @@ __device__ __forceinline__ void load_kv_tile(uint32_t dst, const __nv_bfloat16* 
   }
 }
 
-template <int D, int WARPS, int SLICES>
+// FP8: a staged tile of codes (landed, visible to every thread) → its bf16 values in the K or V tile (exact).
+template <int D, int THREADS>
+__device__ __forceinline__ void convert_kv_tile(uint32_t dst, const unsigned char* staging) {
+  constexpr int kChunks = D / 8;
+  constexpr int kPitch = D + 8;
+#pragma unroll
+  for (int i = 0; i < kTileN * kChunks / THREADS; ++i) {
+    const int c = int(threadIdx.x) + i * THREADS;
+    const int r = c / kChunks, col = c % kChunks;
+    store_shared_16(dst + uint32_t((r * kPitch + col * 8) * 2),
+                    load_e4m3x8_as_bf16x8(reinterpret_cast<const uint8_t*>(staging + r * D + col * 8), true));
+  }
+}
+
+// FP8: the cache is E4M3 codes (p.k_codes / p.v_codes), staged and converted; a template parameter so the bf16
+// instantiations carry none of it (their registers and spills stay as measured).
+template <int D, int WARPS, int SLICES, bool FP8>
 __global__ void __launch_bounds__(32 * WARPS) prefill_attention_kernel(PrefillParams p) {
   constexpr int kThreads = 32 * WARPS;
   constexpr int kTileM = 16 * WARPS * SLICES;
@@ -94,6 +147,11 @@ __global__ void __launch_bounds__(32 * WARPS) prefill_attention_kernel(PrefillPa
   const uint32_t sq = shared_address(smem + L::kQ);
   const uint32_t sk = shared_address(smem + L::kK);
   const uint32_t sv = shared_address(smem + L::kV);
+  constexpr bool fp8 = FP8;
+  const unsigned char* stage_k = prefill_shared_memory() + L::kStageKByte;
+  const unsigned char* stage_v = prefill_shared_memory() + L::kStageVByte;
+  const uint32_t sstage_k = shared_address(stage_k);
+  const uint32_t sstage_v = shared_address(stage_v);
 
   // Consecutive CTAs are the heads of one tile (heads of one KV head adjacent): they read the same K/V from L2.
   const int tile = int(blockIdx.x) / p.num_heads;
@@ -128,7 +186,7 @@ __global__ void __launch_bounds__(32 * WARPS) prefill_attention_kernel(PrefillPa
     const __nv_bfloat16* src = valid ? p.q + size_t(q_row0 + first + r) * p.q_stride + size_t(head) * D + col * 8 : p.q;
     cp_async_16(sq + uint32_t((r * L::kPitch + col * 8) * 2), src, valid);
   }
-  load_kv_tile<D, kThreads>(sk, p.k_cache, table, p, kv_head, 0, kv_end);
+  load_kv_tile<D, kThreads, FP8>(sk, sstage_k, p.k_cache, p.k_codes, table, p, kv_head, 0, kv_end);
   cp_async_commit();
 
   // Address of lane's row in Q's ldmatrix for slice ms, k-step k.
@@ -153,8 +211,10 @@ __global__ void __launch_bounds__(32 * WARPS) prefill_attention_kernel(PrefillPa
     const int ks = kt * kTileN;
     cp_async_wait_all();
     __syncthreads();  // K tile kt (and Q) landed for every thread; every warp is done reading V tile kt - 1
-    load_kv_tile<D, kThreads>(sv, p.v_cache, table, p, kv_head, ks, kv_end);
+    if constexpr (fp8) convert_kv_tile<D, kThreads>(sk, stage_k);  // every warp finished K tile kt - 1 (barrier below)
+    load_kv_tile<D, kThreads, FP8>(sv, sstage_v, p.v_cache, p.v_codes, table, p, kv_head, ks, kv_end);
     cp_async_commit();
+    if constexpr (fp8) __syncthreads();  // the converted K tile, for every warp
     if constexpr (kQInRegisters) {
       if (kt == 0) {
 #pragma unroll
@@ -252,12 +312,14 @@ __global__ void __launch_bounds__(32 * WARPS) prefill_attention_kernel(PrefillPa
 
     cp_async_wait_all();
     __syncthreads();  // V tile kt landed; every warp is done reading K tile kt
+    if constexpr (fp8) convert_kv_tile<D, kThreads>(sv, stage_v);  // every warp finished V tile kt - 1 (first barrier)
     if (kt + 1 < kv_tiles) {
-      load_kv_tile<D, kThreads>(sk, p.k_cache, table, p, kv_head, ks + kTileN, kv_end);
+      load_kv_tile<D, kThreads, FP8>(sk, sstage_k, p.k_cache, p.k_codes, table, p, kv_head, ks + kTileN, kv_end);
       cp_async_commit();
     }
+    if constexpr (fp8) __syncthreads();  // the converted V tile, for every warp
 
-    // O += P·V: the S fragments of keys 16k .. 16k + 15 are the A fragment of k-step k (P rounded to bf16).
+      // O += P·V: the S fragments of keys 16k .. 16k + 15 are the A fragment of k-step k (P rounded to bf16).
 #pragma unroll
     for (int k = 0; k < kTileN / 16; ++k) {
       uint32_t a[SLICES][4];
@@ -293,7 +355,7 @@ __global__ void __launch_bounds__(32 * WARPS) prefill_attention_kernel(PrefillPa
       float sum = l[ms][r];
       sum += __shfl_xor_sync(0xffffffffu, sum, 1);
       sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+      const float inv = sum > 0.0f ? p.v_dequant / sum : 0.0f;
       const int row = row_lo[ms] + 8 * r;
       if (row >= n) continue;
       __nv_bfloat16* dst = p.out + (size_t(q_row0 + row) * p.num_heads + size_t(head)) * D + 2 * quad;

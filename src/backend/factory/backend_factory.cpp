@@ -25,6 +25,8 @@ CudaBackendOptions cuda_options(const BackendSelection& selection) {
   options.max_batched_tokens = selection.max_batched_tokens;
   options.cuda_graphs = selection.cuda_graphs;
   options.prefill_attention_min_rows = selection.prefill_attention_min_rows;
+  options.kv_cache_dtype = parse_kv_cache_dtype(selection.kv_cache_dtype);
+  if (selection.pipelined_decode_attention) options.decode_kernel = cuda::DecodeKernel::TensorCoresPipelined;
   return options;
 }
 }  // namespace
@@ -32,6 +34,12 @@ CudaBackendOptions cuda_options(const BackendSelection& selection) {
 
 namespace {
 CpuBackendOptions cpu_options(const BackendSelection& selection) {
+  if (selection.kv_cache_dtype != "auto") {
+    fail(
+        "--kv-cache-dtype {}: the cpu backend follows the checkpoint (an FP8 cache where it has k/v scales); the "
+        "flag is for --backend cuda",
+        selection.kv_cache_dtype);
+  }
   CpuBackendOptions options;
   options.num_threads = selection.threads;
   options.block_size = selection.block_size;

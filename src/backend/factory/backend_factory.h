@@ -21,10 +21,12 @@ struct BackendSelection {
   // cuda
   int device = 0;
   float gpu_memory_fraction = 0.90f;
-  int max_batched_tokens = 8192;        // the scheduler's per-step token budget (sizes the activation buffers)
-  bool cuda_graphs = true;              // replay captured CUDA graphs for decode steps (the CLI default)
-  std::string random_dtype = "bf16";    // make_random_backend only: bf16 | fp8 | int8_wo
-  int prefill_attention_min_rows = 32;  // causal chunks this long take the tensor-core prefill attention (0: never)
+  int max_batched_tokens = 8192;            // the scheduler's per-step token budget (sizes the activation buffers)
+  bool cuda_graphs = true;                  // replay captured CUDA graphs for decode steps (the CLI default)
+  std::string random_dtype = "bf16";        // make_random_backend only: bf16 | fp8 | int8_wo
+  int prefill_attention_min_rows = 32;      // causal chunks this long take the tensor-core prefill attention (0: never)
+  std::string kv_cache_dtype = "auto";      // auto (fp8 when the checkpoint has k/v scales) | bf16 | fp8
+  bool pipelined_decode_attention = false;  // cuda: the cp.async-pipelined decode attention CTA (A/B runs)
   // > 1: the model sharded over this many ranks (docs/tp.md): cpu runs the exact simulation, cuda one rank per
   // device (devices `device` .. device + N - 1, NCCL). 1 = the unsharded backends, untouched.
   int tensor_parallel_size = 1;
