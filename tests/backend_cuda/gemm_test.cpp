@@ -58,12 +58,13 @@ TEST_F(GemmTest, Fp32OutputForLogits) {
   check_gemm(gemm, 12, 896, 4000, false, cuda::GemmType::F32, rng);
 }
 
-// Rows 1..4 take the GEMV kernel (gemv_kernels.cu): odd feature counts leave a warp's second feature unused,
-// in_features 8 is a single 16-byte load per row, 4104 is not a multiple of the 1024-element unrolled step.
-TEST_F(GemmTest, SkinnyBatchesOnTheGemvKernelMatchCpuMatmul) {
+// Decode row counts take the skinny tensor-core kernel (gemv_kernels.cu, swept by skinny_gemm_test.cpp); these
+// check Gemm::run's dispatch to it: odd feature counts leave part of a CTA's tiles unused, in_features 8 is a single
+// 16-byte load per row, 4104 is not a multiple of the kernel's step, 17 rows is the first count past it (cuBLASLt).
+TEST_F(GemmTest, DecodeBatchesOnTheSkinnyKernelMatchCpuMatmul) {
   std::mt19937 rng(44);
   cuda::Gemm gemm;
-  for (int rows = 1; rows <= 4; ++rows) {
+  for (int rows : {1, 2, 4, 7, 8, 9, 13, 16, 17}) {
     for (auto [in, out] : std::vector<std::pair<int, int>>{{8, 37}, {4104, 129}, {5120, 16}, {136, 1001}}) {
       check_gemm(gemm, rows, in, out, rows % 2 == 0, cuda::GemmType::BF16, rng);
     }

@@ -47,12 +47,32 @@ cudaDataType_t cuda_type(GemmType type) {
   fail("gemm: unknown element type");
 }
 
+void validate(GemmType x_type, const GemmWeight& w, const void* bias, GemmType y_type) {
+  if (w.out_features <= 0 || w.in_features <= 0) fail("gemm: weight of shape {}x{}", w.out_features, w.in_features);
+  if (y_type == GemmType::F8_E4M3) fail("gemm: the output is bf16 or fp32");
+  const bool fp8 = w.type == GemmType::F8_E4M3 || x_type == GemmType::F8_E4M3;
+  if (fp8) {
+    if (w.type != x_type) fail("gemm: an fp8 GEMM takes fp8 weights and fp8 activations");
+    if (w.in_features % 16 != 0 || w.out_features % 16 != 0) {
+      fail("gemm: fp8 needs in/out features that are multiples of 16, got {}x{}", w.out_features, w.in_features);
+    }
+    if (bias && y_type != GemmType::BF16) fail("gemm: an fp8 GEMM with a bias writes bf16");
+  } else if (x_type != GemmType::BF16 || w.type != GemmType::BF16) {
+    fail("gemm: bf16 x bf16 or fp8 x fp8 only");
+  }
+}
+
 }  // namespace
 
 Gemm::Gemm(size_t workspace_bytes) : workspace_(workspace_bytes), one_(sizeof(float)) {
   check(cublasLtCreate(&handle_), "create");
   const float one = 1.0f;
   one_.upload(&one, sizeof(one));
+  int device = 0, major = 0, minor = 0;
+  QED_CUDA_CHECK(cudaGetDevice(&device));
+  QED_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  QED_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  fp8_mma_ = major * 10 + minor >= 89;
 }
 
 Gemm::~Gemm() {
@@ -123,23 +143,36 @@ Gemm::Plan& Gemm::plan_for(const Key& key) {
 void Gemm::run(const void* x, GemmType x_type, const GemmWeight& w, const void* bias, void* y, GemmType y_type,
                int rows, cudaStream_t stream, const float* x_scale) {
   if (rows <= 0) return;
-  if (w.out_features <= 0 || w.in_features <= 0) fail("gemm: weight of shape {}x{}", w.out_features, w.in_features);
-  if (y_type == GemmType::F8_E4M3) fail("gemm: the output is bf16 or fp32");
-  const bool fp8 = w.type == GemmType::F8_E4M3 || x_type == GemmType::F8_E4M3;
-  if (fp8) {
-    if (w.type != x_type) fail("gemm: an fp8 GEMM takes fp8 weights and fp8 activations");
-    if (w.in_features % 16 != 0 || w.out_features % 16 != 0) {
-      fail("gemm: fp8 needs in/out features that are multiples of 16, got {}x{}", w.out_features, w.in_features);
+  validate(x_type, w, bias, y_type);
+  const bool fp8 = w.type == GemmType::F8_E4M3;
+  const SkinnyWeight type = fp8 ? SkinnyWeight::Fp8E4m3 : SkinnyWeight::Bf16;
+  if (rows <= (fp8 ? kSkinnyFp8Rows : kSkinnyBf16Rows) && (!fp8 || fp8_mma_) &&
+      skinny_gemm_supports(type, rows, w.in_features, w.out_features)) {
+    SkinnyGemm g;
+    g.x = x;
+    g.w = w.data;
+    g.type = type;
+    if (fp8) {
+      g.x_scale = x_scale;
+      g.w_scales = w.scale ? w.scale : one_.as<float>();
     }
-    if (bias && y_type != GemmType::BF16) fail("gemm: an fp8 GEMM with a bias writes bf16");
-  } else if (x_type != GemmType::BF16 || w.type != GemmType::BF16) {
-    fail("gemm: bf16 x bf16 or fp8 x fp8 only");
-  }
-  if (!fp8 && gemv_supports(rows, w.in_features)) {  // decode: bandwidth-bound, our GEMV beats cuBLASLt's there
-    gemv_bf16(static_cast<const uint16_t*>(x), static_cast<const uint16_t*>(w.data), static_cast<const uint16_t*>(bias),
-              y, y_type == GemmType::F32, rows, w.out_features, w.in_features, stream);
+    g.bias = static_cast<const uint16_t*>(bias);
+    g.y = y;
+    g.f32_out = y_type == GemmType::F32;
+    g.rows = rows;
+    g.out = w.out_features;
+    g.in = w.in_features;
+    skinny_gemm(g, stream);
     return;
   }
+  run_cublaslt(x, x_type, w, bias, y, y_type, rows, stream, x_scale);
+}
+
+void Gemm::run_cublaslt(const void* x, GemmType x_type, const GemmWeight& w, const void* bias, void* y, GemmType y_type,
+                        int rows, cudaStream_t stream, const float* x_scale) {
+  if (rows <= 0) return;
+  validate(x_type, w, bias, y_type);
+  const bool fp8 = w.type == GemmType::F8_E4M3;
   Plan& plan = plan_for(Key{rows, w.out_features, w.in_features, x_type, w.type, y_type, bias != nullptr});
   if (bias) {
     check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
