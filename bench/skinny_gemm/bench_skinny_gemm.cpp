@@ -1,6 +1,6 @@
 // The skinny decode GEMMs (gemv_kernels.h) against their peers on the 14B shape's linear layers, in GB/s of the
 // bytes a GEMM must move (weight + activations + output, each once):
-//   bf16   skinny bf16 (tiles_per_warp 1, 2, 4)   vs cuBLASLt bf16 (Gemm::run_cublaslt)
+//   bf16   skinny bf16 (tilings × splits)         vs cuBLASLt bf16 (Gemm::run_cublaslt)
 //   fp8    skinny E4M3 W8A8, per-tensor scales    vs cuBLASLt FP8 with A/B scale pointers (today's FP8 decode path)
 //   int8   skinny int8 weight-only                vs dequantize to bf16 + cuBLASLt into fp32 + the scale epilogue
 //                                                    (LinearRunner's path above the skinny rows)
@@ -186,11 +186,25 @@ double relative_difference(const DeviceBuffer& a, const DeviceBuffer& b, size_t 
   return scale > 0.0 ? diff / scale : diff;
 }
 
+// The skinny variants timed: (tiles_per_warp, splits); {0, 0} is the launcher's choice for the shape (what the
+// backend runs).
+struct Variant {
+  int tiles, splits;
+};
+const std::vector<Variant> kVariants = {{0, 0}, {1, 1}, {2, 1}, {4, 1}, {1, 2}, {1, 4}, {2, 2}, {2, 4}, {4, 2}};
+
+std::string variant_name(const Variant& v) {
+  if (v.tiles == 0) return "auto";
+  char name[32];
+  std::snprintf(name, sizeof(name), "t%ds%d", v.tiles, v.splits);
+  return name;
+}
+
 struct Row {
   std::string shape, format;
   int rows;
-  float ours_us[3];  // tiles_per_warp 1, 2, 4
-  int default_tiles;
+  std::vector<float> ours_us;  // per kVariants
+  std::string default_choice;  // the launcher's tiles and splits
   float peer_us;
   double bytes, rel;
 };
@@ -240,7 +254,7 @@ void bench_format(const Options& o, const Shape& s, const std::string& format, c
   const void* d_bias = s.bias ? bias.data() : nullptr;
 
   for (int rows : o.rows) {
-    auto skinny = [&](int tiles, int copy, void* out) {
+    auto skinny = [&](const Variant& v, int copy, void* out) {
       qed::cuda::SkinnyGemm g;
       g.x = fp8 ? x_q.data() : x.data();
       g.w = weights[size_t(copy % copies)]->data();
@@ -254,8 +268,9 @@ void bench_format(const Options& o, const Shape& s, const std::string& format, c
       g.rows = rows;
       g.out = s.out;
       g.in = s.in;
-      g.tiles_per_warp = tiles;
-      qed::cuda::skinny_gemm(g, stream);
+      g.tiles_per_warp = v.tiles;
+      g.splits = v.splits;
+      gemm.run_skinny(g, stream);
     };
     auto peer = [&](int copy, void* out) {
       const void* w = weights[size_t(copy % copies)]->data();
@@ -277,25 +292,28 @@ void bench_format(const Options& o, const Shape& s, const std::string& format, c
                                       stream);
       }
     };
-    Row row{s.name, format, rows, {0, 0, 0}, qed::cuda::skinny_gemm_default_tiles(s.out), 0, 0, 0};
-    skinny(0, 0, y.data());
+    const int default_tiles = qed::cuda::skinny_gemm_default_tiles(s.out);
+    const int default_splits = qed::cuda::skinny_gemm_default_splits(
+        bf16 ? qed::cuda::SkinnyWeight::Bf16 : (fp8 ? qed::cuda::SkinnyWeight::Fp8E4m3 : qed::cuda::SkinnyWeight::Int8),
+        s.out, s.in, default_tiles, qed::cuda::list_devices().front().multiprocessors);
+    Row row{s.name, format, rows, {}, variant_name({default_tiles, default_splits}), 0, 0, 0};
+    skinny({0, 0}, 0, y.data());
     peer(0, y_peer.data());
     QED_CUDA_CHECK(cudaStreamSynchronize(stream));
     row.rel = relative_difference(y, y_peer, size_t(rows) * s.out, f32_out);
-    const int tiles[3] = {1, 2, 4};
-    for (int t = 0; t < 3; ++t) {
-      row.ours_us[t] = time_us(stream, o, copies, [&](int i) { skinny(tiles[t], i, y.data()); });
+    for (const Variant& v : kVariants) {
+      row.ours_us.push_back(time_us(stream, o, copies, [&](int i) { skinny(v, i, y.data()); }));
     }
     row.peer_us = time_us(stream, o, copies, [&](int i) { peer(i, y_peer.data()); });
     const size_t x_bytes = size_t(rows) * s.in * (fp8 ? 1 : 2);
     row.bytes = double(weight_bytes + x_bytes + size_t(rows) * s.out * (f32_out ? 4 : 2));
     auto gbs = [&](float us) { return row.bytes / (double(us) * 1e-6) / 1e9; };
-    std::printf(
-        "%-8s %-5s rows %2d: skinny t1 %8.1f us %6.0f GB/s | t2 %8.1f us %6.0f | t4 %8.1f us %6.0f | "
-        "peer %8.1f us %6.0f GB/s | rel %.2e\n",
-        s.name.c_str(), format.c_str(), rows, double(row.ours_us[0]), gbs(row.ours_us[0]), double(row.ours_us[1]),
-        gbs(row.ours_us[1]), double(row.ours_us[2]), gbs(row.ours_us[2]), double(row.peer_us), gbs(row.peer_us),
-        row.rel);
+    std::printf("%-8s %-5s rows %2d:", s.name.c_str(), format.c_str(), rows);
+    for (size_t v = 0; v < kVariants.size(); ++v) {
+      std::printf(" %s %.1f us %.0f GB/s |", variant_name(kVariants[v]).c_str(), double(row.ours_us[v]),
+                  gbs(row.ours_us[v]));
+    }
+    std::printf(" peer %.1f us %.0f GB/s | rel %.2e\n", double(row.peer_us), gbs(row.peer_us), row.rel);
     std::fflush(stdout);
     rows_out.push_back(row);
   }
@@ -329,22 +347,25 @@ int main(int argc, char** argv) {
   QED_CUDA_CHECK(cudaStreamDestroy(stream));
 
   // The summary the device call's output tail carries: best skinny tiling vs the peer, and the default's cost.
-  std::printf("\nshape    fmt   rows | skinny best      GB/s | default  | peer          GB/s | speedup | rel\n");
+  std::printf(
+      "\nshape    fmt   rows | best skinny        GB/s | auto (choice)        GB/s | peer          GB/s | "
+      "auto/peer | rel\n");
   nlohmann::json results = nlohmann::json::array();
   for (const Row& r : rows) {
-    const int best = int(std::min_element(r.ours_us, r.ours_us + 3) - r.ours_us);
-    const int default_index = r.default_tiles == 4 ? 2 : r.default_tiles - 1;
+    const size_t best = size_t(std::min_element(r.ours_us.begin(), r.ours_us.end()) - r.ours_us.begin());
     auto gbs = [&](float us) { return r.bytes / (double(us) * 1e-6) / 1e9; };
-    std::printf("%-8s %-5s %4d | t%d %8.1f us %6.0f | t%d %5.0f%% | %8.1f us %6.0f | %6.2fx | %.1e\n", r.shape.c_str(),
-                r.format.c_str(), r.rows, 1 << best, double(r.ours_us[best]), gbs(r.ours_us[best]), r.default_tiles,
-                100.0 * double(r.ours_us[default_index]) / double(r.ours_us[best]), double(r.peer_us), gbs(r.peer_us),
-                double(r.peer_us) / double(r.ours_us[best]), r.rel);
+    std::printf("%-8s %-5s %4d | %-4s %8.1f us %5.0f | %-4s %8.1f us %5.0f | %8.1f us %5.0f | %6.2fx | %.1e\n",
+                r.shape.c_str(), r.format.c_str(), r.rows, variant_name(kVariants[best]).c_str(),
+                double(r.ours_us[best]), gbs(r.ours_us[best]), r.default_choice.c_str(), double(r.ours_us[0]),
+                gbs(r.ours_us[0]), double(r.peer_us), gbs(r.peer_us), double(r.peer_us) / double(r.ours_us[0]), r.rel);
+    nlohmann::json variants = nlohmann::json::object();
+    for (size_t v = 0; v < kVariants.size(); ++v) variants[variant_name(kVariants[v])] = r.ours_us[v];
     results.push_back({{"shape", r.shape},
                        {"format", r.format},
                        {"rows", r.rows},
                        {"bytes", r.bytes},
-                       {"skinny_us", {{"t1", r.ours_us[0]}, {"t2", r.ours_us[1]}, {"t4", r.ours_us[2]}}},
-                       {"default_tiles", r.default_tiles},
+                       {"skinny_us", variants},
+                       {"auto_choice", r.default_choice},
                        {"peer_us", r.peer_us},
                        {"rel_diff_vs_peer", r.rel}});
   }

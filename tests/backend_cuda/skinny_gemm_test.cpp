@@ -9,8 +9,9 @@
 // so a wrong k pairing, row, tile, scale or bias is far outside either bound.
 //
 // Shapes: row counts 1..16 (one and two n8 activation tiles, rows that leave part of a tile empty), every
-// tiles_per_warp (1, 2, 4), `out` not a multiple of the CTA's features (partial tiles), `in` of one lane's vector,
-// of a partial step, of more groups than the CTA has warps, and the 14B down projection's K = 13824.
+// tiles_per_warp (1, 2, 4), split-K (none, 2, 3, the launcher's), `out` not a multiple of the CTA's features (partial
+// tiles), `in` of one lane's vector, of a partial step, of more groups than the CTA has warps, and the 14B down
+// projection's K = 13824.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -44,12 +45,13 @@ bool device_has_fp8() {
 struct Case {
   int rows, in, out, tiles;
   bool bias, f32_out = false;
+  int splits = 1;  // 0: the launcher's choice, with a workspace
 };
 
 std::string describe(const char* format, const Case& c) {
   return std::string(format) + " rows " + std::to_string(c.rows) + " in " + std::to_string(c.in) + " out " +
-         std::to_string(c.out) + " tiles " + std::to_string(c.tiles) + (c.bias ? " +bias" : "") +
-         (c.f32_out ? " f32" : " bf16") + " (element = row * out + j)";
+         std::to_string(c.out) + " tiles " + std::to_string(c.tiles) + " splits " + std::to_string(c.splits) +
+         (c.bias ? " +bias" : "") + (c.f32_out ? " f32" : " bf16") + " (element = row * out + j)";
 }
 
 float max_abs_dot(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& row_scale,
@@ -68,8 +70,23 @@ float max_abs_dot(const std::vector<float>& x, const std::vector<float>& w, cons
 // Runs the kernel into a poisoned output one row longer than the result (that row must stay untouched), returns the
 // result rows as floats. Runs it twice and requires bit-identical outputs: the reduction order is fixed, so a
 // difference means a race.
+// Split-K launches get a workspace and zeroed counters, shared by both runs (the first must re-arm the counters).
 std::vector<float> run_skinny(cuda::SkinnyGemm g, const Case& c, const std::string& what) {
   const size_t n = size_t(c.rows) * c.out, padded = n + size_t(c.out);
+  g.splits = c.splits;
+  const int counters = c.out / 16 + 1;
+  const cuda::DeviceBuffer d_counters = upload(std::vector<unsigned>(size_t(counters), 0u));
+  size_t workspace_bytes = 0;  // the most any tiling with 64 splits takes
+  for (int tiles : {1, 2, 4}) {
+    workspace_bytes = std::max(workspace_bytes, cuda::skinny_gemm_workspace_bytes(c.rows, c.out, tiles, 64));
+  }
+  const cuda::DeviceBuffer d_workspace = upload(std::vector<float>(workspace_bytes / sizeof(float), NAN));
+  if (c.splits != 1) {
+    g.workspace = d_workspace.as<float>();
+    g.workspace_bytes = workspace_bytes;
+    g.counters = d_counters.as<unsigned>();
+    g.counter_count = counters;
+  }
   std::vector<float> results[2];
   for (std::vector<float>& result : results) {
     cuda::DeviceBuffer d_y = c.f32_out ? upload(std::vector<float>(padded, NAN)) : poisoned_bf16(padded);
@@ -217,7 +234,8 @@ std::vector<Case> sweep() {
   for (int rows = 1; rows <= cuda::kSkinnyMaxRows; ++rows) {
     const auto [in, out] = kShapes[size_t(rows) % kShapes.size()];
     const int tiles = 1 << (rows % 3);  // 1, 2, 4 in turn
-    cases.push_back({rows, in, out, tiles, rows % 2 == 1});
+    const int splits = (rows / 3) % 4;  // 0 (the launcher's), 1, 2, 3 in turn
+    cases.push_back({rows, in, out, tiles, rows % 2 == 1, false, splits});
   }
   return cases;
 }
@@ -279,12 +297,22 @@ TEST_F(SkinnyGemmTest, Int8ConversionIsExactForEveryCode) {
   for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(got[i], want[i]) << "element " << i;
 }
 
-// The 14B down projection's K (13824: 216 groups of 64) with few outputs, so the CPU reference stays cheap.
+// The 14B down projection's K (13824) with few outputs, so the CPU reference stays cheap; without a split, with the
+// launcher's (2 for these shapes) and with more splits than some of them have groups of K.
 TEST_F(SkinnyGemmTest, LongReductionOfTheDownProjection) {
   std::mt19937 rng(76);
-  check_bf16({16, 13824, 48, 1, true}, rng);
-  check_int8({9, 13824, 48, 2, true}, rng);
-  if (device_has_fp8()) check_fp8({5, 13824, 48, 4, true}, true, rng);
+  for (int splits : {1, 0, 7}) {
+    check_bf16({16, 13824, 48, 1, true, false, splits}, rng);
+    check_int8({9, 13824, 48, 2, true, false, splits}, rng);
+    if (device_has_fp8()) check_fp8({5, 13824, 48, 4, true, false, splits}, true, rng);
+  }
+}
+
+// More splits than the reduction has groups (in = 16: one group): the empty splits add zeros.
+TEST_F(SkinnyGemmTest, SplitsWithoutWorkStillCompleteTheSum) {
+  std::mt19937 rng(77);
+  check_bf16({4, 16, 40, 1, true, false, 5}, rng);
+  check_int8({12, 16, 72, 2, false, false, 3}, rng);
 }
 
 TEST_F(SkinnyGemmTest, RefusesShapesAndArgumentsItCannotTake) {
@@ -318,6 +346,9 @@ TEST_F(SkinnyGemmTest, RefusesShapesAndArgumentsItCannotTake) {
   EXPECT_THROW(cuda::skinny_gemm(bad, nullptr), std::exception);
   bad = g;
   bad.tiles_per_warp = 3;
+  EXPECT_THROW(cuda::skinny_gemm(bad, nullptr), std::exception);
+  bad = g;
+  bad.splits = 2;  // no workspace
   EXPECT_THROW(cuda::skinny_gemm(bad, nullptr), std::exception);
 }
 

@@ -7,6 +7,10 @@
 namespace qed::cuda {
 namespace {
 
+// Split-K counters: one per CTA along the output features, enough for 16 × 16384 features (the 14B lm_head's
+// 152064 takes no split).
+constexpr int kSkinnyCounters = 16384;
+
 // cublasGetStatusName lives in libcublas, which nothing else here needs: name the common codes ourselves.
 const char* status_name(cublasStatus_t status) {
   switch (status) {
@@ -73,6 +77,19 @@ Gemm::Gemm(size_t workspace_bytes) : workspace_(workspace_bytes), one_(sizeof(fl
   QED_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   QED_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
   fp8_mma_ = major * 10 + minor >= 89;
+  QED_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device));
+  skinny_counters_ = DeviceBuffer(kSkinnyCounters * sizeof(unsigned));
+  QED_CUDA_CHECK(cudaMemset(skinny_counters_.data(), 0, skinny_counters_.bytes()));
+}
+
+void Gemm::run_skinny(SkinnyGemm g, cudaStream_t stream) {
+  // The cuBLASLt workspace doubles as the split-K partials: launches on one stream never overlap.
+  g.workspace = workspace_.as<float>();
+  g.workspace_bytes = workspace_.bytes();
+  g.counters = skinny_counters_.as<unsigned>();
+  g.counter_count = kSkinnyCounters;
+  g.multiprocessors = multiprocessors_;
+  skinny_gemm(g, stream);
 }
 
 Gemm::~Gemm() {
@@ -162,7 +179,7 @@ void Gemm::run(const void* x, GemmType x_type, const GemmWeight& w, const void* 
     g.rows = rows;
     g.out = w.out_features;
     g.in = w.in_features;
-    skinny_gemm(g, stream);
+    run_skinny(g, stream);
     return;
   }
   run_cublaslt(x, x_type, w, bias, y, y_type, rows, stream, x_scale);

@@ -13,6 +13,7 @@
 #include <tuple>
 
 #include "backend/cuda/device.h"
+#include "backend/cuda/gemv_kernels.h"
 
 namespace qed::cuda {
 
@@ -44,6 +45,9 @@ class Gemm {
   // compare the two.
   void run_cublaslt(const void* x, GemmType x_type, const GemmWeight& w, const void* bias, void* y, GemmType y_type,
                     int rows, cudaStream_t stream, const float* x_scale = nullptr);
+  // skinny_gemm (gemv_kernels.h) with this Gemm's workspace and split-K counters filled in (and the SM count for
+  // its default split), on `stream`: the skinny launches of run(), LinearRunner and the benchmark.
+  void run_skinny(SkinnyGemm g, cudaStream_t stream);
   // Whether the device has FP8 tensor cores (sm_89+), which the skinny FP8 kernel needs.
   bool has_fp8_mma() const { return fp8_mma_; }
 
@@ -58,8 +62,10 @@ class Gemm {
 
   cublasLtHandle_t handle_ = nullptr;
   DeviceBuffer workspace_;
-  DeviceBuffer one_;  // a device 1.0f: the scale of an FP8 operand given none
+  DeviceBuffer one_;              // a device 1.0f: the scale of an FP8 operand given none
+  DeviceBuffer skinny_counters_;  // split-K arrival counters of skinny_gemm, zero between launches
   bool fp8_mma_ = false;
+  int multiprocessors_ = 0;
   std::map<Key, Plan> plans_;
 };
 

@@ -95,6 +95,10 @@ struct Int8Format {
   }
 };
 
+int ctas_along_out(int out, int tiles) {
+  return (out + 16 * tiles - 1) / (16 * tiles);
+}
+
 struct Params {
   const char* x;
   const char* w;
@@ -104,6 +108,8 @@ struct Params {
   void* y;
   bool per_channel, f32_out;
   int rows, out, in;
+  float* workspace;    // splits > 1: [splits][CTAs along out][MT·NT·128] fp32 partial tiles
+  unsigned* counters;  // splits > 1: one per CTA along out, zero before and after the launch
 };
 
 __device__ __forceinline__ uint4 load_weight(const char* p) {
@@ -141,8 +147,11 @@ __global__ void __launch_bounds__(kThreads) skinny_gemm_kernel(Params p) {
   float acc[MT][NT][4] = {};
   const int steps = (p.in + kStep - 1) / kStep;
   const int groups = (steps + U - 1) / U;
+  // Split-K over gridDim.y CTAs: contiguous ranges of groups.
+  const int split = blockIdx.y, splits = gridDim.y;
+  const int group_end = int((long long)groups * (split + 1) / splits);
   const uint4 zero = make_uint4(0, 0, 0, 0);
-  for (int group = warp; group < groups; group += kWarps) {
+  for (int group = int((long long)groups * split / splits) + warp; group < group_end; group += kWarps) {
     uint4 wv[U][MT][2];
     uint4 xv[U][NT][F::kXVectors];
 #pragma unroll
@@ -181,16 +190,55 @@ __global__ void __launch_bounds__(kThreads) skinny_gemm_kernel(Params p) {
     }
   }
   __syncthreads();
+  constexpr int kTile = MT * NT * 32 * 4;  // fp32 outputs of the CTA, C-fragment order
+  float sums[(kTile + kThreads - 1) / kThreads];
+#pragma unroll
+  for (int e = 0; e < (kTile + kThreads - 1) / kThreads; ++e) {
+    const int idx = threadIdx.x + e * kThreads;
+    sums[e] = 0.0f;
+    if (idx < kTile) {
+      const int c = idx % 4, l = (idx / 4) % 32, tile = idx / 128;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) sums[e] += reinterpret_cast<const float*>(&partial[w][tile][l])[c];
+    }
+  }
+  if (splits > 1) {
+    // Serial split-K fixup: every CTA of a column stores its partial tile, the last to arrive (counter) adds them
+    // in split order (deterministic) and runs the epilogue, then re-arms the counter for the next launch.
+    float* mine = p.workspace + (size_t(split) * gridDim.x + blockIdx.x) * kTile;
+#pragma unroll
+    for (int e = 0; e < (kTile + kThreads - 1) / kThreads; ++e) {
+      const int idx = threadIdx.x + e * kThreads;
+      if (idx < kTile) __stcg(mine + idx, sums[e]);
+    }
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last;
+    if (threadIdx.x == 0) last = atomicAdd(p.counters + blockIdx.x, 1u) == unsigned(splits - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+#pragma unroll
+    for (int e = 0; e < (kTile + kThreads - 1) / kThreads; ++e) {
+      const int idx = threadIdx.x + e * kThreads;
+      sums[e] = 0.0f;
+      if (idx < kTile) {
+        for (int s = 0; s < splits; ++s)
+          sums[e] += __ldcg(p.workspace + (size_t(s) * gridDim.x + blockIdx.x) * kTile + idx);
+      }
+    }
+    if (threadIdx.x == 0) p.counters[blockIdx.x] = 0;
+  }
   const float x_scale = p.x_scale ? *p.x_scale : 1.0f;
-  for (int idx = threadIdx.x; idx < MT * NT * 32 * 4; idx += kThreads) {
+#pragma unroll
+  for (int e = 0; e < (kTile + kThreads - 1) / kThreads; ++e) {
+    const int idx = threadIdx.x + e * kThreads;
     const int c = idx % 4, l = (idx / 4) % 32, tile = idx / 128;
     // The C fragment of m16n8: c0/c1 at (row g, columns 2t, 2t+1), c2/c3 at row g + 8.
     const int feature = feature0 + 16 * (tile / NT) + l / 4 + (c >= 2 ? 8 : 0);
     const int row = 8 * (tile % NT) + 2 * (l % 4) + (c & 1);
-    if (feature >= p.out || row >= p.rows) continue;
-    float sum = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) sum += reinterpret_cast<const float*>(&partial[w][tile][l])[c];
+    if (idx >= kTile || feature >= p.out || row >= p.rows) continue;
+    float sum = sums[e];
     // The references' order: the scales multiply each other, then the dot product; the bias last.
     if (p.w_scales) sum = __fmul_rn(sum, __fmul_rn(x_scale, p.w_scales[p.per_channel ? feature : 0]));
     if (p.bias) sum = __fadd_rn(sum, __bfloat162float(p.bias[feature]));
@@ -204,38 +252,45 @@ __global__ void __launch_bounds__(kThreads) skinny_gemm_kernel(Params p) {
 }
 
 template <class F, int MT, int NT>
-void launch(const Params& p, cudaStream_t stream) {
-  const unsigned blocks = unsigned((p.out + 16 * MT - 1) / (16 * MT));
-  skinny_gemm_kernel<F, MT, NT><<<blocks, kThreads, 0, stream>>>(p);
+void launch(const Params& p, int splits, cudaStream_t stream) {
+  const dim3 grid(unsigned(ctas_along_out(p.out, MT)), unsigned(splits));
+  skinny_gemm_kernel<F, MT, NT><<<grid, kThreads, 0, stream>>>(p);
   QED_CUDA_CHECK_LAUNCH();
 }
 
 template <class F, int MT>
-void launch_rows(const Params& p, cudaStream_t stream) {
+void launch_rows(const Params& p, int splits, cudaStream_t stream) {
   if (p.rows <= 8) {
-    launch<F, MT, 1>(p, stream);
+    launch<F, MT, 1>(p, splits, stream);
   } else {
-    launch<F, MT, 2>(p, stream);
+    launch<F, MT, 2>(p, splits, stream);
   }
 }
 
 template <class F>
-void launch_format(const Params& p, int tiles, cudaStream_t stream) {
+void launch_format(const Params& p, int tiles, int splits, cudaStream_t stream) {
   switch (tiles) {
     case 1:
-      launch_rows<F, 1>(p, stream);
+      launch_rows<F, 1>(p, splits, stream);
       break;
     case 2:
-      launch_rows<F, 2>(p, stream);
+      launch_rows<F, 2>(p, splits, stream);
       break;
     default:
-      launch_rows<F, 4>(p, stream);
+      launch_rows<F, 4>(p, splits, stream);
       break;
   }
 }
 
 int elements_per_vector(SkinnyWeight type) {
   return type == SkinnyWeight::Bf16 ? Bf16Format::kElems : Fp8Format::kElems;
+}
+
+// Groups of 16-byte steps along K (the unit the warps and the splits share out).
+int k_groups(SkinnyWeight type, int in, int tiles) {
+  const int step = 4 * elements_per_vector(type);
+  const int per_group = kWeightLoadsInFlight / (2 * tiles);
+  return ((in + step - 1) / step + per_group - 1) / per_group;
 }
 
 }  // namespace
@@ -251,6 +306,21 @@ int skinny_gemm_default_tiles(int out) {
   return 1;
 }
 
+int skinny_gemm_default_splits(SkinnyWeight type, int out, int in, int tiles, int multiprocessors) {
+  // Up to 4 CTAs per SM, while every warp of a split keeps at least two groups of loads.
+  const int ctas = ctas_along_out(out, tiles), groups = k_groups(type, in, tiles);
+  int splits = 1;
+  while (splits < 8 && ctas * splits < 4 * multiprocessors && groups / (2 * splits) >= 2 * kWarps) splits *= 2;
+  return splits;
+}
+
+size_t skinny_gemm_workspace_bytes(int rows, int out, int tiles, int splits) {
+  const int n_tiles = rows <= 8 ? 1 : 2;
+  return splits <= 1
+             ? 0
+             : size_t(splits) * size_t(ctas_along_out(out, tiles)) * size_t(tiles * n_tiles * 128) * sizeof(float);
+}
+
 void skinny_gemm(const SkinnyGemm& g, cudaStream_t stream) {
   QED_KERNEL_REQUIRE(skinny_gemm_supports(g.type, g.rows, g.in, g.out),
                      "skinny_gemm: rows must be 1..16, out positive and in a positive multiple of one 16-byte vector");
@@ -259,6 +329,18 @@ void skinny_gemm(const SkinnyGemm& g, cudaStream_t stream) {
   QED_KERNEL_REQUIRE(g.type == SkinnyWeight::Bf16 || g.w_scales, "skinny_gemm: quantized weights need their scales");
   QED_KERNEL_REQUIRE(g.tiles_per_warp == 0 || g.tiles_per_warp == 1 || g.tiles_per_warp == 2 || g.tiles_per_warp == 4,
                      "skinny_gemm: tiles_per_warp must be 0, 1, 2 or 4");
+  QED_KERNEL_REQUIRE(g.splits >= 0 && g.splits <= 64, "skinny_gemm: splits must be in 0..64");
+  const int tiles = g.tiles_per_warp ? g.tiles_per_warp : skinny_gemm_default_tiles(g.out);
+  auto fits = [&](int splits) {
+    return splits == 1 || (g.workspace && g.counters && g.counter_count >= ctas_along_out(g.out, tiles) &&
+                           g.workspace_bytes >= skinny_gemm_workspace_bytes(g.rows, g.out, tiles, splits));
+  };
+  int splits = g.splits;
+  if (splits == 0) {
+    splits = skinny_gemm_default_splits(g.type, g.out, g.in, tiles, g.multiprocessors);
+    if (!fits(splits)) splits = 1;
+  }
+  QED_KERNEL_REQUIRE(fits(splits), "skinny_gemm: splits > 1 needs a workspace and counters large enough");
   const Params p{static_cast<const char*>(g.x),
                  static_cast<const char*>(g.w),
                  g.type == SkinnyWeight::Fp8E4m3 ? g.x_scale : nullptr,
@@ -269,17 +351,18 @@ void skinny_gemm(const SkinnyGemm& g, cudaStream_t stream) {
                  g.f32_out,
                  g.rows,
                  g.out,
-                 g.in};
-  const int tiles = g.tiles_per_warp ? g.tiles_per_warp : skinny_gemm_default_tiles(g.out);
+                 g.in,
+                 g.workspace,
+                 g.counters};
   switch (g.type) {
     case SkinnyWeight::Bf16:
-      launch_format<Bf16Format>(p, tiles, stream);
+      launch_format<Bf16Format>(p, tiles, splits, stream);
       break;
     case SkinnyWeight::Fp8E4m3:
-      launch_format<Fp8Format>(p, tiles, stream);
+      launch_format<Fp8Format>(p, tiles, splits, stream);
       break;
     case SkinnyWeight::Int8:
-      launch_format<Int8Format>(p, tiles, stream);
+      launch_format<Int8Format>(p, tiles, splits, stream);
       break;
   }
 }

@@ -12,6 +12,7 @@
 // The 8 warps of a CTA split K (interleaved groups of 16-byte steps) and reduce through shared memory.
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace qed::cuda {
@@ -45,6 +46,16 @@ struct SkinnyGemm {
   // m16 weight tiles per warp (1, 2 or 4; 0 = chosen from `out`): more tiles reuse each activation load for more
   // weight rows, fewer give more CTAs for narrow layers. The benchmark overrides it to measure the choice.
   int tiles_per_warp = 0;
+  // Split-K over CTAs (1: none; 0: chosen from the shape, 1 without a workspace): more and smaller CTAs for layers
+  // with few output features, so the tail of the launch keeps enough loads in flight. splits > 1 needs `workspace`
+  // (skinny_gemm_workspace_bytes) and `counters` (one per CTA along out, zeroed once: every launch leaves them
+  // zero); launches sharing them must be ordered (one stream).
+  int splits = 0;
+  float* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  unsigned* counters = nullptr;
+  int counter_count = 0;
+  int multiprocessors = 132;  // of the device, for the default split
 };
 
 // Whether skinny_gemm takes this shape: rows in [1, kSkinnyMaxRows], in a positive multiple of the 16-byte vector
@@ -53,6 +64,10 @@ bool skinny_gemm_supports(SkinnyWeight type, int rows, int in, int out);
 
 // The tiles_per_warp the launcher uses for `out` output features when the caller leaves it 0.
 int skinny_gemm_default_tiles(int out);
+// The splits it uses when the caller leaves them 0 (and gives a large enough workspace).
+int skinny_gemm_default_splits(SkinnyWeight type, int out, int in, int tiles_per_warp, int multiprocessors);
+// Workspace bytes of a launch with these (resolved, non-zero) tiles and splits.
+size_t skinny_gemm_workspace_bytes(int rows, int out, int tiles_per_warp, int splits);
 
 void skinny_gemm(const SkinnyGemm& g, cudaStream_t stream);
 

@@ -91,7 +91,7 @@ void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y,
         g.rows = rows;
         g.out = linear.out;
         g.in = linear.in;
-        skinny_gemm(g, stream);
+        gemm_.run_skinny(g, stream);
         return;
       }
       if (!linear.per_channel) {
@@ -122,7 +122,7 @@ void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y,
         g.rows = rows;
         g.out = linear.out;
         g.in = linear.in;
-        skinny_gemm(g, stream);
+        gemm_.run_skinny(g, stream);
         return;
       }
       int8_to_bf16(q, out * in, dequant_.as<uint16_t>(), stream);
