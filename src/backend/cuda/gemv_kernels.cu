@@ -1,6 +1,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemv_kernels.h"
@@ -14,26 +15,20 @@ constexpr int kThreads = kWarps * 32;
 // CTAs per SM about twice the ~36 KB an SM must keep in flight to pull its share of 4.8 TB/s at ~1 µs latency.
 constexpr int kWeightLoadsInFlight = 8;
 
-// One mma.sync.m16n8k16, bf16 in, fp32 accumulate (sm_80+). a: rows g / g+8 of the 16 weight rows, b: column g.
-__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                         uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// One mma.sync.m16n8k32 on E4M3 codes, fp32 accumulate (sm_89+; the launcher is never reached below that: FP8
-// checkpoints are refused on sm_80 at load).
-__device__ __forceinline__ void mma_e4m3(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                         uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-  asm("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#else
-  (void)c, (void)a0, (void)a1, (void)a2, (void)a3, (void)b0, (void)b1;
-  __trap();
-#endif
+// One mma.sync.m16n8k16, fp32 accumulate, on bf16 (sm_80+) or f16 pairs. a: rows g / g+8 of the 16 weight rows,
+// b: column g (PTX ISA fragment layouts; lane = 4g + t).
+template <bool F16>
+__device__ __forceinline__ void mma_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                          uint32_t b0, uint32_t b1) {
+  if constexpr (F16) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  } else {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  }
 }
 
 // Four int8 codes → two bf16 pairs, exactly: each byte biased to s + 128 goes into the mantissa of 2^23 (an fp32
@@ -50,48 +45,58 @@ __device__ __forceinline__ void int8x4_to_bf16x4(uint32_t codes, uint32_t& lo, u
   hi = __byte_perm(f2, f3, 0x7632);
 }
 
+// Four E4M3 codes → two f16 pairs, exactly (every E4M3 value is an f16: 3 mantissa bits, exponents 2^-9..2^8), with
+// the sm_89+ hardware conversion. Why not the FP8 MMA (m16n8k32 e4m3): Hopper has none in mma.sync; ptxas emulates
+// it by converting both operands to f16 on every MMA (NVIDIA/cutlass#1986), where converting here does each weight
+// once and each activation once per weight tile row.
+__device__ __forceinline__ void e4m3x4_to_f16x4(uint32_t codes, uint32_t& lo, uint32_t& hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(lo) : "h"(uint16_t(codes & 0xFFFFu)));
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(hi) : "h"(uint16_t(codes >> 16)));
+#else
+  (void)codes, (void)lo, (void)hi;
+  __trap();  // never launched: FP8 checkpoints are refused below sm_89 at load, Gemm checks the device
+#endif
+}
+
 // Per weight format: elements per 16-byte vector, bytes per weight / activation element, 16-byte activation vectors
-// per step, and the MMAs of one step: lane (g, t) holds 16 bytes of weight rows g and g+8 (lo, hi) and of
-// activation row g at the same k; the MMA's k slots of lane t are filled with those elements in order, for both
-// operands, so every product pairs a weight with the activation of its k.
+// per step, and the conversion of a lane's 16 weight bytes and of its activation bytes at the same k into kRegs
+// registers of 16-bit pairs (bf16, or f16 for FP8), elements in memory order. Lane (g, t) holds weight rows g and
+// g + 8 and activation row g; MMA q of a step takes pairs 2q and 2q + 1 of each as its k slots 2t.., 2t+8.. (the
+// same permutation of k for both operands, so every product pairs a weight with the activation of its k).
 struct Bf16Format {
-  static constexpr int kElems = 8, kWeightBytes = 2, kXBytes = 2, kXVectors = 1;
-  __device__ static void step(float (&c)[4], const uint4& lo, const uint4& hi, const uint4 (&x)[1]) {
-    mma_bf16(c, lo.x, hi.x, lo.y, hi.y, x[0].x, x[0].y);
-    mma_bf16(c, lo.z, hi.z, lo.w, hi.w, x[0].z, x[0].w);
+  static constexpr int kElems = 8, kWeightBytes = 2, kXBytes = 2, kXVectors = 1, kRegs = 4;
+  static constexpr bool kF16 = false;
+  __device__ static void weights(const uint4& v, uint32_t (&r)[kRegs]) {
+    r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w;
   }
+  __device__ static void activations(const uint4 (&v)[kXVectors], uint32_t (&r)[kRegs]) { weights(v[0], r); }
 };
 
 struct Fp8Format {
-  static constexpr int kElems = 16, kWeightBytes = 1, kXBytes = 1, kXVectors = 1;
-  __device__ static void step(float (&c)[4], const uint4& lo, const uint4& hi, const uint4 (&x)[1]) {
-    // A fresh fp32 partial per 64 k, added to the running sum in plain fp32: Hopper's FP8 MMAs may keep fewer bits
-    // of the running accumulator than fp32 (DeepSeek-V3 report 3.3.2, cuBLASLt promotes too), so none of our
-    // sums grows long inside the tensor core.
-    float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    mma_e4m3(part, lo.x, hi.x, lo.y, hi.y, x[0].x, x[0].y);
-    mma_e4m3(part, lo.z, hi.z, lo.w, hi.w, x[0].z, x[0].w);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) c[i] += part[i];
+  static constexpr int kElems = 16, kWeightBytes = 1, kXBytes = 1, kXVectors = 1, kRegs = 8;
+  static constexpr bool kF16 = true;
+  __device__ static void weights(const uint4& v, uint32_t (&r)[kRegs]) {
+    e4m3x4_to_f16x4(v.x, r[0], r[1]);
+    e4m3x4_to_f16x4(v.y, r[2], r[3]);
+    e4m3x4_to_f16x4(v.z, r[4], r[5]);
+    e4m3x4_to_f16x4(v.w, r[6], r[7]);
   }
+  __device__ static void activations(const uint4 (&v)[kXVectors], uint32_t (&r)[kRegs]) { weights(v[0], r); }
 };
 
 struct Int8Format {
-  static constexpr int kElems = 16, kWeightBytes = 1, kXBytes = 2, kXVectors = 2;
-  __device__ static void step(float (&c)[4], const uint4& lo, const uint4& hi, const uint4 (&x)[2]) {
-    uint32_t wl[8], wh[8];
-    int8x4_to_bf16x4(lo.x, wl[0], wl[1]);
-    int8x4_to_bf16x4(lo.y, wl[2], wl[3]);
-    int8x4_to_bf16x4(lo.z, wl[4], wl[5]);
-    int8x4_to_bf16x4(lo.w, wl[6], wl[7]);
-    int8x4_to_bf16x4(hi.x, wh[0], wh[1]);
-    int8x4_to_bf16x4(hi.y, wh[2], wh[3]);
-    int8x4_to_bf16x4(hi.z, wh[4], wh[5]);
-    int8x4_to_bf16x4(hi.w, wh[6], wh[7]);
-    const uint32_t xs[8] = {x[0].x, x[0].y, x[0].z, x[0].w, x[1].x, x[1].y, x[1].z, x[1].w};
-#pragma unroll
-    for (int q = 0; q < 4; ++q)
-      mma_bf16(c, wl[2 * q], wh[2 * q], wl[2 * q + 1], wh[2 * q + 1], xs[2 * q], xs[2 * q + 1]);
+  static constexpr int kElems = 16, kWeightBytes = 1, kXBytes = 2, kXVectors = 2, kRegs = 8;
+  static constexpr bool kF16 = false;
+  __device__ static void weights(const uint4& v, uint32_t (&r)[kRegs]) {
+    int8x4_to_bf16x4(v.x, r[0], r[1]);
+    int8x4_to_bf16x4(v.y, r[2], r[3]);
+    int8x4_to_bf16x4(v.z, r[4], r[5]);
+    int8x4_to_bf16x4(v.w, r[6], r[7]);
+  }
+  __device__ static void activations(const uint4 (&v)[kXVectors], uint32_t (&r)[kRegs]) {
+    r[0] = v[0].x, r[1] = v[0].y, r[2] = v[0].z, r[3] = v[0].w;
+    r[4] = v[1].x, r[5] = v[1].y, r[6] = v[1].z, r[7] = v[1].w;
   }
 };
 
@@ -118,11 +123,18 @@ __device__ __forceinline__ uint4 load_weight(const char* p) {
 
 // MT m16 weight tiles per warp, NT n8 activation tiles (rows ≤ 8 or ≤ 16). CTA: 16·MT output features, its 8 warps
 // take interleaved groups of U k-steps (a step is 4 lanes × one 16-byte vector per row), then sum in shared memory.
+// __launch_bounds__(…, 1): without the 1, ptxas aimed at a higher occupancy and sank each step's loads down to their
+// MMAs (2–3 loads in flight per lane instead of all of a group's, seen in the SASS); with it, a group's loads issue
+// back to back (~70 registers, 3 CTAs per SM).
 template <class F, int MT, int NT>
-__global__ void __launch_bounds__(kThreads) skinny_gemm_kernel(Params p) {
+__global__ void __launch_bounds__(kThreads, 1) skinny_gemm_kernel(Params p) {
   constexpr int kStep = 4 * F::kElems;  // k per step
   constexpr int U = kWeightLoadsInFlight / (2 * MT);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  // The warp index through a shuffle from lane 0: ptxas then knows it is warp-uniform, so the K loop below is not
+  // divergent and the mma.sync need no WARPSYNC, which it would not move loads across (the loads of a group would
+  // each wait for the MMA before them: seen in the SASS).
+  const int warp = __shfl_sync(0xFFFFFFFFu, int(threadIdx.x) / 32, 0);
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int feature0 = blockIdx.x * 16 * MT;
 
   const char* w_row[MT][2];
@@ -136,48 +148,85 @@ __global__ void __launch_bounds__(kThreads) skinny_gemm_kernel(Params p) {
     }
   }
   const char* x_row[NT];
-  bool x_valid[NT];
 #pragma unroll
   for (int j = 0; j < NT; ++j) {
-    const int row = 8 * j + g;
-    x_valid[j] = row < p.rows;
-    x_row[j] = p.x + size_t(x_valid[j] ? row : 0) * size_t(p.in) * F::kXBytes;
+    // Rows past the batch read the last row again: their MMA columns are never stored.
+    x_row[j] = p.x + size_t(min(8 * j + g, p.rows - 1)) * size_t(p.in) * F::kXBytes;
   }
 
   float acc[MT][NT][4] = {};
   const int steps = (p.in + kStep - 1) / kStep;
   const int groups = (steps + U - 1) / U;
+  const int full_groups = p.in / (U * kStep);  // groups with every vector inside K
   // Split-K over gridDim.y CTAs: contiguous ranges of groups.
   const int split = blockIdx.y, splits = gridDim.y;
   const int group_end = int((long long)groups * (split + 1) / splits);
-  const uint4 zero = make_uint4(0, 0, 0, 0);
-  for (int group = int((long long)groups * split / splits) + warp; group < group_end; group += kWarps) {
+  // One group: all its loads first, then the MMAs. CHECKED for the last, partial group: vectors past K load k = 0
+  // and are zeroed after the load (a select, where a conditional load would be a divergent branch in PTX).
+  auto group_mma = [&](int group, auto checked) {
     uint4 wv[U][MT][2];
     uint4 xv[U][NT][F::kXVectors];
+    bool in_range[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int k = (group * U + u) * kStep + t * F::kElems;
-      const bool in_range = k < p.in;  // in is a multiple of kElems: a vector is wholly inside or outside
+      const int k_step = (group * U + u) * kStep + t * F::kElems;
+      // in is a multiple of kElems: a vector is wholly inside or outside
+      in_range[u] = !decltype(checked)::value || k_step < p.in;
+      const size_t k = in_range[u] ? size_t(k_step) : 0;
 #pragma unroll
       for (int i = 0; i < MT; ++i) {
 #pragma unroll
-        for (int h = 0; h < 2; ++h)
-          wv[u][i][h] = in_range ? load_weight(w_row[i][h] + size_t(k) * F::kWeightBytes) : zero;
+        for (int h = 0; h < 2; ++h) wv[u][i][h] = load_weight(w_row[i][h] + k * F::kWeightBytes);
       }
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
-        const uint4* xp = reinterpret_cast<const uint4*>(x_row[j] + size_t(k) * F::kXBytes);
+        const uint4* xp = reinterpret_cast<const uint4*>(x_row[j] + k * F::kXBytes);
 #pragma unroll
-        for (int v = 0; v < F::kXVectors; ++v) xv[u][j][v] = in_range && x_valid[j] ? __ldg(xp + v) : zero;
+        for (int v = 0; v < F::kXVectors; ++v) xv[u][j][v] = __ldg(xp + v);
+      }
+    }
+    if constexpr (decltype(checked)::value) {
+      const uint4 zero = make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+#pragma unroll
+        for (int i = 0; i < MT; ++i) {
+          wv[u][i][0] = in_range[u] ? wv[u][i][0] : zero;
+          wv[u][i][1] = in_range[u] ? wv[u][i][1] : zero;
+        }
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+#pragma unroll
+          for (int v = 0; v < F::kXVectors; ++v) xv[u][j][v] = in_range[u] ? xv[u][j][v] : zero;
+        }
       }
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
+      uint32_t xr[NT][F::kRegs];
+#pragma unroll
+      for (int j = 0; j < NT; ++j) F::activations(xv[u][j], xr[j]);
 #pragma unroll
       for (int i = 0; i < MT; ++i) {
+        uint32_t lo[F::kRegs], hi[F::kRegs];
+        F::weights(wv[u][i][0], lo);
+        F::weights(wv[u][i][1], hi);
 #pragma unroll
-        for (int j = 0; j < NT; ++j) F::step(acc[i][j], wv[u][i][0], wv[u][i][1], xv[u][j]);
+        for (int j = 0; j < NT; ++j) {
+#pragma unroll
+          for (int q = 0; q < F::kRegs / 2; ++q) {
+            mma_16816<F::kF16>(acc[i][j], lo[2 * q], hi[2 * q], lo[2 * q + 1], hi[2 * q + 1], xr[j][2 * q],
+                               xr[j][2 * q + 1]);
+          }
+        }
       }
+    }
+  };
+  for (int group = int((long long)groups * split / splits) + warp; group < group_end; group += kWarps) {
+    if (group < full_groups) {
+      group_mma(group, std::false_type{});
+    } else {
+      group_mma(group, std::true_type{});
     }
   }
 

@@ -4,9 +4,9 @@
 // a GEMM is a stream of the weight (2·rows FLOP per weight element); cuBLASLt's picks reached 3.0–4.0 of the H200's
 // 4.8 TB/s at 12 rows and our earlier CUDA-core GEMV was slower than cuBLASLt at 4 rows (docs/cuda.md).
 //
-// One kernel family on the tensor cores (mma.sync): the weight is the M = 16 side of m16n8k16 (bf16; int8 codes
-// converted to bf16 in registers, exact) or m16n8k32 (FP8 E4M3 × E4M3, sm_89+), the activation rows the N = 8 side
-// (one or two n8 tiles). Because a dot product does not care about the order of its k terms, each lane loads 16
+// One kernel family on the tensor cores (mma.sync m16n8k16, fp32 accumulation): the weight is the M = 16 side (bf16;
+// int8 codes converted to bf16 in registers; E4M3 codes and E4M3 activations converted to f16, sm_89+: all exact),
+// the activation rows the N = 8 side (one or two n8 tiles). Because a dot product does not care about the order of its k terms, each lane loads 16
 // contiguous bytes of a weight row and of an activation row and uses them as its fragment of the MMA's k range (the
 // same permutation of k for both operands), so no shared memory or ldmatrix is needed: global → registers → MMA.
 // The 8 warps of a CTA split K (interleaved groups of 16-byte steps) and reduce through shared memory.
