@@ -163,7 +163,8 @@ void Gemm::run(const void* x, GemmType x_type, const GemmWeight& w, const void* 
   validate(x_type, w, bias, y_type);
   const bool fp8 = w.type == GemmType::F8_E4M3;
   const SkinnyWeight type = fp8 ? SkinnyWeight::Fp8E4m3 : SkinnyWeight::Bf16;
-  if (rows <= (fp8 ? kSkinnyFp8Rows : kSkinnyBf16Rows) && (!fp8 || fp8_mma_) &&
+  const bool aligned = (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w.data)) % 16 == 0;
+  if (rows <= (fp8 ? kSkinnyFp8Rows : kSkinnyBf16Rows) && (!fp8 || fp8_mma_) && aligned &&
       skinny_gemm_supports(type, rows, w.in_features, w.out_features)) {
     SkinnyGemm g;
     g.x = x;
