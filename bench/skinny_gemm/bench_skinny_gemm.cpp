@@ -1,16 +1,18 @@
-// The skinny decode GEMMs (gemv_kernels.h) against their peers on the 14B shape's linear layers, in GB/s of the
-// bytes a GEMM must move (weight + activations + output, each once):
-//   bf16   skinny bf16 (tilings × splits)         vs cuBLASLt bf16 (Gemm::run_cublaslt)
-//   fp8    skinny E4M3 W8A8, per-tensor scales    vs cuBLASLt FP8 with A/B scale pointers (today's FP8 decode path)
-//   int8   skinny int8 weight-only                vs dequantize to bf16 + cuBLASLt into fp32 + the scale epilogue
-//                                                    (LinearRunner's path above the skinny rows)
-// Each variant is timed as a CUDA graph of --launches launches rotating over enough weight copies that the set is
-// ≥ 4× the L2 (what a decode step sees: no weight is re-read from L2), median of --repeats replays, after a warm-up;
-// every number is per launch. Weights and activations are uniform random (never zeros: METHOD.md). Before timing,
-// the skinny output is compared with the peer's (max |diff| / max |peer|, printed as `rel`).
-// The copy bandwidth of the device (device-to-device cudaMemcpy, read + write) is measured first: the ceiling.
+// The decode GEMM candidates on the 14B shape's linear layers, in GB/s of the bytes a GEMM must move (weight +
+// activations + output, each once), per format × layer × rows:
+//   plan    what the backend runs for it (decode_gemm_plan.h through Gemm::run; int8: LinearRunner's skinny variant)
+//   gemv    the CUDA-core bf16 GEMV (bf16, rows ≤ 4)
+//   auto, tTsS  the skinny tensor-core kernel with the launcher's choice / T tiles per warp and S splits
+//   peer    cuBLASLt (bf16; FP8 with per-tensor A/B scale pointers); int8: dequantize to bf16 + cuBLASLt into fp32
+//           + the scale epilogue (LinearRunner's path above the decode rows)
+// Each is timed as a CUDA graph of --launches launches rotating over enough weight copies that the set is ≥ 4× the
+// L2 (what a decode step sees: no weight is re-read from L2), median of --repeats replays, after a warm-up; every
+// number is per launch. Weights and activations are uniform random (never zeros: METHOD.md). Before timing, the
+// plan's output is compared with the peer's (max |diff| / max |peer|, printed as `rel`). The device-to-device copy
+// bandwidth (read + write) is measured first. Last: the summary per row, and the decode_gemm_plan entries the
+// numbers argue for.
 //   bench_skinny_gemm [--shapes qkv,o_proj,gate_up,down,lm_head] [--formats bf16,fp8,int8] [--rows 1,2,4,8,12,16]
-//                     [--launches 20] [--repeats 15] [--json PATH]
+//                     [--launches 20] [--repeats 10] [--json PATH]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -22,13 +24,16 @@
 #include <ctime>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "backend/cuda/bf16_gemv.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/decode_gemm_plan.h"
 #include "backend/cuda/device.h"
 #include "backend/cuda/elementwise_kernels.h"
 #include "backend/cuda/gemm.h"
@@ -57,7 +62,7 @@ struct Options {
   std::vector<std::string> shapes = {"qkv", "o_proj", "gate_up", "down", "lm_head"};
   std::vector<std::string> formats = {"bf16", "fp8", "int8"};
   std::vector<int> rows = {1, 2, 4, 8, 12, 16};
-  int launches = 20, repeats = 15;
+  int launches = 20, repeats = 10;
   std::string json_path;
 };
 
@@ -186,12 +191,11 @@ double relative_difference(const DeviceBuffer& a, const DeviceBuffer& b, size_t 
   return scale > 0.0 ? diff / scale : diff;
 }
 
-// The skinny variants timed: (tiles_per_warp, splits); {0, 0} is the launcher's choice for the shape (what the
-// backend runs).
+// The skinny variants timed: (tiles_per_warp, splits); {0, 0} is the launcher's own choice for the shape.
 struct Variant {
   int tiles, splits;
 };
-const std::vector<Variant> kVariants = {{0, 0}, {1, 1}, {2, 1}, {4, 1}, {1, 2}, {1, 4}, {2, 2}, {2, 4}, {4, 2}};
+const std::vector<Variant> kVariants = {{0, 0}, {1, 1}, {2, 1}, {4, 1}, {1, 2}, {2, 2}, {2, 4}};
 
 std::string variant_name(const Variant& v) {
   if (v.tiles == 0) return "auto";
@@ -200,13 +204,20 @@ std::string variant_name(const Variant& v) {
   return name;
 }
 
+// One shape × format × rows: microseconds per candidate, in the order timed ("plan" = what Gemm::run /
+// LinearRunner run for it, decode_gemm_plan.h; "gemv" = the CUDA-core bf16 GEMV; "peer" = cuBLASLt, int8: dequant
+// + cuBLASLt). A variant that cannot run (its split-K workspace exceeds Gemm's) is left out.
 struct Row {
   std::string shape, format;
   int rows;
-  std::vector<float> ours_us;  // per kVariants
-  std::string default_choice;  // the launcher's tiles and splits
-  float peer_us;
+  std::vector<std::pair<std::string, float>> us;
   double bytes, rel;
+  float time(const std::string& name) const {
+    for (const auto& [n, t] : us) {
+      if (n == name) return t;
+    }
+    return NAN;
+  }
 };
 
 void bench_format(const Options& o, const Shape& s, const std::string& format, cudaStream_t stream,
@@ -292,28 +303,49 @@ void bench_format(const Options& o, const Shape& s, const std::string& format, c
                                       stream);
       }
     };
-    const int default_tiles = qed::cuda::skinny_gemm_default_tiles(s.out);
-    const int default_splits = qed::cuda::skinny_gemm_default_splits(
-        bf16 ? qed::cuda::SkinnyWeight::Bf16 : (fp8 ? qed::cuda::SkinnyWeight::Fp8E4m3 : qed::cuda::SkinnyWeight::Int8),
-        s.out, s.in, default_tiles, qed::cuda::list_devices().front().multiprocessors);
-    Row row{s.name, format, rows, {}, variant_name({default_tiles, default_splits}), 0, 0, 0};
-    skinny({0, 0}, 0, y.data());
+    const qed::cuda::SkinnyWeight type =
+        bf16 ? qed::cuda::SkinnyWeight::Bf16 : (fp8 ? qed::cuda::SkinnyWeight::Fp8E4m3 : qed::cuda::SkinnyWeight::Int8);
+    const qed::cuda::DecodeGemmPlan plan = qed::cuda::decode_gemm_plan(type, rows, s.out, s.in);
+    auto planned = [&](int copy, void* out) {
+      if (format == "int8") {
+        skinny({plan.tiles_per_warp, plan.splits}, copy, out);  // LinearRunner's int8 decode path
+        return;
+      }
+      const void* w = weights[size_t(copy % copies)]->data();
+      const qed::cuda::GemmType y_type = f32_out ? qed::cuda::GemmType::F32 : qed::cuda::GemmType::BF16;
+      const qed::cuda::GemmType t = bf16 ? qed::cuda::GemmType::BF16 : qed::cuda::GemmType::F8_E4M3;
+      const qed::cuda::GemmWeight gw{w, t, s.out, s.in, fp8 ? d_w_scale.as<float>() : nullptr};
+      gemm.run(fp8 ? x_q.data() : x.data(), t, gw, d_bias, out, y_type, rows, stream,
+               fp8 ? d_x_scale.as<float>() : nullptr);
+    };
+    Row row{s.name, format, rows, {}, 0, 0};
+    planned(0, y.data());
     peer(0, y_peer.data());
     QED_CUDA_CHECK(cudaStreamSynchronize(stream));
     row.rel = relative_difference(y, y_peer, size_t(rows) * s.out, f32_out);
-    for (const Variant& v : kVariants) {
-      row.ours_us.push_back(time_us(stream, o, copies, [&](int i) { skinny(v, i, y.data()); }));
+    row.us.emplace_back("plan", time_us(stream, o, copies, [&](int i) { planned(i, y.data()); }));
+    if (bf16 && rows <= qed::cuda::kGemvMaxRows) {
+      row.us.emplace_back("gemv", time_us(stream, o, copies, [&](int i) {
+                            qed::cuda::gemv_bf16(x.as<uint16_t>(), weights[size_t(i % copies)]->as<uint16_t>(),
+                                                 static_cast<const uint16_t*>(d_bias), y.data(), f32_out, rows, s.out,
+                                                 s.in, stream);
+                          }));
     }
-    row.peer_us = time_us(stream, o, copies, [&](int i) { peer(i, y_peer.data()); });
+    for (const Variant& v : kVariants) {
+      try {
+        skinny(v, 0, y.data());  // a split whose partials exceed Gemm's workspace throws here, before any capture
+      } catch (const std::exception&) {
+        continue;
+      }
+      row.us.emplace_back(variant_name(v), time_us(stream, o, copies, [&](int i) { skinny(v, i, y.data()); }));
+    }
+    row.us.emplace_back("peer", time_us(stream, o, copies, [&](int i) { peer(i, y_peer.data()); }));
     const size_t x_bytes = size_t(rows) * s.in * (fp8 ? 1 : 2);
     row.bytes = double(weight_bytes + x_bytes + size_t(rows) * s.out * (f32_out ? 4 : 2));
     auto gbs = [&](float us) { return row.bytes / (double(us) * 1e-6) / 1e9; };
     std::printf("%-8s %-5s rows %2d:", s.name.c_str(), format.c_str(), rows);
-    for (size_t v = 0; v < kVariants.size(); ++v) {
-      std::printf(" %s %.1f us %.0f GB/s |", variant_name(kVariants[v]).c_str(), double(row.ours_us[v]),
-                  gbs(row.ours_us[v]));
-    }
-    std::printf(" peer %.1f us %.0f GB/s | rel %.2e\n", double(row.peer_us), gbs(row.peer_us), row.rel);
+    for (const auto& [name, us] : row.us) std::printf(" %s %.1f us %.0f GB/s |", name.c_str(), double(us), gbs(us));
+    std::printf(" rel %.2e\n", row.rel);
     std::fflush(stdout);
     rows_out.push_back(row);
   }
@@ -346,28 +378,61 @@ int main(int argc, char** argv) {
   }
   QED_CUDA_CHECK(cudaStreamDestroy(stream));
 
-  // The summary the device call's output tail carries: best skinny tiling vs the peer, and the default's cost.
+  // Per row: the fastest candidate, the plan (what the backend runs) and the peer.
   std::printf(
-      "\nshape    fmt   rows | best skinny        GB/s | auto (choice)        GB/s | peer          GB/s | "
-      "auto/peer | rel\n");
+      "\nshape    fmt   rows | fastest          us   GB/s | plan        us   GB/s | peer        us   GB/s | "
+      "plan/fastest | rel\n");
   nlohmann::json results = nlohmann::json::array();
+  auto fastest = [](const Row& r) {
+    size_t best = 0;
+    for (size_t i = 1; i < r.us.size(); ++i) {
+      if (r.us[i].second < r.us[best].second) best = i;
+    }
+    return r.us[best];
+  };
   for (const Row& r : rows) {
-    const size_t best = size_t(std::min_element(r.ours_us.begin(), r.ours_us.end()) - r.ours_us.begin());
     auto gbs = [&](float us) { return r.bytes / (double(us) * 1e-6) / 1e9; };
-    std::printf("%-8s %-5s %4d | %-4s %8.1f us %5.0f | %-4s %8.1f us %5.0f | %8.1f us %5.0f | %6.2fx | %.1e\n",
-                r.shape.c_str(), r.format.c_str(), r.rows, variant_name(kVariants[best]).c_str(),
-                double(r.ours_us[best]), gbs(r.ours_us[best]), r.default_choice.c_str(), double(r.ours_us[0]),
-                gbs(r.ours_us[0]), double(r.peer_us), gbs(r.peer_us), double(r.peer_us) / double(r.ours_us[0]), r.rel);
-    nlohmann::json variants = nlohmann::json::object();
-    for (size_t v = 0; v < kVariants.size(); ++v) variants[variant_name(kVariants[v])] = r.ours_us[v];
+    const auto [best_name, best_us] = fastest(r);
+    const float plan_us = r.time("plan"), peer_us = r.time("peer");
+    std::printf("%-8s %-5s %4d | %-6s %8.1f %6.0f | %8.1f %6.0f | %8.1f %6.0f | %6.2f | %.1e\n", r.shape.c_str(),
+                r.format.c_str(), r.rows, best_name.c_str(), double(best_us), gbs(best_us), double(plan_us),
+                gbs(plan_us), double(peer_us), gbs(peer_us), double(plan_us / best_us), r.rel);
+    nlohmann::json times = nlohmann::json::object();
+    for (const auto& [name, us] : r.us) times[name] = us;
     results.push_back({{"shape", r.shape},
                        {"format", r.format},
                        {"rows", r.rows},
                        {"bytes", r.bytes},
-                       {"skinny_us", variants},
-                       {"auto_choice", r.default_choice},
-                       {"peer_us", r.peer_us},
+                       {"us", times},
                        {"rel_diff_vs_peer", r.rel}});
+  }
+  // The decode_gemm_plan.cpp entries these numbers argue for: per shape × format, over the rows of one n8 tile (≤ 8)
+  // and of two, the candidate with the least total time over the rows every candidate ran.
+  std::printf("\nsuggested decode_gemm_plan entries (least total time over rows <= 8 | rows > 8):\n");
+  for (size_t i = 0; i < rows.size();) {
+    size_t j = i;
+    std::map<std::string, double> few, many;
+    std::map<std::string, int> few_n, many_n;
+    int few_rows = 0, many_rows = 0;
+    for (; j < rows.size() && rows[j].shape == rows[i].shape && rows[j].format == rows[i].format; ++j) {
+      const bool is_few = rows[j].rows <= 8;
+      (is_few ? few_rows : many_rows) += 1;
+      for (const auto& [name, us] : rows[j].us) {
+        if (name == "plan") continue;
+        (is_few ? few : many)[name] += us;
+        (is_few ? few_n : many_n)[name] += 1;
+      }
+    }
+    auto pick = [](const std::map<std::string, double>& m, const std::map<std::string, int>& n, int count) {
+      std::string best = "-";
+      for (const auto& [name, total] : m) {
+        if (n.at(name) == count && (best == "-" || total < m.at(best))) best = name;
+      }
+      return best;
+    };
+    std::printf("  %-8s %-5s %-6s | %-6s\n", rows[i].shape.c_str(), rows[i].format.c_str(),
+                pick(few, few_n, few_rows).c_str(), pick(many, many_n, many_rows).c_str());
+    i = j;
   }
   if (!o.json_path.empty()) {
     const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());

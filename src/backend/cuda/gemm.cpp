@@ -1,6 +1,8 @@
 #include "backend/cuda/gemm.h"
 
+#include "backend/cuda/bf16_gemv.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/decode_gemm_plan.h"
 #include "backend/cuda/gemv_kernels.h"
 #include "core/error.h"
 
@@ -164,7 +166,13 @@ void Gemm::run(const void* x, GemmType x_type, const GemmWeight& w, const void* 
   const bool fp8 = w.type == GemmType::F8_E4M3;
   const SkinnyWeight type = fp8 ? SkinnyWeight::Fp8E4m3 : SkinnyWeight::Bf16;
   const bool aligned = (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w.data)) % 16 == 0;
-  if (rows <= (fp8 ? kSkinnyFp8Rows : kSkinnyBf16Rows) && (!fp8 || fp8_mma_) && aligned &&
+  const DecodeGemmPlan plan = decode_gemm_plan(type, rows, w.out_features, w.in_features);
+  if (aligned && plan.kernel == DecodeGemmKernel::Gemv && !fp8 && gemv_supports(rows, w.in_features)) {
+    gemv_bf16(static_cast<const uint16_t*>(x), static_cast<const uint16_t*>(w.data), static_cast<const uint16_t*>(bias),
+              y, y_type == GemmType::F32, rows, w.out_features, w.in_features, stream);
+    return;
+  }
+  if (aligned && plan.kernel == DecodeGemmKernel::Skinny && (!fp8 || fp8_mma_) &&
       skinny_gemm_supports(type, rows, w.in_features, w.out_features)) {
     SkinnyGemm g;
     g.x = x;
@@ -180,6 +188,8 @@ void Gemm::run(const void* x, GemmType x_type, const GemmWeight& w, const void* 
     g.rows = rows;
     g.out = w.out_features;
     g.in = w.in_features;
+    g.tiles_per_warp = plan.tiles_per_warp;
+    g.splits = plan.splits;
     run_skinny(g, stream);
     return;
   }

@@ -2,8 +2,8 @@
 // Every GEMM of the model: y[rows][out] = x[rows][in] · W[out][in]^T (+ bias[out]), the
 // nn.Linear layout, fp32 accumulation. bf16 × bf16, or FP8 E4M3 × E4M3 with per-tensor dequantisation scales
 // (cuBLASLt's A/B scale pointers): the weight is the transposed operand, K-major ("TN"), which is the only layout
-// cuBLASLt's FP8 kernels take, and it is this one. Decode-sized row counts (≤ kSkinnyBf16Rows / kSkinnyFp8Rows)
-// run the skinny tensor-core kernels of gemv_kernels.h instead, which stream the weight at HBM bandwidth.
+// cuBLASLt's FP8 kernels take, and it is this one. Decode-sized row counts run the kernel decode_gemm_plan.h names
+// for the shape (measured: the CUDA-core GEMV, the skinny tensor-core kernel, or cuBLASLt).
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 

@@ -6,10 +6,11 @@
 //
 // One kernel family on the tensor cores (mma.sync m16n8k16, fp32 accumulation): the weight is the M = 16 side (bf16;
 // int8 codes converted to bf16 in registers; E4M3 codes and E4M3 activations converted to f16, sm_89+: all exact),
-// the activation rows the N = 8 side (one or two n8 tiles). Because a dot product does not care about the order of its k terms, each lane loads 16
-// contiguous bytes of a weight row and of an activation row and uses them as its fragment of the MMA's k range (the
-// same permutation of k for both operands), so no shared memory or ldmatrix is needed: global → registers → MMA.
-// The 8 warps of a CTA split K (interleaved groups of 16-byte steps) and reduce through shared memory.
+// the activation rows the N = 8 side (one or two n8 tiles). Because a dot product does not care about the order of its
+// k terms, each lane loads 16 contiguous bytes of a weight row and of an activation row and uses them as its fragment
+// of the MMA's k range (the same permutation of k for both operands), so no shared memory or ldmatrix is needed: global
+// → registers → MMA. The 8 warps of a CTA split K (interleaved groups of 16-byte steps) and reduce through shared
+// memory.
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -19,11 +20,8 @@ namespace qed::cuda {
 
 inline constexpr int kSkinnyMaxRows = 16;
 
-// Up to these row counts the linear layers take skinny_gemm instead of cuBLASLt (Gemm::run, LinearRunner::run).
-// Int8 has no cuBLASLt path of its own (its alternative dequantizes the weight to bf16 on every call), so every row
-// count the kernel takes goes to it.
-inline constexpr int kSkinnyBf16Rows = 16;
-inline constexpr int kSkinnyFp8Rows = 16;
+// Int8 decode batches up to this many rows always run skinny_gemm (LinearRunner): their alternative dequantizes the
+// weight to bf16 on every call (9-13x slower, measured). Which kernel other formats use: decode_gemm_plan.h.
 inline constexpr int kSkinnyInt8Rows = kSkinnyMaxRows;
 
 enum class SkinnyWeight : uint8_t {

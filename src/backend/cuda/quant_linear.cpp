@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "backend/cuda/decode_gemm_plan.h"
 #include "backend/cuda/gemv_kernels.h"
 #include "backend/cuda/quant_kernels.h"
 #include "core/error.h"
@@ -76,7 +77,8 @@ void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y,
         if (!linear.input_scale.bytes()) dynamic_fp8_scale_bf16(x, size_t(rows) * in, scale_.as<float>(), stream);
         quantize_fp8_bf16(x, size_t(rows) * in, x_scale, x_q, stream);
       }
-      if (rows <= kSkinnyFp8Rows && gemm_.has_fp8_mma() &&
+      const DecodeGemmPlan plan = decode_gemm_plan(SkinnyWeight::Fp8E4m3, rows, linear.out, linear.in);
+      if (plan.kernel == DecodeGemmKernel::Skinny && gemm_.has_fp8_mma() &&
           skinny_gemm_supports(SkinnyWeight::Fp8E4m3, rows, linear.in, linear.out)) {
         // Decode: one pass over the E4M3 weight with either scale kind applied in the kernel's epilogue.
         SkinnyGemm g;
@@ -91,6 +93,8 @@ void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y,
         g.rows = rows;
         g.out = linear.out;
         g.in = linear.in;
+        g.tiles_per_warp = plan.tiles_per_warp;
+        g.splits = plan.splits;
         gemm_.run_skinny(g, stream);
         return;
       }
@@ -114,6 +118,7 @@ void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y,
       // Every row count the skinny kernel takes goes to it (it refuses a bad shape or pointer with a one-line
       // error): the dequantization scratch only exists for larger batches.
       if (rows <= kSkinnyInt8Rows) {
+        const DecodeGemmPlan plan = decode_gemm_plan(SkinnyWeight::Int8, rows, linear.out, linear.in);
         SkinnyGemm g;
         g.x = x;
         g.w = q;
@@ -124,6 +129,8 @@ void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y,
         g.rows = rows;
         g.out = linear.out;
         g.in = linear.in;
+        g.tiles_per_warp = plan.tiles_per_warp;
+        g.splits = plan.splits;
         gemm_.run_skinny(g, stream);
         return;
       }
