@@ -3,7 +3,8 @@
 // measurements on an H200 (bench/skinny_gemm, numbers and dates in bench/skinny_gemm/README.md), not from a
 // heuristic: cuBLASLt, the CUDA-core bf16 GEMV (bf16_gemv.h) or the skinny tensor-core kernel (gemv_kernels.h) with a
 // fixed tiling and split. Shapes the table does not list take the choice measured best on the 14B layers for their
-// format. Gemm::run and LinearRunner::run consult it; larger batches always run cuBLASLt.
+// format. Gemm::run and LinearRunner::run consult it; larger batches always run cuBLASLt. For A/B runs,
+// QED_DECODE_GEMM=skinny in the environment sends every decode GEMM to the skinny kernel.
 #include <cstdint>
 
 #include "backend/cuda/gemv_kernels.h"
