@@ -191,16 +191,19 @@ double relative_difference(const DeviceBuffer& a, const DeviceBuffer& b, size_t 
   return scale > 0.0 ? diff / scale : diff;
 }
 
-// The skinny variants timed: (tiles_per_warp, splits); {0, 0} is the launcher's own choice for the shape.
+// The skinny variants timed: (tiles_per_warp, splits, persistent grid); {0, 0} is the launcher's own choice.
 struct Variant {
   int tiles, splits;
+  bool persistent = false;
 };
-const std::vector<Variant> kVariants = {{0, 0}, {1, 1}, {2, 1}, {4, 1}, {1, 2}, {2, 2}, {2, 4}};
+const std::vector<Variant> kVariants = {{0, 0},       {1, 1},       {2, 1},       {4, 1},       {1, 2},
+                                        {2, 2},       {2, 4},       {4, 1, true}, {2, 2, true}, {2, 4, true},
+                                        {1, 4, true}, {4, 4, true}, {2, 8, true}};
 
 std::string variant_name(const Variant& v) {
   if (v.tiles == 0) return "auto";
   char name[32];
-  std::snprintf(name, sizeof(name), "t%ds%d", v.tiles, v.splits);
+  std::snprintf(name, sizeof(name), "t%ds%d%s", v.tiles, v.splits, v.persistent ? "p" : "");
   return name;
 }
 
@@ -281,6 +284,7 @@ void bench_format(const Options& o, const Shape& s, const std::string& format, c
       g.in = s.in;
       g.tiles_per_warp = v.tiles;
       g.splits = v.splits;
+      g.persistent = v.persistent;
       gemm.run_skinny(g, stream);
     };
     auto peer = [&](int copy, void* out) {
@@ -308,7 +312,7 @@ void bench_format(const Options& o, const Shape& s, const std::string& format, c
     const qed::cuda::DecodeGemmPlan plan = qed::cuda::decode_gemm_plan(type, rows, s.out, s.in);
     auto planned = [&](int copy, void* out) {
       if (format == "int8") {
-        skinny({plan.tiles_per_warp, plan.splits}, copy, out);  // LinearRunner's int8 decode path
+        skinny({plan.tiles_per_warp, plan.splits, plan.persistent}, copy, out);  // LinearRunner's int8 decode path
         return;
       }
       const void* w = weights[size_t(copy % copies)]->data();

@@ -228,15 +228,17 @@ struct Buffers {
   emu::Range weights, activations, workspace;
 };
 
-// Every CTA of the launch, one after another, each as 256 threads.
+// Every CTA of the launch, one after another, each as 256 threads; `grid` CTAs (0: one per unit) loop over the units.
 template <class F, int MT, int NT>
-void emulate_launch(const cuda::Params& p, int splits, const Buffers& buffers) {
+void emulate_launch(cuda::Params p, int splits, int grid, const Buffers& buffers) {
+  p.columns = cuda::ctas_along_out(p.out, MT);
+  p.splits = splits;
   auto state = std::make_unique<emu::Cta>();
   state->weights = buffers.weights;
   state->activations = buffers.activations;
   state->workspace = buffers.workspace;
   emu::cta = state.get();
-  emu::grid_dim = {unsigned(cuda::ctas_along_out(p.out, MT)), unsigned(splits), 1};
+  emu::grid_dim = {unsigned(grid > 0 ? grid : p.columns * splits), 1, 1};
   for (unsigned y = 0; y < emu::grid_dim.y; ++y) {
     for (unsigned x = 0; x < emu::grid_dim.x; ++x) {
       std::barrier<> all(cuda::kThreads);
@@ -261,17 +263,17 @@ void emulate_launch(const cuda::Params& p, int splits, const Buffers& buffers) {
 }
 
 template <class F>
-void emulate(const cuda::Params& p, int tiles, int splits, const Buffers& buffers) {
+void emulate(const cuda::Params& p, int tiles, int splits, int grid, const Buffers& buffers) {
   const bool two = p.rows > 8;
   switch (tiles) {
     case 1:
-      two ? emulate_launch<F, 1, 2>(p, splits, buffers) : emulate_launch<F, 1, 1>(p, splits, buffers);
+      two ? emulate_launch<F, 1, 2>(p, splits, grid, buffers) : emulate_launch<F, 1, 1>(p, splits, grid, buffers);
       break;
     case 2:
-      two ? emulate_launch<F, 2, 2>(p, splits, buffers) : emulate_launch<F, 2, 1>(p, splits, buffers);
+      two ? emulate_launch<F, 2, 2>(p, splits, grid, buffers) : emulate_launch<F, 2, 1>(p, splits, grid, buffers);
       break;
     default:
-      two ? emulate_launch<F, 4, 2>(p, splits, buffers) : emulate_launch<F, 4, 1>(p, splits, buffers);
+      two ? emulate_launch<F, 4, 2>(p, splits, grid, buffers) : emulate_launch<F, 4, 1>(p, splits, grid, buffers);
       break;
   }
 }
@@ -282,13 +284,14 @@ struct Case {
   Format format;
   int rows, in, out, tiles, splits;
   bool bias;
+  int grid = 0;  // CTAs looping over the units (persistent); 0: one per unit
 };
 
 std::string describe(const Case& c) {
   static const char* names[] = {"bf16", "fp8 per-tensor", "fp8 per-channel", "int8"};
   return std::string(names[int(c.format)]) + " rows " + std::to_string(c.rows) + " in " + std::to_string(c.in) +
          " out " + std::to_string(c.out) + " tiles " + std::to_string(c.tiles) + " splits " + std::to_string(c.splits) +
-         (c.bias ? " +bias" : "");
+         " grid " + std::to_string(c.grid) + (c.bias ? " +bias" : "");
 }
 
 std::vector<float> random_values(size_t n, std::mt19937& rng, float scale) {
@@ -390,18 +393,20 @@ void check(const Case& c, std::mt19937& rng) {
                        c.out,
                        c.in,
                        c.splits > 1 ? workspace.data() : nullptr,
-                       c.splits > 1 ? counters.data() : nullptr};
+                       c.splits > 1 ? counters.data() : nullptr,
+                       0,
+                       0};
   const Buffers buffers{{w_mem.data(), w_bytes}, {x_mem.data(), x_bytes}, {workspace.data(), workspace.size() * 4}};
   switch (c.format) {
     case Format::Bf16:
-      emulate<cuda::Bf16Format>(p, c.tiles, c.splits, buffers);
+      emulate<cuda::Bf16Format>(p, c.tiles, c.splits, c.grid, buffers);
       break;
     case Format::Fp8PerTensor:
     case Format::Fp8PerChannel:
-      emulate<cuda::Fp8Format>(p, c.tiles, c.splits, buffers);
+      emulate<cuda::Fp8Format>(p, c.tiles, c.splits, c.grid, buffers);
       break;
     case Format::Int8:
-      emulate<cuda::Int8Format>(p, c.tiles, c.splits, buffers);
+      emulate<cuda::Int8Format>(p, c.tiles, c.splits, c.grid, buffers);
       break;
   }
   const float tolerance_scale = fp8 ? 4e-4f : 1e-5f;  // as skinny_gemm_test.cpp
@@ -432,6 +437,9 @@ TEST(SkinnyGemmEmulation, EveryFormatMatchesItsCpuReference) {
       ++n;
     }
     check({format, 3, 16, 24, 2, 2, true}, rng);
+    // Persistent grids: fewer CTAs than units, each CTA taking several (of different columns and splits).
+    check({format, 12, 528, 72, 1, 3, true, 4}, rng);
+    check({format, 2, 528, 40, 1, 1, false, 2}, rng);
   }
 }
 

@@ -46,11 +46,14 @@ struct Case {
   int rows, in, out, tiles;
   bool bias, f32_out = false;
   int splits = 1;  // 0: the launcher's choice, with a workspace
+  // Persistent grid on a pretend device of this many SMs (0: one CTA per unit): fewer CTAs than units.
+  int persistent_sms = 0;
 };
 
 std::string describe(const char* format, const Case& c) {
   return std::string(format) + " rows " + std::to_string(c.rows) + " in " + std::to_string(c.in) + " out " +
          std::to_string(c.out) + " tiles " + std::to_string(c.tiles) + " splits " + std::to_string(c.splits) +
+         (c.persistent_sms ? " persistent on " + std::to_string(c.persistent_sms) + " SMs" : "") +
          (c.bias ? " +bias" : "") + (c.f32_out ? " f32" : " bf16") + " (element = row * out + j)";
 }
 
@@ -74,6 +77,8 @@ float max_abs_dot(const std::vector<float>& x, const std::vector<float>& w, cons
 std::vector<float> run_skinny(cuda::SkinnyGemm g, const Case& c, const std::string& what) {
   const size_t n = size_t(c.rows) * c.out, padded = n + size_t(c.out);
   g.splits = c.splits;
+  g.persistent = c.persistent_sms > 0;
+  if (g.persistent) g.multiprocessors = c.persistent_sms;
   const int counters = c.out / 16 + 1;
   const cuda::DeviceBuffer d_counters = upload(std::vector<unsigned>(size_t(counters), 0u));
   size_t workspace_bytes = 0;  // the most any tiling with 64 splits takes
@@ -306,6 +311,15 @@ TEST_F(SkinnyGemmTest, LongReductionOfTheDownProjection) {
     check_int8({9, 13824, 48, 2, true, false, splits}, rng);
     if (device_has_fp8()) check_fp8({5, 13824, 48, 4, true, false, splits}, true, rng);
   }
+}
+
+// A persistent grid smaller than the units (a pretend 1- or 3-SM device): each CTA takes several columns and splits.
+TEST_F(SkinnyGemmTest, PersistentGridsTakeSeveralUnitsPerCta) {
+  std::mt19937 rng(78);
+  check_bf16({16, 2064, 200, 1, true, false, 4, 1}, rng);
+  check_bf16({3, 5120, 1000, 2, false, true, 1, 3}, rng);
+  check_int8({12, 2064, 200, 4, true, false, 2, 1}, rng);
+  if (device_has_fp8()) check_fp8({7, 2064, 200, 2, true, false, 3, 3}, false, rng);
 }
 
 // More splits than the reduction has groups (in = 16: one group): the empty splits add zeros.

@@ -14,8 +14,8 @@ struct Entry {
   DecodeGemmPlan few, many;
 };
 
-constexpr DecodeGemmPlan skinny(int tiles, int splits) {
-  return {DecodeGemmKernel::Skinny, tiles, splits};
+constexpr DecodeGemmPlan skinny(int tiles, int splits, bool persistent = false) {
+  return {DecodeGemmKernel::Skinny, tiles, splits, persistent};
 }
 
 // H200, 2026-12-02 03:38 (bench_skinny_gemm, gemv ee3cc94): int8 weight-only on the 14B layers, the fastest fixed

@@ -16,6 +16,7 @@ enum class DecodeGemmKernel : uint8_t { Cublaslt, Gemv, Skinny };
 struct DecodeGemmPlan {
   DecodeGemmKernel kernel = DecodeGemmKernel::Cublaslt;
   int tiles_per_warp = 0, splits = 0;  // Skinny: 0 = the launcher's choice
+  bool persistent = false;             // Skinny: SkinnyGemm::persistent
 };
 
 DecodeGemmPlan decode_gemm_plan(SkinnyWeight type, int rows, int out, int in);

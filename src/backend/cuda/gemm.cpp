@@ -190,6 +190,7 @@ void Gemm::run(const void* x, GemmType x_type, const GemmWeight& w, const void* 
     g.in = w.in_features;
     g.tiles_per_warp = plan.tiles_per_warp;
     g.splits = plan.splits;
+    g.persistent = plan.persistent;
     run_skinny(g, stream);
     return;
   }

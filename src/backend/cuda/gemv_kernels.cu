@@ -62,33 +62,46 @@ __device__ __forceinline__ float load_partial(const float* p) {
 namespace qed::cuda {
 namespace {
 
+// Grid: one CTA per unit, or (persistent) no more than fit on the device at once. The occupancy of an instantiation
+// is a property of the compiled kernel: asked once.
 template <class F, int MT, int NT>
-void launch(const Params& p, int splits, cudaStream_t stream) {
-  const dim3 grid(unsigned(ctas_along_out(p.out, MT)), unsigned(splits));
-  skinny_gemm_kernel<F, MT, NT><<<grid, kThreads, 0, stream>>>(p);
+void launch(Params p, int splits, int persistent_sms, cudaStream_t stream) {
+  p.columns = ctas_along_out(p.out, MT);
+  p.splits = splits;
+  int grid = p.columns * splits;
+  if (persistent_sms > 0) {
+    static const int per_sm = [] {
+      int blocks = 0;
+      QED_CUDA_CHECK(
+          cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, skinny_gemm_kernel<F, MT, NT>, kThreads, 0));
+      return std::max(blocks, 1);
+    }();
+    grid = std::min(grid, per_sm * persistent_sms);
+  }
+  skinny_gemm_kernel<F, MT, NT><<<unsigned(grid), kThreads, 0, stream>>>(p);
   QED_CUDA_CHECK_LAUNCH();
 }
 
 template <class F, int MT>
-void launch_rows(const Params& p, int splits, cudaStream_t stream) {
+void launch_rows(const Params& p, int splits, int persistent_sms, cudaStream_t stream) {
   if (p.rows <= 8) {
-    launch<F, MT, 1>(p, splits, stream);
+    launch<F, MT, 1>(p, splits, persistent_sms, stream);
   } else {
-    launch<F, MT, 2>(p, splits, stream);
+    launch<F, MT, 2>(p, splits, persistent_sms, stream);
   }
 }
 
 template <class F>
-void launch_format(const Params& p, int tiles, int splits, cudaStream_t stream) {
+void launch_format(const Params& p, int tiles, int splits, int persistent_sms, cudaStream_t stream) {
   switch (tiles) {
     case 1:
-      launch_rows<F, 1>(p, splits, stream);
+      launch_rows<F, 1>(p, splits, persistent_sms, stream);
       break;
     case 2:
-      launch_rows<F, 2>(p, splits, stream);
+      launch_rows<F, 2>(p, splits, persistent_sms, stream);
       break;
     default:
-      launch_rows<F, 4>(p, splits, stream);
+      launch_rows<F, 4>(p, splits, persistent_sms, stream);
       break;
   }
 }
@@ -164,16 +177,19 @@ void skinny_gemm(const SkinnyGemm& g, cudaStream_t stream) {
                  g.out,
                  g.in,
                  g.workspace,
-                 g.counters};
+                 g.counters,
+                 0,
+                 0};
+  const int persistent_sms = g.persistent ? std::max(g.multiprocessors, 1) : 0;
   switch (g.type) {
     case SkinnyWeight::Bf16:
-      launch_format<Bf16Format>(p, tiles, splits, stream);
+      launch_format<Bf16Format>(p, tiles, splits, persistent_sms, stream);
       break;
     case SkinnyWeight::Fp8E4m3:
-      launch_format<Fp8Format>(p, tiles, splits, stream);
+      launch_format<Fp8Format>(p, tiles, splits, persistent_sms, stream);
       break;
     case SkinnyWeight::Int8:
-      launch_format<Int8Format>(p, tiles, splits, stream);
+      launch_format<Int8Format>(p, tiles, splits, persistent_sms, stream);
       break;
   }
 }

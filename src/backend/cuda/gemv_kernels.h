@@ -53,7 +53,10 @@ struct SkinnyGemm {
   size_t workspace_bytes = 0;
   unsigned* counters = nullptr;
   int counter_count = 0;
-  int multiprocessors = 132;  // of the device, for the default split
+  int multiprocessors = 132;  // of the device, for the default split and the persistent grid
+  // Launch only as many CTAs as are resident at once, each looping over units (a column × a split): no partial last
+  // wave, which cost the layers with a few hundred CTAs up to a third of their time (03:38 run).
+  bool persistent = false;
 };
 
 // Whether skinny_gemm takes this shape: rows in [1, kSkinnyMaxRows], in a positive multiple of the 16-byte vector

@@ -95,6 +95,7 @@ void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y,
         g.in = linear.in;
         g.tiles_per_warp = plan.tiles_per_warp;
         g.splits = plan.splits;
+        g.persistent = plan.persistent;
         gemm_.run_skinny(g, stream);
         return;
       }
@@ -131,6 +132,7 @@ void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y,
         g.in = linear.in;
         g.tiles_per_warp = plan.tiles_per_warp;
         g.splits = plan.splits;
+        g.persistent = plan.persistent;
         gemm_.run_skinny(g, stream);
         return;
       }

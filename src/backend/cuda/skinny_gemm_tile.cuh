@@ -88,17 +88,16 @@ struct Params {
   void* y;
   bool per_channel, f32_out;
   int rows, out, in;
-  float* workspace;    // splits > 1: [splits][CTAs along out][MT·NT·128] fp32 partial tiles
-  unsigned* counters;  // splits > 1: one per CTA along out, zero before and after the launch
+  float* workspace;     // splits > 1: [splits][columns][MT·NT·128] fp32 partial tiles
+  unsigned* counters;   // splits > 1: one per column, zero before and after the launch
+  int columns, splits;  // work units: columns (16·MT features each) × splits (contiguous ranges of K)
 };
 
-// MT m16 weight tiles per warp, NT n8 activation tiles (rows ≤ 8 or ≤ 16). CTA: 16·MT output features, its 8 warps
-// take interleaved groups of U k-steps (a step is 4 lanes × one 16-byte vector per row), then sum in shared memory.
-// __launch_bounds__(…, 1): without the 1, ptxas aimed at a higher occupancy and sank each step's loads down to their
-// MMAs (2–3 loads in flight per lane instead of all of a group's, seen in the SASS); with it, a group's loads issue
-// back to back (~70 registers, 3 CTAs per SM).
+// One work unit: MT m16 weight tiles per warp, NT n8 activation tiles (rows ≤ 8 or ≤ 16), i.e. the 16·MT output
+// features of `column` over the K range of `split`; the CTA's 8 warps take interleaved groups of U k-steps (a step is
+// 4 lanes × one 16-byte vector per row), then sum in shared memory.
 template <class F, int MT, int NT>
-__global__ void __launch_bounds__(kThreads, 1) skinny_gemm_kernel(Params p) {
+__device__ __forceinline__ void skinny_gemm_unit(const Params& p, int column, int split) {
   constexpr int kStep = 4 * F::kElems;  // k per step
   constexpr int U = kWeightLoadsInFlight / (2 * MT);
   // The warp index through a shuffle from lane 0: ptxas then knows it is warp-uniform, so the K loop below is not
@@ -106,7 +105,9 @@ __global__ void __launch_bounds__(kThreads, 1) skinny_gemm_kernel(Params p) {
   // each wait for the MMA before them: seen in the SASS).
   const int warp = __shfl_sync(0xFFFFFFFFu, int(threadIdx.x) / 32, 0);
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int feature0 = blockIdx.x * 16 * MT;
+  const int feature0 = column * 16 * MT;
+  const int splits = p.splits;
+  __syncthreads();  // the previous unit of this CTA is done with the shared memory below
 
   const char* w_row[MT][2];
 #pragma unroll
@@ -129,8 +130,7 @@ __global__ void __launch_bounds__(kThreads, 1) skinny_gemm_kernel(Params p) {
   const int steps = (p.in + kStep - 1) / kStep;
   const int groups = (steps + U - 1) / U;
   const int full_groups = p.in / (U * kStep);  // groups with every vector inside K
-  // Split-K over gridDim.y CTAs: contiguous ranges of groups.
-  const int split = blockIdx.y, splits = gridDim.y;
+  // Split-K: contiguous ranges of groups.
   const int group_end = int((long long)groups * (split + 1) / splits);
   // One group: all its loads first, then the MMAs. CHECKED for the last, partial group: vectors past K load k = 0
   // and are zeroed after the load (a select, where a conditional load would be a divergent branch in PTX).
@@ -225,7 +225,7 @@ __global__ void __launch_bounds__(kThreads, 1) skinny_gemm_kernel(Params p) {
   if (splits > 1) {
     // Serial split-K fixup: every CTA of a column stores its partial tile, the last to arrive (counter) adds them
     // in split order (deterministic) and runs the epilogue, then re-arms the counter for the next launch.
-    float* mine = p.workspace + (size_t(split) * gridDim.x + blockIdx.x) * kTile;
+    float* mine = p.workspace + (size_t(split) * size_t(p.columns) + size_t(column)) * kTile;
 #pragma unroll
     for (int e = 0; e < (kTile + kThreads - 1) / kThreads; ++e) {
       const int idx = threadIdx.x + e * kThreads;
@@ -234,7 +234,7 @@ __global__ void __launch_bounds__(kThreads, 1) skinny_gemm_kernel(Params p) {
     __threadfence();
     __syncthreads();
     __shared__ bool last;
-    if (threadIdx.x == 0) last = atomicAdd(p.counters + blockIdx.x, 1u) == unsigned(splits - 1);
+    if (threadIdx.x == 0) last = atomicAdd(p.counters + column, 1u) == unsigned(splits - 1);
     __syncthreads();
     if (!last) return;
     __threadfence();
@@ -244,10 +244,10 @@ __global__ void __launch_bounds__(kThreads, 1) skinny_gemm_kernel(Params p) {
       sums[e] = 0.0f;
       if (idx < kTile) {
         for (int s = 0; s < splits; ++s)
-          sums[e] += load_partial(p.workspace + (size_t(s) * gridDim.x + blockIdx.x) * kTile + idx);
+          sums[e] += load_partial(p.workspace + (size_t(s) * size_t(p.columns) + size_t(column)) * kTile + idx);
       }
     }
-    if (threadIdx.x == 0) p.counters[blockIdx.x] = 0;
+    if (threadIdx.x == 0) p.counters[column] = 0;
   }
   const float x_scale = p.x_scale ? *p.x_scale : 1.0f;
 #pragma unroll
@@ -268,6 +268,19 @@ __global__ void __launch_bounds__(kThreads, 1) skinny_gemm_kernel(Params p) {
     } else {
       static_cast<__nv_bfloat16*>(p.y)[at] = __float2bfloat16(sum);
     }
+  }
+}
+
+// The grid walks the units column-fastest, CTA b taking units b, b + gridDim.x, ...: one unit per CTA when the grid
+// has them all, several when it is sized to the CTAs resident at once (persistent: no partial last wave).
+// __launch_bounds__(…, 2): with no minimum, ptxas aimed at a higher occupancy and sank each step's loads down to their
+// MMAs (2–3 loads in flight per lane instead of all of a group's, seen in the SASS); with 1, the unit loop took up to
+// 183 registers (1 CTA per SM); with 2, a group's loads still issue back to back in 77–128 registers, no spills.
+template <class F, int MT, int NT>
+__global__ void __launch_bounds__(kThreads, 2) skinny_gemm_kernel(Params p) {
+  const int units = p.columns * p.splits;
+  for (int unit = int(blockIdx.x); unit < units; unit += int(gridDim.x)) {
+    skinny_gemm_unit<F, MT, NT>(p, unit % p.columns, unit / p.columns);
   }
 }
 
