@@ -12,7 +12,7 @@
 // bandwidth (read + write) is measured first. Last: the summary per row, and the decode_gemm_plan entries the
 // numbers argue for.
 //   bench_skinny_gemm [--shapes qkv,o_proj,gate_up,down,lm_head] [--formats bf16,fp8,int8] [--rows 1,2,4,8,12,16]
-//                     [--launches 20] [--repeats 10] [--json PATH]
+//                     [--launches 20] [--repeats 10] [--time-limit 75] [--json PATH]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -63,6 +63,7 @@ struct Options {
   std::vector<std::string> formats = {"bf16", "fp8", "int8"};
   std::vector<int> rows = {1, 2, 4, 8, 12, 16};
   int launches = 20, repeats = 10;
+  double time_limit_s = 75;  // no new shape × format starts past it, so the summary always gets printed
   std::string json_path;
 };
 
@@ -99,6 +100,8 @@ Options parse(int argc, char** argv) {
       o.repeats = std::stoi(value());
     } else if (arg == "--json") {
       o.json_path = value();
+    } else if (arg == "--time-limit") {
+      o.time_limit_s = std::stod(value());
     } else {
       usage_error("unknown argument " + arg);
     }
@@ -372,11 +375,17 @@ int main(int argc, char** argv) {
               devices[0].multiprocessors, copy_gbs);
   qed::cuda::Gemm gemm;
   std::vector<Row> rows;
+  const auto start = std::chrono::steady_clock::now();
   for (const std::string& name : o.shapes) {
     const Shape& s = shape_named(name);
     for (const std::string& format : o.formats) {
       if (format == "fp8" && !has_fp8) continue;
       if (format != "bf16" && s.name == "lm_head") continue;  // the lm_head stays bf16 in quantized checkpoints
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (elapsed > o.time_limit_s) {
+        std::printf("%s %s: skipped, past --time-limit %.0f s\n", s.name.c_str(), format.c_str(), o.time_limit_s);
+        continue;
+      }
       bench_format(o, s, format, stream, gemm, rows);
     }
   }
