@@ -130,11 +130,14 @@ int skinny_gemm_default_tiles(int out) {
   return 1;
 }
 
-int skinny_gemm_default_splits(SkinnyWeight type, int out, int in, int tiles, int multiprocessors) {
-  // Up to 4 CTAs per SM, while every warp of a split keeps at least two groups of loads.
+int skinny_gemm_default_splits(SkinnyWeight type, int out, int in, int tiles, int multiprocessors, bool persistent) {
+  // Up to 4 units per SM (one CTA each), or 12 on a persistent grid (2–3 resident CTAs per SM taking 4–6 units
+  // each, so the last round is at most a fifth of the work), while every warp of a split keeps at least two groups
+  // of loads.
   const int ctas = ctas_along_out(out, tiles), groups = k_groups(type, in, tiles);
+  const int target = (persistent ? 12 : 4) * multiprocessors;
   int splits = 1;
-  while (splits < 8 && ctas * splits < 4 * multiprocessors && groups / (2 * splits) >= 2 * kWarps) splits *= 2;
+  while (splits < 8 && ctas * splits < target && groups / (2 * splits) >= 2 * kWarps) splits *= 2;
   return splits;
 }
 
@@ -161,7 +164,7 @@ void skinny_gemm(const SkinnyGemm& g, cudaStream_t stream) {
   };
   int splits = g.splits;
   if (splits == 0) {
-    splits = skinny_gemm_default_splits(g.type, g.out, g.in, tiles, g.multiprocessors);
+    splits = skinny_gemm_default_splits(g.type, g.out, g.in, tiles, g.multiprocessors, g.persistent);
     if (!fits(splits)) splits = 1;
   }
   QED_KERNEL_REQUIRE(fits(splits), "skinny_gemm: splits > 1 needs a workspace and counters large enough");

@@ -66,7 +66,8 @@ bool skinny_gemm_supports(SkinnyWeight type, int rows, int in, int out);
 // The tiles_per_warp the launcher uses for `out` output features when the caller leaves it 0.
 int skinny_gemm_default_tiles(int out);
 // The splits it uses when the caller leaves them 0 (and gives a large enough workspace).
-int skinny_gemm_default_splits(SkinnyWeight type, int out, int in, int tiles_per_warp, int multiprocessors);
+int skinny_gemm_default_splits(SkinnyWeight type, int out, int in, int tiles_per_warp, int multiprocessors,
+                               bool persistent);
 // Workspace bytes of a launch with these (resolved, non-zero) tiles and splits.
 size_t skinny_gemm_workspace_bytes(int rows, int out, int tiles_per_warp, int splits);
 
