@@ -70,7 +70,7 @@ TEST_F(GemmTest, Fp32OutputForLogits) {
 // Decode row counts take the kernel decode_gemm_plan.h names (the GEMV, the skinny kernel or cuBLASLt); these check
 // Gemm::run's dispatch: odd feature counts leave part of a CTA's tiles unused, in_features 8 is a single 16-byte load
 // per row, 4104 is not a multiple of any kernel's step, 17 rows is the first count past the decode plans.
-TEST_F(GemmTest, DecodeBatchesOnTheSkinnyKernelMatchCpuMatmul) {
+TEST_F(GemmTest, DecodeRowCountsMatchCpuMatmulOnThePlannedKernel) {
   std::mt19937 rng(44);
   cuda::Gemm gemm;
   for (int rows : {1, 2, 4, 7, 8, 9, 13, 16, 17}) {
