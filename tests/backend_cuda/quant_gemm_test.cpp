@@ -25,6 +25,7 @@
 #include "backend/cuda/device.h"
 #include "backend/cuda/elementwise_kernels.h"
 #include "backend/cuda/gemm.h"
+#include "backend/cuda/gemv_kernels.h"
 #include "backend/cuda/norm_kernels.h"
 #include "backend/cuda/quant_kernels.h"
 #include "backend/cuda/quant_linear.h"
@@ -291,14 +292,14 @@ void check_int8_linear(int rows, int in, int out, bool with_bias, std::mt19937& 
   if (with_bias) linear.bias = upload(to_bf16(bias));
   cuda::Gemm gemm;
   cuda::LinearRunner runner(gemm, std::vector<const cuda::CudaLinear*>{&linear},
-                            std::max(rows, cuda::kInt8GemvBatchRows + 1));
+                            std::max(rows, cuda::kSkinnyInt8Rows + 1));
   const cuda::DeviceBuffer d_x = upload(to_bf16(x));
   cuda::DeviceBuffer d_y = poisoned_bf16(want.size());
   runner.run(linear, d_x.as<uint16_t>(), d_y.as<uint16_t>(), rows, nullptr);
   QED_CUDA_CHECK(cudaDeviceSynchronize());
   const std::vector<float> got = from_bf16(download<uint16_t>(d_y, want.size()));
   const std::string what =
-      shape_name(rows <= cuda::kInt8GemvBatchRows ? "int8 gemv" : "int8 dequant+gemm", rows, in, out) +
+      shape_name(rows <= cuda::kSkinnyInt8Rows ? "int8 skinny" : "int8 dequant+gemm", rows, in, out) +
       (with_bias ? " +bias" : "");
   EXPECT_TRUE(all_close(got, want, kBf16HalfUlp, kFp32SumTolerance * magnitude + 1e-6f, what));
 }
@@ -308,16 +309,14 @@ TEST_F(QuantLinearTest, Int8WeightOnlyMatchesCpuInt8WoGemm) {
   for (const auto& [rows, in, out] : kShapes) check_int8_linear(rows, in, out, rows % 2 == 1, rng);
 }
 
-TEST_F(QuantLinearTest, Int8GemvCoversEveryRowCountPartialWarpsAndTwoLaunchBatches) {
+TEST_F(QuantLinearTest, Int8DecodeRowCountsAndTheFirstRowCountPastTheSkinnyKernel) {
   std::mt19937 rng(62);
-  // out = 40: the last block's warps are partly past the end; in = 16 and 528: one lane, and a partial second step.
-  for (int rows = 1; rows <= cuda::kInt8GemvMaxRows; ++rows) {
+  // out = 40: the last CTA's tiles are partly past the end; in = 16 and 528: one lane, and a partial step.
+  for (int rows : {1, 2, 5, 8, 9, 12, cuda::kSkinnyInt8Rows}) {
     check_int8_linear(rows, 16, 40, true, rng);
     check_int8_linear(rows, 528, 40, false, rng);
   }
-  // Batches of two GEMV launches (8 + 4, 8 + 8) and the first row count past the GEMV.
-  for (int rows : {12, cuda::kInt8GemvBatchRows, cuda::kInt8GemvBatchRows + 1})
-    check_int8_linear(rows, 896, 1152, true, rng);
+  for (int rows : {12, cuda::kSkinnyInt8Rows, cuda::kSkinnyInt8Rows + 1}) check_int8_linear(rows, 896, 1152, true, rng);
 }
 
 TEST_F(QuantLinearTest, Int8RunsBatchesLargerThanOneScratchChunk) {

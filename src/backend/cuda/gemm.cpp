@@ -1,11 +1,17 @@
 #include "backend/cuda/gemm.h"
 
+#include "backend/cuda/bf16_gemv.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/decode_gemm_plan.h"
 #include "backend/cuda/gemv_kernels.h"
 #include "core/error.h"
 
 namespace qed::cuda {
 namespace {
+
+// Split-K counters: one per CTA along the output features, enough for 16 × 16384 features (the 14B lm_head's
+// 152064 takes no split).
+constexpr int kSkinnyCounters = 16384;
 
 // cublasGetStatusName lives in libcublas, which nothing else here needs: name the common codes ourselves.
 const char* status_name(cublasStatus_t status) {
@@ -47,12 +53,45 @@ cudaDataType_t cuda_type(GemmType type) {
   fail("gemm: unknown element type");
 }
 
+void validate(GemmType x_type, const GemmWeight& w, const void* bias, GemmType y_type) {
+  if (w.out_features <= 0 || w.in_features <= 0) fail("gemm: weight of shape {}x{}", w.out_features, w.in_features);
+  if (y_type == GemmType::F8_E4M3) fail("gemm: the output is bf16 or fp32");
+  const bool fp8 = w.type == GemmType::F8_E4M3 || x_type == GemmType::F8_E4M3;
+  if (fp8) {
+    if (w.type != x_type) fail("gemm: an fp8 GEMM takes fp8 weights and fp8 activations");
+    if (w.in_features % 16 != 0 || w.out_features % 16 != 0) {
+      fail("gemm: fp8 needs in/out features that are multiples of 16, got {}x{}", w.out_features, w.in_features);
+    }
+    if (bias && y_type != GemmType::BF16) fail("gemm: an fp8 GEMM with a bias writes bf16");
+  } else if (x_type != GemmType::BF16 || w.type != GemmType::BF16) {
+    fail("gemm: bf16 x bf16 or fp8 x fp8 only");
+  }
+}
+
 }  // namespace
 
 Gemm::Gemm(size_t workspace_bytes) : workspace_(workspace_bytes), one_(sizeof(float)) {
   check(cublasLtCreate(&handle_), "create");
   const float one = 1.0f;
   one_.upload(&one, sizeof(one));
+  int device = 0, major = 0, minor = 0;
+  QED_CUDA_CHECK(cudaGetDevice(&device));
+  QED_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  QED_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  fp8_mma_ = major * 10 + minor >= 89;
+  QED_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device));
+  skinny_counters_ = DeviceBuffer(kSkinnyCounters * sizeof(unsigned));
+  QED_CUDA_CHECK(cudaMemset(skinny_counters_.data(), 0, skinny_counters_.bytes()));
+}
+
+void Gemm::run_skinny(SkinnyGemm g, cudaStream_t stream) {
+  // The cuBLASLt workspace doubles as the split-K partials: launches on one stream never overlap.
+  g.workspace = workspace_.as<float>();
+  g.workspace_bytes = workspace_.bytes();
+  g.counters = skinny_counters_.as<unsigned>();
+  g.counter_count = kSkinnyCounters;
+  g.multiprocessors = multiprocessors_;
+  skinny_gemm(g, stream);
 }
 
 Gemm::~Gemm() {
@@ -123,23 +162,46 @@ Gemm::Plan& Gemm::plan_for(const Key& key) {
 void Gemm::run(const void* x, GemmType x_type, const GemmWeight& w, const void* bias, void* y, GemmType y_type,
                int rows, cudaStream_t stream, const float* x_scale) {
   if (rows <= 0) return;
-  if (w.out_features <= 0 || w.in_features <= 0) fail("gemm: weight of shape {}x{}", w.out_features, w.in_features);
-  if (y_type == GemmType::F8_E4M3) fail("gemm: the output is bf16 or fp32");
-  const bool fp8 = w.type == GemmType::F8_E4M3 || x_type == GemmType::F8_E4M3;
-  if (fp8) {
-    if (w.type != x_type) fail("gemm: an fp8 GEMM takes fp8 weights and fp8 activations");
-    if (w.in_features % 16 != 0 || w.out_features % 16 != 0) {
-      fail("gemm: fp8 needs in/out features that are multiples of 16, got {}x{}", w.out_features, w.in_features);
-    }
-    if (bias && y_type != GemmType::BF16) fail("gemm: an fp8 GEMM with a bias writes bf16");
-  } else if (x_type != GemmType::BF16 || w.type != GemmType::BF16) {
-    fail("gemm: bf16 x bf16 or fp8 x fp8 only");
-  }
-  if (!fp8 && gemv_supports(rows, w.in_features)) {  // decode: bandwidth-bound, our GEMV beats cuBLASLt's there
+  validate(x_type, w, bias, y_type);
+  const bool fp8 = w.type == GemmType::F8_E4M3;
+  const SkinnyWeight type = fp8 ? SkinnyWeight::Fp8E4m3 : SkinnyWeight::Bf16;
+  const bool aligned = (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w.data)) % 16 == 0;
+  const DecodeGemmPlan plan = decode_gemm_plan(type, rows, w.out_features, w.in_features);
+  if (aligned && plan.kernel == DecodeGemmKernel::Gemv && !fp8 && gemv_supports(rows, w.in_features)) {
     gemv_bf16(static_cast<const uint16_t*>(x), static_cast<const uint16_t*>(w.data), static_cast<const uint16_t*>(bias),
               y, y_type == GemmType::F32, rows, w.out_features, w.in_features, stream);
     return;
   }
+  if (aligned && plan.kernel == DecodeGemmKernel::Skinny && (!fp8 || fp8_mma_) &&
+      skinny_gemm_supports(type, rows, w.in_features, w.out_features)) {
+    SkinnyGemm g;
+    g.x = x;
+    g.w = w.data;
+    g.type = type;
+    if (fp8) {
+      g.x_scale = x_scale;
+      g.w_scales = w.scale ? w.scale : one_.as<float>();
+    }
+    g.bias = static_cast<const uint16_t*>(bias);
+    g.y = y;
+    g.f32_out = y_type == GemmType::F32;
+    g.rows = rows;
+    g.out = w.out_features;
+    g.in = w.in_features;
+    g.tiles_per_warp = plan.tiles_per_warp;
+    g.splits = plan.splits;
+    g.persistent = plan.persistent;
+    run_skinny(g, stream);
+    return;
+  }
+  run_cublaslt(x, x_type, w, bias, y, y_type, rows, stream, x_scale);
+}
+
+void Gemm::run_cublaslt(const void* x, GemmType x_type, const GemmWeight& w, const void* bias, void* y, GemmType y_type,
+                        int rows, cudaStream_t stream, const float* x_scale) {
+  if (rows <= 0) return;
+  validate(x_type, w, bias, y_type);
+  const bool fp8 = w.type == GemmType::F8_E4M3;
   Plan& plan = plan_for(Key{rows, w.out_features, w.in_features, x_type, w.type, y_type, bias != nullptr});
   if (bias) {
     check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),

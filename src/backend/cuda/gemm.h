@@ -1,8 +1,9 @@
 #pragma once
-// Every GEMM of the model goes through cuBLASLt: y[rows][out] = x[rows][in] · W[out][in]^T (+ bias[out]), the
+// Every GEMM of the model: y[rows][out] = x[rows][in] · W[out][in]^T (+ bias[out]), the
 // nn.Linear layout, fp32 accumulation. bf16 × bf16, or FP8 E4M3 × E4M3 with per-tensor dequantisation scales
 // (cuBLASLt's A/B scale pointers): the weight is the transposed operand, K-major ("TN"), which is the only layout
-// cuBLASLt's FP8 kernels take, and it is this one.
+// cuBLASLt's FP8 kernels take, and it is this one. Decode-sized row counts run the kernel decode_gemm_plan.h names
+// for the shape (measured: the CUDA-core GEMV, the skinny tensor-core kernel, or cuBLASLt).
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -12,6 +13,7 @@
 #include <tuple>
 
 #include "backend/cuda/device.h"
+#include "backend/cuda/gemv_kernels.h"
 
 namespace qed::cuda {
 
@@ -39,6 +41,15 @@ class Gemm {
   // in_features and out_features multiples of 16 (cuBLASLt's FP8 leading-dimension rule); sm_89 or newer.
   void run(const void* x, GemmType x_type, const GemmWeight& w, const void* bias, void* y, GemmType y_type, int rows,
            cudaStream_t stream, const float* x_scale = nullptr);
+  // The same on cuBLASLt for any row count (what run() does above the skinny kernels' rows): benchmarks and tests
+  // compare the two.
+  void run_cublaslt(const void* x, GemmType x_type, const GemmWeight& w, const void* bias, void* y, GemmType y_type,
+                    int rows, cudaStream_t stream, const float* x_scale = nullptr);
+  // skinny_gemm (gemv_kernels.h) with this Gemm's workspace and split-K counters filled in (and the SM count for
+  // its default split), on `stream`: the skinny launches of run(), LinearRunner and the benchmark.
+  void run_skinny(SkinnyGemm g, cudaStream_t stream);
+  // Whether the device has FP8 tensor cores (sm_89+), which the skinny FP8 kernel needs.
+  bool has_fp8_mma() const { return fp8_mma_; }
 
  private:
   struct Plan {
@@ -51,7 +62,10 @@ class Gemm {
 
   cublasLtHandle_t handle_ = nullptr;
   DeviceBuffer workspace_;
-  DeviceBuffer one_;  // a device 1.0f: the scale of an FP8 operand given none
+  DeviceBuffer one_;              // a device 1.0f: the scale of an FP8 operand given none
+  DeviceBuffer skinny_counters_;  // split-K arrival counters of skinny_gemm, zero between launches
+  bool fp8_mma_ = false;
+  int multiprocessors_ = 0;
   std::map<Key, Plan> plans_;
 };
 

@@ -93,84 +93,6 @@ __global__ void int8_to_bf16_kernel(const int8_t* q, size_t n, __nv_bfloat16* ou
   for (size_t i = groups * 16 + first; i < n; i += stride) out[i] = __float2bfloat16(float(q[i]));
 }
 
-// One warp computes kWarpOutputs outputs j for all R rows: each lane reads 16 int8 of each weight row per step
-// (one 16-byte load), so the weight is read once, and each 16-element slice of x is reused for kWarpOutputs rows.
-constexpr int kWarpOutputs = 4;
-constexpr int kGemvWarps = kThreads / 32;
-
-template <int R>
-__global__ void int8_gemv_kernel(const __nv_bfloat16* x, const int8_t* w, const float* w_scales,
-                                 const __nv_bfloat16* bias, __nv_bfloat16* y, int in, int out) {
-  const int lane = threadIdx.x % 32;
-  const int warp = threadIdx.x / 32;
-  const int j0 = (blockIdx.x * kGemvWarps + warp) * kWarpOutputs;
-  if (j0 >= out) return;  // the whole warp leaves together: the shuffles below stay convergent
-  float acc[kWarpOutputs][R];
-#pragma unroll
-  for (int o = 0; o < kWarpOutputs; ++o) {
-#pragma unroll
-    for (int r = 0; r < R; ++r) acc[o][r] = 0.0f;
-  }
-  for (int k = lane * 16; k < in; k += 32 * 16) {
-    float wv[kWarpOutputs][16];
-#pragma unroll
-    for (int o = 0; o < kWarpOutputs; ++o) {
-      const int j = min(j0 + o, out - 1);  // past the end: a duplicate row, computed and never stored
-      const int4 packed = __ldg(reinterpret_cast<const int4*>(w + size_t(j) * in + k));
-      const int words[4] = {packed.x, packed.y, packed.z, packed.w};
-#pragma unroll
-      for (int b = 0; b < 16; ++b) wv[o][b] = float(int8_t(words[b / 4] >> (8 * (b % 4))));
-    }
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      float xv[16];
-      float half[8];
-      load_f32x8(x + size_t(r) * in + k, half);
-#pragma unroll
-      for (int b = 0; b < 8; ++b) xv[b] = half[b];
-      load_f32x8(x + size_t(r) * in + k + 8, half);
-#pragma unroll
-      for (int b = 0; b < 8; ++b) xv[b + 8] = half[b];
-#pragma unroll
-      for (int o = 0; o < kWarpOutputs; ++o) {
-#pragma unroll
-        for (int b = 0; b < 16; ++b) acc[o][r] = fmaf(xv[b], wv[o][b], acc[o][r]);
-      }
-    }
-  }
-#pragma unroll
-  for (int o = 0; o < kWarpOutputs; ++o) {
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      for (int offset = 16; offset > 0; offset /= 2) acc[o][r] += __shfl_xor_sync(0xFFFFFFFFu, acc[o][r], offset);
-    }
-  }
-  if (lane == 0) {
-#pragma unroll
-    for (int o = 0; o < kWarpOutputs; ++o) {
-      const int j = j0 + o;
-      if (j >= out) break;
-      const float scale = w_scales[j];
-      const float b = bias ? __bfloat162float(bias[j]) : 0.0f;
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        float value = __fmul_rn(acc[o][r], scale);
-        if (bias) value = __fadd_rn(value, b);
-        y[size_t(r) * out + j] = __float2bfloat16(value);
-      }
-    }
-  }
-}
-
-template <int R>
-void launch_gemv(const uint16_t* x, const int8_t* w, const float* w_scales, const uint16_t* bias, uint16_t* y, int in,
-                 int out, cudaStream_t stream) {
-  const int per_block = kGemvWarps * kWarpOutputs;
-  const unsigned blocks = unsigned((out + per_block - 1) / per_block);
-  int8_gemv_kernel<R>
-      <<<blocks, kThreads, 0, stream>>>(as_bf16(x), w, w_scales, bias ? as_bf16(bias) : nullptr, as_bf16(y), in, out);
-}
-
 __device__ uint64_t mix64(uint64_t v) {
   v += 0x9E3779B97F4A7C15ull;
   v = (v ^ (v >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -219,42 +141,6 @@ void int8_to_bf16(const int8_t* q, size_t n, uint16_t* out, cudaStream_t stream)
   QED_KERNEL_REQUIRE(reinterpret_cast<uintptr_t>(q) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0,
                      "int8_to_bf16: buffers must be 16-byte aligned");
   int8_to_bf16_kernel<<<grid_for((n + 15) / 16), kThreads, 0, stream>>>(q, n, as_bf16(out));
-  QED_CUDA_CHECK_LAUNCH();
-}
-
-void int8_gemv_bf16(const uint16_t* x, const int8_t* w, const float* w_scales, const uint16_t* bias, uint16_t* y,
-                    int rows, int in, int out, cudaStream_t stream) {
-  if (rows <= 0 || out <= 0) return;
-  QED_KERNEL_REQUIRE(rows <= kInt8GemvMaxRows, "int8_gemv_bf16: at most kInt8GemvMaxRows rows");
-  QED_KERNEL_REQUIRE(in > 0 && in % 16 == 0, "int8_gemv_bf16: in_features must be a positive multiple of 16");
-  QED_KERNEL_REQUIRE(reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0,
-                     "int8_gemv_bf16: x and w must be 16-byte aligned");
-  switch (rows) {
-    case 1:
-      launch_gemv<1>(x, w, w_scales, bias, y, in, out, stream);
-      break;
-    case 2:
-      launch_gemv<2>(x, w, w_scales, bias, y, in, out, stream);
-      break;
-    case 3:
-      launch_gemv<3>(x, w, w_scales, bias, y, in, out, stream);
-      break;
-    case 4:
-      launch_gemv<4>(x, w, w_scales, bias, y, in, out, stream);
-      break;
-    case 5:
-      launch_gemv<5>(x, w, w_scales, bias, y, in, out, stream);
-      break;
-    case 6:
-      launch_gemv<6>(x, w, w_scales, bias, y, in, out, stream);
-      break;
-    case 7:
-      launch_gemv<7>(x, w, w_scales, bias, y, in, out, stream);
-      break;
-    default:
-      launch_gemv<8>(x, w, w_scales, bias, y, in, out, stream);
-      break;
-  }
   QED_CUDA_CHECK_LAUNCH();
 }
 

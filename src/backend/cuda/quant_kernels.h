@@ -1,9 +1,10 @@
 #pragma once
 // The kernels of the quantized linear layers (docs/cuda.md "Quantized checkpoints"): FP8 E4M3 activation
-// quantization for cuBLASLt's FP8 GEMM, the per-channel dequantisation epilogue, and int8 weight-only (a decode
-// GEMV and a dequantize-to-bf16 for cuBLASLt at larger batches). Each mirrors an op of backend/cpu/quant_ops.h, the
-// reference its tests compare against. Scales are device float pointers so a dynamic (computed on the device)
-// scale and a static one (from the checkpoint) take the same path, and CUDA graphs capture either.
+// quantization for the FP8 GEMMs, the per-channel dequantisation epilogue, and the int8 weight-only dequantize-to-bf16
+// for cuBLASLt at larger batches (decode batches run gemv_kernels.h's skinny kernels). Each mirrors an op of
+// backend/cpu/quant_ops.h, the reference its tests compare against. Scales are device float pointers so a dynamic
+// (computed on the device) scale and a static one (from the checkpoint) take the same path, and CUDA graphs capture
+// either.
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -27,14 +28,6 @@ void scale_rows_to_bf16(const float* acc, const float* x_scale, const float* w_s
 
 // out[i] = bf16(q[i]): int8 codes are integers of at most 8 significant bits, exact in bf16.
 void int8_to_bf16(const int8_t* q, size_t n, uint16_t* out, cudaStream_t stream);
-
-// The largest `rows` the int8 GEMV takes: decode batches, where reading the int8 weight once is the whole cost.
-inline constexpr int kInt8GemvMaxRows = 8;
-
-// y[r][j] = bf16(sum_k x[r][k] · w[j][k] · w_scales[j] + bias[j]) (cpu::int8_wo_gemm) for rows ≤ kInt8GemvMaxRows,
-// fp32 accumulation; x bf16 rows × in, w int8 out × in (row-major), bias bf16 or null. in must be a multiple of 16.
-void int8_gemv_bf16(const uint16_t* x, const int8_t* w, const float* w_scales, const uint16_t* bias, uint16_t* y,
-                    int rows, int in, int out, cudaStream_t stream);
 
 // Random weights for benchmarks: n int8 codes uniform in [-127, 127] from a hash of (seed, index).
 void fill_uniform_int8(int8_t* out, size_t n, uint64_t seed, cudaStream_t stream);

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "backend/cuda/decode_gemm_plan.h"
+#include "backend/cuda/gemv_kernels.h"
 #include "backend/cuda/quant_kernels.h"
 #include "core/error.h"
 
@@ -46,7 +48,7 @@ LinearRunner::LinearRunner(Gemm& gemm, const std::vector<const CudaLinear*>& lin
   }
   if (widest_acc_out > 0) acc_ = DeviceBuffer(size_t(chunk_rows_) * widest_acc_out * sizeof(float));
   // Only batches above the GEMV's rows dequantize, and the engine never sends one when max_rows is that small.
-  if (largest_int8 > 0 && max_rows_ > kInt8GemvBatchRows) dequant_ = DeviceBuffer(largest_int8 * sizeof(uint16_t));
+  if (largest_int8 > 0 && max_rows_ > kSkinnyInt8Rows) dequant_ = DeviceBuffer(largest_int8 * sizeof(uint16_t));
 }
 
 const float* LinearRunner::static_fp8_scale(const CudaLinear& linear) {
@@ -75,6 +77,28 @@ void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y,
         if (!linear.input_scale.bytes()) dynamic_fp8_scale_bf16(x, size_t(rows) * in, scale_.as<float>(), stream);
         quantize_fp8_bf16(x, size_t(rows) * in, x_scale, x_q, stream);
       }
+      const DecodeGemmPlan plan = decode_gemm_plan(SkinnyWeight::Fp8E4m3, rows, linear.out, linear.in);
+      if (plan.kernel == DecodeGemmKernel::Skinny && gemm_.has_fp8_mma() &&
+          skinny_gemm_supports(SkinnyWeight::Fp8E4m3, rows, linear.in, linear.out)) {
+        // Decode: one pass over the E4M3 weight with either scale kind applied in the kernel's epilogue.
+        SkinnyGemm g;
+        g.x = x_q;
+        g.w = linear.weight.data();
+        g.type = SkinnyWeight::Fp8E4m3;
+        g.x_scale = x_scale;
+        g.w_scales = linear.weight_scale.as<float>();
+        g.per_channel = linear.per_channel;
+        g.bias = bias;
+        g.y = y;
+        g.rows = rows;
+        g.out = linear.out;
+        g.in = linear.in;
+        g.tiles_per_warp = plan.tiles_per_warp;
+        g.splits = plan.splits;
+        g.persistent = plan.persistent;
+        gemm_.run_skinny(g, stream);
+        return;
+      }
       if (!linear.per_channel) {
         const GemmWeight w{linear.weight.data(), GemmType::F8_E4M3, linear.out, linear.in,
                            linear.weight_scale.as<float>()};
@@ -92,12 +116,24 @@ void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y,
     }
     case LinearFormat::Int8WeightOnly: {
       const int8_t* q = linear.weight.as<int8_t>();
-      if (rows <= kInt8GemvBatchRows) {
-        for (int begin = 0; begin < rows; begin += kInt8GemvMaxRows) {
-          const int n = std::min(kInt8GemvMaxRows, rows - begin);
-          int8_gemv_bf16(x + size_t(begin) * in, q, linear.weight_scale.as<float>(), bias, y + size_t(begin) * out, n,
-                         linear.in, linear.out, stream);
-        }
+      // Every row count the skinny kernel takes goes to it (it refuses a bad shape or pointer with a one-line
+      // error): the dequantization scratch only exists for larger batches.
+      if (rows <= kSkinnyInt8Rows) {
+        const DecodeGemmPlan plan = decode_gemm_plan(SkinnyWeight::Int8, rows, linear.out, linear.in);
+        SkinnyGemm g;
+        g.x = x;
+        g.w = q;
+        g.type = SkinnyWeight::Int8;
+        g.w_scales = linear.weight_scale.as<float>();
+        g.bias = bias;
+        g.y = y;
+        g.rows = rows;
+        g.out = linear.out;
+        g.in = linear.in;
+        g.tiles_per_warp = plan.tiles_per_warp;
+        g.splits = plan.splits;
+        g.persistent = plan.persistent;
+        gemm_.run_skinny(g, stream);
         return;
       }
       int8_to_bf16(q, out * in, dequant_.as<uint16_t>(), stream);

@@ -1,12 +1,16 @@
 #pragma once
 // Runs the model's linear layers (CudaLinear) in whatever format the checkpoint gave them:
 //   bf16             one cuBLASLt GEMM (bias in its epilogue)
-//   FP8 per tensor   activations quantized to E4M3 (static input_scale, or a dynamic one from the input's amax),
-//                    one cuBLASLt FP8 GEMM with both scales as its A/B scale pointers, bf16 out, bias epilogue
-//   FP8 per channel  the same GEMM unscaled into fp32 scratch, then y = acc · x_scale · w_scale[j] + bias[j]
-//   int8 weight-only rows ≤ kInt8GemvBatchRows: the int8 GEMV, one launch per kInt8GemvMaxRows rows (each reads
-//                    the int8 weight once); more rows: the weight dequantized to bf16 scratch (exact: int8 codes
-//                    are bf16 integers), a bf16 cuBLASLt GEMM into fp32 scratch, then the per-channel scale epilogue
+//   bf16             Gemm::run: for decode rows the kernel decode_gemm_plan.h names (the CUDA-core GEMV, the skinny
+//                    tensor-core kernel or cuBLASLt), else one cuBLASLt GEMM (bias in its epilogue)
+//   FP8              activations quantized to E4M3 (static input_scale, or a dynamic one from the input's amax); then
+//                    the skinny E4M3 kernel where decode_gemm_plan.h names it (either scale kind in its epilogue),
+//                    else per tensor one cuBLASLt FP8 GEMM with both scales as its A/B scale pointers (bias
+//                    epilogue), per channel the same GEMM unscaled into fp32 scratch, then the scale epilogue
+//   int8 weight-only rows ≤ kSkinnyInt8Rows: the skinny kernel (int8 → bf16 in registers, the weight read once, the
+//                    tiling decode_gemm_plan.h names); more rows: the weight dequantized to bf16 scratch (exact: int8
+//                    codes are bf16 integers), a bf16 cuBLASLt GEMM into fp32 scratch, then the per-channel scale
+//                    epilogue
 // The fp32 scratch covers a bounded number of rows; larger batches run those GEMMs in row chunks.
 #include <cuda_runtime.h>
 
@@ -19,11 +23,6 @@
 #include "backend/cuda/gemm.h"
 
 namespace qed::cuda {
-
-// Up to this many rows int8 layers run the GEMV in 8-row launches: two passes over the int8 weight (2 bytes per
-// weight, as bf16 reads once) beat dequantizing it (1 byte read + 2 written + 2 read by the GEMM); decode batches of
-// ~12 sequences (the AIMO workload) stay on this path. Above it, the FP32-FMA GEMV would be compute-bound.
-inline constexpr int kInt8GemvBatchRows = 16;
 
 class LinearRunner {
  public:

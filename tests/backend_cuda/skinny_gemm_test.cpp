@@ -1,0 +1,370 @@
+// The skinny decode GEMMs (gemv_kernels.h) against the CPU reference of each weight format, on fresh random data
+// for every check: cpu::matmul (bf16), cpu::fp8_gemm (E4M3 W8A8, per tensor and per channel), cpu::int8_wo_gemm.
+//
+// Tolerances (as gemm_test.cpp / quant_gemm_test.cpp, same reasoning): every product is exact in fp32 (bf16·bf16,
+// E4M3·E4M3, bf16·int8), so kernel and reference differ by fp32 summation order, bounded by ~sqrt(K) fp32 ulps of
+// M = max over outputs of Σ_k |x_k w_k| (scales included): 1e-5 · M absolute, plus half a bf16 ulp relative for the
+// bf16 output rounding. FP8 MMAs get 4e-4 · M (the FP8 tensor cores may keep ~14 bits of a running sum; the kernel
+// restarts the MMA sum every 64 k, so the error should be far below that). With random data an output is ~M/sqrt(K),
+// so a wrong k pairing, row, tile, scale or bias is far outside either bound.
+//
+// Shapes: row counts 1..16 (one and two n8 activation tiles, rows that leave part of a tile empty), every
+// tiles_per_warp (1, 2, 4), split-K (none, 2, 3, the launcher's), `out` not a multiple of the CTA's features (partial
+// tiles), `in` of one lane's vector, of a partial step, of more groups than the CTA has warps, and the 14B down
+// projection's K = 13824.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/quant_ops.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device.h"
+#include "backend/cuda/gemv_kernels.h"
+#include "core/dtype.h"
+#include "cuda_test_util.h"
+
+namespace qed::testing {
+namespace {
+
+using SkinnyGemmTest = CudaTest;
+
+constexpr float kFp32SumTolerance = 1e-5f;
+constexpr float kFp8MmaTolerance = 4e-4f;
+
+bool device_has_fp8() {
+  const std::vector<cuda::DeviceInfo> devices = cuda::list_devices();
+  return !devices.empty() && devices[0].sm_major * 10 + devices[0].sm_minor >= 89;
+}
+
+struct Case {
+  int rows, in, out, tiles;
+  bool bias, f32_out = false;
+  int splits = 1;  // 0: the launcher's choice, with a workspace
+  // Persistent grid on a pretend device of this many SMs (0: one CTA per unit): fewer CTAs than units.
+  int persistent_sms = 0;
+};
+
+std::string describe(const char* format, const Case& c) {
+  return std::string(format) + " rows " + std::to_string(c.rows) + " in " + std::to_string(c.in) + " out " +
+         std::to_string(c.out) + " tiles " + std::to_string(c.tiles) + " splits " + std::to_string(c.splits) +
+         (c.persistent_sms ? " persistent on " + std::to_string(c.persistent_sms) + " SMs" : "") +
+         (c.bias ? " +bias" : "") + (c.f32_out ? " f32" : " bf16") + " (element = row * out + j)";
+}
+
+float max_abs_dot(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& row_scale,
+                  int rows, int in, int out) {
+  float magnitude = 0.0f;
+  for (int r = 0; r < rows; ++r) {
+    for (int j = 0; j < out; ++j) {
+      float sum = 0.0f;
+      for (int k = 0; k < in; ++k) sum += std::fabs(x[size_t(r) * in + k] * w[size_t(j) * in + k]);
+      magnitude = std::max(magnitude, sum * row_scale[size_t(j)]);
+    }
+  }
+  return magnitude;
+}
+
+// Runs the kernel into a poisoned output one row longer than the result (that row must stay untouched), returns the
+// result rows as floats. Runs it twice and requires bit-identical outputs: the reduction order is fixed, so a
+// difference means a race.
+// Split-K launches get a workspace and zeroed counters, shared by both runs (the first must re-arm the counters).
+std::vector<float> run_skinny(cuda::SkinnyGemm g, const Case& c, const std::string& what) {
+  const size_t n = size_t(c.rows) * c.out, padded = n + size_t(c.out);
+  g.splits = c.splits;
+  g.persistent = c.persistent_sms > 0;
+  if (g.persistent) g.multiprocessors = c.persistent_sms;
+  const int counters = c.out / 16 + 1;
+  const cuda::DeviceBuffer d_counters = upload(std::vector<unsigned>(size_t(counters), 0u));
+  size_t workspace_bytes = 0;  // the most any tiling with 64 splits takes
+  for (int tiles : {1, 2, 4}) {
+    workspace_bytes = std::max(workspace_bytes, cuda::skinny_gemm_workspace_bytes(c.rows, c.out, tiles, 64));
+  }
+  const cuda::DeviceBuffer d_workspace = upload(std::vector<float>(workspace_bytes / sizeof(float), NAN));
+  if (c.splits != 1) {
+    g.workspace = d_workspace.as<float>();
+    g.workspace_bytes = workspace_bytes;
+    g.counters = d_counters.as<unsigned>();
+    g.counter_count = counters;
+  }
+  std::vector<float> results[2];
+  for (std::vector<float>& result : results) {
+    cuda::DeviceBuffer d_y = c.f32_out ? upload(std::vector<float>(padded, NAN)) : poisoned_bf16(padded);
+    g.y = d_y.data();
+    cuda::skinny_gemm(g, nullptr);
+    QED_CUDA_CHECK(cudaDeviceSynchronize());
+    if (c.f32_out) {
+      result = download<float>(d_y, padded);
+    } else {
+      result = from_bf16(download<uint16_t>(d_y, padded));
+    }
+    for (size_t i = n; i < padded; ++i) {
+      EXPECT_TRUE(std::isnan(result[i])) << what << ": wrote past the last row at " << i;
+    }
+    result.resize(n);
+  }
+  for (size_t i = 0; i < results[0].size(); ++i) {
+    if (std::memcmp(&results[0][i], &results[1][i], sizeof(float)) != 0) {
+      ADD_FAILURE() << what << ": two runs differ at " << i << ": " << results[0][i] << " vs " << results[1][i];
+      break;
+    }
+  }
+  return results[0];
+}
+
+void check_bf16(const Case& c, std::mt19937& rng) {
+  const std::vector<float> x = random_bf16_values(size_t(c.rows) * c.in, rng, 1.0f);
+  const std::vector<float> w = random_bf16_values(size_t(c.out) * c.in, rng, 0.05f);
+  const std::vector<float> bias = random_bf16_values(size_t(c.out), rng, 0.5f);
+  std::vector<float> want(size_t(c.rows) * c.out);
+  cpu::matmul(x.data(), w.data(), c.bias ? bias.data() : nullptr, want.data(), c.rows, c.in, c.out, nullptr);
+  const float magnitude = max_abs_dot(x, w, std::vector<float>(size_t(c.out), 1.0f), c.rows, c.in, c.out);
+  const cuda::DeviceBuffer d_x = upload(to_bf16(x)), d_w = upload(to_bf16(w)), d_bias = upload(to_bf16(bias));
+  cuda::SkinnyGemm g;
+  g.x = d_x.data();
+  g.w = d_w.data();
+  g.type = cuda::SkinnyWeight::Bf16;
+  g.bias = c.bias ? d_bias.as<uint16_t>() : nullptr;
+  g.f32_out = c.f32_out;
+  g.rows = c.rows;
+  g.out = c.out;
+  g.in = c.in;
+  g.tiles_per_warp = c.tiles;
+  const std::string what = describe("bf16", c);
+  const std::vector<float> got = run_skinny(g, c, what);
+  EXPECT_TRUE(all_close(got, want, c.f32_out ? 0.0f : kBf16HalfUlp, kFp32SumTolerance * magnitude + 1e-6f, what));
+}
+
+// Weight rows that differ in magnitude by up to 7x, so per-channel scales differ.
+std::vector<float> random_weight(int out, int in, std::mt19937& rng) {
+  std::vector<float> w = random_bf16_values(size_t(out) * in, rng, 0.05f);
+  for (int r = 0; r < out; ++r) {
+    for (int k = 0; k < in; ++k) w[size_t(r) * in + k] *= float(1 + r % 7);
+  }
+  return w;
+}
+
+void check_fp8(const Case& c, bool per_channel, std::mt19937& rng) {
+  const std::vector<float> w = random_weight(c.out, c.in, rng);
+  std::vector<float> w_scales;
+  std::vector<uint8_t> w_q(w.size());
+  if (per_channel) {
+    for (int r = 0; r < c.out; ++r) {
+      w_scales.push_back(cpu::fp8_scale_for_amax(cpu::amax(w.data() + size_t(r) * c.in, size_t(c.in))));
+    }
+    cpu::quantize_fp8_per_channel(w.data(), c.out, c.in, w_scales.data(), w_q.data());
+  } else {
+    w_scales.push_back(cpu::fp8_scale_for_amax(cpu::amax(w.data(), w.size())));
+    cpu::quantize_fp8_per_tensor(w.data(), w.size(), w_scales[0], w_q.data());
+  }
+  const std::vector<float> x = random_bf16_values(size_t(c.rows) * c.in, rng, 1.0f);
+  const std::vector<float> bias = random_bf16_values(size_t(c.out), rng, 0.5f);
+  // A static scale below the amax's: the largest activations saturate, as calibrated scales let them.
+  const float x_scale = 0.8f * cpu::fp8_scale_for_amax(cpu::amax(x.data(), x.size()));
+  std::vector<uint8_t> x_q(x.size());
+  cpu::quantize_fp8_per_tensor(x.data(), x.size(), x_scale, x_q.data());
+  std::vector<float> want(size_t(c.rows) * c.out);
+  cpu::fp8_gemm(x_q.data(), x_scale, w_q.data(), w_scales.data(), per_channel, c.bias ? bias.data() : nullptr,
+                want.data(), c.rows, c.in, c.out);
+  std::vector<float> x_codes(x.size()), w_codes(w.size()), row_scale(size_t(c.out));
+  for (size_t i = 0; i < x.size(); ++i) x_codes[i] = f8e4m3_to_float(x_q[i]);
+  for (size_t i = 0; i < w.size(); ++i) w_codes[i] = f8e4m3_to_float(w_q[i]);
+  for (int j = 0; j < c.out; ++j) row_scale[size_t(j)] = x_scale * w_scales[per_channel ? size_t(j) : 0];
+  const float magnitude = max_abs_dot(x_codes, w_codes, row_scale, c.rows, c.in, c.out);
+
+  const cuda::DeviceBuffer d_x = upload(x_q), d_w = upload(w_q), d_bias = upload(to_bf16(bias));
+  const cuda::DeviceBuffer d_x_scale = upload(std::vector<float>{x_scale}), d_w_scales = upload(w_scales);
+  cuda::SkinnyGemm g;
+  g.x = d_x.data();
+  g.w = d_w.data();
+  g.type = cuda::SkinnyWeight::Fp8E4m3;
+  g.x_scale = d_x_scale.as<float>();
+  g.w_scales = d_w_scales.as<float>();
+  g.per_channel = per_channel;
+  g.bias = c.bias ? d_bias.as<uint16_t>() : nullptr;
+  g.f32_out = c.f32_out;
+  g.rows = c.rows;
+  g.out = c.out;
+  g.in = c.in;
+  g.tiles_per_warp = c.tiles;
+  const std::string what = describe(per_channel ? "fp8 per-channel" : "fp8 per-tensor", c);
+  const std::vector<float> got = run_skinny(g, c, what);
+  EXPECT_TRUE(all_close(got, want, c.f32_out ? 0.0f : kBf16HalfUlp, kFp8MmaTolerance * magnitude + 1e-6f, what));
+}
+
+void check_int8(const Case& c, std::mt19937& rng) {
+  const std::vector<float> w = random_weight(c.out, c.in, rng);
+  std::vector<float> w_scales(size_t(c.out));
+  std::vector<int8_t> w_q(w.size());
+  cpu::quantize_int8_per_channel(w.data(), c.out, c.in, w_scales.data(), w_q.data());
+  const std::vector<float> x = random_bf16_values(size_t(c.rows) * c.in, rng, 1.0f);
+  const std::vector<float> bias = random_bf16_values(size_t(c.out), rng, 0.5f);
+  std::vector<float> want(size_t(c.rows) * c.out);
+  cpu::int8_wo_gemm(x.data(), w_q.data(), w_scales.data(), c.bias ? bias.data() : nullptr, want.data(), c.rows, c.in,
+                    c.out);
+  std::vector<float> w_codes(w.size());
+  for (size_t i = 0; i < w.size(); ++i) w_codes[i] = float(w_q[i]);
+  const float magnitude = max_abs_dot(x, w_codes, w_scales, c.rows, c.in, c.out);
+
+  const cuda::DeviceBuffer d_x = upload(to_bf16(x)), d_w = upload(w_q), d_bias = upload(to_bf16(bias));
+  const cuda::DeviceBuffer d_w_scales = upload(w_scales);
+  cuda::SkinnyGemm g;
+  g.x = d_x.data();
+  g.w = d_w.data();
+  g.type = cuda::SkinnyWeight::Int8;
+  g.w_scales = d_w_scales.as<float>();
+  g.bias = c.bias ? d_bias.as<uint16_t>() : nullptr;
+  g.f32_out = c.f32_out;
+  g.rows = c.rows;
+  g.out = c.out;
+  g.in = c.in;
+  g.tiles_per_warp = c.tiles;
+  const std::string what = describe("int8", c);
+  const std::vector<float> got = run_skinny(g, c, what);
+  EXPECT_TRUE(all_close(got, want, c.f32_out ? 0.0f : kBf16HalfUlp, kFp32SumTolerance * magnitude + 1e-6f, what));
+}
+
+// (in, out) pairs cycled over the row counts; in is a multiple of 16 (every format's vector). 16: one lane's vector;
+// 528: a partial step; 2064: more 16-byte groups than a CTA has warps, with a partial last group; out 40, 72, 200:
+// partial CTAs for every tiles_per_warp.
+const std::vector<std::pair<int, int>> kShapes = {{16, 40}, {528, 72}, {2064, 200}, {1024, 129}};
+
+std::vector<Case> sweep() {
+  std::vector<Case> cases;
+  for (int rows = 1; rows <= cuda::kSkinnyMaxRows; ++rows) {
+    const auto [in, out] = kShapes[size_t(rows) % kShapes.size()];
+    const int tiles = 1 << (rows % 3);  // 1, 2, 4 in turn
+    const int splits = (rows / 3) % 4;  // 0 (the launcher's), 1, 2, 3 in turn
+    cases.push_back({rows, in, out, tiles, rows % 2 == 1, false, splits});
+  }
+  return cases;
+}
+
+TEST_F(SkinnyGemmTest, Bf16MatchesCpuMatmulForEveryRowCount) {
+  std::mt19937 rng(71);
+  for (const Case& c : sweep()) check_bf16(c, rng);
+  check_bf16({3, 8, 37, 1, true}, rng);  // in = one bf16 vector (8), the only shape narrower than 16
+}
+
+TEST_F(SkinnyGemmTest, Bf16Fp32OutputForLogits) {
+  std::mt19937 rng(72);
+  check_bf16({1, 896, 1000, 4, false, true}, rng);
+  check_bf16({12, 264, 515, 2, false, true}, rng);
+}
+
+TEST_F(SkinnyGemmTest, Fp8PerTensorMatchesCpuFp8GemmForEveryRowCount) {
+  if (!device_has_fp8()) GTEST_SKIP() << "FP8 MMAs need sm_89 or newer";
+  std::mt19937 rng(73);
+  for (const Case& c : sweep()) check_fp8(c, false, rng);
+}
+
+TEST_F(SkinnyGemmTest, Fp8PerChannelMatchesCpuFp8GemmForEveryRowCount) {
+  if (!device_has_fp8()) GTEST_SKIP() << "FP8 MMAs need sm_89 or newer";
+  std::mt19937 rng(74);
+  for (const Case& c : sweep()) check_fp8(c, true, rng);
+}
+
+TEST_F(SkinnyGemmTest, Int8MatchesCpuInt8WoGemmForEveryRowCount) {
+  std::mt19937 rng(75);
+  for (const Case& c : sweep()) check_int8(c, rng);
+}
+
+// Int8 codes of every value -128..127 in one weight row (the in-register conversion must be exact for each), and
+// the same weights through bf16 as the check.
+TEST_F(SkinnyGemmTest, Int8ConversionIsExactForEveryCode) {
+  const int in = 256, out = 16, rows = 2;
+  std::vector<int8_t> w_q(size_t(out) * in);
+  for (size_t i = 0; i < w_q.size(); ++i) w_q[i] = int8_t(int((i * 37 + i / in) % 256) - 128);
+  std::vector<float> x(size_t(rows) * in, 0.0f);
+  // Row 0 picks single weights (x = one-hot at k = 5 and 200), row 1 sums them all with weight 1.
+  x[5] = 1.0f;
+  x[200] = 1.0f;
+  for (int k = 0; k < in; ++k) x[size_t(in) + k] = 1.0f;
+  const std::vector<float> w_scales(size_t(out), 1.0f);
+  std::vector<float> want(size_t(rows) * out);
+  cpu::int8_wo_gemm(x.data(), w_q.data(), w_scales.data(), nullptr, want.data(), rows, in, out);
+  const cuda::DeviceBuffer d_x = upload(to_bf16(x)), d_w = upload(w_q), d_s = upload(w_scales);
+  cuda::SkinnyGemm g;
+  g.x = d_x.data();
+  g.w = d_w.data();
+  g.type = cuda::SkinnyWeight::Int8;
+  g.w_scales = d_s.as<float>();
+  g.f32_out = true;
+  g.rows = rows;
+  g.out = out;
+  g.in = in;
+  const std::vector<float> got = run_skinny(g, {rows, in, out, 0, false, true}, "int8 codes");
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(got[i], want[i]) << "element " << i;
+}
+
+// The 14B down projection's K (13824) with few outputs, so the CPU reference stays cheap; without a split, with the
+// launcher's (2 for these shapes) and with more splits than some of them have groups of K.
+TEST_F(SkinnyGemmTest, LongReductionOfTheDownProjection) {
+  std::mt19937 rng(76);
+  for (int splits : {1, 0, 7}) {
+    check_bf16({16, 13824, 48, 1, true, false, splits}, rng);
+    check_int8({9, 13824, 48, 2, true, false, splits}, rng);
+    if (device_has_fp8()) check_fp8({5, 13824, 48, 4, true, false, splits}, true, rng);
+  }
+}
+
+// A persistent grid smaller than the units (a pretend 1- or 3-SM device): each CTA takes several columns and splits.
+TEST_F(SkinnyGemmTest, PersistentGridsTakeSeveralUnitsPerCta) {
+  std::mt19937 rng(78);
+  check_bf16({16, 2064, 200, 1, true, false, 4, 1}, rng);
+  check_bf16({3, 5120, 1000, 2, false, true, 1, 3}, rng);
+  check_int8({12, 2064, 200, 4, true, false, 2, 1}, rng);
+  if (device_has_fp8()) check_fp8({7, 2064, 200, 2, true, false, 3, 3}, false, rng);
+}
+
+// More splits than the reduction has groups (in = 16: one group): the empty splits add zeros.
+TEST_F(SkinnyGemmTest, SplitsWithoutWorkStillCompleteTheSum) {
+  std::mt19937 rng(77);
+  check_bf16({4, 16, 40, 1, true, false, 5}, rng);
+  check_int8({12, 16, 72, 2, false, false, 3}, rng);
+}
+
+TEST_F(SkinnyGemmTest, RefusesShapesAndArgumentsItCannotTake) {
+  const cuda::DeviceBuffer buffer = upload(std::vector<uint16_t>(1 << 15, 0x3F80)), y(1 << 16);  // bf16 ones
+  cuda::SkinnyGemm g;
+  g.x = buffer.data();
+  g.w = buffer.data();
+  g.y = y.data();
+  g.rows = 1;
+  g.out = 16;
+  g.in = 64;
+  EXPECT_NO_THROW(cuda::skinny_gemm(g, nullptr));
+  QED_CUDA_CHECK(cudaDeviceSynchronize());
+  for (int rows : {0, cuda::kSkinnyMaxRows + 1}) {
+    cuda::SkinnyGemm bad = g;
+    bad.rows = rows;
+    EXPECT_THROW(cuda::skinny_gemm(bad, nullptr), std::exception) << "rows " << rows;
+  }
+  cuda::SkinnyGemm bad = g;
+  bad.in = 60;  // not a multiple of 8 bf16
+  EXPECT_THROW(cuda::skinny_gemm(bad, nullptr), std::exception);
+  bad = g;
+  bad.type = cuda::SkinnyWeight::Int8;
+  bad.in = 40;  // a multiple of 8 but not of 16 int8
+  EXPECT_THROW(cuda::skinny_gemm(bad, nullptr), std::exception);
+  bad = g;
+  bad.type = cuda::SkinnyWeight::Int8;  // no scales
+  EXPECT_THROW(cuda::skinny_gemm(bad, nullptr), std::exception);
+  bad = g;
+  bad.w = static_cast<const char*>(buffer.data()) + 8;
+  EXPECT_THROW(cuda::skinny_gemm(bad, nullptr), std::exception);
+  bad = g;
+  bad.tiles_per_warp = 3;
+  EXPECT_THROW(cuda::skinny_gemm(bad, nullptr), std::exception);
+  bad = g;
+  bad.splits = 2;  // no workspace
+  EXPECT_THROW(cuda::skinny_gemm(bad, nullptr), std::exception);
+}
+
+}  // namespace
+}  // namespace qed::testing
