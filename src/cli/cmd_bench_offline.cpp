@@ -146,7 +146,11 @@ void run_bench_offline(const BenchOfflineOptions& opt) {
     for (const bench::OfflineWorkload& w : workloads) {
       if (specs.empty() || w.kind != bench::OfflineWorkload::Kind::Decode) continue;
       bench::OfflineSettings shape = opt.settings;
-      shape.decode_tokens = 3;
+      // Enough tokens that every sequence is decoding at once: chunked prefill starts the first sequences' decode
+      // ceil(batch × context / max_num_batched_tokens) steps before the last one's (3 tokens failed at b32 × 1k).
+      const int64_t prompt_tokens = int64_t(w.batch) * w.prompt_tokens;
+      shape.decode_tokens = 3 + 2 * int((prompt_tokens + engine_config.scheduler.max_num_batched_tokens - 1) /
+                                        engine_config.scheduler.max_num_batched_tokens);
       bench::run_workload(*fresh_engine(nullptr), vocab, bench::parse_workload(w.name, shape), shape);
     }
   }
@@ -239,6 +243,11 @@ void register_bench_offline(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--aimo-prompt-tokens", opt->settings.aimo_prompt_tokens, "Prompt tokens of aimo_*")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--aimo-temperature", opt->settings.aimo_temperature,
+                  "Sampling temperature of aimo_* (0 = greedy; random weights give near-flat distributions, where "
+                  "any bf16 difference changes a sampled token, so oracle drafts need 0 there)")
+      ->check(CLI::Range(0.0f, 100.0f))
       ->capture_default_str();
   cmd->add_option("--ttft-repeats", opt->settings.ttft_repeats, "ttft_* reports the median of this many")
       ->check(CLI::PositiveNumber)
