@@ -27,6 +27,7 @@
 #include "engine/engine.h"
 #include "model/model_config.h"
 #include "spec/oracle_drafter.h"
+#include "spec/synthetic_acceptance.h"
 
 namespace qed::cli {
 namespace {
@@ -40,7 +41,7 @@ struct BenchOfflineOptions {
   std::string output;
   int max_num_seqs = 64;
   int max_num_batched_tokens = 8192;
-  std::string spec = "none";  // comma list: none | oracle-p<P> | ngram | redrafter:<dir>
+  std::string spec = "none";  // comma list: none | oracle-p<P> | synthetic-p<P> | ngram | redrafter:<dir>
   int spec_draft_len = 3;
   int spec_beams = 1;
   int oracle_passes = 1;  // 1: oracles replay the run without drafts; P: P - 1 speculative record passes first
@@ -101,6 +102,9 @@ void run_bench_offline(const BenchOfflineOptions& opt) {
   for (const BenchSpec& s : specs) {
     if (s.oracle_p >= 0) {
       fixed_drafters.push_back(nullptr);
+    } else if (s.synthetic_p >= 0) {
+      fixed_drafters.push_back(
+          std::make_shared<spec::SyntheticDrafter>(s.synthetic_p, opt.spec_draft_len, vocab, opt.settings.seed));
     } else {
       if (s.options.method == "redrafter" && opt.model_dir.empty())
         fail("qed bench offline: --spec redrafter:<dir> needs --model (the head reads its token embeddings)");
@@ -117,6 +121,9 @@ void run_bench_offline(const BenchOfflineOptions& opt) {
   };
   const auto fresh_engine = [&](std::shared_ptr<const spec::Drafter> drafter) {
     EngineConfig config = engine_config;
+    // The one place that turns synthetic acceptance on: a cost model of speculation, never an output path.
+    if (const auto* synthetic = dynamic_cast<const spec::SyntheticDrafter*>(drafter.get()))
+      config.synthetic_acceptance = spec::SyntheticAcceptance{.p = synthetic->p(), .seed = opt.settings.seed};
     config.drafter = std::move(drafter);
     return std::make_unique<Engine>(*backend, std::move(config));
   };
@@ -261,7 +268,9 @@ void register_bench_offline(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--spec", opt->spec,
                   "Comma list of drafters, each run after the same workload without drafts: none, oracle-p<P> "
-                  "(right with probability P, a sweep: oracle-p0.4,oracle-p0.6), ngram, redrafter:<dir>")
+                  "(right with probability P, a sweep: oracle-p0.4,oracle-p0.6), synthetic-p<P> (each draft position "
+                  "accepted by a seeded coin of probability P: the cost at that acceptance on random weights; "
+                  "outputs are not the model's), ngram, redrafter:<dir>")
       ->capture_default_str();
   cmd->add_option("--spec-draft-len", opt->spec_draft_len, "Draft tokens per step (per beam)")
       ->check(CLI::Range(1, 64))

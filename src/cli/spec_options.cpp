@@ -7,6 +7,7 @@
 #include "spec/ngram_drafter.h"
 #include "spec/oracle_drafter.h"
 #include "spec/redrafter_drafter.h"
+#include "spec/synthetic_acceptance.h"
 
 namespace qed {
 
@@ -80,6 +81,9 @@ std::vector<BenchSpec> parse_bench_specs(const std::string& list, int draft_len,
     if (item.starts_with("oracle-p")) {
       spec.oracle_p = spec::parse_oracle_p(item);
       spec.options.method = "oracle";
+    } else if (item.starts_with("synthetic-p")) {
+      spec.synthetic_p = spec::parse_synthetic_p(item);
+      spec.options.method = "synthetic";
     } else if (item == "ngram") {
       spec.options.method = "ngram";
     } else if (item.starts_with("redrafter:") && item.size() > 10) {
@@ -88,7 +92,7 @@ std::vector<BenchSpec> parse_bench_specs(const std::string& list, int draft_len,
       spec.label = "redrafter";
       any_redrafter = true;
     } else {
-      fail("--spec: unknown entry '{}' (none, oracle-p<P>, ngram, redrafter:<dir>)", item);
+      fail("--spec: unknown entry '{}' (none, oracle-p<P>, synthetic-p<P>, ngram, redrafter:<dir>)", item);
     }
     specs.push_back(std::move(spec));
   }

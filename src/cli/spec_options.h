@@ -29,13 +29,14 @@ nlohmann::json spec_stats_json(const SpecOptions& options, const EngineStats& st
 
 // One entry of qed bench offline's --spec list.
 struct BenchSpec {
-  std::string label;     // the rows' "spec": "oracle-p0.6" (as written), "ngram", "redrafter"
-  double oracle_p = -1;  // oracle-p<P>: P (its drafter is made per workload, from the run without drafts)
-  SpecOptions options;   // ngram / redrafter: what make_drafter builds
+  std::string label;        // the rows' "spec": "oracle-p0.6" (as written), "ngram", "redrafter"
+  double oracle_p = -1;     // oracle-p<P>: P (its drafter is made per workload, from the run without drafts)
+  double synthetic_p = -1;  // synthetic-p<P>: P (acceptance by a seeded coin; bench only, outputs are not the model's)
+  SpecOptions options;      // ngram / redrafter: what make_drafter builds
 };
-// "none|oracle-p<P>|ngram|redrafter:<dir>" comma list → the speculative configurations ("none" adds nothing: the
-// run without drafts always happens, as every speedup's baseline). draft_len and beams apply to each; throws
-// qed::Error with one line on an unknown entry, a bad p, or beams > 1 with no redrafter to use them.
+// "none|oracle-p<P>|synthetic-p<P>|ngram|redrafter:<dir>" comma list → the speculative configurations ("none" adds
+// nothing: the run without drafts always happens, as every speedup's baseline). draft_len and beams apply to each;
+// throws qed::Error with one line on an unknown entry, a bad p, or beams > 1 with no redrafter to use them.
 std::vector<BenchSpec> parse_bench_specs(const std::string& list, int draft_len, int beams);
 
 }  // namespace qed

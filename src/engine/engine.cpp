@@ -66,6 +66,11 @@ Engine::Engine(Backend& backend, EngineConfig config, TokenDecoderFactory decode
       scheduler_(config_.scheduler, blocks_),
       runner_(backend),
       seed_rng_(config_.seed) {
+  if (config_.synthetic_acceptance) {
+    if (!config_.drafter) fail("engine: synthetic acceptance needs a drafter");
+    const double p = config_.synthetic_acceptance->p;
+    if (!(p >= 0 && p <= 1)) fail("engine: synthetic acceptance p = {} must be in [0, 1]", p);
+  }
   if (config_.drafter) scheduler_.set_draft_hook([this](Sequence& seq) { propose_draft(seq); });
   runner_.set_want_hidden(config_.drafter && config_.drafter->wants_hidden());
   eos_ids_ = config_.eos_token_ids.value_or(
@@ -508,9 +513,22 @@ void Engine::verify_draft(Request& request, SequenceState& state, size_t schedul
   size_t row = 0;
   while (true) {
     keep_hidden(seq, scheduled_index, row);
-    append_token(request, state, runner_.sample(scheduled_index, seq, request.params, row), out);
+    SampledToken token = runner_.sample(scheduled_index, seq, request.params, row);
+    // Synthetic acceptance: the coin decides, and an accepted node's token is emitted (its K/V is that token's).
+    int32_t synthetic_child = -1;
+    if (config_.synthetic_acceptance) {
+      const int32_t first_child = seq.draft.first_child(node, static_cast<size_t>(num_nodes));
+      if (first_child >= 0 && spec::synthetic_accepts(*config_.synthetic_acceptance, seq.seed, seq.num_tokens())) {
+        synthetic_child = first_child;
+        token.token = seq.draft.tokens[static_cast<size_t>(first_child)];
+        token.top.clear();  // the logprobs stay the sampled token's: a cost model has no meaningful ones
+      }
+    }
+    append_token(request, state, token, out);
     if (seq.status != SequenceStatus::Running) break;  // stopped, out of room or held: where decoding would end
-    const int32_t child = seq.draft.child_with_token(node, seq.tokens.back(), static_cast<size_t>(num_nodes));
+    const int32_t child = config_.synthetic_acceptance
+                              ? synthetic_child
+                              : seq.draft.child_with_token(node, seq.tokens.back(), static_cast<size_t>(num_nodes));
     if (child < 0) break;
     if (child == accepted && contiguous == accepted) ++contiguous;
     ++accepted;

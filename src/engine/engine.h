@@ -18,6 +18,7 @@
 #include "engine/stop_strings.h"
 #include "engine/token_decoder.h"
 #include "spec/drafter.h"
+#include "spec/synthetic_acceptance.h"
 
 namespace qed {
 
@@ -31,6 +32,10 @@ struct EngineConfig {
   // Speculative decoding: proposes candidates for every running sequence of a request with
   // SamplingParams::speculate, verified in the same forward as the step's other work. Null = off.
   std::shared_ptr<const spec::Drafter> drafter;
+  // Bench only (qed bench offline --spec synthetic-p<P>; no serve or generate flag sets it): verification accepts
+  // draft tokens by a seeded Bernoulli(p) coin instead of the target's draw and emits them, so outputs are not the
+  // model's. A cost model of speculation at acceptance p (see spec/synthetic_acceptance.h). Needs a drafter.
+  std::optional<spec::SyntheticAcceptance> synthetic_acceptance;
 };
 
 struct EngineStats {

@@ -52,6 +52,14 @@ int32_t DraftTree::child_with_token(int32_t parent, int32_t token, size_t limit)
   return -1;
 }
 
+int32_t DraftTree::first_child(int32_t parent, size_t limit) const {
+  const size_t n = std::min(limit, size());
+  for (size_t i = 0; i < n; ++i) {
+    if (parents[i] == parent) return static_cast<int32_t>(i);
+  }
+  return -1;
+}
+
 void validate_draft(const DraftTree& tree, int vocab_size) {
   if (tree.parents.size() != tree.tokens.size()) {
     fail("draft: {} parents for {} tokens", tree.parents.size(), tree.tokens.size());

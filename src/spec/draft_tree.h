@@ -28,6 +28,8 @@ struct DraftTree {
   int max_depth() const;
   // The first of the first `limit` nodes that is a child of `parent` (-1 = root) carrying `token`, or -1.
   int32_t child_with_token(int32_t parent, int32_t token, size_t limit) const;
+  // The first of the first `limit` nodes that is a child of `parent`, or -1.
+  int32_t first_child(int32_t parent, size_t limit) const;
   void clear() {
     tokens.clear();
     parents.clear();

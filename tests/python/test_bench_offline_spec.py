@@ -91,9 +91,44 @@ def test_repeats_report_medians_of_interleaved_runs_and_oracles_replay_their_own
     out = bench(qed_bin, "--workloads", "decode_b2", "--context", "16", "--decode-tokens", "20", "--spec",
                 "oracle-p1", "--repeats", "3", "--oracle-passes", "2", "--output", str(out_path))
     assert out.returncode == 0, out.stderr
-    rows = json.loads(out_path.read_text())["results"]
+    # The kv_cache capacity row is measured once, not per repeat.
+    rows = [r for r in json.loads(out_path.read_text())["results"] if r["workload"] != "kv_cache"]
     assert {r["spec"] for r in rows} == {"none", "oracle-p1"}
     assert all(r["repeats"] == 3 for r in rows)
     assert len([r for r in rows if r["metric"] == "tok_per_s"]) == 2  # one median row per spec, not one per repeat
     by_metric = {r["metric"]: r["value"] for r in rows if r["spec"] == "oracle-p1"}
     assert by_metric["acceptance_rate"] == 1.0 and by_metric["diverged_sequences"] == 0
+
+
+def test_synthetic_acceptance_rows_measure_the_coin_not_the_model(qed_bin, tmp_path):
+    out_path = tmp_path / "synthetic.json"
+    out = bench(qed_bin, "--workloads", "decode_b2,aimo_3x30", "--context", "24", "--decode-tokens", "40", "--spec",
+                "synthetic-p1,synthetic-p0,synthetic-p0.6", "--spec-draft-len", "3", "--output", str(out_path))
+    assert out.returncode == 0, out.stderr
+    rows = {(r["workload"], r["spec"], r["metric"]): r for r in json.loads(out_path.read_text())["results"]}
+    for workload, headline in [("decode_b2", "tok_per_s"), ("aimo_3x30", "batch_tok_per_s")]:
+        for spec in ["synthetic-p1", "synthetic-p0", "synthetic-p0.6"]:
+            for metric in [headline, "speedup_vs_none", "mean_accepted_tokens", "acceptance_rate", "verify_steps",
+                           "acceptance_rate_pos1"]:
+                assert rows[(workload, spec, metric)]["draft_len"] == 3
+            assert value(rows, workload, spec, "speedup_vs_none") == pytest.approx(
+                value(rows, workload, spec, headline) / value(rows, workload, "none", headline))
+        assert value(rows, workload, "synthetic-p1", "acceptance_rate") == 1.0
+        for d in (1, 2, 3):
+            assert value(rows, workload, "synthetic-p1", f"acceptance_rate_pos{d}") == 1.0
+        assert 2.5 < value(rows, workload, "synthetic-p1", "mean_accepted_tokens") <= 3.0
+        assert value(rows, workload, "synthetic-p0", "mean_accepted_tokens") == 0.0
+        assert (workload, "synthetic-p0", "acceptance_rate_pos2") not in rows  # never reached
+        # p = 0 emits only the target's own tokens: the output of the run without drafts.
+        assert value(rows, workload, "synthetic-p0", "diverged_sequences") == 0
+        assert 0 < value(rows, workload, "synthetic-p0.6", "acceptance_rate") < 1
+        assert 0 < value(rows, workload, "synthetic-p0.6", "mean_accepted_tokens") < 3
+
+
+def test_synthetic_acceptance_is_bench_only(qed_bin):
+    out = bench(qed_bin, "--workloads", "decode_b1", "--spec", "synthetic-p1.5")
+    assert out.returncode != 0 and "synthetic-p1.5" in out.stderr.strip().splitlines()[0]
+    # Its outputs are not the model's: qed generate (as serve and batch) has no way to ask for it.
+    out = subprocess.run([qed_bin, "generate", "--model", FIXTURE, "--prompt-ids", "1,2,3", "--max-tokens", "4",
+                          "--spec", "synthetic-p0.6"], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "synthetic-p0.6" in out.stderr
