@@ -7,27 +7,15 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "spec/counter_coin.h"
 
 namespace qed::spec {
 namespace {
-
-// splitmix64's finalizer: a counter-based stream, so a coin depends on its key only.
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 uint64_t hash_tokens(std::span<const int32_t> tokens) {
   uint64_t h = 0x51ed270b27a3c1f5ULL;
   for (int32_t t : tokens) h = mix(h ^ static_cast<uint32_t>(t));
   return h;
-}
-
-// Uniform in [0, 1) from the top 53 bits: `u < p` is never true for p = 0 and always for p = 1.
-double unit_interval(uint64_t bits) {
-  return static_cast<double>(bits >> 11) * 0x1.0p-53;
 }
 
 }  // namespace
@@ -132,14 +120,7 @@ DraftTree OracleDrafter::propose(const DraftContext& context) const {
 }
 
 double parse_oracle_p(const std::string& text) {
-  constexpr std::string_view kPrefix = "oracle-p";
-  if (!text.starts_with(kPrefix)) return -1;
-  const std::string_view digits = std::string_view(text).substr(kPrefix.size());
-  double p = -1;
-  const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), p);
-  if (digits.empty() || error != std::errc() || end != digits.data() + digits.size() || !(p >= 0 && p <= 1))
-    fail("'{}': the oracle's p must be a number in [0, 1] (oracle-p0.6)", text);
-  return p;
+  return parse_probability_label(text, "oracle-p", "the oracle's p");
 }
 
 }  // namespace qed::spec

@@ -8,24 +8,9 @@
 #include <vector>
 
 #include "core/error.h"
+#include "spec/counter_coin.h"
 
 namespace qed::spec {
-namespace {
-
-// splitmix64's finalizer: a counter-based stream, so a coin depends on its key only.
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-// Uniform in [0, 1) from the top 53 bits: `u < p` is never true for p = 0 and always for p = 1.
-double unit_interval(uint64_t bits) {
-  return static_cast<double>(bits >> 11) * 0x1.0p-53;
-}
-
-}  // namespace
 
 bool synthetic_accepts(const SyntheticAcceptance& config, uint64_t sequence_seed, int64_t position) {
   const uint64_t key = mix(mix(config.seed ^ 0x5eed5a17c0117a9eULL) ^ sequence_seed);
@@ -54,14 +39,7 @@ DraftTree SyntheticDrafter::propose(const DraftContext& context) const {
 }
 
 double parse_synthetic_p(const std::string& text) {
-  constexpr std::string_view kPrefix = "synthetic-p";
-  if (!text.starts_with(kPrefix)) return -1;
-  const std::string_view digits = std::string_view(text).substr(kPrefix.size());
-  double p = -1;
-  const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), p);
-  if (digits.empty() || error != std::errc() || end != digits.data() + digits.size() || !(p >= 0 && p <= 1))
-    fail("'{}': the synthetic acceptance p must be a number in [0, 1] (synthetic-p0.6)", text);
-  return p;
+  return parse_probability_label(text, "synthetic-p", "the synthetic acceptance p");
 }
 
 }  // namespace qed::spec
