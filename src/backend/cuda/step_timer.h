@@ -2,8 +2,10 @@
 // Where a step's time goes, for the asynchronous-steps question (issue 5): the device time of each forward (CUDA
 // events on the backend's stream), the host time inside forward() around it, and the host gap between one
 // forward's return and the next one's start (the engine's scheduling, sampling bookkeeping, detokenizing and stop
-// checks: what an asynchronous engine would overlap with the GPU). Off unless QED_CUDA_STEP_TIMING=N is set; then a
-// summary line is logged every N forwards and at destruction. When off, a Scope costs one branch.
+// checks: what an asynchronous engine would overlap with the GPU). The start event is recorded at forward()'s
+// entry, so the device time also covers the host's packing of the step before its first launch. Off unless
+// QED_CUDA_STEP_TIMING=N is set; then a summary line is logged every N forwards and at destruction. When off, a Scope
+// costs one branch.
 #include <cuda_runtime.h>
 
 #include <chrono>
