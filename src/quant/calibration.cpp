@@ -9,8 +9,7 @@
 
 #include "backend/cpu/quant_ops.h"
 #include "core/error.h"
-#include "tokenizer/chat_template.h"
-#include "tokenizer/tokenizer.h"
+#include "tokenizer/model_text_tools.h"
 
 namespace qed::quant {
 namespace {
@@ -46,34 +45,10 @@ struct RowReader {
 };
 
 struct Encoder {
-  const std::string& model_dir;
-  std::optional<Tokenizer> tokenizer;
-  std::optional<ChatTemplate> chat;
-  bool chat_checked = false;
+  ModelTextTools text;
 
-  const Tokenizer& tok(const std::string& where) {
-    if (!tokenizer) {
-      if (!fs::exists(model_dir + "/tokenizer.json")) {
-        fail("{}: a text row needs the model's tokenizer, but {} has no tokenizer.json (give input_ids rows)", where,
-             model_dir);
-      }
-      tokenizer.emplace(Tokenizer::from_dir(model_dir));
-    }
-    return *tokenizer;
-  }
-  const ChatTemplate* chat_template() {
-    if (!chat_checked) {
-      chat_checked = true;
-      if (fs::exists(model_dir + "/tokenizer_config.json") || fs::exists(model_dir + "/chat_template.jinja")) {
-        try {
-          chat.emplace(ChatTemplate::from_dir(model_dir));
-        } catch (const Error&) {
-          chat.reset();  // no (known) template: the problem text is used as it is
-        }
-      }
-    }
-    return chat ? &*chat : nullptr;
-  }
+  const Tokenizer& tok(const std::string& where) { return text.tokenizer(where); }
+  const ChatTemplate* chat_template() { return text.chat_template(); }
 
   std::vector<int32_t> encode(const json& row, const std::string& where) {
     if (!row.is_object()) fail("{}: calibration row must be a JSON object", where);
@@ -156,7 +131,7 @@ std::vector<std::vector<int32_t>> load_calibration_samples(const CalibrationData
     readers.push_back({file, std::ifstream(file), 0});
     if (!readers.back().in) fail("{}: cannot open", file);
   }
-  Encoder encoder{model_dir, std::nullopt, std::nullopt, false};
+  Encoder encoder{ModelTextTools(model_dir, ModelTextTools::UnknownChatTemplate::Ignore)};
   std::vector<std::vector<int32_t>> samples;
   std::vector<bool> exhausted(readers.size(), false);
   size_t live = readers.size();

@@ -6,8 +6,7 @@
 #include <optional>
 
 #include "core/error.h"
-#include "tokenizer/chat_template.h"
-#include "tokenizer/tokenizer.h"
+#include "tokenizer/model_text_tools.h"
 
 namespace qed::train {
 namespace {
@@ -17,7 +16,7 @@ using nlohmann::json;
 
 class RowEncoder {
  public:
-  explicit RowEncoder(const std::string& model_dir) : model_dir_(model_dir) {}
+  explicit RowEncoder(const std::string& model_dir) : text_(model_dir, ModelTextTools::UnknownChatTemplate::Fail) {}
 
   Example encode(const json& row, const std::string& where) {
     if (!row.is_object()) fail("{}: a training row must be a JSON object", where);
@@ -96,31 +95,10 @@ class RowEncoder {
     return e;
   }
 
-  const Tokenizer& tokenizer(const std::string& where) {
-    if (!tokenizer_) {
-      if (!fs::exists(model_dir_ + "/tokenizer.json")) {
-        fail("{}: a text row needs the model's tokenizer, but {} has no tokenizer.json (give input_ids rows)", where,
-             model_dir_);
-      }
-      tokenizer_.emplace(Tokenizer::from_dir(model_dir_));
-    }
-    return *tokenizer_;
-  }
+  const Tokenizer& tokenizer(const std::string& where) { return text_.tokenizer(where); }
+  const ChatTemplate* chat_template() { return text_.chat_template(); }
 
-  const ChatTemplate* chat_template() {
-    if (!chat_checked_) {
-      chat_checked_ = true;
-      if (fs::exists(model_dir_ + "/tokenizer_config.json") || fs::exists(model_dir_ + "/chat_template.jinja")) {
-        chat_.emplace(ChatTemplate::from_dir(model_dir_));
-      }
-    }
-    return chat_ ? &*chat_ : nullptr;
-  }
-
-  std::string model_dir_;
-  std::optional<Tokenizer> tokenizer_;
-  std::optional<ChatTemplate> chat_;
-  bool chat_checked_ = false;
+  ModelTextTools text_;
 };
 
 }  // namespace
