@@ -7,35 +7,10 @@
 #include "backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
 #include "engine_test_util.h"
+#include "in_forward_sampling_backend.h"
 
 namespace qed::testing {
 namespace {
-
-class InForwardSamplingBackend final : public Backend {
- public:
-  explicit InForwardSamplingBackend(Backend& inner) : inner_(inner) {}
-  std::string name() const override { return "in-forward-sampling"; }
-  const ModelConfig& config() const override { return inner_.config(); }
-  KvCacheLayout kv_layout() const override { return inner_.kv_layout(); }
-  bool can_sample_on_device(const SamplingParams& params) const override { return params.repetition_penalty == 1.0f; }
-  void copy_kv_blocks(std::span<const std::pair<int32_t, int32_t>> src_dst) override { inner_.copy_kv_blocks(src_dst); }
-  void forward(const ForwardBatch& batch, ForwardResult& result) override {
-    inner_.forward(batch, result);
-    const size_t vocab = size_t(config().vocab_size);
-    result.samples.clear();
-    for (const DeviceSample& s : batch.device_samples) {
-      EXPECT_TRUE(can_sample_on_device(*s.params));
-      const std::span<const float> row(result.logits.data() + size_t(s.row) * vocab, vocab);
-      result.samples.push_back(sample_token(row, *s.params, s.seed, s.step, {}));
-      ++device_draws;
-    }
-    if (batch.skip_logits) result.logits.clear();  // as a real device backend: nothing else comes back
-  }
-  int device_draws = 0;
-
- private:
-  Backend& inner_;
-};
 
 std::unique_ptr<CpuBackend> fixture_backend() {
   CpuBackendOptions options;

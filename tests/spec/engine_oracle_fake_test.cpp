@@ -10,6 +10,7 @@
 #include "engine/engine.h"
 #include "engine_test_util.h"
 #include "fake_backend.h"
+#include "in_forward_sampling_backend.h"
 #include "spec/oracle_drafter.h"
 
 namespace qed::testing {
@@ -40,38 +41,9 @@ struct Outcome {
   EngineStats stats;
 };
 
-// "Samples on the device" by running the reference sampler inside forward(), and returns no logits when told to
-// skip them, as a GPU backend does: a draw the engine did not plan fails instead of reading logits.
-class InForwardSampling final : public Backend {
- public:
-  explicit InForwardSampling(Backend& inner) : inner_(inner) {}
-  std::string name() const override { return "in-forward-sampling"; }
-  const ModelConfig& config() const override { return inner_.config(); }
-  KvCacheLayout kv_layout() const override { return inner_.kv_layout(); }
-  bool can_sample_on_device(const SamplingParams& params) const override { return params.repetition_penalty == 1.0f; }
-  void copy_kv_blocks(std::span<const std::pair<int32_t, int32_t>> src_dst) override { inner_.copy_kv_blocks(src_dst); }
-  void forward(const ForwardBatch& batch, ForwardResult& result) override {
-    inner_.forward(batch, result);
-    const size_t vocab = size_t(config().vocab_size);
-    result.samples.clear();
-    for (const DeviceSample& s : batch.device_samples) {
-      const std::span<const float> row(result.logits.data() + size_t(s.row) * vocab, vocab);
-      result.samples.push_back(sample_token(row, *s.params, s.seed, s.step, {}));
-    }
-    bool drafts = false;
-    for (const SequenceChunk& c : batch.sequences) drafts = drafts || !c.attention_mask.empty();
-    if (drafts && batch.skip_logits) ++verify_steps_without_logits;
-    if (batch.skip_logits) result.logits.clear();
-  }
-  int verify_steps_without_logits = 0;
-
- private:
-  Backend& inner_;
-};
-
 Outcome run(const Workload& w, std::shared_ptr<const spec::Drafter> drafter, bool device_sampling = false) {
   FakeBackend fake(kVocab, 4, 4096, /*eos=*/0);
-  InForwardSampling in_forward(fake);
+  InForwardSamplingBackend in_forward(fake);
   Backend& backend = device_sampling ? static_cast<Backend&>(in_forward) : fake;
   EngineConfig config;
   config.scheduler.max_num_seqs = 16;
