@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "backend/batch_checks.h"
 #include "backend/cpu/cpu_ops.h"
@@ -15,6 +17,7 @@
 #include "backend/cuda/elementwise_kernels.h"
 #include "backend/cuda/kv_cache_kernels.h"
 #include "backend/cuda/norm_kernels.h"
+#include "backend/cuda/pdl.h"
 #include "backend/cuda/prefill_attention_kernels.h"
 #include "backend/cuda/sampling_kernels.h"
 #include "backend/cuda/step_timer.h"
@@ -86,6 +89,12 @@ CudaBackend::CudaBackend(const ModelConfig& config, cuda::CudaModelWeights weigh
   require_device(options_.device);
   QED_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   QED_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, options_.device));
+  {
+    int major = 0;
+    QED_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, options_.device));
+    const char* pdl = std::getenv("QED_PDL");  // QED_PDL=0: plain launches, for A/B runs
+    cuda::set_pdl_enabled(major >= 9 && !(pdl && std::string_view(pdl) == "0"));
+  }
   gemm_ = std::make_unique<cuda::Gemm>();
   if (weights_.has_format(cuda::LinearFormat::Fp8)) {
     int major = 0, minor = 0;
@@ -216,8 +225,8 @@ void CudaBackend::size_kv_cache() {
   // Debug, not info: spdlog's default sink is stdout, which carries generated text (qed generate's output must
   // equal the CPU backend's); qed bench offline reports the same number as kv_capacity_tokens.
   spdlog::debug("cuda backend: KV cache {} blocks x {} tokens = {} tokens, {} ({:.2f} GiB)", layout_.num_blocks,
-               layout_.block_size, size_t(layout_.num_blocks) * size_t(layout_.block_size),
-               kv_fp8_ ? "fp8 e4m3" : "bf16", double(kv_cache_bytes()) / double(1 << 30));
+                layout_.block_size, size_t(layout_.num_blocks) * size_t(layout_.block_size),
+                kv_fp8_ ? "fp8 e4m3" : "bf16", double(kv_cache_bytes()) / double(1 << 30));
 }
 
 cuda::KvCacheView CudaBackend::layer_kv(int layer) const {
