@@ -178,6 +178,121 @@ TEST(CudaStepInputs, OnlyPlainDecodeStepsQualifyForGraphs) {
   EXPECT_FALSE(cuda::is_graph_decode_step(batch, 8, 2));
 }
 
+// A verify step: a chain of 3 drafts (n 4, mask), a 2-node tree (n 3, siblings), a decode token (n 1, causal).
+ForwardBatch verify_batch() {
+  SequenceChunk chain;
+  chain.tokens = {10, 11, 12, 13};
+  chain.num_cached = 30;  // slots 30, 31 in block 4; 32, 33 in block 6
+  chain.positions = {30, 31, 32, 33};
+  chain.block_table = {1, 4, 6};
+  chain.attention_mask = {1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 1, 1};
+  chain.logits_indices = {0, 1, 2, 3};
+  SequenceChunk tree;
+  tree.tokens = {20, 21, 22};
+  tree.num_cached = 5;
+  tree.positions = {5, 6, 6};
+  tree.block_table = {9};
+  tree.attention_mask = {1, 0, 0, 1, 1, 0, 1, 0, 1};
+  tree.logits_indices = {0, 1, 2};
+  SequenceChunk decode;
+  decode.tokens = {30};
+  decode.num_cached = 16;
+  decode.block_table = {2, 7};
+  ForwardBatch batch;
+  batch.sequences = {chain, tree, decode};
+  return batch;
+}
+
+TEST(CudaStepInputs, GraphBatchesArePowersOfTwoAndContextsBucketsFromTheMinimum) {
+  EXPECT_EQ(cuda::graph_batch_size(1, 64), 1);
+  EXPECT_EQ(cuda::graph_batch_size(3, 64), 4);
+  EXPECT_EQ(cuda::graph_batch_size(33, 64), 64);
+  EXPECT_EQ(cuda::graph_batch_size(40, 48), 48);
+  EXPECT_EQ(cuda::graph_context_bucket(1, 512, 4096), 512);
+  EXPECT_EQ(cuda::graph_context_bucket(513, 512, 4096), 1024);
+  EXPECT_EQ(cuda::graph_context_bucket(3000, 512, 2048), 2048);
+}
+
+TEST(CudaStepInputs, VerifyStepsQualifyForGraphsWhenEveryChunkIsShort) {
+  ForwardBatch batch = verify_batch();
+  EXPECT_EQ(cuda::graph_verify_rows(batch, 64, 4, 8, 1024), 4);  // the widest chunk
+  batch.want_hidden = true;                                      // ReDrafter: the hidden state is read after
+  EXPECT_EQ(cuda::graph_verify_rows(batch, 64, 4, 8, 1024), 4);
+  EXPECT_EQ(cuda::graph_verify_rows(batch, 64, 4, 3, 1024), 0);  // a chunk past the rows per sequence
+  EXPECT_EQ(cuda::graph_verify_rows(batch, 2, 4, 8, 1024), 0);   // more sequences than any graph
+  EXPECT_EQ(cuda::graph_verify_rows(batch, 64, 2, 8, 1024), 0);  // a block table past the graph's tables
+  EXPECT_EQ(cuda::graph_verify_rows(batch, 64, 4, 8, 16), 4);    // 4 padded sequences x 4 rows fit exactly
+  EXPECT_EQ(cuda::graph_verify_rows(batch, 64, 4, 8, 15), 0);    // 4 padded sequences x 4 rows > 15
+  batch.sequences[2].tokens.clear();
+  EXPECT_EQ(cuda::graph_verify_rows(batch, 64, 4, 8, 1024), 0);
+  batch.sequences.clear();
+  EXPECT_EQ(cuda::graph_verify_rows(batch, 64, 4, 8, 1024), 0);
+}
+
+TEST(CudaStepInputs, GraphVerifyStepKeepsEachSequencesRowsAndPadsOntoTheScratchBlock) {
+  const ForwardBatch batch = verify_batch();
+  const int padded = 4, per_seq = 4, max_blocks = 4, scratch = 50, bs = 16;
+  const cuda::StepSections s = cuda::verify_graph_sections(padded, per_seq, max_blocks, 512);
+  EXPECT_EQ(s.rows, 16);
+  EXPECT_EQ(s.seqs, 4 + 16);
+  EXPECT_EQ(s.max_kv_len, 512);
+  EXPECT_EQ(s.decode_row_count, s.rows);  // no row list, no prefill tiles: the launches never change
+  EXPECT_EQ(s.decode_max_kv_len, 512);
+  EXPECT_EQ(s.prefill_tile_count, 0);
+  const std::vector<size_t> offsets = {s.token_ids,       s.positions,    s.slot_mapping,   s.row_seq,
+                                       s.seq_q_start,     s.seq_num_new,  s.seq_num_cached, s.seq_block_offset,
+                                       s.seq_mask_offset, s.block_tables, s.logits_rows,    s.masks};
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    EXPECT_EQ(offsets[i] % 16, 0u) << "section " << i;
+    if (i > 0) {
+      EXPECT_GT(offsets[i], offsets[i - 1]) << "section " << i;
+    }
+  }
+  EXPECT_GE(s.logits_rows, s.block_tables + (4 * 4 + 1) * sizeof(int32_t));
+  EXPECT_GE(s.total_bytes, s.masks + 4 * 4 * 4);
+
+  std::vector<std::byte> buffer(s.total_bytes, std::byte{0xAB});
+  cuda::pack_verify_step(batch, bs, s, padded, per_seq, max_blocks, scratch, buffer.data());
+  // Rows: sequence q at 4q.. (chain 0-3, tree 4-6, decode 8); the rest is padding.
+  EXPECT_EQ(section(buffer, s.token_ids, 16),
+            (std::vector<int32_t>{10, 11, 12, 13, 20, 21, 22, 0, 30, 0, 0, 0, 0, 0, 0, 0}));
+  EXPECT_EQ(section(buffer, s.positions, 16),
+            (std::vector<int32_t>{30, 31, 32, 33, 5, 6, 6, 0, 16, 0, 0, 0, 0, 0, 0, 0}));
+  const int32_t pad = scratch * bs;
+  EXPECT_EQ(section(buffer, s.slot_mapping, 16),
+            (std::vector<int32_t>{4 * bs + 14, 4 * bs + 15, 6 * bs, 6 * bs + 1, 9 * bs + 5, 9 * bs + 6, 9 * bs + 7, pad,
+                                  7 * bs, pad, pad, pad, pad, pad, pad, pad}));
+  // Padding row r is sequence entry 4 + r: its own one-token sequence over an empty prefix on the scratch table.
+  EXPECT_EQ(section(buffer, s.row_seq, 16),
+            (std::vector<int32_t>{0, 0, 0, 0, 1, 1, 1, 11, 2, 13, 14, 15, 16, 17, 18, 19}));
+  EXPECT_EQ(section(buffer, s.seq_q_start, 3), (std::vector<int32_t>{0, 4, 8}));
+  EXPECT_EQ(section(buffer, s.seq_num_new, 3), (std::vector<int32_t>{4, 3, 1}));
+  EXPECT_EQ(section(buffer, s.seq_num_cached, 3), (std::vector<int32_t>{30, 5, 16}));
+  EXPECT_EQ(section(buffer, s.seq_block_offset, 3), (std::vector<int32_t>{0, 4, 8}));
+  EXPECT_EQ(section(buffer, s.seq_mask_offset, 3), (std::vector<int32_t>{0, 16, -1}));
+  for (int32_t r : {7, 9, 10, 15}) {
+    const size_t entry = size_t(padded + r);
+    EXPECT_EQ(section(buffer, s.seq_q_start, entry + 1)[entry], r);
+    EXPECT_EQ(section(buffer, s.seq_num_new, entry + 1)[entry], 1);
+    EXPECT_EQ(section(buffer, s.seq_num_cached, entry + 1)[entry], 0);
+    EXPECT_EQ(section(buffer, s.seq_block_offset, entry + 1)[entry], padded * max_blocks);
+    EXPECT_EQ(section(buffer, s.seq_mask_offset, entry + 1)[entry], -1);
+  }
+  const std::vector<int32_t> tables = section(buffer, s.block_tables, 4 * 4 + 1);
+  EXPECT_EQ(std::vector<int32_t>(tables.begin(), tables.begin() + 3), (std::vector<int32_t>{1, 4, 6}));
+  EXPECT_EQ(tables[4], 9);
+  EXPECT_EQ(tables[8], 2);
+  EXPECT_EQ(tables[9], 7);
+  EXPECT_EQ(tables[16], scratch);  // the padding sequences' table
+  // Each mask at its slot's fixed offset, n² bytes as the attention kernel indexes it (row qi at qi × n).
+  std::vector<uint8_t> masks(16 + 9);
+  std::memcpy(masks.data(), buffer.data() + s.masks, 16 + 9);
+  EXPECT_EQ(std::vector<uint8_t>(masks.begin(), masks.begin() + 16), batch.sequences[0].attention_mask);
+  EXPECT_EQ(std::vector<uint8_t>(masks.begin() + 16, masks.end()), batch.sequences[1].attention_mask);
+  // Logits rows in result order: every chain and tree row, then the decode token's.
+  EXPECT_EQ(section(buffer, s.logits_rows, 8), (std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6, 8}));
+}
+
 TEST(CudaBackendWithoutDevice, LoadFailsWithOneClearLine) {
   if (!cuda::list_devices().empty()) GTEST_SKIP() << "a CUDA device is present";
   try {

@@ -126,12 +126,21 @@ CudaBackend::CudaBackend(const ModelConfig& config, cuda::CudaModelWeights weigh
   cpu::rope_inv_freq(config_.head_dim, config_.rope_theta, config_.rope_scaling, inv_freq.data());
   inv_freq_ = cuda::DeviceBuffer(inv_freq.size() * sizeof(float));
   inv_freq_.upload(inv_freq.data(), inv_freq.size() * sizeof(float));
+  // An A/B switch for end-to-end runs (docs/cuda.md), read once per backend like QED_DECODE_GEMM.
+  if (const char* verify = std::getenv("QED_CUDA_VERIFY_GRAPHS"); verify && std::strcmp(verify, "0") == 0) {
+    options_.verify_graphs = false;
+  }
   allocate_buffers();
   size_kv_cache();
 }
 
 CudaBackend::~CudaBackend() {
-  for (auto& [rows, exec] : decode_graphs_) cudaGraphExecDestroy(exec);
+  if (step_timer_.enabled()) {
+    // Beside the step times: how many steps the graphs covered (QED_CUDA_VERIFY_GRAPHS=0 A/B runs read it).
+    spdlog::info("cuda backend: {} decode-graph steps, {} verify-graph steps, {} of them replays",
+                 graph_counts_.decode_steps, graph_counts_.verify_steps, graph_counts_.replays);
+  }
+  for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
   if (stream_) {
     cudaStreamSynchronize(stream_);
     cudaStreamDestroy(stream_);
@@ -213,10 +222,12 @@ void CudaBackend::size_kv_cache() {
     scratch_block_ = layout_.num_blocks;
     max_blocks_per_seq_ = (max_positions + options_.block_size - 1) / options_.block_size;
     const int widest = std::min(options_.max_graph_batch, options_.max_batched_tokens);
-    const cuda::StepSections largest =
-        cuda::decode_graph_sections(widest, max_blocks_per_seq_, max_blocks_per_seq_ * options_.block_size);
-    graph_meta_ = cuda::DeviceBuffer(largest.total_bytes);
-    host_graph_meta_.reserve(largest.total_bytes);
+    const int max_kv = max_blocks_per_seq_ * options_.block_size;
+    const size_t largest = std::max(
+        cuda::decode_graph_sections(widest, max_blocks_per_seq_, max_kv).total_bytes,
+        cuda::verify_graph_sections(widest, cuda::kMaxGraphVerifyRows, max_blocks_per_seq_, max_kv).total_bytes);
+    graph_meta_ = cuda::DeviceBuffer(largest);
+    host_graph_meta_.reserve(largest);
   }
   kv_layer_elems_ = allocated * block_elems;
   // Uninitialised on purpose: every slot is written before it is read.
@@ -254,11 +265,20 @@ void CudaBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
   QED_CUDA_CHECK(cudaSetDevice(options_.device));
   validate_forward_batch(batch, config_.vocab_size, layout_);
   const cuda::StepTimer::Scope timing(step_timer_, stream_);
-  if (graphs_enabled() &&
-      cuda::is_graph_decode_step(batch, std::min(options_.max_graph_batch, options_.max_batched_tokens),
-                                 max_blocks_per_seq_)) {
-    graph_decode_forward(batch, result);
-    return;
+  if (graphs_enabled()) {
+    const int max_seqs = std::min(options_.max_graph_batch, options_.max_batched_tokens);
+    if (cuda::is_graph_decode_step(batch, max_seqs, max_blocks_per_seq_)) {
+      graph_decode_forward(batch, result);
+      return;
+    }
+    const int rows_per_seq = options_.verify_graphs
+                                 ? cuda::graph_verify_rows(batch, max_seqs, max_blocks_per_seq_,
+                                                           cuda::kMaxGraphVerifyRows, options_.max_batched_tokens)
+                                 : 0;
+    if (rows_per_seq > 0) {
+      graph_verify_forward(batch, rows_per_seq, result);
+      return;
+    }
   }
   cuda::AttentionRouting routing;
   routing.prefill_min_rows =
@@ -281,41 +301,60 @@ void CudaBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
 
 void CudaBackend::graph_decode_forward(const ForwardBatch& batch, ForwardResult& result) {
   const int real = int(batch.sequences.size());
-  int padded = 1;
-  while (padded < real) padded *= 2;
-  padded = std::min(padded, std::min(options_.max_graph_batch, options_.max_batched_tokens));
+  const int padded = cuda::graph_batch_size(real, std::min(options_.max_graph_batch, options_.max_batched_tokens));
   // The attention split (partition count and size) is baked into a captured graph, so graphs are kept per context
   // bucket: a power of two >= the longest context of the step. Splitting for the longest possible context instead
   // made every CTA scan max_positions / partitions keys (measured: decode 15% slower than eager at 1k context).
   int longest = 1;
   for (const SequenceChunk& seq : batch.sequences) longest = std::max(longest, int(seq.num_cached) + 1);
-  const int max_kv = max_blocks_per_seq_ * layout_.block_size;
-  int bucket = kMinGraphContextBucket;
-  while (bucket < longest) bucket *= 2;
-  bucket = std::min(bucket, max_kv);
+  const int bucket =
+      cuda::graph_context_bucket(longest, kMinGraphContextBucket, max_blocks_per_seq_ * layout_.block_size);
   cuda::StepSections sections = cuda::decode_graph_sections(padded, max_blocks_per_seq_, bucket);
   cuda::pack_decode_step(batch, layout_.block_size, sections, padded, max_blocks_per_seq_, scratch_block_,
                          static_cast<std::byte*>(host_graph_meta_.data));
   sections.logits_count = real;  // the padding rows' logits are never computed
+  ++graph_counts_.decode_steps;
+  run_graph_step({padded, 1, bucket}, sections, batch, result);
+}
+
+void CudaBackend::graph_verify_forward(const ForwardBatch& batch, int rows_per_seq, ForwardResult& result) {
+  const int real = int(batch.sequences.size());
+  const int padded = cuda::graph_batch_size(real, std::min(options_.max_graph_batch, options_.max_batched_tokens));
+  int longest = 1, logits_count = 0;
+  for (const SequenceChunk& seq : batch.sequences) {
+    longest = std::max(longest, int(seq.num_cached) + int(seq.tokens.size()));
+    logits_count += seq.logits_indices.empty() ? 1 : int(seq.logits_indices.size());
+  }
+  const int bucket =
+      cuda::graph_context_bucket(longest, kMinGraphContextBucket, max_blocks_per_seq_ * layout_.block_size);
+  cuda::StepSections sections = cuda::verify_graph_sections(padded, rows_per_seq, max_blocks_per_seq_, bucket);
+  cuda::pack_verify_step(batch, layout_.block_size, sections, padded, rows_per_seq, max_blocks_per_seq_, scratch_block_,
+                         static_cast<std::byte*>(host_graph_meta_.data));
+  sections.logits_count = logits_count;  // the lm_head runs after the graph, over the real rows only
+  ++graph_counts_.verify_steps;
+  run_graph_step({padded, rows_per_seq, bucket}, sections, batch, result);
+}
+
+void CudaBackend::run_graph_step(const GraphKey& key, const cuda::StepSections& sections, const ForwardBatch& batch,
+                                 ForwardResult& result) {
   if (!batch.device_samples.empty()) prepare_samples(batch, sections);
   QED_CUDA_CHECK(cudaMemcpyAsync(graph_meta_.data(), host_graph_meta_.data, sections.total_bytes,
                                  cudaMemcpyHostToDevice, stream_));
   const std::byte* meta = graph_meta_.as<const std::byte>();
-  const std::pair<int, int> key{padded, bucket};
-  const auto graph = decode_graphs_.find(key);
-  if (graph != decode_graphs_.end()) {
+  const auto graph = graphs_.find(key);
+  if (graph != graphs_.end()) {
     QED_CUDA_CHECK(cudaGraphLaunch(graph->second, stream_));
+    ++graph_counts_.replays;
   } else {
-    // The first step of a size runs eagerly (lazy module loading and GEMM plans happen outside any capture), then
+    // The first step of a key runs eagerly (lazy module loading and GEMM plans happen outside any capture), then
     // the same launches are captured for the next ones; this step's result never depends on the capture.
     run_layers(sections, meta);
-    capture_decode_graph(key, sections, meta);
+    if (options_.replay_graphs) capture_graph(key, sections, meta);
   }
   compute_logits(sections, meta, batch, result);
 }
 
-void CudaBackend::capture_decode_graph(std::pair<int, int> key, const cuda::StepSections& sections,
-                                       const std::byte* meta) {
+void CudaBackend::capture_graph(const GraphKey& key, const cuda::StepSections& sections, const std::byte* meta) {
   cudaGraph_t graph = nullptr;
   QED_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
   std::string problem;
@@ -336,11 +375,13 @@ void CudaBackend::capture_decode_graph(std::pair<int, int> key, const cuda::Step
   if (!problem.empty()) {
     cudaGetLastError();  // the failed capture's error is not the next launch's
     graphs_failed_ = true;
-    spdlog::warn("cuda backend: capturing the decode graph for {} rows, context {} failed ({}); running without graphs",
-                 key.first, key.second, problem);
+    spdlog::warn(
+        "cuda backend: capturing the graph for {} sequences x {} rows, context {} failed ({}); running without "
+        "graphs",
+        std::get<0>(key), std::get<1>(key), std::get<2>(key), problem);
     return;
   }
-  decode_graphs_.emplace(key, exec);
+  graphs_.emplace(key, exec);
 }
 
 bool CudaBackend::can_sample_on_device(const SamplingParams& params) const {

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "backend/backend.h"
@@ -46,6 +47,13 @@ struct CudaBackendOptions {
   // per padded batch size (1, 2, 4, ...). Off by default until measured on hardware (docs/cuda.md).
   bool cuda_graphs = false;
   int max_graph_batch = 64;
+  // With cuda_graphs: steps whose every sequence brings at most cuda::kMaxGraphVerifyRows new tokens (speculative
+  // verify steps: the last token and its draft chain or tree) replay a graph per (padded batch, rows per sequence,
+  // context bucket) too. QED_CUDA_VERIFY_GRAPHS=0 in the environment turns this off (A/B runs).
+  bool verify_graphs = true;
+  // Tests: false launches graph-layout steps eagerly and captures nothing, the reference a replay must equal bit for
+  // bit.
+  bool replay_graphs = true;
   // Tensor parallelism (src/backend/tp_cuda; both unset for a whole model on one device, every other caller): this
   // backend is one rank over its shard. row_parallel_reduce is called on the o_proj and down_proj outputs (count bf16
   // values on the backend's stream) to sum the ranks' partials; lm_head_rows is the rank's vocab-parallel lm_head
@@ -85,6 +93,15 @@ class CudaBackend final : public Backend {
   size_t kv_cache_bytes() const { return 2 * kv_layer_elems_ * size_t(config_.num_layers) * kv_element_bytes(); }
   bool kv_cache_fp8() const { return kv_fp8_; }
 
+  // Steps that ran in a CUDA-graph layout, and how many of them replayed a captured graph (the others launched
+  // eagerly: the first of their key, or replay_graphs off).
+  struct GraphCounts {
+    int64_t decode_steps = 0;
+    int64_t verify_steps = 0;
+    int64_t replays = 0;
+  };
+  const GraphCounts& graph_counts() const { return graph_counts_; }
+
  private:
   struct PinnedBuffer {
     void* data = nullptr;
@@ -101,8 +118,15 @@ class CudaBackend final : public Backend {
   void prepare_samples(const ForwardBatch& batch, const cuda::StepSections& sections);
   // Not while recording calibration amax: a graph's padding rows would count (set_amax_recorder).
   bool graphs_enabled() const { return scratch_block_ >= 0 && !graphs_failed_ && !amax_; }
+  // (padded batch, rows per sequence, context bucket): decode graphs have 1 row per sequence.
+  using GraphKey = std::tuple<int, int, int>;
   void graph_decode_forward(const ForwardBatch& batch, ForwardResult& result);
-  void capture_decode_graph(std::pair<int, int> key, const cuda::StepSections& sections, const std::byte* meta);
+  void graph_verify_forward(const ForwardBatch& batch, int rows_per_seq, ForwardResult& result);
+  // Uploads the packed graph-layout step (host_graph_meta_), then replays key's graph, or runs the launches and
+  // captures them, then the logits and samples.
+  void run_graph_step(const GraphKey& key, const cuda::StepSections& sections, const ForwardBatch& batch,
+                      ForwardResult& result);
+  void capture_graph(const GraphKey& key, const cuda::StepSections& sections, const std::byte* meta);
   void compute_logits(const cuda::StepSections& sections, const std::byte* meta, const ForwardBatch& batch,
                       ForwardResult& result);
 
@@ -133,10 +157,11 @@ class CudaBackend final : public Backend {
   std::vector<int32_t> sample_order_;
   std::vector<int32_t> chunk_sample_begin_;
 
-  // CUDA graphs of decode steps, by padded batch size; their inputs live at fixed addresses (graph_meta_), and
-  // padding rows write their K/V to scratch_block_, one block past the engine's cache (-1: graphs off).
-  // Keyed by (padded batch, context bucket): the attention split is fixed per bucket (see graph_decode_forward).
-  std::map<std::pair<int, int>, cudaGraphExec_t> decode_graphs_;
+  // CUDA graphs of decode and verify steps; their inputs live at fixed addresses (graph_meta_), and padding rows
+  // write their K/V to scratch_block_, one block past the engine's cache (-1: graphs off). Keyed by GraphKey: the
+  // attention split is fixed per context bucket (see graph_decode_forward).
+  std::map<GraphKey, cudaGraphExec_t> graphs_;
+  GraphCounts graph_counts_;
   cuda::DeviceBuffer graph_meta_;
   PinnedBuffer host_graph_meta_;
   int max_blocks_per_seq_ = 0;

@@ -187,4 +187,120 @@ void pack_decode_step(const ForwardBatch& batch, int block_size, const StepSecti
   }
 }
 
+int graph_batch_size(int real, int max_seqs) {
+  int padded = 1;
+  while (padded < real) padded *= 2;
+  return std::min(padded, max_seqs);
+}
+
+int graph_context_bucket(int longest, int min_bucket, int max_kv_len) {
+  int bucket = min_bucket;
+  while (bucket < longest) bucket *= 2;
+  return std::min(bucket, max_kv_len);
+}
+
+int graph_verify_rows(const ForwardBatch& batch, int max_seqs, int max_blocks_per_seq, int max_rows_per_seq,
+                      int max_rows) {
+  const int real = int(batch.sequences.size());
+  if (real == 0 || real > max_seqs) return 0;
+  int rows_per_seq = 0;
+  for (const SequenceChunk& seq : batch.sequences) {
+    const int n = int(seq.tokens.size());
+    if (n == 0 || n > max_rows_per_seq || int(seq.block_table.size()) > max_blocks_per_seq) return 0;
+    rows_per_seq = std::max(rows_per_seq, n);
+  }
+  if (size_t(graph_batch_size(real, max_seqs)) * size_t(rows_per_seq) > size_t(std::max(max_rows, 0))) return 0;
+  return rows_per_seq;
+}
+
+StepSections verify_graph_sections(int padded_seqs, int rows_per_seq, int max_blocks_per_seq, int max_kv_len) {
+  StepSections s;
+  s.rows = padded_seqs * rows_per_seq;
+  s.seqs = padded_seqs + s.rows;
+  s.logits_count = s.rows;
+  s.max_kv_len = max_kv_len;
+  size_t offset = 0;
+  auto section = [&](size_t bytes) {
+    const size_t at = offset;
+    offset += align16(bytes);
+    return at;
+  };
+  const size_t row_bytes = size_t(s.rows) * sizeof(int32_t);
+  const size_t seq_bytes = size_t(s.seqs) * sizeof(int32_t);
+  s.token_ids = section(row_bytes);
+  s.positions = section(row_bytes);
+  s.slot_mapping = section(row_bytes);
+  s.row_seq = section(row_bytes);
+  s.seq_q_start = section(seq_bytes);
+  s.seq_num_new = section(seq_bytes);
+  s.seq_num_cached = section(seq_bytes);
+  s.seq_block_offset = section(seq_bytes);
+  s.seq_mask_offset = section(seq_bytes);
+  s.block_tables = section((size_t(padded_seqs) * size_t(max_blocks_per_seq) + 1) * sizeof(int32_t));
+  s.logits_rows = section(row_bytes);
+  s.masks = section(size_t(padded_seqs) * size_t(rows_per_seq) * size_t(rows_per_seq));
+  s.decode_rows = section(0);  // every row goes to the flash-decoding kernel: run_layers passes no row list
+  s.prefill_tiles = section(0);
+  s.total_bytes = offset;
+  s.decode_row_count = s.rows;
+  s.decode_max_kv_len = max_kv_len;
+  return s;
+}
+
+void pack_verify_step(const ForwardBatch& batch, int block_size, const StepSections& s, int padded_seqs,
+                      int rows_per_seq, int max_blocks_per_seq, int scratch_block, std::byte* dst) {
+  const int real = int(batch.sequences.size());
+  const int32_t scratch_table = padded_seqs * max_blocks_per_seq;
+  const int32_t mask_bytes = rows_per_seq * rows_per_seq;
+  ints(dst, s.block_tables)[scratch_table] = scratch_block;
+  auto padding_sequence = [&](int32_t entry, int32_t first_row) {
+    ints(dst, s.seq_q_start)[entry] = first_row;
+    ints(dst, s.seq_num_new)[entry] = 1;
+    ints(dst, s.seq_num_cached)[entry] = 0;
+    ints(dst, s.seq_block_offset)[entry] = scratch_table;
+    ints(dst, s.seq_mask_offset)[entry] = -1;
+  };
+  int32_t logits_at = 0;
+  for (int32_t q = 0; q < padded_seqs; ++q) {
+    const SequenceChunk* seq = q < real ? &batch.sequences[size_t(q)] : nullptr;
+    const int32_t n = seq ? int32_t(seq->tokens.size()) : 0;
+    const int32_t first = q * rows_per_seq;
+    if (seq) {
+      ints(dst, s.seq_q_start)[q] = first;
+      ints(dst, s.seq_num_new)[q] = n;
+      ints(dst, s.seq_num_cached)[q] = seq->num_cached;
+      ints(dst, s.seq_block_offset)[q] = q * max_blocks_per_seq;
+      ints(dst, s.seq_mask_offset)[q] = seq->attention_mask.empty() ? -1 : q * mask_bytes;
+      std::memcpy(dst + s.block_tables + size_t(q) * max_blocks_per_seq * sizeof(int32_t), seq->block_table.data(),
+                  seq->block_table.size() * sizeof(int32_t));
+      if (!seq->attention_mask.empty()) {
+        std::memcpy(dst + s.masks + size_t(q) * mask_bytes, seq->attention_mask.data(), seq->attention_mask.size());
+      }
+      if (seq->logits_indices.empty()) {
+        ints(dst, s.logits_rows)[logits_at++] = first + n - 1;
+      } else {
+        for (int32_t index : seq->logits_indices) ints(dst, s.logits_rows)[logits_at++] = first + index;
+      }
+    } else {
+      padding_sequence(q, first);  // referenced by no row; kept well-formed
+    }
+    for (int32_t i = 0; i < rows_per_seq; ++i) {
+      const int32_t row = first + i;
+      if (i < n) {
+        const int32_t slot = seq->num_cached + i;
+        ints(dst, s.token_ids)[row] = seq->tokens[size_t(i)];
+        ints(dst, s.positions)[row] = seq->positions.empty() ? slot : seq->positions[size_t(i)];
+        ints(dst, s.slot_mapping)[row] = seq->block_table[size_t(slot / block_size)] * block_size + slot % block_size;
+        ints(dst, s.row_seq)[row] = q;
+      } else {
+        ints(dst, s.token_ids)[row] = 0;
+        ints(dst, s.positions)[row] = 0;
+        ints(dst, s.slot_mapping)[row] = scratch_block * block_size;
+        ints(dst, s.row_seq)[row] = padded_seqs + row;
+      }
+      padding_sequence(padded_seqs + row, row);
+    }
+  }
+}
+
 }  // namespace qed::cuda

@@ -67,4 +67,35 @@ bool is_graph_decode_step(const ForwardBatch& batch, int max_rows, int max_block
 void pack_decode_step(const ForwardBatch& batch, int block_size, const StepSections& sections, int padded_rows,
                       int max_blocks_per_seq, int scratch_block, std::byte* dst);
 
+// CUDA-graph verify steps (speculative decoding): every sequence brings 1..kMaxGraphVerifyRows new tokens (its last
+// token and a draft chain or tree, or a short causal chunk), each sequence's rows padded to the step's widest.
+constexpr int kMaxGraphVerifyRows = 8;
+
+// The sequences of a graph step: the power of two >= `real`, at most `max_seqs`.
+int graph_batch_size(int real, int max_seqs);
+// The context a graph step is captured for: the power of two >= `longest` keys, from `min_bucket`, at most
+// `max_kv_len`. The attention split is fixed per bucket, and each row splits its own keys, so a bucket up to 2x the
+// real context costs no CTA more keys (attention_kernels.h).
+int graph_context_bucket(int longest, int min_bucket, int max_kv_len);
+
+// Rows per sequence of `batch` as a graph verify step (its longest chunk), or 0 when it cannot be one: a chunk of
+// no or more than max_rows_per_seq tokens, more than max_seqs sequences, a block table past max_blocks_per_seq, or
+// more than max_rows rows once padded (graph_batch_size x rows per sequence). Hidden states are allowed: the final
+// norm and the lm_head run after the graph.
+int graph_verify_rows(const ForwardBatch& batch, int max_seqs, int max_blocks_per_seq, int max_rows_per_seq,
+                      int max_rows);
+
+// The fixed layout of a CUDA-graph verify step: `padded_seqs` sequence slots of `rows_per_seq` rows each (slot q's
+// rows start at q x rows_per_seq), sequence entries [0, padded_seqs) for the slots and one more per row
+// (padded_seqs + r) for padding rows, block tables of max_blocks_per_seq entries per slot plus one scratch table, a
+// rows_per_seq² mask per slot, and max_kv_len = max_kv_len. logits_count is the real one (set by the caller).
+StepSections verify_graph_sections(int padded_seqs, int rows_per_seq, int max_blocks_per_seq, int max_kv_len);
+
+// Packs a graph verify step. Sequence q keeps its own token count, mask (n² at offset q x rows_per_seq², or causal)
+// and block table; the rows past its tokens, and every row of the slots past the batch, are padding: each its own
+// one-token sequence (token 0 at position 0) over an empty prefix whose K/V goes to (and is read from)
+// `scratch_block`, a block outside the engine's cache, so no real row sees a padding row's keys.
+void pack_verify_step(const ForwardBatch& batch, int block_size, const StepSections& sections, int padded_seqs,
+                      int rows_per_seq, int max_blocks_per_seq, int scratch_block, std::byte* dst);
+
 }  // namespace qed::cuda
