@@ -311,7 +311,7 @@ TrainDrafterResult train_drafter(const TrainDrafterOptions& options) {
   result.total_steps = total_steps;
   const auto start = std::chrono::steady_clock::now();
   int64_t tokens_seen = 0;
-  double base_seconds = 0.0, head_seconds = 0.0;  // where the time goes: the base forward, the head's fwd/bwd
+  double base_seconds = 0.0, head_seconds = 0.0;  // where the time goes: the base forward, the head step
   int64_t cached_epoch = -1;
   std::vector<size_t> order;
   auto state_json = [&](int64_t at) {
@@ -356,7 +356,9 @@ TrainDrafterResult train_drafter(const TrainDrafterOptions& options) {
       head_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - head_start).count();
     }
     const double lr = cosine_lr(options.lr, step, warmup, total_steps);
+    const auto apply_start = std::chrono::steady_clock::now();
     const double grad_norm = head_step->apply(lr, options.max_grad_norm);
+    head_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - apply_start).count();
     ++step;
     result.last = step_metrics.mean();
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

