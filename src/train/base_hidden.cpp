@@ -26,7 +26,8 @@ BaseHiddenStates::BaseHiddenStates(const std::string& model_dir, const Options& 
   selection.cuda_graphs = false;  // prefills only
   backend_ = make_backend(model_dir, selection);
   skip_logits_ = options.backend == "cuda";
-  embeddings_ = tensor_to_f32(*ModelWeights::bind(checkpoint, config).embed_tokens);
+  // FP8 checkpoints (qed quantize) keep the embedding table in bf16; the backend decides whether it runs them.
+  embeddings_ = tensor_to_f32(*ModelWeights::bind(checkpoint, config, /*allow_quantized=*/true).embed_tokens);
   if (embeddings_.size() != size_t(config.vocab_size) * size_t(config.hidden_size)) {
     fail("{}: embed_tokens is not vocab_size × hidden_size", model_dir);
   }
