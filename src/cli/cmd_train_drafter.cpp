@@ -50,7 +50,8 @@ void register_train_drafter(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--gpu-device", opt->gpu_device, "CUDA device index (--backend cuda)")->capture_default_str();
   cmd->add_option("--gpu-memory-fraction", opt->gpu_memory_fraction,
-                  "Share of GPU memory for the base model's KV cache (--backend cuda)")
+                  "Share of GPU memory the run may hold: base model, its KV cache (sized for one micro-batch) and the "
+                  "head's buffers (--backend cuda)")
       ->capture_default_str();
   cmd->add_option("--logits-chunk-rows", opt->logits_chunk_rows,
                   "Rows per vocab-projection pass on the GPU (0 = about 1 GiB of logits)")

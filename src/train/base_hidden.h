@@ -23,7 +23,7 @@ class BaseHiddenStates {
     std::string backend = "cpu";
     int num_threads = 0;
     int gpu_device = 0;
-    float gpu_memory_fraction = 0.5f;
+    float gpu_memory_fraction = 0.9f;
   };
   BaseHiddenStates(const std::string& model_dir, const Options& options, size_t max_sequences, size_t max_length);
 

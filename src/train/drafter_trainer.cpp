@@ -296,8 +296,9 @@ TrainDrafterResult train_drafter(const TrainDrafterOptions& options) {
   HeadStepContext step_context{&head, &adam, adam_config, base.embeddings(), options.top_k};
   std::unique_ptr<HeadStep> head_step;
   if (options.backend == "cuda") {
-    head_step = make_cuda_head_step(step_context,
-                                    {.device = options.gpu_device, .logits_chunk_rows = options.logits_chunk_rows});
+    head_step = make_cuda_head_step(step_context, {.device = options.gpu_device,
+                                                   .logits_chunk_rows = options.logits_chunk_rows,
+                                                   .memory_fraction = options.gpu_memory_fraction});
   } else {
     head_step = make_cpu_head_step(step_context, &pool);
   }

@@ -39,7 +39,7 @@ struct TrainDrafterOptions {
   int threads = 0;                   // 0 = all hardware threads
   std::string backend = "cpu";       // cpu | cuda: where the base model and the head step run
   int gpu_device = 0;                // cuda
-  float gpu_memory_fraction = 0.5f;  // cuda: the base model's KV-cache share (the head takes what it needs besides)
+  float gpu_memory_fraction = 0.9f;  // cuda: what the run may hold on the device (base model + head buffers)
   int logits_chunk_rows = 0;         // cuda: rows per vocab-projection pass (0 = about 1 GiB of logits)
   int64_t max_steps = 0;             // > 0: stop the schedule here instead of after `epochs` (the LR schedule uses it)
   int save_every = 200;              // steps between checkpoints (and at the end)

@@ -62,6 +62,8 @@ struct CudaHeadStepOptions {
   // Rows of logits (× vocab × 6 bytes: fp32 logits + bf16 gradient) computed at once; 0 = sized from the vocab
   // for about 1 GiB.
   int logits_chunk_rows = 0;
+  // Of the device's memory, what the process may hold with the head's buffers allocated (the base model included).
+  float memory_fraction = 0.9f;
 };
 // Throws a one-line qed::Error when this binary has no CUDA or the device is missing.
 std::unique_ptr<HeadStep> make_cuda_head_step(const HeadStepContext& context, const CudaHeadStepOptions& options);

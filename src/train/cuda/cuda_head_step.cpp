@@ -71,8 +71,12 @@ class CudaHeadStep final : public HeadStep {
     e_ = config_.exit_dim;
     v_ = config_.vocab_size;
     layers_ = config_.num_draft_layers;
+    // The default keeps every chunk's row offset a multiple of 64, so chunk pointers stay 16-byte aligned.
     chunk_rows_ = options.logits_chunk_rows > 0 ? options.logits_chunk_rows
-                                                : std::max(1, int((size_t(1) << 30) / (size_t(v_) * 6)));
+                                                : std::max(64, int((size_t(1) << 30) / (size_t(v_) * 6)) / 64 * 64);
+    memory_fraction_ = options.memory_fraction;
+    if (!(memory_fraction_ > 0.0f && memory_fraction_ <= 1.0f))
+      fail("train-drafter: --gpu-memory-fraction must be in (0, 1], got {}", memory_fraction_);
 
     // The flat layout, in head_tensors order, and each linear's slots in it.
     std::map<const RedrafterHead::Linear*, LinearSlot> slots;
@@ -195,6 +199,7 @@ class CudaHeadStep final : public HeadStep {
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<gpu::TrainGemm> gemm_;
   int h_ = 0, e_ = 0, v_ = 0, layers_ = 0, chunk_rows_ = 0;
+  float memory_fraction_ = 0.9f;
   int64_t steps_ = 0;
 
   std::vector<size_t> offsets_, sizes_;
@@ -213,44 +218,67 @@ class CudaHeadStep final : public HeadStep {
 };
 
 void CudaHeadStep::ensure_capacity(size_t rows, int n_tokens) {
-  const size_t h = size_t(h_), e = size_t(e_);
-  if (rows > capacity_rows_ || iterations_.size() < size_t(n_tokens)) {
-    capacity_rows_ = std::max(capacity_rows_, round_up(rows, 64));
-    const size_t r = capacity_rows_;
-    iterations_.resize(std::max(iterations_.size(), size_t(n_tokens)));
+  const size_t h = size_t(h_), e = size_t(e_), n = size_t(n_tokens);
+  std::vector<std::pair<DeviceBuffer*, size_t>> wanted;  // every buffer with the bytes it needs
+  size_t capacity = capacity_rows_;
+  if (rows > capacity_rows_ || iterations_.size() < n) {
+    const size_t r = std::max(capacity_rows_, round_up(rows, 64));
+    iterations_.resize(std::max(iterations_.size(), n));
     for (IterationBuffers& it : iterations_) {
-      grow(it.embedding, r * h * 2);
-      if (config_.rnn) grow(it.pre_state, r * h * 4);
-      grow(it.state, r * h * 4);
-      grow(it.state_bf16, r * h * 2);
-      grow(it.input, r * 2 * h * 4);
-      grow(it.input_bf16, r * 2 * h * 2);
+      wanted.insert(wanted.end(), {{&it.embedding, r * h * 2},
+                                   {&it.state, r * h * 4},
+                                   {&it.state_bf16, r * h * 2},
+                                   {&it.input, r * 2 * h * 4},
+                                   {&it.input_bf16, r * 2 * h * 2}});
+      if (config_.rnn) wanted.push_back({&it.pre_state, r * h * 4});
       it.z.resize(size_t(layers_) + 1);
       it.z_bf16.resize(size_t(layers_) + 1);
       it.pre.resize(size_t(layers_));
       for (size_t l = 0; l <= size_t(layers_); ++l) {
-        if (l == 0 && !config_.has_input_proj()) continue;
-        grow(it.z[l], r * e * 4);
-        grow(it.z_bf16[l], r * e * 2);
+        if (l == 0 && !config_.has_input_proj()) continue;  // z_0 is the input
+        wanted.insert(wanted.end(), {{&it.z[l], r * e * 4}, {&it.z_bf16[l], r * e * 2}});
       }
-      for (DeviceBuffer& p : it.pre) grow(p, r * e * 4);
+      for (DeviceBuffer& p : it.pre) wanted.push_back({&p, r * e * 4});
     }
-    grow(context_dev_, r * h * 4);
-    grow(inputs_dev_, r * size_t(n_tokens) * 4);
-    grow(targets_dev_, r * size_t(n_tokens) * 4);
-    grow(row_loss_, r * size_t(n_tokens) * 4);
-    grow(row_rank_, r * size_t(n_tokens) * 4);
-    for (DeviceBuffer* b : {&dz_, &dy_}) grow(*b, r * e * 4);
-    for (DeviceBuffer* b : {&dz_bf16_, &dy_bf16_}) grow(*b, r * e * 2);
-    if (config_.has_input_proj()) grow(dinput_, r * 2 * h * 4);
-    grow(carry_, r * h * 4);
-    grow(dpre_, r * h * 4);
-    grow(dpre_bf16_, r * h * 2);
-    grow(column_partials_, size_t(gpu::kColumnSumChunks) * std::max(h, e) * 4);
+    wanted.insert(wanted.end(), {{&context_dev_, r * h * 4},
+                                 {&inputs_dev_, r * n * 4},
+                                 {&targets_dev_, r * n * 4},
+                                 {&row_loss_, r * n * 4},
+                                 {&row_rank_, r * n * 4},
+                                 {&dz_, r * e * 4},
+                                 {&dy_, r * e * 4},
+                                 {&dz_bf16_, r * e * 2},
+                                 {&dy_bf16_, r * e * 2},
+                                 {&carry_, r * h * 4},
+                                 {&dpre_, r * h * 4},
+                                 {&dpre_bf16_, r * h * 2},
+                                 {&column_partials_, size_t(gpu::kColumnSumChunks) * std::max(h, e) * 4}});
+    if (config_.has_input_proj()) wanted.push_back({&dinput_, r * 2 * h * 4});
+    capacity = r;
   }
-  const size_t chunk = std::min(size_t(chunk_rows_), capacity_rows_);
-  grow(logits_, chunk * size_t(v_) * 4);
-  grow(dlogits_, chunk * size_t(v_) * 2);
+  const size_t chunk = std::min(size_t(chunk_rows_), capacity);
+  wanted.insert(wanted.end(), {{&logits_, chunk * size_t(v_) * 4}, {&dlogits_, chunk * size_t(v_) * 2}});
+
+  // --gpu-memory-fraction bounds what this process holds on the device (the base model included): a micro-batch
+  // too large for it is a clear error rather than an out-of-memory in the middle of a step.
+  size_t more = 0;
+  for (const auto& [buffer, bytes] : wanted) more += bytes > buffer->bytes() ? bytes - buffer->bytes() : 0;
+  if (more == 0) {
+    capacity_rows_ = capacity;
+    return;
+  }
+  size_t free_bytes = 0, total_bytes = 0;
+  QED_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  const double budget = double(memory_fraction_) * double(total_bytes), used = double(total_bytes - free_bytes);
+  if (used + double(more) > budget) {
+    fail(
+        "train-drafter: a micro-batch of {} draft rows needs {:.2f} GiB more on the GPU, beyond --gpu-memory-fraction "
+        "{} ({:.1f} of {:.1f} GiB in use): lower --batch or --max-len",
+        rows, double(more) / double(1 << 30), memory_fraction_, used / double(1 << 30),
+        double(total_bytes) / double(1 << 30));
+  }
+  for (const auto& [buffer, bytes] : wanted) grow(*buffer, bytes);
+  capacity_rows_ = capacity;
 }
 
 void CudaHeadStep::forward(int rows, int n_tokens) {
