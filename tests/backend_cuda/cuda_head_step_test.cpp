@@ -5,9 +5,11 @@
 // at most 2^-9 per operand; a gradient entry is a sum over rows of products along a chain of such GEMMs (vocab
 // projection, the ResBlocks, the input projection, the recurrence: up to ~6 roundings deep), so each entry is off by
 // a few 2^-9 of the magnitude of its terms. Entries that cancel to near zero are relatively worse, so every entry is
-// compared against its tensor's largest: |Δ| ≤ 3e-2 · max|g| (~15 bf16 ulps of the largest entry), and the tensor
-// as a whole to 1.5e-2 in relative L2. The loss is a mean of logsumexp − logit with logits of magnitude O(1) off by
-// ~2^-8 relative: within 1e-2 relative. Top-k hit counts can flip on near-ties: at most 2 per iteration and k here.
+// compared against its tensor's largest: |Δ| ≤ 2e-2 · max|g| (~10 bf16 ulps of the largest entry), and the tensor
+// as a whole to 1e-2 in relative L2. (A float64 emulation of exactly these roundings on these shapes gives at most
+// 6.4e-3 and 4.6e-3.) The loss is a mean of logsumexp − logit with logits off by ~2^-9 relative, mostly averaging
+// out: within 1e-3 relative (emulated: ≤ 3e-5). Top-k hit counts can flip on near-ties: at most 2 per iteration
+// and k here.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -97,9 +99,9 @@ void expect_gradients_close(spec::RedrafterHead& got, spec::RedrafterHead& want,
 
 void expect_metrics_close(const DraftMetrics& got, const DraftMetrics& want) {
   ASSERT_EQ(got.loss.size(), want.loss.size());
-  EXPECT_NEAR(got.total_loss(), want.total_loss(), 1e-2 * want.total_loss());
+  EXPECT_NEAR(got.total_loss(), want.total_loss(), 1e-3 * want.total_loss());
   for (size_t i = 0; i < want.loss.size(); ++i) {
-    EXPECT_NEAR(got.loss[i], want.loss[i], 1e-2 * want.loss[i] + 1e-6) << "redrafter" << i << "_loss";
+    EXPECT_NEAR(got.loss[i], want.loss[i], 1e-3 * want.loss[i] + 1e-6) << "redrafter" << i << "_loss";
     EXPECT_EQ(got.targets[i], want.targets[i]);
     for (size_t k = 0; k < want.hits[i].size(); ++k) {
       EXPECT_LE(std::abs(got.hits[i][k] - want.hits[i][k]), 2) << "redrafter" << i << "_top" << k + 1;
@@ -145,13 +147,13 @@ TEST_P(CudaHeadStepCases, LossMetricsAndGradientsMatchTheCpuStepAndAdamWFollows)
   spec::RedrafterHead cpu_grads(config), cuda_grads(config);
   cpu->gradients(cpu_grads);
   gpu->gradients(cuda_grads);
-  expect_gradients_close(cuda_grads, cpu_grads, 3e-2f, 1.5e-2);
+  expect_gradients_close(cuda_grads, cpu_grads, 2e-2f, 1e-2);
 
   // One AdamW step: the same clipped norm, and the update (≈ ±lr per entry on a first step) of the same sign
   // wherever the gradient is not lost in bf16 noise.
   const double lr = 1e-3;
   const double cpu_norm = cpu->apply(lr, 0.5), gpu_norm = gpu->apply(lr, 0.5);
-  EXPECT_NEAR(gpu_norm, cpu_norm, 1.5e-2 * cpu_norm);
+  EXPECT_NEAR(gpu_norm, cpu_norm, 1e-2 * cpu_norm);
   gpu->sync_to_host();
   EXPECT_EQ(cuda_adam.steps(), 1);
   const HeadTensors a = head_tensors(cpu_head), b = head_tensors(cuda_head);
@@ -207,7 +209,8 @@ void expect_matches_torch(const std::string& name) {
   auto gpu = make_cuda_head_step({&head, &adam, AdamWConfig{}, embeddings, top_k}, {});
   gpu->zero_grads();
   const DraftMetrics m = gpu->accumulate(rows, 1.0f);
-  // The fixture's inputs are fp32, not bf16: one more rounding of the contexts and embeddings, same 1e-2 bound.
+  // The fixture's inputs are fp32, not bf16: one more rounding of the contexts and embeddings, so 1e-2 on the loss
+  // and 3e-2 of each tensor's largest gradient.
   EXPECT_NEAR(m.total_loss(), tensor("loss")[0], 1e-2 * std::abs(tensor("loss")[0]));
   for (int i = 0; i < n_tokens; ++i) {
     EXPECT_NEAR(m.loss[size_t(i)], per_iteration[size_t(i)], 1e-2 * per_iteration[size_t(i)]) << i;
