@@ -7,9 +7,9 @@
 // a few 2^-9 of the magnitude of its terms. Entries that cancel to near zero are relatively worse, so every entry is
 // compared against its tensor's largest: |Δ| ≤ 2e-2 · max|g| (~10 bf16 ulps of the largest entry), and the tensor
 // as a whole to 1e-2 in relative L2. (A float64 emulation of exactly these roundings on these shapes gives at most
-// 6.4e-3 and 4.6e-3.) The loss is a mean of logsumexp − logit with logits off by ~2^-9 relative, mostly averaging
-// out: within 1e-3 relative (emulated: ≤ 3e-5). Top-k hit counts can flip on near-ties: at most 2 per iteration
-// and k here.
+// 6.4e-3 and 4.6e-3: tools/redrafter_bf16_error_estimate.py.) The loss is a mean of logsumexp − logit with logits off
+// by ~2^-9 relative, mostly averaging out: within 1e-3 relative (emulated: ≤ 3e-5). Top-k hit counts can flip on
+// near-ties: at most 2 per iteration and k here.
 #include <gtest/gtest.h>
 
 #include <cmath>
