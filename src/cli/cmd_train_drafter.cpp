@@ -1,4 +1,4 @@
-// qed train-drafter: trains a ReDrafter draft head for a model on the CPU (src/train/drafter_trainer.h).
+// qed train-drafter: trains a ReDrafter draft head for a model on the CPU or a GPU (src/train/drafter_trainer.h).
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
@@ -12,7 +12,7 @@ namespace qed::cli {
 void register_train_drafter(CLI::App& app) {
   auto opt = std::make_shared<train::TrainDrafterOptions>();
   auto quiet = std::make_shared<bool>(false);
-  auto* cmd = app.add_subcommand("train-drafter", "Train a ReDrafter draft head on a frozen model (CPU, fp32)");
+  auto* cmd = app.add_subcommand("train-drafter", "Train a ReDrafter draft head on a frozen model (CPU fp32, or CUDA)");
   cmd->add_option("--model", opt->model_dir, "Base model directory (config.json, *.safetensors, tokenizer.json)")
       ->required();
   cmd->add_option("--data", opt->data_path,
@@ -45,6 +45,17 @@ void register_train_drafter(CLI::App& app) {
   cmd->add_option("--top-k", opt->top_k, "Logged accuracies redrafter{i}_top1..top{k}")->capture_default_str();
   cmd->add_option("--seed", opt->seed, "Seed of the initialisation and the data order")->capture_default_str();
   cmd->add_option("--threads", opt->threads, "CPU threads (0 = all)")->capture_default_str();
+  cmd->add_option("--backend", opt->backend,
+                  "cpu (fp32) or cuda (base model on the CUDA backend; head: bf16 GEMMs, fp32 master weights)")
+      ->capture_default_str();
+  cmd->add_option("--gpu-device", opt->gpu_device, "CUDA device index (--backend cuda)")->capture_default_str();
+  cmd->add_option("--gpu-memory-fraction", opt->gpu_memory_fraction,
+                  "Share of GPU memory the run may hold: base model, its KV cache (sized for one micro-batch) and the "
+                  "head's buffers (--backend cuda)")
+      ->capture_default_str();
+  cmd->add_option("--logits-chunk-rows", opt->logits_chunk_rows,
+                  "Rows per vocab-projection pass on the GPU (0 = about 1 GiB of logits)")
+      ->capture_default_str();
   cmd->add_option("--save-every", opt->save_every, "Steps between checkpoints")->capture_default_str();
   cmd->add_option("--log-every", opt->log_every, "Steps between metrics.jsonl lines")->capture_default_str();
   cmd->add_flag("--resume", opt->resume, "Continue from --out's checkpoint (same flags and data)");

@@ -1,21 +1,33 @@
 #include "train/base_hidden.h"
 
+#include <algorithm>
+
+#include "backend/factory/backend_factory.h"
 #include "core/error.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
 
 namespace qed::train {
 
-BaseHiddenStates::BaseHiddenStates(const std::string& model_dir, int num_threads, size_t max_sequences,
+BaseHiddenStates::BaseHiddenStates(const std::string& model_dir, const Options& options, size_t max_sequences,
                                    size_t max_length) {
   const ModelConfig config = ModelConfig::from_file(model_dir + "/config.json");
   const Checkpoint checkpoint = Checkpoint::open(model_dir);
-  CpuBackendOptions options;
-  options.num_threads = num_threads;
-  options.num_blocks =
-      int(max_sequences * ((max_length + size_t(options.block_size) - 1) / size_t(options.block_size)));
-  backend_ = std::make_unique<CpuBackend>(config, checkpoint, options);
-  embeddings_ = tensor_to_f32(*ModelWeights::bind(checkpoint, config).embed_tokens);
+  BackendSelection selection;
+  selection.kind = options.backend;
+  selection.threads = options.num_threads;
+  selection.num_blocks =
+      int(max_sequences * ((max_length + size_t(selection.block_size) - 1) / size_t(selection.block_size)));
+  selection.device = options.gpu_device;
+  selection.gpu_memory_fraction = options.gpu_memory_fraction;
+  // One forward holds every token of a micro-batch.
+  selection.max_batched_tokens =
+      int(std::max<size_t>(size_t(selection.max_batched_tokens), max_sequences * max_length));
+  selection.cuda_graphs = false;  // prefills only
+  backend_ = make_backend(model_dir, selection);
+  skip_logits_ = options.backend == "cuda";
+  // FP8 checkpoints (qed quantize) keep the embedding table in bf16; the backend decides whether it runs them.
+  embeddings_ = tensor_to_f32(*ModelWeights::bind(checkpoint, config, /*allow_quantized=*/true).embed_tokens);
   if (embeddings_.size() != size_t(config.vocab_size) * size_t(config.hidden_size)) {
     fail("{}: embed_tokens is not vocab_size × hidden_size", model_dir);
   }
@@ -26,6 +38,7 @@ void BaseHiddenStates::compute(std::span<const Example* const> examples,
   const int block_size = backend_->kv_layout().block_size;
   ForwardBatch batch;
   batch.want_hidden = true;
+  batch.skip_logits = skip_logits_;
   int next_block = 0;
   size_t rows = 0;
   for (size_t k = 0; k < examples.size(); ++k) {

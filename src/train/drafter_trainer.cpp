@@ -17,6 +17,7 @@
 #include "train/adamw.h"
 #include "train/base_hidden.h"
 #include "train/drafter_data.h"
+#include "train/head_step.h"
 
 namespace qed::train {
 namespace {
@@ -45,6 +46,11 @@ void validate(const TrainDrafterOptions& o) {
   if (o.max_steps < 0 || o.stop_after < 0) fail("--max-steps must be >= 0, got {}", o.max_steps);
   if (o.save_every < 1 || o.log_every < 1) fail("--save-every and --log-every must be >= 1");
   if (o.threads < 0) fail("--threads must be >= 0, got {}", o.threads);
+  if (o.backend != "cpu" && o.backend != "cuda") fail("--backend must be cpu or cuda, got '{}'", o.backend);
+  if (!(o.gpu_memory_fraction > 0.0f && o.gpu_memory_fraction <= 1.0f))
+    fail("--gpu-memory-fraction must be in (0, 1], got {}", o.gpu_memory_fraction);
+  if (o.gpu_device < 0) fail("--gpu-device must be >= 0, got {}", o.gpu_device);
+  if (o.logits_chunk_rows < 0) fail("--logits-chunk-rows must be >= 0, got {}", o.logits_chunk_rows);
 }
 
 // The options that decide the trajectory: a resumed run must have the same ones.
@@ -92,34 +98,6 @@ std::vector<size_t> epoch_order(size_t n, uint64_t seed, int64_t epoch) {
   return order;
 }
 
-struct Tensors {
-  std::vector<std::string> names;
-  std::vector<std::span<float>> params, grads;
-  std::vector<size_t> sizes;
-  std::vector<bool> decays;
-};
-
-Tensors tensors_of(RedrafterHead& head, RedrafterHead& grads) {
-  Tensors t;
-  auto p = head.linears();
-  auto g = grads.linears();
-  for (size_t k = 0; k < p.size(); ++k) {
-    t.names.push_back(p[k].first + ".weight");
-    t.params.emplace_back(p[k].second->weight);
-    t.grads.emplace_back(g[k].second->weight);
-    t.sizes.push_back(p[k].second->weight.size());
-    t.decays.push_back(true);
-    if (!p[k].second->bias.empty()) {
-      t.names.push_back(p[k].first + ".bias");
-      t.params.emplace_back(p[k].second->bias);
-      t.grads.emplace_back(g[k].second->bias);
-      t.sizes.push_back(p[k].second->bias.size());
-      t.decays.push_back(false);
-    }
-  }
-  return t;
-}
-
 void write_text(const fs::path& path, const std::string& text) {
   std::ofstream out(path);
   out << text;
@@ -127,7 +105,7 @@ void write_text(const fs::path& path, const std::string& text) {
 }
 
 // checkpoint/ is written beside as checkpoint.tmp and swapped in, so a kill mid-save leaves the previous one.
-void save_checkpoint(const fs::path& out, const RedrafterHead& head, AdamW& adam, const Tensors& tensors,
+void save_checkpoint(const fs::path& out, const RedrafterHead& head, AdamW& adam, const HeadTensors& tensors,
                      const json& state) {
   const fs::path tmp = out / "checkpoint.tmp", dst = out / "checkpoint", old = out / "checkpoint.old";
   fs::remove_all(tmp);
@@ -153,7 +131,7 @@ fs::path checkpoint_dir(const fs::path& out) {
 }
 
 int64_t load_checkpoint(const fs::path& dir, const json& fingerprint, RedrafterHead& head, AdamW& adam,
-                        const Tensors& tensors) {
+                        const HeadTensors& tensors) {
   std::ifstream in(dir / "trainer_state.json");
   if (!in) fail("{}: no trainer_state.json", dir.string());
   json state;
@@ -295,12 +273,17 @@ TrainDrafterResult train_drafter(const TrainDrafterOptions& options) {
   const int64_t warmup = warmup_steps(options.warmup_ratio, total_steps);
   const json fingerprint = trajectory_fingerprint(options, total_steps, examples.size());
 
-  BaseHiddenStates base(options.model_dir, options.threads, size_t(options.batch), longest);
-  ThreadPool pool(size_t(options.threads));
+  BaseHiddenStates::Options base_options;
+  base_options.backend = options.backend;
+  base_options.num_threads = options.threads;
+  base_options.gpu_device = options.gpu_device;
+  base_options.gpu_memory_fraction = options.gpu_memory_fraction;
+  BaseHiddenStates base(options.model_dir, base_options, size_t(options.batch), longest);
+  ThreadPool pool(size_t(options.backend == "cpu" ? options.threads : 1));
   RedrafterHead head = initial_head(head_config, options.seed);
-  RedrafterHead grads(head_config);
-  Tensors tensors = tensors_of(head, grads);
-  AdamW adam(AdamWConfig{.weight_decay = options.weight_decay}, tensors.sizes, tensors.decays);
+  const HeadTensors tensors = head_tensors(head);
+  const AdamWConfig adam_config{.weight_decay = options.weight_decay};
+  AdamW adam(adam_config, tensors.sizes, tensors.decays);
 
   fs::create_directories(out);
   int64_t step = 0;
@@ -309,6 +292,15 @@ TrainDrafterResult train_drafter(const TrainDrafterOptions& options) {
     truncate_metrics(out / "metrics.jsonl", step);
   } else {
     fs::remove(out / "metrics.jsonl");
+  }
+  HeadStepContext step_context{&head, &adam, adam_config, base.embeddings(), options.top_k};
+  std::unique_ptr<HeadStep> head_step;
+  if (options.backend == "cuda") {
+    head_step = make_cuda_head_step(step_context, {.device = options.gpu_device,
+                                                   .logits_chunk_rows = options.logits_chunk_rows,
+                                                   .memory_fraction = options.gpu_memory_fraction});
+  } else {
+    head_step = make_cpu_head_step(step_context, &pool);
   }
   json args = fingerprint;
   args["top_k"] = options.top_k;
@@ -320,7 +312,7 @@ TrainDrafterResult train_drafter(const TrainDrafterOptions& options) {
   result.total_steps = total_steps;
   const auto start = std::chrono::steady_clock::now();
   int64_t tokens_seen = 0;
-  double base_seconds = 0.0, head_seconds = 0.0;  // where the time goes: the base forward, the head's fwd/bwd
+  double base_seconds = 0.0, head_seconds = 0.0;  // where the time goes: the base forward, the head step
   int64_t cached_epoch = -1;
   std::vector<size_t> order;
   auto state_json = [&](int64_t at) {
@@ -335,10 +327,7 @@ TrainDrafterResult train_drafter(const TrainDrafterOptions& options) {
     }
     const size_t first_micro = size_t(in_epoch) * size_t(options.grad_accum);
     const size_t end_micro = std::min(micro_per_epoch, first_micro + size_t(options.grad_accum));
-    for (auto& [name, linear] : grads.linears()) {
-      std::fill(linear->weight.begin(), linear->weight.end(), 0.0f);
-      std::fill(linear->bias.begin(), linear->bias.end(), 0.0f);
-    }
+    head_step->zero_grads();
     StepMetrics step_metrics;
     for (size_t micro = first_micro; micro < end_micro; ++micro) {
       std::vector<const Example*> batch;
@@ -364,13 +353,13 @@ TrainDrafterResult train_drafter(const TrainDrafterOptions& options) {
         offset += positions[k].size();
       }
       const float scale = 1.0f / float(end_micro - first_micro);
-      step_metrics.add(redrafter_loss(head, rows, base.embeddings(), options.top_k, &grads, scale, &pool));
+      step_metrics.add(head_step->accumulate(rows, scale));
       head_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - head_start).count();
     }
-    const double grad_norm = clip_grad_norm(tensors.grads, options.max_grad_norm);
     const double lr = cosine_lr(options.lr, step, warmup, total_steps);
-    std::vector<std::span<const float>> grad_views(tensors.grads.begin(), tensors.grads.end());
-    adam.step(tensors.params, grad_views, lr);
+    const auto apply_start = std::chrono::steady_clock::now();
+    const double grad_norm = head_step->apply(lr, options.max_grad_norm);
+    head_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - apply_start).count();
     ++step;
     result.last = step_metrics.mean();
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -386,13 +375,18 @@ TrainDrafterResult train_drafter(const TrainDrafterOptions& options) {
       line["tokens"] = tokens_seen;
       metrics_log << line.dump() << "\n" << std::flush;
     }
-    if (step % options.save_every == 0 || step == total_steps)
+    if (step % options.save_every == 0 || step == total_steps) {
+      head_step->sync_to_host();
       save_checkpoint(out, head, adam, tensors, state_json(step));
+    }
     if (options.progress)
       print_progress(step, total_steps, result.last, lr, elapsed > 0 ? double(tokens_seen) / elapsed : 0.0);
   }
   // Stopped early (tests): like a kill, only the last periodic checkpoint remains.
-  if (step == total_steps) head.save(out.string());
+  if (step == total_steps) {
+    head_step->sync_to_host();
+    head.save(out.string());
+  }
   result.steps = step;
   return result;
 }

@@ -1,7 +1,10 @@
 #pragma once
 // qed train-drafter: trains a ReDrafter draft head on a frozen base model, RD's recipe (AdamW, cosine LR with
-// linear warmup, gradient clipping, gradient accumulation) in fp32 on the CPU. Deterministic for a seed: the head's
-// initialisation, the per-epoch data order and every reduction are fixed, independent of the thread count.
+// linear warmup, gradient clipping, gradient accumulation), in fp32 on the CPU or with bf16 GEMMs and fp32 master
+// weights on a GPU (--backend cuda: the base model on the CUDA backend, the head step of train/cuda/). The CPU run
+// is deterministic for a seed: the head's initialisation, the per-epoch data order and every reduction are fixed,
+// independent of the thread count. Both backends share the data order, schedule, checkpoint format and metrics, so
+// --resume continues a run on either.
 //
 // --out receives config.json + model.safetensors (the head, loadable by `--spec redrafter --drafter OUT`),
 // metrics.jsonl (one line per logged step: loss, redrafter{i}_loss, redrafter{i}_top{k}, lr, grad_norm) and
@@ -33,9 +36,13 @@ struct TrainDrafterOptions {
   int grad_accum = 1;  // micro-batches per optimizer step
   int top_k = 5;       // RD drafter_top_k: redrafter{i}_top1..top{k}
   uint64_t seed = 42;
-  int threads = 0;        // 0 = all hardware threads
-  int64_t max_steps = 0;  // > 0: stop the schedule here instead of after `epochs` (the LR schedule uses it)
-  int save_every = 200;   // steps between checkpoints (and at the end)
+  int threads = 0;                   // 0 = all hardware threads
+  std::string backend = "cpu";       // cpu | cuda: where the base model and the head step run
+  int gpu_device = 0;                // cuda
+  float gpu_memory_fraction = 0.9f;  // cuda: what the run may hold on the device (base model + head buffers)
+  int logits_chunk_rows = 0;         // cuda: rows per vocab-projection pass (0 = about 1 GiB of logits)
+  int64_t max_steps = 0;             // > 0: stop the schedule here instead of after `epochs` (the LR schedule uses it)
+  int save_every = 200;              // steps between checkpoints (and at the end)
   int log_every = 1;
   bool resume = false;
   bool progress = true;  // progress bar on stderr

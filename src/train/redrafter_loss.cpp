@@ -37,28 +37,9 @@ struct IterationActivations {
   std::vector<float> logits;            // rows × vocab
 };
 
-void check_inputs(const RedrafterHead& head, const DraftRows& rows, std::span<const float> embeddings) {
-  const spec::RedrafterConfig& c = head.config();
-  const size_t h = size_t(c.hidden_size), n = size_t(rows.n_tokens);
-  if (rows.n_tokens < 1) fail("redrafter loss: n_tokens must be >= 1, got {}", rows.n_tokens);
-  if (rows.context.size() != rows.rows * h || rows.inputs.size() != rows.rows * n ||
-      rows.targets.size() != rows.rows * n) {
-    fail("redrafter loss: draft rows of inconsistent sizes");
-  }
-  if (embeddings.size() != size_t(c.vocab_size) * h) fail("redrafter loss: embedding table is not vocab × hidden");
-  for (int32_t token : rows.inputs) {
-    if (token < 0 || token >= c.vocab_size) fail("redrafter loss: input token {} outside the head's vocab", token);
-  }
-  for (int32_t target : rows.targets) {
-    if (target != kIgnoreLabel && (target < 0 || target >= c.vocab_size)) {
-      fail("redrafter loss: target {} outside the head's vocab {}", target, c.vocab_size);
-    }
-  }
-}
-
 std::vector<IterationActivations> forward(const RedrafterHead& head, const DraftRows& rows,
                                           std::span<const float> embeddings, ThreadPool* pool) {
-  check_inputs(head, rows, embeddings);
+  validate_draft_rows(head.config(), rows, embeddings.size());
   const spec::RedrafterConfig& c = head.config();
   const size_t h = size_t(c.hidden_size), e = size_t(c.exit_dim), v = size_t(c.vocab_size), r = rows.rows;
   const size_t n = size_t(rows.n_tokens);
@@ -156,6 +137,24 @@ float silu_grad(float x) {
 }
 
 }  // namespace
+
+void validate_draft_rows(const spec::RedrafterConfig& c, const DraftRows& rows, size_t embedding_values) {
+  const size_t h = size_t(c.hidden_size), n = size_t(rows.n_tokens);
+  if (rows.n_tokens < 1) fail("redrafter loss: n_tokens must be >= 1, got {}", rows.n_tokens);
+  if (rows.context.size() != rows.rows * h || rows.inputs.size() != rows.rows * n ||
+      rows.targets.size() != rows.rows * n) {
+    fail("redrafter loss: draft rows of inconsistent sizes");
+  }
+  if (embedding_values != size_t(c.vocab_size) * h) fail("redrafter loss: embedding table is not vocab × hidden");
+  for (int32_t token : rows.inputs) {
+    if (token < 0 || token >= c.vocab_size) fail("redrafter loss: input token {} outside the head's vocab", token);
+  }
+  for (int32_t target : rows.targets) {
+    if (target != kIgnoreLabel && (target < 0 || target >= c.vocab_size)) {
+      fail("redrafter loss: target {} outside the head's vocab {}", target, c.vocab_size);
+    }
+  }
+}
 
 std::vector<int32_t> draft_positions(const Example& example, int n_tokens) {
   std::vector<int32_t> positions;

@@ -46,6 +46,9 @@ struct DraftRows {
 void append_draft_rows(const Example& example, std::span<const int32_t> positions, std::span<const float> hidden,
                        int hidden_size, DraftRows& rows);
 
+// Throws a one-line qed::Error unless `rows` fit a head of config `c` and an embedding table of vocab × hidden.
+void validate_draft_rows(const spec::RedrafterConfig& c, const DraftRows& rows, size_t embedding_values);
+
 struct DraftMetrics {
   int top_k = 0;
   std::vector<double> loss;                // per iteration: mean cross-entropy over its targets (0 without any)

@@ -54,7 +54,8 @@ def test_trained_head_loads_as_the_redrafter_drafter_and_keeps_outputs(qed_bin, 
 
 
 @pytest.mark.parametrize("case", ["missing_data", "empty_data", "not_json", "batch_zero", "n_tokens_zero",
-                                  "warmup_above_one", "unknown_flag", "no_model"])
+                                  "warmup_above_one", "unknown_flag", "no_model", "unknown_backend",
+                                  "gpu_fraction_zero"])
 def test_bad_input_is_a_one_line_error(qed_bin, tmp_path, case):
     good = demo_rows(tmp_path / "train.jsonl", 2)
     (tmp_path / "empty.jsonl").write_text("")
@@ -69,6 +70,8 @@ def test_bad_input_is_a_one_line_error(qed_bin, tmp_path, case):
         "warmup_above_one": base + ["--data", str(good), "--warmup-ratio", "2"],
         "unknown_flag": base + ["--data", str(good), "--medusa"],
         "no_model": ["--model", str(tmp_path), "--data", str(good), "--out", str(tmp_path / "out")],
+        "unknown_backend": base + ["--data", str(good), "--backend", "tpu"],
+        "gpu_fraction_zero": base + ["--data", str(good), "--backend", "cuda", "--gpu-memory-fraction", "0"],
     }[case]
     r = train(qed_bin, *args, timeout=60)
     assert r.returncode != 0
@@ -76,6 +79,17 @@ def test_bad_input_is_a_one_line_error(qed_bin, tmp_path, case):
     assert len(lines) >= 1 and ("error" in lines[0].lower() or "--medusa" in lines[0]), r.stderr
     if case != "unknown_flag":  # CLI11 adds a "Run with --help" line to parse errors
         assert len(lines) == 1, r.stderr
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_cuda_backend_without_a_gpu_is_a_one_line_error(qed_bin, tmp_path):
+    good = demo_rows(tmp_path / "train.jsonl", 2)
+    r = train(qed_bin, "--model", str(DEMO), "--data", str(good), "--out", str(tmp_path / "out"), "--backend", "cuda",
+              "--max-steps", "1", "--quiet", timeout=120)
+    if r.returncode == 0:
+        pytest.skip("a CUDA device is visible: the GPU tests (tests/backend_cuda, label gpu) cover this path")
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "error" in lines[0] and "cuda" in lines[0].lower(), r.stderr
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
