@@ -10,6 +10,7 @@
 #include "backend/cuda/bf16_vec.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/fp8_convert.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace qed::cuda {
 namespace {
@@ -234,6 +235,9 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params p) {
   __shared__ float shared_l[kStreams][kMaxGroup];
   __shared__ float shared_acc[kStreams][kMaxGroup][HEAD_DIM];
 
+  // q, the caches and the step's metadata may all come from the kernels before; every CTA waits, empty ones too.
+  pdl_wait();
+  pdl_trigger();
   const RowView v = row_view(p);
   const int heads_here = v.heads_here;
   const int part = int(blockIdx.z);
@@ -373,6 +377,8 @@ __global__ void __launch_bounds__(kThreads)
                             int num_heads, int head_dim, __nv_bfloat16* __restrict__ out) {
   __shared__ float weights[kMaxMergeSharedPartitions];
   __shared__ float scratch[kThreads / 32];
+  pdl_wait();
+  pdl_trigger();
   const size_t launch_row = size_t(blockIdx.x) * num_heads + blockIdx.y;
   const int row = row_list ? row_list[blockIdx.x] : int(blockIdx.x);
   const size_t head_row = size_t(row) * num_heads + blockIdx.y;
@@ -428,19 +434,16 @@ void launch(const Params& params, DecodeKernel kernel, cudaStream_t stream) {
         return true;
       }();
       if (fits) {
-        attention_mma_kernel<HEAD_DIM, FP8, true><<<grid, kThreads, bytes, stream>>>(params);
-        QED_CUDA_CHECK_LAUNCH();
+        launch_kernel(attention_mma_kernel<HEAD_DIM, FP8, true>, grid, dim3(kThreads), bytes, stream, true, params);
         return;
       }
     }
     if (kernel != DecodeKernel::CudaCores) {
-      attention_mma_kernel<HEAD_DIM, FP8, false><<<grid, kThreads, 0, stream>>>(params);
-      QED_CUDA_CHECK_LAUNCH();
+      launch_kernel(attention_mma_kernel<HEAD_DIM, FP8, false>, grid, dim3(kThreads), 0, stream, true, params);
       return;
     }
   }
-  attention_kernel<HEAD_DIM, FP8><<<grid, kThreads, 0, stream>>>(params);
-  QED_CUDA_CHECK_LAUNCH();
+  launch_kernel(attention_kernel<HEAD_DIM, FP8>, grid, dim3(kThreads), 0, stream, true, params);
 }
 
 template <bool FP8>
@@ -516,9 +519,9 @@ void paged_attention(const uint16_t* q, int q_stride, const KvCacheView& cache, 
     launch_for_head_dim<false>(params, kernel, stream);
   }
   if (partitions > 1) {
-    merge_partitions_kernel<<<dim3(unsigned(batch.rows), unsigned(shape.num_heads)), kThreads, 0, stream>>>(
-        partials, batch.row_list, partitions, shape.num_heads, shape.head_dim, as_bf16(out));
-    QED_CUDA_CHECK_LAUNCH();
+    launch_kernel(merge_partitions_kernel, dim3(unsigned(batch.rows), unsigned(shape.num_heads)), dim3(kThreads), 0,
+                  stream, true, static_cast<const float*>(partials), batch.row_list, partitions, shape.num_heads,
+                  shape.head_dim, as_bf16(out));
   }
 }
 

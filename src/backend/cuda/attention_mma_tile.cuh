@@ -27,6 +27,8 @@
 
 #include <cstdint>
 
+#include "backend/cuda/pdl.cuh"
+
 namespace qed::cuda {
 namespace {
 
@@ -68,6 +70,9 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
     }
   };
 
+  // q, the caches and the step's metadata may all come from the kernels before; every CTA waits, empty ones too.
+  pdl_wait();
+  pdl_trigger();
   const RowView v = row_view(p);
   const int part = int(blockIdx.z);
   const int psize = row_partition_size(v.kv_len, p.partitions);

@@ -4,6 +4,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/fp8_convert.cuh"
 #include "backend/cuda/kv_cache_kernels.h"
+#include "backend/cuda/pdl.cuh"
 
 namespace qed::cuda {
 namespace {
@@ -13,6 +14,8 @@ constexpr int kThreads = 128;
 __global__ void write_kv_kernel(const __nv_bfloat16* k, const __nv_bfloat16* v, int src_stride,
                                 const int32_t* slot_mapping, __nv_bfloat16* k_cache, __nv_bfloat16* v_cache,
                                 int kv_dim) {
+  pdl_wait();
+  pdl_trigger();
   const size_t row = blockIdx.x;
   const size_t slot = size_t(slot_mapping[row]);
   const __nv_bfloat16* k_src = k + row * size_t(src_stride);
@@ -38,6 +41,8 @@ __global__ void write_kv_kernel(const __nv_bfloat16* k, const __nv_bfloat16* v, 
 __global__ void write_kv_fp8_kernel(const __nv_bfloat16* k, const __nv_bfloat16* v, int src_stride,
                                     const int32_t* slot_mapping, uint8_t* k_cache, uint8_t* v_cache, int kv_dim,
                                     float k_scale, float v_scale) {
+  pdl_wait();
+  pdl_trigger();
   const size_t row = blockIdx.x;
   const size_t slot = size_t(slot_mapping[row]);
   const __nv_bfloat16* src[2] = {k + row * size_t(src_stride), v + row * size_t(src_stride)};
@@ -94,9 +99,8 @@ __global__ void copy_blocks_kernel(uint8_t* k_cache, uint8_t* v_cache, size_t la
 void write_kv_bf16(const uint16_t* k, const uint16_t* v, int src_stride, const int32_t* slot_mapping, uint16_t* k_cache,
                    uint16_t* v_cache, int rows, int kv_dim, cudaStream_t stream) {
   if (rows <= 0) return;
-  write_kv_kernel<<<rows, kThreads, 0, stream>>>(as_bf16(k), as_bf16(v), src_stride, slot_mapping, as_bf16(k_cache),
-                                                 as_bf16(v_cache), kv_dim);
-  QED_CUDA_CHECK_LAUNCH();
+  launch_kernel(write_kv_kernel, dim3(unsigned(rows)), dim3(kThreads), 0, stream, true, as_bf16(k), as_bf16(v),
+                src_stride, slot_mapping, as_bf16(k_cache), as_bf16(v_cache), kv_dim);
 }
 
 void write_kv_fp8(const uint16_t* k, const uint16_t* v, int src_stride, const int32_t* slot_mapping, uint8_t* k_cache,
@@ -104,9 +108,8 @@ void write_kv_fp8(const uint16_t* k, const uint16_t* v, int src_stride, const in
   if (rows <= 0) return;
   QED_KERNEL_REQUIRE(kv_dim % 8 == 0, "write_kv_fp8: kv_dim must be a multiple of 8");
   QED_KERNEL_REQUIRE(k_scale > 0.0f && v_scale > 0.0f, "write_kv_fp8: scales must be positive");
-  write_kv_fp8_kernel<<<rows, kThreads, 0, stream>>>(as_bf16(k), as_bf16(v), src_stride, slot_mapping, k_cache, v_cache,
-                                                     kv_dim, k_scale, v_scale);
-  QED_CUDA_CHECK_LAUNCH();
+  launch_kernel(write_kv_fp8_kernel, dim3(unsigned(rows)), dim3(kThreads), 0, stream, true, as_bf16(k), as_bf16(v),
+                src_stride, slot_mapping, k_cache, v_cache, kv_dim, k_scale, v_scale);
 }
 
 void copy_kv_blocks(void* k_cache, void* v_cache, size_t layer_stride_bytes, int num_layers, const int32_t* pairs,

@@ -4,6 +4,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/fp8_convert.cuh"
 #include "backend/cuda/norm_kernels.h"
+#include "backend/cuda/pdl.cuh"
 
 namespace qed::cuda {
 namespace {
@@ -39,6 +40,8 @@ constexpr int kCached = 4;
 __global__ void rmsnorm_vec_kernel(const __nv_bfloat16* __restrict__ x, __nv_bfloat16* __restrict__ residual,
                                    const __nv_bfloat16* __restrict__ weight, __nv_bfloat16* __restrict__ y, int dim,
                                    float eps, uint8_t* __restrict__ y_fp8, const float* __restrict__ fp8_scale) {
+  pdl_wait();
+  pdl_trigger();
   const size_t row = blockIdx.x;
   const int vectors = dim / 8;
   const __nv_bfloat16* x_row = x + row * dim;
@@ -100,6 +103,8 @@ __global__ void rmsnorm_vec_kernel(const __nv_bfloat16* __restrict__ x, __nv_bfl
 // Any dim: one element per step.
 __global__ void rmsnorm_kernel(const __nv_bfloat16* x, __nv_bfloat16* residual, const __nv_bfloat16* weight,
                                __nv_bfloat16* y, int dim, float eps, uint8_t* y_fp8, const float* fp8_scale) {
+  pdl_wait();
+  pdl_trigger();
   const size_t row = blockIdx.x;
   const __nv_bfloat16* x_row = x + row * dim;
   __nv_bfloat16* r_row = residual ? residual + row * dim : nullptr;
@@ -130,10 +135,10 @@ void rmsnorm_bf16(const uint16_t* x, uint16_t* residual, const uint16_t* weight,
   if (rows <= 0) return;
   QED_KERNEL_REQUIRE(!y_fp8 || fp8_scale, "rmsnorm_bf16: an fp8 output needs its scale");
   const bool vec = dim % 8 == 0;
-  (vec ? rmsnorm_vec_kernel : rmsnorm_kernel)<<<rows, kThreads, 0, stream>>>(
-      reinterpret_cast<const __nv_bfloat16*>(x), reinterpret_cast<__nv_bfloat16*>(residual),
-      reinterpret_cast<const __nv_bfloat16*>(weight), reinterpret_cast<__nv_bfloat16*>(y), dim, eps, y_fp8, fp8_scale);
-  QED_CUDA_CHECK_LAUNCH();
+  launch_kernel(vec ? rmsnorm_vec_kernel : rmsnorm_kernel, dim3(unsigned(rows)), dim3(kThreads), 0, stream, true,
+                reinterpret_cast<const __nv_bfloat16*>(x), reinterpret_cast<__nv_bfloat16*>(residual),
+                reinterpret_cast<const __nv_bfloat16*>(weight), reinterpret_cast<__nv_bfloat16*>(y), dim, eps, y_fp8,
+                fp8_scale);
 }
 
 }  // namespace qed::cuda
