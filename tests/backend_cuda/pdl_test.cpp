@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <string>
 #include <utility>
 
 #include "backend/cpu/cpu_ops.h"
@@ -42,6 +43,7 @@ struct Chain {
   cuda::DeviceBuffer cache_src, gate_up_src, logits_src, sample_params;
   // written by the chain
   cuda::DeviceBuffer ids, embedded, x, residual, y, y_fp8, qkv, qkv_roped, k_cache, v_cache, k_cache_fp8, v_cache_fp8;
+  cuda::DeviceBuffer fused_qkv, fused_k, fused_v;
   cuda::DeviceBuffer q_in, partials, attn, attn_copy, attn_fp8, gate_up, act, act_fp8, logits, sample_work, sampled;
 
   Chain() {
@@ -90,48 +92,63 @@ struct Chain {
     allocate();
   }
 
-  // Written buffers are allocated once: a captured graph keeps their addresses.
-  void allocate() {
-    const size_t row_bytes = size_t(kRows) * kHidden * 2, cache_elems = size_t(kBlocks) * kBlockSize * kKvDim;
-    const std::pair<cuda::DeviceBuffer*, size_t> sizes[] = {
-        {&ids, kRows * 4},
-        {&embedded, row_bytes},
-        {&x, row_bytes},
-        {&residual, row_bytes},
-        {&y, row_bytes},
-        {&y_fp8, row_bytes / 2},
-        {&qkv, size_t(kRows) * kQkvStride * 2},
-        {&qkv_roped, size_t(kRows) * kQkvStride * 2},
-        {&k_cache, cache_elems * 2},
-        {&v_cache, cache_elems * 2},
-        {&k_cache_fp8, cache_elems},
-        {&v_cache_fp8, cache_elems},
-        {&q_in, size_t(kRows) * kQkvStride * 2},
-        {&partials, size_t(kRows) * kHeads * kPartitions * cuda::attention_partial_floats(kHeadDim) * 4},
-        {&attn, size_t(kRows) * kQDim * 2},
-        {&attn_copy, size_t(kRows) * kQDim * 2},
-        {&attn_fp8, size_t(kRows) * kQDim},
-        {&gate_up, size_t(kRows) * 2 * kInter * 2},
-        {&act, size_t(kRows) * kInter * 2},
-        {&act_fp8, size_t(kRows) * kInter},
-        {&logits, size_t(kRows) * kLogitsVocab * 4},
-        {&sample_work, size_t(2) * kLogitsVocab * 4},
-        {&sampled, 2 * sizeof(cuda::SampledRow)},
+  // How a written buffer starts each run: poison (0xAB bytes; finite bf16, FP8 codes and floats), zeros (token
+  // ids: a valid row, the wrong one) or the random cache contents.
+  enum class Start { Poison, Zero, Cache };
+  struct Written {
+    const char* name;
+    cuda::DeviceBuffer* buffer;
+    size_t bytes;
+    Start start;
+    bool compared;  // scratch (partials, sampling work, the sampled rows' unwritten fields) is not
+  };
+  std::vector<Written> written() {
+    const size_t row_bytes = size_t(kRows) * kHidden * 2, cache_bytes = size_t(kBlocks) * kBlockSize * kKvDim * 2;
+    const size_t qkv_bytes = size_t(kRows) * kQkvStride * 2;
+    return {
+        {"ids", &ids, kRows * 4, Start::Zero, true},
+        {"embedded", &embedded, row_bytes, Start::Poison, true},
+        {"x", &x, row_bytes, Start::Poison, true},
+        {"residual", &residual, row_bytes, Start::Poison, true},
+        {"y", &y, row_bytes, Start::Poison, true},
+        {"y_fp8", &y_fp8, row_bytes / 2, Start::Poison, true},
+        {"qkv", &qkv, qkv_bytes, Start::Poison, true},
+        {"qkv_roped", &qkv_roped, qkv_bytes, Start::Poison, true},
+        {"k_cache", &k_cache, cache_bytes, Start::Cache, true},
+        {"v_cache", &v_cache, cache_bytes, Start::Cache, true},
+        {"k_cache_fp8", &k_cache_fp8, cache_bytes / 2, Start::Poison, true},
+        {"v_cache_fp8", &v_cache_fp8, cache_bytes / 2, Start::Poison, true},
+        {"fused_qkv", &fused_qkv, qkv_bytes, Start::Poison, true},
+        {"fused_k", &fused_k, cache_bytes, Start::Cache, true},
+        {"fused_v", &fused_v, cache_bytes, Start::Cache, true},
+        {"q_in", &q_in, qkv_bytes, Start::Poison, true},
+        {"partials", &partials, size_t(kRows) * kHeads * kPartitions * cuda::attention_partial_floats(kHeadDim) * 4,
+         Start::Poison, false},
+        {"attn", &attn, size_t(kRows) * kQDim * 2, Start::Poison, true},
+        {"attn_copy", &attn_copy, size_t(kRows) * kQDim * 2, Start::Poison, true},
+        {"attn_fp8", &attn_fp8, size_t(kRows) * kQDim, Start::Poison, true},
+        {"gate_up", &gate_up, size_t(kRows) * 2 * kInter * 2, Start::Poison, true},
+        {"act", &act, size_t(kRows) * kInter * 2, Start::Poison, true},
+        {"act_fp8", &act_fp8, size_t(kRows) * kInter, Start::Poison, true},
+        {"logits", &logits, size_t(kRows) * kLogitsVocab * 4, Start::Poison, true},
+        {"sample_work", &sample_work, size_t(2) * kLogitsVocab * 4, Start::Poison, false},
+        {"sampled", &sampled, 2 * sizeof(cuda::SampledRow), Start::Poison, false},
     };
-    for (const auto& [buffer, bytes] : sizes) *buffer = cuda::DeviceBuffer(bytes);
   }
 
-  // Every output back to poison (0xAB bytes: bf16 -3.4e-13-ish garbage, FP8 codes, NaN-free floats), the token ids
-  // to 0 (a valid row, the wrong one), the caches back to their random contents.
+  // Written buffers are allocated once: a captured graph keeps their addresses.
+  void allocate() {
+    for (const Written& w : written()) *w.buffer = cuda::DeviceBuffer(w.bytes);
+  }
+
   void reset() {
-    for (cuda::DeviceBuffer* b :
-         {&embedded, &x,    &residual,  &y,        &y_fp8,   &qkv, &qkv_roped, &k_cache_fp8, &v_cache_fp8, &q_in,
-          &partials, &attn, &attn_copy, &attn_fp8, &gate_up, &act, &act_fp8,   &logits,      &sample_work, &sampled}) {
-      QED_CUDA_CHECK(cudaMemset(b->data(), 0xAB, b->bytes()));
+    for (const Written& w : written()) {
+      if (w.start == Start::Cache) {
+        QED_CUDA_CHECK(cudaMemcpy(w.buffer->data(), cache_src.data(), w.bytes, cudaMemcpyDeviceToDevice));
+      } else {
+        QED_CUDA_CHECK(cudaMemset(w.buffer->data(), w.start == Start::Zero ? 0 : 0xAB, w.bytes));
+      }
     }
-    QED_CUDA_CHECK(cudaMemset(ids.data(), 0, ids.bytes()));
-    QED_CUDA_CHECK(cudaMemcpy(k_cache.data(), cache_src.data(), k_cache.bytes(), cudaMemcpyDeviceToDevice));
-    QED_CUDA_CHECK(cudaMemcpy(v_cache.data(), cache_src.data(), v_cache.bytes(), cudaMemcpyDeviceToDevice));
     QED_CUDA_CHECK(cudaDeviceSynchronize());
   }
 
@@ -151,6 +168,10 @@ struct Chain {
     const uint16_t* roped = qkv_roped.as<uint16_t>();
     cuda::write_kv_bf16(roped + kQDim, roped + kQDim + kKvDim, kQkvStride, slots.as<int32_t>(), k_cache.as<uint16_t>(),
                         v_cache.as<uint16_t>(), kRows, kKvDim, s);
+    slow_copy(qkv_src.data(), fused_qkv.data(), size_t(kRows) * kQkvStride * 2, kSpinCycles, s);
+    cuda::rope_write_kv(fused_qkv.as<uint16_t>(), kQkvStride, positions.as<int32_t>(), inv_freq.as<float>(),
+                        slots.as<int32_t>(), cuda::KvCacheTarget{fused_k.data(), fused_v.data(), false, 1.0f, 1.0f},
+                        kRows, kHeads, kKvHeads, kHeadDim, s);
     slow_copy(qkv_roped.data(), q_in.data(), size_t(kRows) * kQkvStride * 2, kSpinCycles, s);
     cuda::write_kv_fp8(q_in.as<uint16_t>() + kQDim, q_in.as<uint16_t>() + kQDim + kKvDim, kQkvStride,
                        slots.as<int32_t>(), k_cache_fp8.as<uint8_t>(), v_cache_fp8.as<uint8_t>(), kRows, kKvDim, 0.02f,
@@ -182,35 +203,28 @@ struct Chain {
                       sample_work.as<float>(), sampled.as<cuda::SampledRow>(), s);
   }
 
-  // Every buffer the chain writes, as bytes.
-  std::vector<std::vector<uint8_t>> outputs() const {
-    std::vector<std::vector<uint8_t>> all;
-    for (const cuda::DeviceBuffer* b : {&ids,       &embedded, &x,       &residual,    &y,           &y_fp8, &qkv,
-                                        &qkv_roped, &k_cache,  &v_cache, &k_cache_fp8, &v_cache_fp8, &q_in,  &attn,
-                                        &attn_copy, &attn_fp8, &gate_up, &act,         &act_fp8,     &logits}) {
-      all.push_back(download<uint8_t>(*b, b->bytes()));
+  // Every compared buffer the chain writes, by name, as bytes; then the fields of the sampled rows that
+  // sample_rows writes for these parameters.
+  std::vector<std::pair<std::string, std::vector<uint8_t>>> outputs() {
+    std::vector<std::pair<std::string, std::vector<uint8_t>>> all;
+    for (const Written& w : written()) {
+      if (w.compared) all.emplace_back(w.name, download<uint8_t>(*w.buffer, w.bytes));
     }
-    // Only the fields sample_rows writes for these parameters (the rest of a SampledRow is left unwritten).
     const auto rows = download<cuda::SampledRow>(sampled, 2);
-    std::vector<uint8_t> sample_fields;
+    std::vector<uint8_t> fields;
     auto add = [&](const void* p, size_t n) {
       const auto* bytes = static_cast<const uint8_t*>(p);
-      sample_fields.insert(sample_fields.end(), bytes, bytes + n);
+      fields.insert(fields.end(), bytes, bytes + n);
     };
     add(&rows[0].token, 4);
     add(&rows[0].logprob, 4);
     add(rows[0].top_tokens, 3 * 4);
     add(rows[0].top_logprobs, 3 * 4);
     add(&rows[1].token, 4);
-    all.push_back(sample_fields);
+    all.emplace_back("sampled", fields);
     return all;
   }
 };
-
-const char* const kOutputNames[] = {"ids",     "embedded",  "x",         "residual", "y",           "y_fp8",
-                                    "qkv",     "qkv_roped", "k_cache",   "v_cache",  "k_cache_fp8", "v_cache_fp8",
-                                    "q_in",    "attn",      "attn_copy", "attn_fp8", "gate_up",     "act",
-                                    "act_fp8", "logits",    "sampled"};
 
 // Restores the process-wide PDL switch (tests elsewhere run with it off).
 struct PdlSwitch {
@@ -219,17 +233,25 @@ struct PdlSwitch {
   ~PdlSwitch() { cuda::set_pdl_enabled(before); }
 };
 
-void expect_same(const std::vector<std::vector<uint8_t>>& got, const std::vector<std::vector<uint8_t>>& want,
-                 const char* how) {
+using Outputs = std::vector<std::pair<std::string, std::vector<uint8_t>>>;
+
+void expect_same(const Outputs& got, const Outputs& want, const char* how) {
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i) {
-    size_t first = got[i].size();
-    for (size_t j = 0; j < got[i].size() && first == got[i].size(); ++j) {
-      if (got[i][j] != want[i][j]) first = j;
-    }
-    EXPECT_EQ(first, got[i].size()) << how << ": " << kOutputNames[i] << " differs from the PDL-off run at byte "
-                                    << first;
+    const std::vector<uint8_t>& g = got[i].second;
+    const std::vector<uint8_t>& w = want[i].second;
+    ASSERT_EQ(g.size(), w.size());
+    const size_t first = size_t(std::mismatch(g.begin(), g.end(), w.begin()).first - g.begin());
+    EXPECT_EQ(first, g.size()) << how << ": " << got[i].first << " differs from the PDL-off run at byte " << first;
   }
+}
+
+// The poison still in a buffer the plain chain should have written: the test would compare nothing.
+bool still_poison(const Outputs& outputs, const std::string& name) {
+  for (const auto& [n, bytes] : outputs) {
+    if (n == name) return std::all_of(bytes.begin(), bytes.end(), [](uint8_t b) { return b == 0xAB; });
+  }
+  return true;
 }
 
 using PdlChain = CudaTest;
@@ -238,7 +260,7 @@ TEST_F(PdlChain, DecodeKernelsWaitForTheirInputsEagerlyAndInAGraph) {
   Chain chain;
   cudaStream_t stream = nullptr;
   QED_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  std::vector<std::vector<uint8_t>> plain;
+  Outputs plain;
   {
     PdlSwitch off(false);
     chain.reset();
@@ -246,9 +268,10 @@ TEST_F(PdlChain, DecodeKernelsWaitForTheirInputsEagerlyAndInAGraph) {
     QED_CUDA_CHECK(cudaStreamSynchronize(stream));
     plain = chain.outputs();
   }
-  // Sanity: the plain chain overwrote the poison of the attention output and the sampled token.
-  ASSERT_FALSE(plain[13][0] == 0xAB && plain[13][1] == 0xAB);
-  ASSERT_FALSE(plain.back()[0] == 0xAB && plain.back()[1] == 0xAB);
+  // Sanity: the plain chain overwrote the poison of what the chain ends with.
+  for (const char* name : {"attn", "attn_fp8", "act_fp8", "fused_qkv", "sampled"}) {
+    ASSERT_FALSE(still_poison(plain, name)) << name;
+  }
   PdlSwitch on(true);
   for (int repeat = 0; repeat < 3; ++repeat) {
     chain.reset();

@@ -434,20 +434,12 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
                        rows, hidden, eps, stream_, qkv_fp8 ? linears_->fp8_input() : nullptr, qkv_fp8);
     if (amax_) amax_->record(l, cuda::AmaxSite::QkvInput, normed, rows, hidden, hidden, stream_);
     linears_->run(w.qkv, normed, qkv, rows, stream_, qkv_fp8 != nullptr);
-    // q and k heads are adjacent in the qkv row: one RoPE launch rotates both.
-    cuda::rope_bf16(qkv, qkv_dim_, ints(s.positions), inv_freq_.as<float>(), rows,
-                    config_.num_heads + config_.num_kv_heads, config_.head_dim, stream_);
+    // RoPE on the q and k heads of the qkv rows and the K/V cache write, one launch.
     const cuda::KvCacheView cache = layer_kv(l);
-    uint8_t* k_cache = static_cast<uint8_t*>(const_cast<void*>(cache.k));
-    uint8_t* v_cache = static_cast<uint8_t*>(const_cast<void*>(cache.v));
-    if (kv_fp8_) {
-      cuda::write_kv_fp8(qkv + q_dim, qkv + q_dim + kv_dim, qkv_dim_, ints(s.slot_mapping), k_cache, v_cache, rows,
-                         kv_dim, cache.k_scale, cache.v_scale, stream_);
-    } else {
-      cuda::write_kv_bf16(qkv + q_dim, qkv + q_dim + kv_dim, qkv_dim_, ints(s.slot_mapping),
-                          reinterpret_cast<uint16_t*>(k_cache), reinterpret_cast<uint16_t*>(v_cache), rows, kv_dim,
-                          stream_);
-    }
+    const cuda::KvCacheTarget target{const_cast<void*>(cache.k), const_cast<void*>(cache.v), kv_fp8_, cache.k_scale,
+                                     cache.v_scale};
+    cuda::rope_write_kv(qkv, qkv_dim_, ints(s.positions), inv_freq_.as<float>(), ints(s.slot_mapping), target, rows,
+                        config_.num_heads, config_.num_kv_heads, config_.head_dim, stream_);
     // One step may use both attention kernels, on disjoint rows of attn_.
     if (s.decode_row_count > 0) {
       cuda::paged_attention(qkv, qkv_dim_, cache, attention, shape, partitions, attention_partials_.as<float>(),

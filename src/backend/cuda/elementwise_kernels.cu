@@ -5,6 +5,7 @@
 #include "backend/cuda/elementwise_kernels.h"
 #include "backend/cuda/fp8_convert.cuh"
 #include "backend/cuda/pdl.cuh"
+#include "backend/cuda/rope_rotate.cuh"
 
 namespace qed::cuda {
 namespace {
@@ -38,11 +39,7 @@ __global__ void rope_kernel(__nv_bfloat16* __restrict__ x, int row_stride, const
   const size_t row = blockIdx.x;
   const int half = head_dim / 2;
   const float position = float(positions[row]);
-  for (int i = threadIdx.x; i < half; i += kThreads) {
-    // Same fp32 steps as cpu::rope: angle = inv_freq * position, precise sincosf (no fast-math intrinsics:
-    // angles reach 1e5 rad and __cosf loses all accuracy there).
-    sincosf(inv_freq[i] * position, &shared_sin[i], &shared_cos[i]);
-  }
+  for (int i = threadIdx.x; i < half; i += kThreads) rope_angle(inv_freq[i], position, &shared_sin[i], &shared_cos[i]);
   __syncthreads();
   const int first_head = blockIdx.y * kRopeHeadsPerBlock;
   const int heads = min(kRopeHeadsPerBlock, num_heads - first_head);
@@ -51,10 +48,7 @@ __global__ void rope_kernel(__nv_bfloat16* __restrict__ x, int row_stride, const
     const int h = task / half, i = task % half;
     const float s = shared_sin[i], c = shared_cos[i];
     __nv_bfloat16* head = base + size_t(h) * head_dim;
-    const float a = __bfloat162float(head[i]);
-    const float b = __bfloat162float(head[i + half]);
-    head[i] = __float2bfloat16(a * c + (-b) * s);
-    head[i + half] = __float2bfloat16(b * c + a * s);
+    rope_rotate(__bfloat162float(head[i]), __bfloat162float(head[i + half]), c, s, head[i], head[i + half]);
   }
 }
 
