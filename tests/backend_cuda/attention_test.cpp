@@ -144,11 +144,24 @@ void run_case(const Case& c, std::mt19937& rng) {
   // With tensor cores, both loading strategies of the tensor-core CTA (registers; the cp.async ring).
   std::vector<cuda::DecodeKernel> kernels = {cuda::DecodeKernel::CudaCores};
   if (c.tensor_cores) kernels = {cuda::DecodeKernel::TensorCores, cuda::DecodeKernel::TensorCoresPipelined};
+  // The fused E4M3 output (the FP8 o_proj's input): a scale that saturates the largest outputs.
+  float max_out = 0.0f;
+  for (const float x : want) max_out = std::max(max_out, std::fabs(x));
+  const float out_scale = std::max(0.5f * max_out / cpu::kFp8E4M3Max, 1e-3f);
+  const cuda::DeviceBuffer d_out_scale = upload(std::vector<float>{out_scale});
   for (const cuda::DecodeKernel kernel : kernels) {
     auto d_out = poisoned_bf16(want.size());
+    auto d_out_fp8 = upload(std::vector<uint8_t>(want.size(), 0xAB));
     cuda::paged_attention(d_qkv.as<uint16_t>(), q_stride, cache, batch, shape, partitions, partials.as<float>(),
-                          d_out.as<uint16_t>(), nullptr, kernel);
+                          d_out.as<uint16_t>(), nullptr, kernel, d_out_fp8.as<uint8_t>(), d_out_scale.as<float>());
     const std::vector<float> got = from_bf16(download<uint16_t>(d_out, want.size()));
+    const std::vector<uint8_t> codes = download<uint8_t>(d_out_fp8, want.size());
+    size_t code_mismatches = 0, first_mismatch = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (codes[i] != cpu::quantize_fp8(got[i], out_scale) && code_mismatches++ == 0) first_mismatch = i;
+    }
+    EXPECT_EQ(code_mismatches, 0u) << "E4M3 output codes differ from quantize_fp8 of the bf16 output, first at "
+                                   << first_mismatch;
     const char* kernel_name = kernel == cuda::DecodeKernel::CudaCores              ? " cuda cores"
                               : kernel == cuda::DecodeKernel::TensorCoresPipelined ? " pipelined"
                                                                                    : "";

@@ -35,6 +35,8 @@ struct Params {
   int subgroups;  // CTAs per KV head along grid.y
   float* partials;
   __nv_bfloat16* out;
+  uint8_t* out_fp8;  // optional: the E4M3 codes of out / *out_fp8_scale as well (the FP8 o_proj's input)
+  const float* out_fp8_scale;
 };
 
 // What a CTA (blockIdx.x = launch row, blockIdx.y = KV head x subgroup) attends with.
@@ -97,8 +99,11 @@ __device__ __forceinline__ void write_result(const Params& p, const RowView& v, 
                                              float sum, float value) {
   if (p.partitions == 1) {
     // No visible key at all (a mask hiding everything, empty prefix): zeros, as cpu::attention.
-    const size_t head_row = size_t(v.row) * p.shape.num_heads + size_t(v.head0 + g);
-    p.out[head_row * p.shape.head_dim + d] = __float2bfloat16(sum > 0.0f ? value / sum : 0.0f);
+    const size_t at = (size_t(v.row) * p.shape.num_heads + size_t(v.head0 + g)) * p.shape.head_dim + size_t(d);
+    const __nv_bfloat16 o = __float2bfloat16(sum > 0.0f ? value / sum : 0.0f);
+    p.out[at] = o;
+    // The code of the bf16 output, as quantize_fp8_bf16 on out would give.
+    if (p.out_fp8) p.out_fp8[at] = quantize_e4m3(__bfloat162float(o), *p.out_fp8_scale);
     return;
   }
   float* partial = partial_of(p, v, v.head0 + g, part);
@@ -374,11 +379,13 @@ __device__ __forceinline__ float block_reduce(float x, float* scratch, bool take
 
 __global__ void __launch_bounds__(kThreads)
     merge_partitions_kernel(const float* __restrict__ partials, const int32_t* __restrict__ row_list, int partitions,
-                            int num_heads, int head_dim, __nv_bfloat16* __restrict__ out) {
+                            int num_heads, int head_dim, __nv_bfloat16* __restrict__ out, uint8_t* __restrict__ out_fp8,
+                            const float* __restrict__ out_fp8_scale) {
   __shared__ float weights[kMaxMergeSharedPartitions];
   __shared__ float scratch[kThreads / 32];
   pdl_wait();
   pdl_trigger();
+  const float fp8_scale = out_fp8 ? *out_fp8_scale : 1.0f;
   const size_t launch_row = size_t(blockIdx.x) * num_heads + blockIdx.y;
   const int row = row_list ? row_list[blockIdx.x] : int(blockIdx.x);
   const size_t head_row = size_t(row) * num_heads + blockIdx.y;
@@ -405,7 +412,9 @@ __global__ void __launch_bounds__(kThreads)
           part < kMaxMergeSharedPartitions ? weights[part] : merge_weight(first[part * stride + head_dim], merged);
       if (w != 0.0f) value += first[part * stride + d] * w;  // empty partials leave their values unwritten
     }
-    out[head_row * head_dim + d] = __float2bfloat16(sum > 0.0f ? value / sum : 0.0f);
+    const __nv_bfloat16 o = __float2bfloat16(sum > 0.0f ? value / sum : 0.0f);
+    out[head_row * head_dim + d] = o;
+    if (out_fp8) out_fp8[head_row * head_dim + d] = quantize_e4m3(__bfloat162float(o), fp8_scale);
   }
 }
 
@@ -487,8 +496,9 @@ int attention_partitions(const AttentionBatch& batch, const AttentionShape& shap
 
 void paged_attention(const uint16_t* q, int q_stride, const KvCacheView& cache, const AttentionBatch& batch,
                      const AttentionShape& shape, int partitions, float* partials, uint16_t* out, cudaStream_t stream,
-                     DecodeKernel kernel) {
+                     DecodeKernel kernel, uint8_t* out_fp8, const float* out_fp8_scale) {
   if (batch.rows <= 0) return;
+  QED_KERNEL_REQUIRE(!out_fp8 || out_fp8_scale, "paged attention: an fp8 output needs its scale");
   QED_KERNEL_REQUIRE(shape.num_kv_heads > 0 && shape.num_heads % shape.num_kv_heads == 0,
                      "paged attention: num_heads must be a positive multiple of num_kv_heads");
   QED_KERNEL_REQUIRE(shape.block_size > 0, "paged attention: block_size must be positive");
@@ -512,6 +522,8 @@ void paged_attention(const uint16_t* q, int q_stride, const KvCacheView& cache, 
   params.subgroups = subgroups_of(shape);
   params.partials = partials;
   params.out = as_bf16(out);
+  params.out_fp8 = out_fp8;
+  params.out_fp8_scale = out_fp8_scale;
   QED_KERNEL_REQUIRE(shape.num_kv_heads * params.subgroups <= 65535, "paged attention: too many KV heads");
   if (cache.fp8) {
     launch_for_head_dim<true>(params, kernel, stream);
@@ -521,7 +533,7 @@ void paged_attention(const uint16_t* q, int q_stride, const KvCacheView& cache, 
   if (partitions > 1) {
     launch_kernel(merge_partitions_kernel, dim3(unsigned(batch.rows), unsigned(shape.num_heads)), dim3(kThreads), 0,
                   stream, true, static_cast<const float*>(partials), batch.row_list, partitions, shape.num_heads,
-                  shape.head_dim, as_bf16(out));
+                  shape.head_dim, as_bf16(out), out_fp8, out_fp8_scale);
   }
 }
 

@@ -71,10 +71,13 @@ int attention_partitions(const AttentionBatch& batch, const AttentionShape& shap
 // i < batch.rows; other rows of out are left as they are. q rows are q_stride elements apart (heads × head_dim at
 // the row start); k_cache/v_cache are one layer's caches ([slots][num_kv_heads][head_dim]). `partials` holds at
 // least batch.rows × num_heads × partitions × attention_partial_floats(head_dim) floats when partitions > 1 (unused
-// otherwise). `kernel` picks the CTA at head_dim 64/128 (benchmarks and tests).
+// otherwise). `kernel` picks the CTA at head_dim 64/128 (benchmarks and tests). out_fp8 (optional, laid out as out):
+// also the E4M3 codes of the computed rows of out / *out_fp8_scale, bit-identical to quantize_fp8_bf16 on them (the
+// input of a static-scale FP8 o_proj, so no quantization pass runs).
 void paged_attention(const uint16_t* q, int q_stride, const KvCacheView& cache, const AttentionBatch& batch,
                      const AttentionShape& shape, int partitions, float* partials, uint16_t* out, cudaStream_t stream,
-                     DecodeKernel kernel = DecodeKernel::TensorCores);
+                     DecodeKernel kernel = DecodeKernel::TensorCores, uint8_t* out_fp8 = nullptr,
+                     const float* out_fp8_scale = nullptr);
 // The same over bf16 caches.
 void paged_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
                           const AttentionBatch& batch, const AttentionShape& shape, int partitions, float* partials,

@@ -440,10 +440,14 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
                                      cache.v_scale};
     cuda::rope_write_kv(qkv, qkv_dim_, ints(s.positions), inv_freq_.as<float>(), ints(s.slot_mapping), target, rows,
                         config_.num_heads, config_.num_kv_heads, config_.head_dim, stream_);
-    // One step may use both attention kernels, on disjoint rows of attn_.
+    // One step may use both attention kernels, on disjoint rows of attn_. When the decode kernel computes every
+    // row, it also writes the E4M3 input of a static-scale FP8 o_proj (as RMSNorm does for qkv and gate_up).
+    const float* o_fp8 = cuda::LinearRunner::static_fp8_scale(w.o_proj);
+    const bool o_fp8_fused = o_fp8 && s.prefill_tile_count == 0 && s.decode_row_count == rows;
     if (s.decode_row_count > 0) {
       cuda::paged_attention(qkv, qkv_dim_, cache, attention, shape, partitions, attention_partials_.as<float>(),
-                            attn_.as<uint16_t>(), stream_, options_.decode_kernel);
+                            attn_.as<uint16_t>(), stream_, options_.decode_kernel,
+                            o_fp8_fused ? linears_->fp8_input() : nullptr, o_fp8_fused ? o_fp8 : nullptr);
     }
     if (s.prefill_tile_count > 0) {
       cuda::prefill_attention(qkv, qkv_dim_, cache, attention, ints(s.prefill_tiles), s.prefill_tile_count,
@@ -455,7 +459,7 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
       amax_->record(l, cuda::AmaxSite::V, qkv + q_dim + kv_dim, rows, kv_dim, qkv_dim_, stream_);
       amax_->record(l, cuda::AmaxSite::OInput, attn_.as<uint16_t>(), rows, q_dim, q_dim, stream_);
     }
-    linears_->run(w.o_proj, attn_.as<uint16_t>(), delta, rows, stream_);
+    linears_->run(w.o_proj, attn_.as<uint16_t>(), delta, rows, stream_, o_fp8_fused);
     if (options_.row_parallel_reduce) options_.row_parallel_reduce(delta, size_t(rows) * hidden, stream_);
     const float* gate_up_fp8 = cuda::LinearRunner::static_fp8_scale(w.gate_up);
     cuda::rmsnorm_bf16(delta, residual, w.post_attention_norm.as<uint16_t>(), normed, rows, hidden, eps, stream_,
