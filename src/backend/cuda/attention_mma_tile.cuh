@@ -80,6 +80,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
   const int end = min(v.kv_len, begin + psize);
   if (begin >= end) {
     write_empty_partials(p, v, part);
+    if (p.merge_counters) merge_if_last(p, v);  // an empty partition counts too
     return;
   }
 
@@ -327,6 +328,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
     }
     write_result(p, v, part, g, d, merged, sum, value * p.v_dequant);
   }
+  if (p.merge_counters) merge_if_last(p, v);
 }
 
 }  // namespace

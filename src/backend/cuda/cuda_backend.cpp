@@ -173,7 +173,12 @@ void CudaBackend::allocate_buffers() {
   selected_delta_ = cuda::DeviceBuffer(logits_rows * hidden * bf16);
   final_hidden_ = cuda::DeviceBuffer(logits_rows * hidden * bf16);
   logits_ = cuda::DeviceBuffer(logits_rows * size_t(logits_columns()) * sizeof(float));
-  attention_partials_ = cuda::DeviceBuffer(kAttentionPartialBytes);
+  // The split-K merge counters (zero between launches) after the partials: attention_merge_counters().
+  const cuda::AttentionShape counted{config_.num_heads, config_.num_kv_heads, config_.head_dim, 1, 1.0f};
+  const size_t counter_bytes = cuda::attention_merge_counters(int(tokens), counted) * sizeof(uint32_t);
+  attention_partials_ = cuda::DeviceBuffer(kAttentionPartialBytes + counter_bytes);
+  QED_CUDA_CHECK(
+      cudaMemsetAsync(attention_partials_.as<uint8_t>() + kAttentionPartialBytes, 0, counter_bytes, stream_));
   partial_capacity_floats_ = kAttentionPartialBytes / sizeof(float);
   host_logits_.reserve(logits_rows * size_t(logits_columns()) * sizeof(float));
   host_hidden_.reserve(logits_rows * hidden * bf16);
@@ -447,7 +452,8 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
     if (s.decode_row_count > 0) {
       cuda::paged_attention(qkv, qkv_dim_, cache, attention, shape, partitions, attention_partials_.as<float>(),
                             attn_.as<uint16_t>(), stream_, options_.decode_kernel,
-                            o_fp8_fused ? linears_->fp8_input() : nullptr, o_fp8_fused ? o_fp8 : nullptr);
+                            o_fp8_fused ? linears_->fp8_input() : nullptr, o_fp8_fused ? o_fp8 : nullptr,
+                            reinterpret_cast<uint32_t*>(attention_partials_.as<uint8_t>() + kAttentionPartialBytes));
     }
     if (s.prefill_tile_count > 0) {
       cuda::prefill_attention(qkv, qkv_dim_, cache, attention, ints(s.prefill_tiles), s.prefill_tile_count,
