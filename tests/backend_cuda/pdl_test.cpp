@@ -41,9 +41,10 @@ struct Chain {
   cuda::DeviceBuffer table, ids_src, residual_src, norm_weight, fp8_scale, qkv_src, inv_freq, positions, slots;
   cuda::DeviceBuffer row_seq, q_start, num_new, num_cached, block_offset, block_tables, mask_offset, masks;
   cuda::DeviceBuffer cache_src, gate_up_src, logits_src, sample_params;
+  cuda::DeviceBuffer merge_counters;  // zero between launches: the fused merge re-arms them
   // written by the chain
   cuda::DeviceBuffer ids, embedded, x, residual, y, y_fp8, qkv, qkv_roped, k_cache, v_cache, k_cache_fp8, v_cache_fp8;
-  cuda::DeviceBuffer fused_qkv, fused_k, fused_v;
+  cuda::DeviceBuffer fused_qkv, fused_k, fused_v, attn_fused, attn_fused_fp8;
   cuda::DeviceBuffer q_in, partials, attn, attn_copy, attn_fp8, gate_up, act, act_fp8, logits, sample_work, sampled;
 
   Chain() {
@@ -89,6 +90,8 @@ struct Chain {
     params[1].seed = 1234;
     params[1].step = 7;
     sample_params = upload(params);
+    const cuda::AttentionShape shape{kHeads, kKvHeads, kHeadDim, kBlockSize, 0.125f};
+    merge_counters = upload(std::vector<uint32_t>(cuda::attention_merge_counters(kRows, shape), 0u));
     allocate();
   }
 
@@ -125,6 +128,8 @@ struct Chain {
         {"partials", &partials, size_t(kRows) * kHeads * kPartitions * cuda::attention_partial_floats(kHeadDim) * 4,
          Start::Poison, false},
         {"attn", &attn, size_t(kRows) * kQDim * 2, Start::Poison, true},
+        {"attn_fused", &attn_fused, size_t(kRows) * kQDim * 2, Start::Poison, true},
+        {"attn_fused_fp8", &attn_fused_fp8, size_t(kRows) * kQDim, Start::Poison, true},
         {"attn_copy", &attn_copy, size_t(kRows) * kQDim * 2, Start::Poison, true},
         {"attn_fp8", &attn_fp8, size_t(kRows) * kQDim, Start::Poison, true},
         {"gate_up", &gate_up, size_t(kRows) * 2 * kInter * 2, Start::Poison, true},
@@ -192,6 +197,10 @@ struct Chain {
     const cuda::KvCacheView cache{k_cache.data(), v_cache.data(), false, 1.0f, 1.0f};
     cuda::paged_attention(q_in.as<uint16_t>(), kQkvStride, cache, batch, shape, kPartitions, partials.as<float>(),
                           attn.as<uint16_t>(), s);
+    // The same with the merge folded into the attention CTAs and the E4M3 output, right behind the first.
+    cuda::paged_attention(q_in.as<uint16_t>(), kQkvStride, cache, batch, shape, kPartitions, partials.as<float>(),
+                          attn_fused.as<uint16_t>(), s, cuda::DecodeKernel::TensorCores, attn_fused_fp8.as<uint8_t>(),
+                          fp8_scale.as<float>(), merge_counters.as<uint32_t>());
     slow_copy(attn.data(), attn_copy.data(), size_t(kRows) * kQDim * 2, kSpinCycles, s);
     cuda::quantize_fp8_bf16(attn_copy.as<uint16_t>(), size_t(kRows) * kQDim, fp8_scale.as<float>(),
                             attn_fp8.as<uint8_t>(), s);
@@ -269,7 +278,7 @@ TEST_F(PdlChain, DecodeKernelsWaitForTheirInputsEagerlyAndInAGraph) {
     plain = chain.outputs();
   }
   // Sanity: the plain chain overwrote the poison of what the chain ends with.
-  for (const char* name : {"attn", "attn_fp8", "act_fp8", "fused_qkv", "sampled"}) {
+  for (const char* name : {"attn", "attn_fused", "attn_fused_fp8", "attn_fp8", "act_fp8", "fused_qkv", "sampled"}) {
     ASSERT_FALSE(still_poison(plain, name)) << name;
   }
   PdlSwitch on(true);
