@@ -144,21 +144,43 @@ void run_case(const Case& c, std::mt19937& rng) {
   // With tensor cores, both loading strategies of the tensor-core CTA (registers; the cp.async ring).
   std::vector<cuda::DecodeKernel> kernels = {cuda::DecodeKernel::CudaCores};
   if (c.tensor_cores) kernels = {cuda::DecodeKernel::TensorCores, cuda::DecodeKernel::TensorCoresPipelined};
-  for (const cuda::DecodeKernel kernel : kernels) {
-    auto d_out = poisoned_bf16(want.size());
-    cuda::paged_attention(d_qkv.as<uint16_t>(), q_stride, cache, batch, shape, partitions, partials.as<float>(),
-                          d_out.as<uint16_t>(), nullptr, kernel);
-    const std::vector<float> got = from_bf16(download<uint16_t>(d_out, want.size()));
-    const char* kernel_name = kernel == cuda::DecodeKernel::CudaCores              ? " cuda cores"
-                              : kernel == cuda::DecodeKernel::TensorCoresPipelined ? " pipelined"
-                                                                                   : "";
-    std::string what = "heads " + std::to_string(c.num_heads) + "/" + std::to_string(c.num_kv_heads) + " head_dim " +
-                       std::to_string(c.head_dim) + " block " + std::to_string(c.block_size) + " partitions " +
-                       std::to_string(partitions) + kernel_name +
-                       (fp8 ? " fp8 cache x" + std::to_string(c.fp8_scale_fraction) : "") +
-                       " (element = (row * heads + head) * head_dim + d)";
-    EXPECT_TRUE(all_close(got, want, kBf16HalfUlp, 1e-4f * std::fabs(v_scale), what));
+  // The fused E4M3 output (the FP8 o_proj's input): a scale that saturates the largest outputs.
+  float max_out = 0.0f;
+  for (const float x : want) max_out = std::max(max_out, std::fabs(x));
+  const float out_scale = std::max(0.5f * max_out / cpu::kFp8E4M3Max, 1e-3f);
+  const cuda::DeviceBuffer d_out_scale = upload(std::vector<float>{out_scale});
+  // The split-K merge by the merge kernel, and folded into the attention CTAs (the counters must be re-armed after
+  // every launch: they are shared by all the launches below).
+  cuda::DeviceBuffer counters = upload(std::vector<uint32_t>(cuda::attention_merge_counters(rows, shape), 0u));
+  for (const bool fused_merge : {false, true}) {
+    for (const cuda::DecodeKernel kernel : kernels) {
+      auto d_out = poisoned_bf16(want.size());
+      auto d_out_fp8 = upload(std::vector<uint8_t>(want.size(), 0xAB));
+      cuda::paged_attention(d_qkv.as<uint16_t>(), q_stride, cache, batch, shape, partitions, partials.as<float>(),
+                            d_out.as<uint16_t>(), nullptr, kernel, d_out_fp8.as<uint8_t>(), d_out_scale.as<float>(),
+                            fused_merge ? counters.as<uint32_t>() : nullptr);
+      const std::vector<float> got = from_bf16(download<uint16_t>(d_out, want.size()));
+      const std::vector<uint8_t> codes = download<uint8_t>(d_out_fp8, want.size());
+      size_t code_mismatches = 0, first_mismatch = 0;
+      for (size_t i = 0; i < got.size(); ++i) {
+        if (codes[i] != cpu::quantize_fp8(got[i], out_scale) && code_mismatches++ == 0) first_mismatch = i;
+      }
+      EXPECT_EQ(code_mismatches, 0u) << "E4M3 output codes differ from quantize_fp8 of the bf16 output, first at "
+                                     << first_mismatch;
+      const char* kernel_name = kernel == cuda::DecodeKernel::CudaCores              ? " cuda cores"
+                                : kernel == cuda::DecodeKernel::TensorCoresPipelined ? " pipelined"
+                                                                                     : "";
+      std::string what = "heads " + std::to_string(c.num_heads) + "/" + std::to_string(c.num_kv_heads) + " head_dim " +
+                         std::to_string(c.head_dim) + " block " + std::to_string(c.block_size) + " partitions " +
+                         std::to_string(partitions) + kernel_name + (fused_merge ? " fused merge" : "") +
+                         (fp8 ? " fp8 cache x" + std::to_string(c.fp8_scale_fraction) : "") +
+                         " (element = (row * heads + head) * head_dim + d)";
+      EXPECT_TRUE(all_close(got, want, kBf16HalfUlp, 1e-4f * std::fabs(v_scale), what));
+    }
   }
+  const std::vector<uint32_t> rearmed = download<uint32_t>(counters, cuda::attention_merge_counters(rows, shape));
+  EXPECT_TRUE(std::all_of(rearmed.begin(), rearmed.end(), [](uint32_t count) { return count == 0; }))
+      << "merge counters not re-armed";
 }
 
 using AttentionKernel = CudaTest;
@@ -175,7 +197,8 @@ TEST_F(AttentionKernel, DecodeMatchesReferenceAcrossContextLengthsAndGqaRatios) 
 TEST_F(AttentionKernel, SplitKMergeMatchesReferenceForAnyPartitionCount) {
   std::mt19937 rng(22);
   const std::vector<SeqSpec> seqs = {{3000, 1}, {17, 1}, {700, 2}};  // partitions past the short rows' ends
-  for (int partitions : {1, 2, 3, 7, 40}) run_case({8, 2, 128, 16, seqs, partitions}, rng);
+  // 100: past the fused merge's 64, the merge kernel runs even with counters.
+  for (int partitions : {1, 2, 3, 7, 40, 100}) run_case({8, 2, 128, 16, seqs, partitions}, rng);
 }
 
 TEST_F(AttentionKernel, PrefillAndChunkedPrefillAreCausal) {

@@ -121,21 +121,24 @@ void expect_codes_of(const std::vector<uint16_t>& bf16_out, const std::vector<ui
 
 TEST_F(QuantKernelTest, RmsNormWritesTheFp8CodesOfItsOutput) {
   std::mt19937 rng(9);
-  const int rows = 5, dim = 896;
-  const std::vector<float> x = random_bf16_values(size_t(rows) * dim, rng, 1.0f);
-  const std::vector<float> residual = random_bf16_values(size_t(rows) * dim, rng, 1.0f);
-  const std::vector<float> weight = random_bf16_values(size_t(dim), rng, 1.0f);
   const float scale = 3.0f / 448.0f;  // some outputs saturate
   const cuda::DeviceBuffer d_scale = upload(std::vector<float>{scale});
-  for (bool with_residual : {false, true}) {
-    const cuda::DeviceBuffer d_x = upload(to_bf16(x)), d_w = upload(to_bf16(weight));
-    cuda::DeviceBuffer d_r = upload(to_bf16(residual));
-    cuda::DeviceBuffer d_y = poisoned_bf16(x.size());
-    cuda::DeviceBuffer d_q = upload(std::vector<uint8_t>(x.size(), 0xAB));
-    cuda::rmsnorm_bf16(d_x.as<uint16_t>(), with_residual ? d_r.as<uint16_t>() : nullptr, d_w.as<uint16_t>(),
-                       d_y.as<uint16_t>(), rows, dim, 1e-6f, nullptr, d_q.as<uint8_t>(), d_scale.as<float>());
-    expect_codes_of(download<uint16_t>(d_y, x.size()), download<uint8_t>(d_q, x.size()), scale,
-                    with_residual ? "rmsnorm + residual" : "rmsnorm");
+  // One vector per thread (896, 5120), the two-pass kernel (8200), the scalar one (900).
+  for (const int dim : {896, 5120, 8200, 900}) {
+    const int rows = dim == 5120 ? 2 : 5;
+    const std::vector<float> x = random_bf16_values(size_t(rows) * dim, rng, 1.0f);
+    const std::vector<float> residual = random_bf16_values(size_t(rows) * dim, rng, 1.0f);
+    const std::vector<float> weight = random_bf16_values(size_t(dim), rng, 1.0f);
+    for (bool with_residual : {false, true}) {
+      const cuda::DeviceBuffer d_x = upload(to_bf16(x)), d_w = upload(to_bf16(weight));
+      cuda::DeviceBuffer d_r = upload(to_bf16(residual));
+      cuda::DeviceBuffer d_y = poisoned_bf16(x.size());
+      cuda::DeviceBuffer d_q = upload(std::vector<uint8_t>(x.size(), 0xAB));
+      cuda::rmsnorm_bf16(d_x.as<uint16_t>(), with_residual ? d_r.as<uint16_t>() : nullptr, d_w.as<uint16_t>(),
+                         d_y.as<uint16_t>(), rows, dim, 1e-6f, nullptr, d_q.as<uint8_t>(), d_scale.as<float>());
+      expect_codes_of(download<uint16_t>(d_y, x.size()), download<uint8_t>(d_q, x.size()), scale,
+                      (with_residual ? "rmsnorm + residual dim " : "rmsnorm dim ") + std::to_string(dim));
+    }
   }
 }
 

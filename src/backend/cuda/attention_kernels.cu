@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
@@ -10,6 +11,7 @@
 #include "backend/cuda/bf16_vec.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/fp8_convert.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace qed::cuda {
 namespace {
@@ -34,7 +36,15 @@ struct Params {
   int subgroups;  // CTAs per KV head along grid.y
   float* partials;
   __nv_bfloat16* out;
+  uint8_t* out_fp8;  // optional: the E4M3 codes of out / *out_fp8_scale as well (the FP8 o_proj's input)
+  const float* out_fp8_scale;
+  // With partitions > 1: one counter per (launch row, blockIdx.y), zero between launches; the last CTA of a (row,
+  // KV head group) to finish merges its partitions (merge_if_last). Null: the separate merge kernel does.
+  uint32_t* merge_counters;
 };
+
+// Partitions the fused merge takes (its weights live in shared memory); more go to merge_partitions_kernel.
+constexpr int kMaxFusedMergePartitions = 64;
 
 // What a CTA (blockIdx.x = launch row, blockIdx.y = KV head x subgroup) attends with.
 struct RowView {
@@ -96,8 +106,11 @@ __device__ __forceinline__ void write_result(const Params& p, const RowView& v, 
                                              float sum, float value) {
   if (p.partitions == 1) {
     // No visible key at all (a mask hiding everything, empty prefix): zeros, as cpu::attention.
-    const size_t head_row = size_t(v.row) * p.shape.num_heads + size_t(v.head0 + g);
-    p.out[head_row * p.shape.head_dim + d] = __float2bfloat16(sum > 0.0f ? value / sum : 0.0f);
+    const size_t at = (size_t(v.row) * p.shape.num_heads + size_t(v.head0 + g)) * p.shape.head_dim + size_t(d);
+    const __nv_bfloat16 o = __float2bfloat16(sum > 0.0f ? value / sum : 0.0f);
+    p.out[at] = o;
+    // The code of the bf16 output, as quantize_fp8_bf16 on out would give.
+    if (p.out_fp8) p.out_fp8[at] = quantize_e4m3(__bfloat162float(o), *p.out_fp8_scale);
     return;
   }
   float* partial = partial_of(p, v, v.head0 + g, part);
@@ -112,6 +125,61 @@ __device__ __forceinline__ void write_result(const Params& p, const RowView& v, 
 // partial (m = -inf), which also keeps exp2(-inf - -inf) = NaN out when every partial is empty.
 __device__ __forceinline__ float merge_weight(float m, float merged) {
   return m == -INFINITY ? 0.0f : exp2f(m - merged);
+}
+
+// The split-K merge folded into the attention kernel: every CTA of a (row, KV head group) counts itself done once
+// its partials are written (fence, then one atomic); the last one re-arms the counter and merges the group's
+// partitions in a fixed order (deterministic whichever CTA is last): per head the max and the sum of the weighted
+// sums over partitions 0, 1, ..., then each output dim sums its weighted values in the same order. Partials are
+// read through L2 (__ldcg): other CTAs wrote them. Saves the merge launch, and its wait for the whole attention
+// grid, per layer.
+__device__ void merge_if_last(const Params& p, const RowView& v) {
+  __shared__ bool last;
+  __shared__ float weights[kMaxGroup][kMaxFusedMergePartitions];
+  __shared__ float sums[kMaxGroup];
+  const int parts = p.partitions, head_dim = p.shape.head_dim;
+  __threadfence();  // this CTA's partials, visible device-wide before it counts itself done
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    uint32_t* counter = p.merge_counters + size_t(v.launch_row) * gridDim.y + blockIdx.y;
+    last = atomicAdd(counter, 1u) == uint32_t(parts - 1);
+    if (last) *counter = 0;  // every other CTA of the group is done with it
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int item = int(threadIdx.x); item < v.heads_here * parts; item += int(blockDim.x)) {
+    const int g = item / parts, part = item % parts;
+    weights[g][part] = __ldcg(partial_of(p, v, v.head0 + g, part) + head_dim);  // the max, for now
+  }
+  __syncthreads();
+  if (int(threadIdx.x) < v.heads_here) {
+    const int g = int(threadIdx.x);
+    float merged = -INFINITY;
+    for (int part = 0; part < parts; ++part) merged = fmaxf(merged, weights[g][part]);
+    float sum = 0.0f;
+    for (int part = 0; part < parts; ++part) {
+      const float w = merge_weight(weights[g][part], merged);
+      weights[g][part] = w;
+      if (w != 0.0f) sum += __ldcg(partial_of(p, v, v.head0 + g, part) + head_dim + 1) * w;
+    }
+    sums[g] = sum;
+  }
+  __syncthreads();
+  const float fp8_scale = p.out_fp8 ? *p.out_fp8_scale : 1.0f;
+  for (int item = int(threadIdx.x); item < v.heads_here * head_dim; item += int(blockDim.x)) {
+    const int g = item / head_dim, d = item % head_dim;
+    float value = 0.0f;
+    for (int part = 0; part < parts; ++part) {
+      const float w = weights[g][part];
+      if (w != 0.0f) value += __ldcg(partial_of(p, v, v.head0 + g, part) + d) * w;  // empty partials: unwritten
+    }
+    const float sum = sums[g];
+    const size_t at = (size_t(v.row) * p.shape.num_heads + size_t(v.head0 + g)) * head_dim + size_t(d);
+    const __nv_bfloat16 o = __float2bfloat16(sum > 0.0f ? value / sum : 0.0f);
+    p.out[at] = o;
+    if (p.out_fp8) p.out_fp8[at] = quantize_e4m3(__bfloat162float(o), fp8_scale);
+  }
 }
 
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
@@ -234,6 +302,9 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params p) {
   __shared__ float shared_l[kStreams][kMaxGroup];
   __shared__ float shared_acc[kStreams][kMaxGroup][HEAD_DIM];
 
+  // q, the caches and the step's metadata may all come from the kernels before; every CTA waits, empty ones too.
+  pdl_wait();
+  pdl_trigger();
   const RowView v = row_view(p);
   const int heads_here = v.heads_here;
   const int part = int(blockIdx.z);
@@ -242,6 +313,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params p) {
   const int end = min(v.kv_len, begin + psize);
   if (begin >= end) {
     write_empty_partials(p, v, part);
+    if (p.merge_counters) merge_if_last(p, v);  // an empty partition counts too
     return;
   }
 
@@ -336,6 +408,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params p) {
     }
     write_result(p, v, part, g, d, merged, sum, value * p.v_dequant);
   }
+  if (p.merge_counters) merge_if_last(p, v);
 }
 
 }  // namespace
@@ -370,9 +443,13 @@ __device__ __forceinline__ float block_reduce(float x, float* scratch, bool take
 
 __global__ void __launch_bounds__(kThreads)
     merge_partitions_kernel(const float* __restrict__ partials, const int32_t* __restrict__ row_list, int partitions,
-                            int num_heads, int head_dim, __nv_bfloat16* __restrict__ out) {
+                            int num_heads, int head_dim, __nv_bfloat16* __restrict__ out, uint8_t* __restrict__ out_fp8,
+                            const float* __restrict__ out_fp8_scale) {
   __shared__ float weights[kMaxMergeSharedPartitions];
   __shared__ float scratch[kThreads / 32];
+  pdl_wait();
+  pdl_trigger();
+  const float fp8_scale = out_fp8 ? *out_fp8_scale : 1.0f;
   const size_t launch_row = size_t(blockIdx.x) * num_heads + blockIdx.y;
   const int row = row_list ? row_list[blockIdx.x] : int(blockIdx.x);
   const size_t head_row = size_t(row) * num_heads + blockIdx.y;
@@ -399,7 +476,9 @@ __global__ void __launch_bounds__(kThreads)
           part < kMaxMergeSharedPartitions ? weights[part] : merge_weight(first[part * stride + head_dim], merged);
       if (w != 0.0f) value += first[part * stride + d] * w;  // empty partials leave their values unwritten
     }
-    out[head_row * head_dim + d] = __float2bfloat16(sum > 0.0f ? value / sum : 0.0f);
+    const __nv_bfloat16 o = __float2bfloat16(sum > 0.0f ? value / sum : 0.0f);
+    out[head_row * head_dim + d] = o;
+    if (out_fp8) out_fp8[head_row * head_dim + d] = quantize_e4m3(__bfloat162float(o), fp8_scale);
   }
 }
 
@@ -428,19 +507,16 @@ void launch(const Params& params, DecodeKernel kernel, cudaStream_t stream) {
         return true;
       }();
       if (fits) {
-        attention_mma_kernel<HEAD_DIM, FP8, true><<<grid, kThreads, bytes, stream>>>(params);
-        QED_CUDA_CHECK_LAUNCH();
+        launch_kernel(attention_mma_kernel<HEAD_DIM, FP8, true>, grid, dim3(kThreads), bytes, stream, true, params);
         return;
       }
     }
     if (kernel != DecodeKernel::CudaCores) {
-      attention_mma_kernel<HEAD_DIM, FP8, false><<<grid, kThreads, 0, stream>>>(params);
-      QED_CUDA_CHECK_LAUNCH();
+      launch_kernel(attention_mma_kernel<HEAD_DIM, FP8, false>, grid, dim3(kThreads), 0, stream, true, params);
       return;
     }
   }
-  attention_kernel<HEAD_DIM, FP8><<<grid, kThreads, 0, stream>>>(params);
-  QED_CUDA_CHECK_LAUNCH();
+  launch_kernel(attention_kernel<HEAD_DIM, FP8>, grid, dim3(kThreads), 0, stream, true, params);
 }
 
 template <bool FP8>
@@ -463,6 +539,11 @@ void launch_for_head_dim(const Params& params, DecodeKernel kernel, cudaStream_t
 
 }  // namespace
 
+size_t attention_merge_counters(int rows, const AttentionShape& shape) {
+  if (shape.num_kv_heads <= 0) return 0;
+  return size_t(std::max(rows, 0)) * size_t(std::max(shape.num_kv_heads, 0)) * size_t(subgroups_of(shape));
+}
+
 int attention_partitions(const AttentionBatch& batch, const AttentionShape& shape, int num_sms,
                          size_t partial_capacity_floats) {
   if (batch.rows <= 0 || batch.max_kv_len <= 0 || shape.num_kv_heads <= 0) return 1;
@@ -484,8 +565,9 @@ int attention_partitions(const AttentionBatch& batch, const AttentionShape& shap
 
 void paged_attention(const uint16_t* q, int q_stride, const KvCacheView& cache, const AttentionBatch& batch,
                      const AttentionShape& shape, int partitions, float* partials, uint16_t* out, cudaStream_t stream,
-                     DecodeKernel kernel) {
+                     DecodeKernel kernel, uint8_t* out_fp8, const float* out_fp8_scale, uint32_t* merge_counters) {
   if (batch.rows <= 0) return;
+  QED_KERNEL_REQUIRE(!out_fp8 || out_fp8_scale, "paged attention: an fp8 output needs its scale");
   QED_KERNEL_REQUIRE(shape.num_kv_heads > 0 && shape.num_heads % shape.num_kv_heads == 0,
                      "paged attention: num_heads must be a positive multiple of num_kv_heads");
   QED_KERNEL_REQUIRE(shape.block_size > 0, "paged attention: block_size must be positive");
@@ -509,16 +591,26 @@ void paged_attention(const uint16_t* q, int q_stride, const KvCacheView& cache, 
   params.subgroups = subgroups_of(shape);
   params.partials = partials;
   params.out = as_bf16(out);
+  params.out_fp8 = out_fp8;
+  params.out_fp8_scale = out_fp8_scale;
+  // QED_FUSED_MERGE=0: the merge kernel even with counters (A/B runs).
+  static const bool fused_merge_allowed = [] {
+    const char* setting = std::getenv("QED_FUSED_MERGE");
+    return !(setting && std::strcmp(setting, "0") == 0);
+  }();
+  const bool fused_merge =
+      fused_merge_allowed && partitions > 1 && partitions <= kMaxFusedMergePartitions && merge_counters != nullptr;
+  params.merge_counters = fused_merge ? merge_counters : nullptr;
   QED_KERNEL_REQUIRE(shape.num_kv_heads * params.subgroups <= 65535, "paged attention: too many KV heads");
   if (cache.fp8) {
     launch_for_head_dim<true>(params, kernel, stream);
   } else {
     launch_for_head_dim<false>(params, kernel, stream);
   }
-  if (partitions > 1) {
-    merge_partitions_kernel<<<dim3(unsigned(batch.rows), unsigned(shape.num_heads)), kThreads, 0, stream>>>(
-        partials, batch.row_list, partitions, shape.num_heads, shape.head_dim, as_bf16(out));
-    QED_CUDA_CHECK_LAUNCH();
+  if (partitions > 1 && !fused_merge) {
+    launch_kernel(merge_partitions_kernel, dim3(unsigned(batch.rows), unsigned(shape.num_heads)), dim3(kThreads), 0,
+                  stream, true, static_cast<const float*>(partials), batch.row_list, partitions, shape.num_heads,
+                  shape.head_dim, as_bf16(out), out_fp8, out_fp8_scale);
   }
 }
 

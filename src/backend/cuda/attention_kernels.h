@@ -6,7 +6,8 @@
 // Work split (flash-decoding): one CTA per (query row, KV head and a group of up to 8 of its query heads, KV
 // partition). Each CTA streams its partition's keys once for all the query heads that share the KV head (GQA), with
 // an online softmax in fp32; with more than one partition, partial (max, sum, accumulator) triples go to a
-// scratch buffer and a second kernel merges them. Each row splits its own keys into the launch's partitions (so a
+// scratch buffer, merged by the last CTA of each (row, KV head group) to finish (merge counters given) or by a
+// second kernel. Each row splits its own keys into the launch's partitions (so a
 // CUDA graph captured for a longer context bucket does no more work per CTA). Head dims 64 and 128 run on tensor
 // cores (mma.sync: the GQA group is the M dimension, attention_mma_tile.cuh); 16, 32 and 256 on CUDA cores.
 #include <cuda_runtime.h>
@@ -67,14 +68,22 @@ constexpr size_t attention_partial_floats(int head_dim) {
 int attention_partitions(const AttentionBatch& batch, const AttentionShape& shape, int num_sms,
                          size_t partial_capacity_floats);
 
+// How many merge counters paged_attention() may use for launches of up to `rows` rows: a zero-filled device
+// array of that many uint32 (zero again after every launch) lets the last CTA of each (row, KV head group) merge the
+// split-K partials itself, instead of a second kernel (up to 64 partitions; more still take the merge kernel).
+size_t attention_merge_counters(int rows, const AttentionShape& shape);
+
 // out[r] (rows × num_heads × head_dim, contiguous) = attention of query row r, for r = row_list[i] (or i),
 // i < batch.rows; other rows of out are left as they are. q rows are q_stride elements apart (heads × head_dim at
 // the row start); k_cache/v_cache are one layer's caches ([slots][num_kv_heads][head_dim]). `partials` holds at
 // least batch.rows × num_heads × partitions × attention_partial_floats(head_dim) floats when partitions > 1 (unused
-// otherwise). `kernel` picks the CTA at head_dim 64/128 (benchmarks and tests).
+// otherwise). `kernel` picks the CTA at head_dim 64/128 (benchmarks and tests). out_fp8 (optional, laid out as out):
+// also the E4M3 codes of the computed rows of out / *out_fp8_scale, bit-identical to quantize_fp8_bf16 on them (the
+// input of a static-scale FP8 o_proj, so no quantization pass runs).
 void paged_attention(const uint16_t* q, int q_stride, const KvCacheView& cache, const AttentionBatch& batch,
                      const AttentionShape& shape, int partitions, float* partials, uint16_t* out, cudaStream_t stream,
-                     DecodeKernel kernel = DecodeKernel::TensorCores);
+                     DecodeKernel kernel = DecodeKernel::TensorCores, uint8_t* out_fp8 = nullptr,
+                     const float* out_fp8_scale = nullptr, uint32_t* merge_counters = nullptr);
 // The same over bf16 caches.
 void paged_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
                           const AttentionBatch& batch, const AttentionShape& shape, int partitions, float* partials,

@@ -27,6 +27,8 @@
 
 #include <cstdint>
 
+#include "backend/cuda/pdl.cuh"
+
 namespace qed::cuda {
 namespace {
 
@@ -68,6 +70,9 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
     }
   };
 
+  // q, the caches and the step's metadata may all come from the kernels before; every CTA waits, empty ones too.
+  pdl_wait();
+  pdl_trigger();
   const RowView v = row_view(p);
   const int part = int(blockIdx.z);
   const int psize = row_partition_size(v.kv_len, p.partitions);
@@ -75,6 +80,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
   const int end = min(v.kv_len, begin + psize);
   if (begin >= end) {
     write_empty_partials(p, v, part);
+    if (p.merge_counters) merge_if_last(p, v);  // an empty partition counts too
     return;
   }
 
@@ -322,6 +328,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
     }
     write_result(p, v, part, g, d, merged, sum, value * p.v_dequant);
   }
+  if (p.merge_counters) merge_if_last(p, v);
 }
 
 }  // namespace

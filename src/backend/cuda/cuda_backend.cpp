@@ -182,7 +182,12 @@ void CudaBackend::allocate_buffers() {
   selected_delta_ = cuda::DeviceBuffer(logits_rows * hidden * bf16);
   final_hidden_ = cuda::DeviceBuffer(logits_rows * hidden * bf16);
   logits_ = cuda::DeviceBuffer(logits_rows * size_t(logits_columns()) * sizeof(float));
-  attention_partials_ = cuda::DeviceBuffer(kAttentionPartialBytes);
+  // The split-K merge counters (zero between launches) after the partials: attention_merge_counters().
+  const cuda::AttentionShape counted{config_.num_heads, config_.num_kv_heads, config_.head_dim, 1, 1.0f};
+  const size_t counter_bytes = cuda::attention_merge_counters(int(tokens), counted) * sizeof(uint32_t);
+  attention_partials_ = cuda::DeviceBuffer(kAttentionPartialBytes + counter_bytes);
+  QED_CUDA_CHECK(
+      cudaMemsetAsync(attention_partials_.as<uint8_t>() + kAttentionPartialBytes, 0, counter_bytes, stream_));
   partial_capacity_floats_ = kAttentionPartialBytes / sizeof(float);
   host_logits_.reserve(logits_rows * size_t(logits_columns()) * sizeof(float));
   host_hidden_.reserve(logits_rows * hidden * bf16);
@@ -475,24 +480,21 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
                        rows, hidden, eps, stream_, qkv_fp8 ? linears_->fp8_input() : nullptr, qkv_fp8);
     if (amax_) amax_->record(l, cuda::AmaxSite::QkvInput, normed, rows, hidden, hidden, stream_);
     linears_->run(w.qkv, normed, qkv, rows, stream_, qkv_fp8 != nullptr);
-    // q and k heads are adjacent in the qkv row: one RoPE launch rotates both.
-    cuda::rope_bf16(qkv, qkv_dim_, ints(s.positions), inv_freq_.as<float>(), rows,
-                    config_.num_heads + config_.num_kv_heads, config_.head_dim, stream_);
+    // RoPE on the q and k heads of the qkv rows and the K/V cache write, one launch.
     const cuda::KvCacheView cache = layer_kv(l);
-    uint8_t* k_cache = static_cast<uint8_t*>(const_cast<void*>(cache.k));
-    uint8_t* v_cache = static_cast<uint8_t*>(const_cast<void*>(cache.v));
-    if (kv_fp8_) {
-      cuda::write_kv_fp8(qkv + q_dim, qkv + q_dim + kv_dim, qkv_dim_, ints(s.slot_mapping), k_cache, v_cache, rows,
-                         kv_dim, cache.k_scale, cache.v_scale, stream_);
-    } else {
-      cuda::write_kv_bf16(qkv + q_dim, qkv + q_dim + kv_dim, qkv_dim_, ints(s.slot_mapping),
-                          reinterpret_cast<uint16_t*>(k_cache), reinterpret_cast<uint16_t*>(v_cache), rows, kv_dim,
-                          stream_);
-    }
-    // One step may use both attention kernels, on disjoint rows of attn_.
+    const cuda::KvCacheTarget target{const_cast<void*>(cache.k), const_cast<void*>(cache.v), kv_fp8_, cache.k_scale,
+                                     cache.v_scale};
+    cuda::rope_write_kv(qkv, qkv_dim_, ints(s.positions), inv_freq_.as<float>(), ints(s.slot_mapping), target, rows,
+                        config_.num_heads, config_.num_kv_heads, config_.head_dim, stream_);
+    // One step may use both attention kernels, on disjoint rows of attn_. When the decode kernel computes every
+    // row, it also writes the E4M3 input of a static-scale FP8 o_proj (as RMSNorm does for qkv and gate_up).
+    const float* o_fp8 = cuda::LinearRunner::static_fp8_scale(w.o_proj);
+    const bool o_fp8_fused = o_fp8 && s.prefill_tile_count == 0 && s.decode_row_count == rows;
     if (s.decode_row_count > 0) {
       cuda::paged_attention(qkv, qkv_dim_, cache, attention, shape, partitions, attention_partials_.as<float>(),
-                            attn_.as<uint16_t>(), stream_, options_.decode_kernel);
+                            attn_.as<uint16_t>(), stream_, options_.decode_kernel,
+                            o_fp8_fused ? linears_->fp8_input() : nullptr, o_fp8_fused ? o_fp8 : nullptr,
+                            reinterpret_cast<uint32_t*>(attention_partials_.as<uint8_t>() + kAttentionPartialBytes));
     }
     if (s.prefill_tile_count > 0) {
       cuda::prefill_attention(qkv, qkv_dim_, cache, attention, ints(s.prefill_tiles), s.prefill_tile_count,
@@ -504,7 +506,7 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
       amax_->record(l, cuda::AmaxSite::V, qkv + q_dim + kv_dim, rows, kv_dim, qkv_dim_, stream_);
       amax_->record(l, cuda::AmaxSite::OInput, attn_.as<uint16_t>(), rows, q_dim, q_dim, stream_);
     }
-    linears_->run(w.o_proj, attn_.as<uint16_t>(), delta, rows, stream_);
+    linears_->run(w.o_proj, attn_.as<uint16_t>(), delta, rows, stream_, o_fp8_fused);
     if (options_.row_parallel_reduce) options_.row_parallel_reduce(delta, size_t(rows) * hidden, stream_);
     const float* gate_up_fp8 = cuda::LinearRunner::static_fp8_scale(w.gate_up);
     cuda::rmsnorm_bf16(delta, residual, w.post_attention_norm.as<uint16_t>(), normed, rows, hidden, eps, stream_,

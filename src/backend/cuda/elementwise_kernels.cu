@@ -4,6 +4,8 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elementwise_kernels.h"
 #include "backend/cuda/fp8_convert.cuh"
+#include "backend/cuda/pdl.cuh"
+#include "backend/cuda/rope_rotate.cuh"
 
 namespace qed::cuda {
 namespace {
@@ -11,6 +13,8 @@ namespace {
 constexpr int kThreads = 256;
 
 __global__ void gather_rows_kernel(const __nv_bfloat16* table, const int32_t* ids, __nv_bfloat16* out, int dim) {
+  pdl_wait();
+  pdl_trigger();
   const size_t row = blockIdx.x;
   const __nv_bfloat16* src = table + size_t(ids[row]) * dim;
   __nv_bfloat16* dst = out + row * dim;
@@ -30,14 +34,12 @@ constexpr int kMaxRopeHalf = 256;  // head_dim <= 512
 __global__ void rope_kernel(__nv_bfloat16* __restrict__ x, int row_stride, const int32_t* __restrict__ positions,
                             const float* __restrict__ inv_freq, int num_heads, int head_dim) {
   __shared__ float shared_cos[kMaxRopeHalf], shared_sin[kMaxRopeHalf];
+  pdl_wait();
+  pdl_trigger();
   const size_t row = blockIdx.x;
   const int half = head_dim / 2;
   const float position = float(positions[row]);
-  for (int i = threadIdx.x; i < half; i += kThreads) {
-    // Same fp32 steps as cpu::rope: angle = inv_freq * position, precise sincosf (no fast-math intrinsics:
-    // angles reach 1e5 rad and __cosf loses all accuracy there).
-    sincosf(inv_freq[i] * position, &shared_sin[i], &shared_cos[i]);
-  }
+  for (int i = threadIdx.x; i < half; i += kThreads) rope_angle(inv_freq[i], position, &shared_sin[i], &shared_cos[i]);
   __syncthreads();
   const int first_head = blockIdx.y * kRopeHeadsPerBlock;
   const int heads = min(kRopeHeadsPerBlock, num_heads - first_head);
@@ -46,10 +48,7 @@ __global__ void rope_kernel(__nv_bfloat16* __restrict__ x, int row_stride, const
     const int h = task / half, i = task % half;
     const float s = shared_sin[i], c = shared_cos[i];
     __nv_bfloat16* head = base + size_t(h) * head_dim;
-    const float a = __bfloat162float(head[i]);
-    const float b = __bfloat162float(head[i + half]);
-    head[i] = __float2bfloat16(a * c + (-b) * s);
-    head[i + half] = __float2bfloat16(b * c + a * s);
+    rope_rotate(__bfloat162float(head[i]), __bfloat162float(head[i + half]), c, s, head[i], head[i + half]);
   }
 }
 
@@ -61,6 +60,8 @@ __device__ __forceinline__ float silu_mul(float g, float u) {
 // out_fp8 (optional): the E4M3 codes of the bf16 outputs divided by *fp8_scale, as quantize_fp8_bf16 on out.
 __global__ void silu_and_mul_kernel(const __nv_bfloat16* __restrict__ gate_up, __nv_bfloat16* __restrict__ out,
                                     int inter, uint8_t* __restrict__ out_fp8, const float* __restrict__ fp8_scale) {
+  pdl_wait();
+  pdl_trigger();
   const size_t row = blockIdx.x;
   const __nv_bfloat16* gate = gate_up + row * 2 * size_t(inter);
   const __nv_bfloat16* up = gate + inter;
@@ -139,8 +140,8 @@ void fill_uniform_bf16(uint16_t* out, size_t n, uint64_t seed, float low, float 
 void gather_rows_bf16(const uint16_t* table, const int32_t* ids, uint16_t* out, int rows, int dim,
                       cudaStream_t stream) {
   if (rows <= 0) return;
-  gather_rows_kernel<<<rows, kThreads, 0, stream>>>(as_bf16(table), ids, as_bf16(out), dim);
-  QED_CUDA_CHECK_LAUNCH();
+  launch_kernel(gather_rows_kernel, dim3(unsigned(rows)), dim3(kThreads), 0, stream, true, as_bf16(table), ids,
+                as_bf16(out), dim);
 }
 
 void rope_bf16(uint16_t* x, int row_stride, const int32_t* positions, const float* inv_freq, int rows, int num_heads,
@@ -148,8 +149,8 @@ void rope_bf16(uint16_t* x, int row_stride, const int32_t* positions, const floa
   if (rows <= 0) return;
   QED_KERNEL_REQUIRE(head_dim / 2 <= kMaxRopeHalf, "rope: head_dim above 512");
   const dim3 grid(unsigned(rows), unsigned((num_heads + kRopeHeadsPerBlock - 1) / kRopeHeadsPerBlock));
-  rope_kernel<<<grid, kThreads, 0, stream>>>(as_bf16(x), row_stride, positions, inv_freq, num_heads, head_dim);
-  QED_CUDA_CHECK_LAUNCH();
+  launch_kernel(rope_kernel, grid, dim3(kThreads), 0, stream, true, as_bf16(x), row_stride, positions, inv_freq,
+                num_heads, head_dim);
 }
 
 void silu_and_mul_bf16(const uint16_t* gate_up, uint16_t* out, int rows, int inter, cudaStream_t stream,
@@ -158,8 +159,8 @@ void silu_and_mul_bf16(const uint16_t* gate_up, uint16_t* out, int rows, int int
   QED_KERNEL_REQUIRE(!out_fp8 || (fp8_scale && reinterpret_cast<uintptr_t>(out_fp8) % 8 == 0),
                      "silu_and_mul_bf16: an fp8 output needs its scale and 8-byte alignment");
   const dim3 grid(unsigned(rows), unsigned((inter + kThreads * 8 - 1) / (kThreads * 8)));
-  silu_and_mul_kernel<<<grid, kThreads, 0, stream>>>(as_bf16(gate_up), as_bf16(out), inter, out_fp8, fp8_scale);
-  QED_CUDA_CHECK_LAUNCH();
+  launch_kernel(silu_and_mul_kernel, grid, dim3(kThreads), 0, stream, true, as_bf16(gate_up), as_bf16(out), inter,
+                out_fp8, fp8_scale);
 }
 
 void bf16_to_f32(const uint16_t* in, float* out, size_t n, cudaStream_t stream) {

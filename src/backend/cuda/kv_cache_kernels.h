@@ -19,6 +19,22 @@ void write_kv_bf16(const uint16_t* k, const uint16_t* v, int src_stride, const i
 void write_kv_fp8(const uint16_t* k, const uint16_t* v, int src_stride, const int32_t* slot_mapping, uint8_t* k_cache,
                   uint8_t* v_cache, int rows, int kv_dim, float k_scale, float v_scale, cudaStream_t stream);
 
+// One layer's caches as a writer sees them: bf16, or FP8 E4M3 codes of x / scale.
+struct KvCacheTarget {
+  void* k = nullptr;
+  void* v = nullptr;
+  bool fp8 = false;
+  float k_scale = 1.0f, v_scale = 1.0f;
+};
+
+// rope_bf16 on the q and k heads of each fused qkv row (num_heads q heads, then num_kv_heads k heads, then as many
+// v heads, rows row_stride elements apart), then the rotated k and the v of row r written to the cache at
+// slot_mapping[r], in one launch: bit-identical to rope_bf16 followed by write_kv_bf16 / write_kv_fp8. The q and k
+// of qkv are left rotated (attention reads q there), v as it was.
+void rope_write_kv(uint16_t* qkv, int row_stride, const int32_t* positions, const float* inv_freq,
+                   const int32_t* slot_mapping, const KvCacheTarget& cache, int rows, int num_heads, int num_kv_heads,
+                   int head_dim, cudaStream_t stream);
+
 // For each of num_layers layers (caches layer_stride_bytes apart) and each (src, dst) pair in `pairs` (2 ×
 // num_pairs device int32): copy block src over block dst in K and V; a block is block_bytes bytes (block_size ×
 // kv_dim × element size), so one kernel serves bf16 and FP8 caches.

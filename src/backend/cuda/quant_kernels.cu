@@ -3,6 +3,7 @@
 #include "backend/cuda/bf16_vec.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/fp8_convert.cuh"
+#include "backend/cuda/pdl.cuh"
 #include "backend/cuda/quant_kernels.h"
 
 namespace qed::cuda {
@@ -17,6 +18,8 @@ unsigned grid_for(size_t items) {
 }
 
 __global__ void quantize_fp8_kernel(const __nv_bfloat16* x, size_t n, const float* scale_ptr, uint8_t* out) {
+  pdl_wait();  // the scale too: a dynamic one is computed by the kernel before
+  pdl_trigger();
   const float scale = *scale_ptr;
   const size_t stride = size_t(gridDim.x) * blockDim.x;
   const size_t first = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
@@ -113,8 +116,8 @@ void quantize_fp8_bf16(const uint16_t* x, size_t n, const float* scale, uint8_t*
   if (n == 0) return;
   QED_KERNEL_REQUIRE(reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 8 == 0,
                      "quantize_fp8_bf16: x must be 16-byte and out 8-byte aligned");
-  quantize_fp8_kernel<<<grid_for((n + 7) / 8), kThreads, 0, stream>>>(as_bf16(x), n, scale, out);
-  QED_CUDA_CHECK_LAUNCH();
+  launch_kernel(quantize_fp8_kernel, dim3(grid_for((n + 7) / 8)), dim3(kThreads), 0, stream, true, as_bf16(x), n, scale,
+                out);
 }
 
 void dynamic_fp8_scale_bf16(const uint16_t* x, size_t n, float* scale, cudaStream_t stream) {

@@ -2,6 +2,7 @@
 #include <climits>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/pdl.cuh"
 #include "backend/cuda/sampling_kernels.h"
 
 namespace qed::cuda {
@@ -267,6 +268,8 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ uint32_t shared_prefix[2];
   __shared__ int shared_ints[2];
 
+  pdl_wait();
+  pdl_trigger();
   const size_t sample = blockIdx.x;
   const SamplingRowParams params = all_params[sample];
   const float* raw = logits + size_t(params.row) * vocab;
@@ -324,8 +327,8 @@ void sample_rows(const float* logits, int samples, int vocab, const SamplingRowP
                  SampledRow* out, cudaStream_t stream) {
   if (samples <= 0) return;
   QED_KERNEL_REQUIRE(vocab > 0, "sample_rows: vocab must be positive");
-  sample_kernel<<<samples, kThreads, 0, stream>>>(logits, vocab, params, work, out);
-  QED_CUDA_CHECK_LAUNCH();
+  launch_kernel(sample_kernel, dim3(unsigned(samples)), dim3(kThreads), 0, stream, true, logits, vocab, params, work,
+                out);
 }
 
 }  // namespace qed::cuda
