@@ -16,6 +16,10 @@ constexpr DecodeGemmPlan gemv(int variant, bool fp8_bits = false) {
 constexpr DecodeGemmPlan cublaslt() {
   return {};
 }
+// The older bf16_gemv.h kernel (bf16 only), for entries a measurement gives it.
+[[maybe_unused]] constexpr DecodeGemmPlan bf16_gemv() {
+  return {DecodeGemmKernel::Gemv};
+}
 
 // Variant indices into kDecodeGemvVariants, by name, for the table below.
 constexpr int kW4F2U4 = 0, kW8F4U2 = 3;
