@@ -185,16 +185,14 @@ int elems_per_vector(Format f) {
   return f == Format::Bf16 ? 8 : 16;
 }
 
-// Every variant × rows 1..4 for one format, shapes, bias and output type cycled.
+// Every variant × rows 1..4 for one format; shape, bias and output type vary across both.
 void sweep(Format format, bool fp8_bits, bool f32_outputs, int seed) {
   std::mt19937 rng(seed);
-  int i = 0;
   for (int variant = 0; variant < cuda::kDecodeGemvVariantCount; ++variant) {
-    for (int rows = 1; rows <= cuda::kDecodeGemvMaxRows; ++rows, ++i) {
-      const auto [vectors, out] = kShapes[size_t(i) % std::size(kShapes)];
-      check({format, rows, vectors * elems_per_vector(format), out, variant, i % 2 == 0, f32_outputs && i % 3 == 0,
-             fp8_bits},
-            rng);
+    for (int rows = 1; rows <= cuda::kDecodeGemvMaxRows; ++rows) {
+      const auto [vectors, out] = kShapes[size_t(variant + rows) % std::size(kShapes)];
+      const bool bias = (variant + rows) % 3 != 0, f32_out = f32_outputs && (variant + 2 * rows) % 3 == 0;
+      check({format, rows, vectors * elems_per_vector(format), out, variant, bias, f32_out, fp8_bits}, rng);
     }
   }
 }

@@ -141,8 +141,12 @@ DecodeGemmPlan decode_gemm_plan(SkinnyWeight type, int rows, int out, int in) {
     case Override::Table:
       return table;
     case Override::Cublaslt:
-      return type == SkinnyWeight::Int8 ? (table.kernel == DecodeGemmKernel::Skinny ? table : skinny(0, 0))
-                                        : cublaslt();
+      if (type != SkinnyWeight::Int8) return cublaslt();
+      // int8 as main ran it before decode_gemv: the measured skinny variant from 1 row.
+      for (const Entry& e : kMeasured) {
+        if (e.type == type && e.out == out && e.in == in) return rows <= 8 ? e.few : e.many;
+      }
+      return skinny(0, 0);
     case Override::Skinny:
       for (const Entry& e : kMeasured) {
         if (e.type == type && e.out == out && e.in == in) return rows <= 8 ? e.few : e.many;

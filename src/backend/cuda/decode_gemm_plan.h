@@ -8,9 +8,10 @@
 //
 // QED_DECODE_GEMM in the environment overrides the table for A/B runs (read once):
 //   table        the table (also when unset)
-//   cublaslt     cuBLASLt for bf16 and FP8 (int8 keeps its skinny kernel: its alternative is 9-13x slower)
+//   cublaslt     cuBLASLt for bf16 and FP8; int8 on the skinny kernel's measured variant from 1 row (its
+//                alternative is 9-13x slower): main's FP8 and int8 decode before decode_gemv
 //   skinny       every decode GEMM on the skinny kernel (the table's tiling, else 2 tiles on a persistent grid)
-//   gemv         bf16 1..4 rows on the older bf16_gemv.h kernel, the rest as the table
+//   gemv         bf16 1..4 rows on the older bf16_gemv.h kernel (main's bf16 batch-1 decode), the rest as the table
 //   decode_gemv[:VARIANT][:bits]  every 1..4-row GEMM on decode_gemv with VARIANT (a name such as w4f2u4; the
 //                table's when absent), FP8 codes decoded by bit operations with :bits
 #include <cstdint>

@@ -11,7 +11,7 @@ std::string decode_gemv_variant_name(int variant) {
   if (variant < 0 || variant >= kDecodeGemvVariantCount) return "invalid";
   const DecodeGemvVariant& v = kDecodeGemvVariants[variant];
   char name[32];  // snprintf: gcc 12's -Wrestrict misfires on chained std::string operator+
-  std::snprintf(name, sizeof(name), "w%df%du%d", v.warps, v.features, v.unroll);
+  std::snprintf(name, sizeof(name), "w%df%du%d%s", v.warps, v.features, v.unroll, v.prefetch ? "p" : "");
   return name;
 }
 

@@ -123,7 +123,7 @@ struct Int8Gemv {
 // One CTA: FEATURES consecutive output features; its WARPS · 32 threads take the 16-byte vectors of K in turn
 // (thread t: vectors t, t + threads, ...), UNROLL vectors per feature in one batch of loads, then a fixed-order
 // reduction (shuffles, then the warps through shared memory): deterministic.
-template <class F, int ROWS, int WARPS, int FEATURES, int UNROLL>
+template <class F, int ROWS, int WARPS, int FEATURES, int UNROLL, bool PREFETCH>
 __global__ void __launch_bounds__(WARPS * 32) decode_gemv_kernel(GemvParams p) {
   constexpr int kThreads = WARPS * 32;
   const int tid = int(threadIdx.x);
@@ -158,7 +158,8 @@ __global__ void __launch_bounds__(WARPS * 32) decode_gemv_kernel(GemvParams p) {
     x_rows[r] = reinterpret_cast<const uint4*>(p.x + size_t(r) * size_t(p.in) * F::kXBytes);
   }
   float acc[ROWS][FEATURES] = {};
-  for (int base = tid;;) {
+  // The FMAs of one batch of weight vectors (wb) at vectors base, base + kThreads, ...
+  auto multiply = [&](const uint4(&wb)[FEATURES][UNROLL], int base) {
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
       const int v = base + u * kThreads;
@@ -177,7 +178,7 @@ __global__ void __launch_bounds__(WARPS * 32) decode_gemv_kernel(GemvParams p) {
 #pragma unroll
           for (int f = 0; f < FEATURES; ++f) {
             float wf[F::kPerWord];
-            F::weight(word_of(wv[f][u], q), wf);
+            F::weight(word_of(wb[f][u], q), wf);
 #pragma unroll
             for (int r = 0; r < ROWS; ++r) {
 #pragma unroll
@@ -187,9 +188,24 @@ __global__ void __launch_bounds__(WARPS * 32) decode_gemv_kernel(GemvParams p) {
         }
       }
     }
-    base += kThreads * UNROLL;
-    if (base >= vectors) break;
-    load_weights(base);
+  };
+  constexpr int kStride = kThreads * UNROLL;
+  for (int base = tid;; base += kStride) {
+    if constexpr (PREFETCH) {
+      uint4 current[FEATURES][UNROLL];
+#pragma unroll
+      for (int f = 0; f < FEATURES; ++f) {
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) current[f][u] = wv[f][u];
+      }
+      if (base + kStride < vectors) load_weights(base + kStride);  // in flight during this batch's FMAs
+      multiply(current, base);
+      if (base + kStride >= vectors) break;
+    } else {
+      multiply(wv, base);
+      if (base + kStride >= vectors) break;
+      load_weights(base + kStride);
+    }
   }
 
   __shared__ float partial[WARPS][ROWS * FEATURES];
@@ -230,8 +246,8 @@ template <class F, int ROWS, int V>
 void launch_variant(const GemvParams& p, bool pdl, cudaStream_t stream) {
   constexpr DecodeGemvVariant v = kDecodeGemvVariants[V];
   const unsigned blocks = unsigned((p.out + v.features - 1) / v.features);
-  launch_kernel(decode_gemv_kernel<F, ROWS, v.warps, v.features, v.unroll>, dim3(blocks), dim3(v.warps * 32), 0, stream,
-                pdl, p);
+  launch_kernel(decode_gemv_kernel<F, ROWS, v.warps, v.features, v.unroll, v.prefetch>, dim3(blocks),
+                dim3(v.warps * 32), 0, stream, pdl, p);
 }
 
 template <class F, int ROWS, int... V>

@@ -27,15 +27,17 @@ namespace qed::cuda {
 inline constexpr int kDecodeGemvMaxRows = 4;
 
 // A compiled variant: warps per CTA, output features per CTA, 16-byte weight loads per lane and feature in one
-// batch (all of a batch in flight before its FMAs).
+// batch (all of a batch in flight before its FMAs), and whether the next batch is loaded before the FMAs of the
+// current one (twice the load registers; keeps a lane's loads in flight across the long K of the down projection).
 struct DecodeGemvVariant {
   int warps, features, unroll;
+  bool prefetch = false;
 };
 inline constexpr DecodeGemvVariant kDecodeGemvVariants[] = {
-    {4, 2, 4}, {8, 2, 4}, {4, 4, 4}, {8, 4, 2}, {4, 8, 2}, {8, 1, 8},
+    {4, 2, 4}, {8, 2, 4}, {4, 4, 4}, {8, 4, 2}, {4, 8, 2}, {8, 1, 8}, {2, 4, 4}, {4, 2, 4, true}, {8, 4, 2, true},
 };
 inline constexpr int kDecodeGemvVariantCount = int(sizeof(kDecodeGemvVariants) / sizeof(kDecodeGemvVariants[0]));
-// "w4f2u4": the bench's and the plan's name of a variant.
+// "w4f2u4" (and "w4f2u4p" with prefetch): the bench's and the plan's name of a variant.
 std::string decode_gemv_variant_name(int variant);
 
 struct DecodeGemv {
