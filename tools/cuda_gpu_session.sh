@@ -24,10 +24,10 @@ bundle() {
   local build="${BUILD_DIR:-build}"
   [ -f "$build/build.ninja" ] || cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache >/dev/null
-  # Attention micro-benchmarks too when the tree was configured with -DQED_BENCH=ON.
+  # Attention and decode-GEMM micro-benchmarks too when the tree was configured with -DQED_BENCH=ON.
   local benches=""
   ninja -C "$build" -t targets all 2>/dev/null | grep -q '^bench_decode_attention:' &&
-    benches="bench_decode_attention bench_prefill_attention"
+    benches="bench_decode_attention bench_prefill_attention bench_skinny_gemm"
   cmake --build "$build" -j2 --target qed test_cuda_kernels test_cuda_backend $benches
   rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/lib"
   cp "$build/qed" "$build/tests/backend_cuda/test_cuda_kernels" "$build/tests/backend_cuda/test_cuda_backend" "$BUNDLE/"

@@ -1,7 +1,10 @@
 // The decode GEMM candidates on the 14B shape's linear layers, in GB/s of the bytes a GEMM must move (weight +
 // activations + output, each once), per format × layer × rows:
-//   plan    what the backend runs for it (decode_gemm_plan.h through Gemm::run; int8: LinearRunner's skinny variant)
-//   gemv    the CUDA-core bf16 GEMV (bf16, rows ≤ 4)
+//   plan    what the backend runs for it (decode_gemm_plan.h through Gemm::run_decode, else cuBLASLt)
+//   main    what main ran before decode_gemv (the current path: bf16 1-2 rows the older GEMV, else cuBLASLt; FP8
+//           cuBLASLt; int8 the skinny kernel's measured 5..8-row variant, which main used from 1 row)
+//   gemv    the older CUDA-core bf16 GEMV (bf16_gemv.h; bf16, rows ≤ 4)
+//   dg_V, dg_V_bits  decode_gemv (decode_gemv.h) variant V (rows ≤ 4); _bits: FP8 codes decoded by bit operations
 //   auto, tTsS  the skinny tensor-core kernel with the launcher's choice / T tiles per warp and S splits
 //   peer    cuBLASLt (bf16; FP8 with per-tensor A/B scale pointers); int8: dequantize to bf16 + cuBLASLt into fp32
 //           + the scale epilogue (LinearRunner's path above the decode rows)
@@ -12,7 +15,9 @@
 // bandwidth (read + write) is measured first. Last: the summary per row, and the decode_gemm_plan entries the
 // numbers argue for.
 //   bench_skinny_gemm [--shapes qkv,o_proj,gate_up,down,lm_head] [--formats bf16,fp8,int8] [--rows 1,2,4,8,12,16]
-//                     [--launches 20] [--repeats 10] [--time-limit 75] [--json PATH]
+//                     [--launches 20] [--repeats 10] [--time-limit 75] [--json PATH] [--skinny 0|1] [--pdl 0|1]
+// --skinny 0 leaves out the skinny variants (a decode_gemv-only run); --pdl 1 launches decode_gemv with programmatic
+// dependent launch inside the timed graphs (sm_90: back-to-back launches overlap their tails, as in a decode step).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -34,10 +39,12 @@
 #include "backend/cuda/bf16_gemv.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/decode_gemm_plan.h"
+#include "backend/cuda/decode_gemv.h"
 #include "backend/cuda/device.h"
 #include "backend/cuda/elementwise_kernels.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/gemv_kernels.h"
+#include "backend/cuda/pdl.h"
 #include "backend/cuda/quant_kernels.h"
 #include "core/dtype.h"
 
@@ -65,6 +72,7 @@ struct Options {
   int launches = 20, repeats = 10;
   double time_limit_s = 75;  // no new shape × format starts past it, so the summary always gets printed
   std::string json_path;
+  bool skinny = true, pdl = false;
 };
 
 std::vector<std::string> split(const std::string& list) {
@@ -102,6 +110,10 @@ Options parse(int argc, char** argv) {
       o.json_path = value();
     } else if (arg == "--time-limit") {
       o.time_limit_s = std::stod(value());
+    } else if (arg == "--skinny") {
+      o.skinny = value() != "0";
+    } else if (arg == "--pdl") {
+      o.pdl = value() != "0";
     } else {
       usage_error("unknown argument " + arg);
     }
@@ -312,10 +324,19 @@ void bench_format(const Options& o, const Shape& s, const std::string& format, c
     };
     const qed::cuda::SkinnyWeight type =
         bf16 ? qed::cuda::SkinnyWeight::Bf16 : (fp8 ? qed::cuda::SkinnyWeight::Fp8E4m3 : qed::cuda::SkinnyWeight::Int8);
-    const qed::cuda::DecodeGemmPlan plan = qed::cuda::decode_gemm_plan(type, rows, s.out, s.in);
     auto planned = [&](int copy, void* out) {
-      if (format == "int8") {
-        skinny({plan.tiles_per_warp, plan.splits, plan.persistent}, copy, out);  // LinearRunner's int8 decode path
+      if (format == "int8") {  // LinearRunner's int8 decode path
+        qed::cuda::DecodeGemmOperands ops;
+        ops.x = x.data();
+        ops.w = weights[size_t(copy % copies)]->data();
+        ops.type = type;
+        ops.w_scales = d_scales.as<float>();
+        ops.bias = static_cast<const uint16_t*>(d_bias);
+        ops.y = out;
+        ops.rows = rows;
+        ops.out = s.out;
+        ops.in = s.in;
+        gemm.run_decode(ops, stream);
         return;
       }
       const void* w = weights[size_t(copy % copies)]->data();
@@ -331,6 +352,21 @@ void bench_format(const Options& o, const Shape& s, const std::string& format, c
     QED_CUDA_CHECK(cudaStreamSynchronize(stream));
     row.rel = relative_difference(y, y_peer, size_t(rows) * s.out, f32_out);
     row.us.emplace_back("plan", time_us(stream, o, copies, [&](int i) { planned(i, y.data()); }));
+    // The current path on main: bf16 1-2 rows on the older GEMV, FP8 and the other bf16 rows on cuBLASLt, int8 on
+    // the skinny variant the table has for 5..8 rows (main's from 1 row).
+    if (format == "int8") {
+      const qed::cuda::DecodeGemmPlan main_plan = qed::cuda::decode_gemm_plan(type, 5, s.out, s.in);
+      const Variant v{main_plan.tiles_per_warp, main_plan.splits, main_plan.persistent};
+      row.us.emplace_back("main", time_us(stream, o, copies, [&](int i) { skinny(v, i, y.data()); }));
+    } else if (bf16 && rows <= 2) {
+      row.us.emplace_back("main", time_us(stream, o, copies, [&](int i) {
+                            qed::cuda::gemv_bf16(x.as<uint16_t>(), weights[size_t(i % copies)]->as<uint16_t>(),
+                                                 static_cast<const uint16_t*>(d_bias), y.data(), f32_out, rows, s.out,
+                                                 s.in, stream);
+                          }));
+    } else {
+      row.us.emplace_back("main", time_us(stream, o, copies, [&](int i) { peer(i, y_peer.data()); }));
+    }
     if (bf16 && rows <= qed::cuda::kGemvMaxRows) {
       row.us.emplace_back("gemv", time_us(stream, o, copies, [&](int i) {
                             qed::cuda::gemv_bf16(x.as<uint16_t>(), weights[size_t(i % copies)]->as<uint16_t>(),
@@ -338,7 +374,39 @@ void bench_format(const Options& o, const Shape& s, const std::string& format, c
                                                  s.in, stream);
                           }));
     }
-    for (const Variant& v : kVariants) {
+    if (rows <= qed::cuda::kDecodeGemvMaxRows) {
+      for (int variant = 0; variant < qed::cuda::kDecodeGemvVariantCount; ++variant) {
+        for (bool bits : fp8 ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
+          auto launch = [&](int copy, void* out) {
+            qed::cuda::DecodeGemmOperands ops;
+            ops.x = fp8 ? x_q.data() : x.data();
+            ops.w = weights[size_t(copy % copies)]->data();
+            ops.type = type;
+            ops.x_scale = fp8 ? d_x_scale.as<float>() : nullptr;
+            ops.w_scales = bf16 ? nullptr : (fp8 ? d_w_scale.as<float>() : d_scales.as<float>());
+            ops.bias = static_cast<const uint16_t*>(d_bias);
+            ops.y = out;
+            ops.f32_out = f32_out;
+            ops.rows = rows;
+            ops.out = s.out;
+            ops.in = s.in;
+            qed::cuda::DecodeGemmPlan p;
+            p.kernel = qed::cuda::DecodeGemmKernel::DecodeGemv;
+            p.gemv_variant = variant;
+            p.fp8_bits = bits;
+            qed::cuda::decode_gemv(qed::cuda::decode_gemv_for(ops, p, o.pdl), stream);
+          };
+          const std::string name = "dg_" + qed::cuda::decode_gemv_variant_name(variant) + (bits ? "_bits" : "");
+          launch(0, y.data());
+          peer(0, y_peer.data());  // timing "main" may have left another copy's product there
+          QED_CUDA_CHECK(cudaStreamSynchronize(stream));
+          const double rel = relative_difference(y, y_peer, size_t(rows) * s.out, f32_out);
+          if (!(rel < 1e-2)) std::printf("  %s: rel %.2e vs the peer (wrong result?)\n", name.c_str(), rel);
+          row.us.emplace_back(name, time_us(stream, o, copies, [&](int i) { launch(i, y.data()); }));
+        }
+      }
+    }
+    for (const Variant& v : o.skinny ? kVariants : std::vector<Variant>{}) {
       try {
         skinny(v, 0, y.data());  // a split whose partials exceed Gemm's workspace throws here, before any capture
       } catch (const std::exception&) {
@@ -358,6 +426,71 @@ void bench_format(const Options& o, const Shape& s, const std::string& format, c
   }
 }
 
+// A candidate's name as a decode_gemm_plan.cpp table entry, or "" for one the table cannot name (plan, main, int8's
+// dequantizing peer).
+std::string plan_expression(const std::string& name, const std::string& format) {
+  if (name == "plan" || name == "main") return "";
+  if (name == "peer") return format == "int8" ? "" : "cublaslt()";
+  if (name == "gemv") return "bf16_gemv()";
+  if (name == "auto") return "skinny(0, 0)";
+  if (name.rfind("dg_", 0) == 0) {
+    const bool bits = name.size() > 5 && name.compare(name.size() - 5, 5, "_bits") == 0;
+    const std::string variant = name.substr(3, name.size() - 3 - (bits ? 5 : 0));
+    return "gemv(" + std::to_string(qed::cuda::decode_gemv_variant_index(variant.c_str())) + (bits ? ", true" : "") +
+           ")";
+  }
+  int tiles = 0, splits = 0;
+  char persistent = 0;
+  const int n = std::sscanf(name.c_str(), "t%ds%d%c", &tiles, &splits, &persistent);
+  if (n < 2) return "";
+  return "skinny(" + std::to_string(tiles) + ", " + std::to_string(splits) + (n == 3 ? ", true" : "") + ")";
+}
+
+// decode_gemm_plan.cpp's kFewRows entries (1, 2, 3-4 rows) the numbers argue for: per shape × format the fastest
+// candidate the table can name at 1, 2 and 4 rows (3 where 4 was not run), with its GB/s and main's.
+void print_few_rows_entries(const std::vector<Row>& rows) {
+  std::printf("\nsuggested kFewRows entries (decode_gemm_plan.cpp; rows 1 | 2 | 4):\n");
+  std::map<std::pair<std::string, std::string>, std::map<int, const Row*>> by_layer;
+  std::vector<std::pair<std::string, std::string>> order;
+  for (const Row& r : rows) {
+    const auto key = std::make_pair(r.shape, r.format);
+    if (!by_layer.count(key)) order.push_back(key);
+    by_layer[key][r.rows] = &r;
+  }
+  for (const auto& key : order) {
+    const auto& per_rows = by_layer[key];
+    std::string entries, comment;
+    int out = 0, in = 0;
+    for (int want : {1, 2, 4}) {
+      auto it = per_rows.find(want);
+      if (it == per_rows.end() && want == 4) it = per_rows.find(3);
+      std::string expression = "?";
+      if (it != per_rows.end()) {
+        const Row& r = *it->second;
+        const Shape& s = shape_named(r.shape);
+        out = s.out, in = s.in;
+        std::string best;
+        float best_us = INFINITY;
+        for (const auto& [name, us] : r.us) {
+          if (!plan_expression(name, r.format).empty() && us < best_us) best = name, best_us = us;
+        }
+        if (!best.empty()) {
+          expression = plan_expression(best, r.format);
+          auto gbs = [&](float us) { return r.bytes / (double(us) * 1e-6) / 1e9; };
+          char note[160];
+          std::snprintf(note, sizeof(note), " r%d %s %.1f us %.0f GB/s (main %.0f);", r.rows, best.c_str(),
+                        double(best_us), gbs(best_us), gbs(r.time("main")));
+          comment += note;
+        }
+      }
+      entries += ", " + expression;
+    }
+    const char* type = key.second == "bf16" ? "Bf16" : key.second == "fp8" ? "Fp8E4m3" : "Int8";
+    std::printf("    {SkinnyWeight::%s, %d, %d%s},  // %s:%s\n", type, out, in, entries.c_str(), key.first.c_str(),
+                comment.c_str());
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -373,6 +506,8 @@ int main(int argc, char** argv) {
   const double copy_gbs = copy_bandwidth_gbs(stream);
   std::printf("%s, %d SMs: device-to-device copy %.0f GB/s (read + write)\n", devices[0].name.c_str(),
               devices[0].multiprocessors, copy_gbs);
+  qed::cuda::set_pdl_enabled(o.pdl && devices[0].sm_major >= 9);
+  std::printf("programmatic dependent launch: %s\n", qed::cuda::pdl_enabled() ? "on" : "off");
   qed::cuda::Gemm gemm;
   std::vector<Row> rows;
   const auto start = std::chrono::steady_clock::now();
@@ -391,10 +526,10 @@ int main(int argc, char** argv) {
   }
   QED_CUDA_CHECK(cudaStreamDestroy(stream));
 
-  // Per row: the fastest candidate, the plan (what the backend runs) and the peer.
+  // Per row: the fastest candidate, the plan (what the backend runs), main's path and the peer.
   std::printf(
-      "\nshape    fmt   rows | fastest          us   GB/s | plan        us   GB/s | peer        us   GB/s | "
-      "plan/fastest | rel\n");
+      "\nshape    fmt   rows | fastest                us   GB/s | plan        us   GB/s | main        us   GB/s | "
+      "peer        us   GB/s | plan/fastest | rel\n");
   nlohmann::json results = nlohmann::json::array();
   auto fastest = [](const Row& r) {
     size_t best = 0;
@@ -406,10 +541,11 @@ int main(int argc, char** argv) {
   for (const Row& r : rows) {
     auto gbs = [&](float us) { return r.bytes / (double(us) * 1e-6) / 1e9; };
     const auto [best_name, best_us] = fastest(r);
-    const float plan_us = r.time("plan"), peer_us = r.time("peer");
-    std::printf("%-8s %-5s %4d | %-6s %8.1f %6.0f | %8.1f %6.0f | %8.1f %6.0f | %6.2f | %.1e\n", r.shape.c_str(),
-                r.format.c_str(), r.rows, best_name.c_str(), double(best_us), gbs(best_us), double(plan_us),
-                gbs(plan_us), double(peer_us), gbs(peer_us), double(plan_us / best_us), r.rel);
+    const float plan_us = r.time("plan"), main_us = r.time("main"), peer_us = r.time("peer");
+    std::printf("%-8s %-5s %4d | %-14s %8.1f %6.0f | %8.1f %6.0f | %8.1f %6.0f | %8.1f %6.0f | %6.2f | %.1e\n",
+                r.shape.c_str(), r.format.c_str(), r.rows, best_name.c_str(), double(best_us), gbs(best_us),
+                double(plan_us), gbs(plan_us), double(main_us), gbs(main_us), double(peer_us), gbs(peer_us),
+                double(plan_us / best_us), r.rel);
     nlohmann::json times = nlohmann::json::object();
     for (const auto& [name, us] : r.us) times[name] = us;
     results.push_back({{"shape", r.shape},
@@ -447,6 +583,7 @@ int main(int argc, char** argv) {
                 pick(few, few_n, few_rows).c_str(), pick(many, many_n, many_rows).c_str());
     i = j;
   }
+  print_few_rows_entries(rows);
   if (!o.json_path.empty()) {
     const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
     char stamp[32];

@@ -2,21 +2,61 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 namespace qed::cuda {
 namespace {
 
-// A measured winner for one layer shape of one format: `few` for 1..8 rows (one n8 activation tile), `many` for
-// 9..16 (two).
+constexpr DecodeGemmPlan skinny(int tiles, int splits, bool persistent = false) {
+  return {DecodeGemmKernel::Skinny, tiles, splits, persistent, 0, false};
+}
+constexpr DecodeGemmPlan gemv(int variant, bool fp8_bits = false) {
+  return {DecodeGemmKernel::DecodeGemv, 0, 0, false, variant, fp8_bits};
+}
+constexpr DecodeGemmPlan cublaslt() {
+  return {};
+}
+// The older bf16_gemv.h kernel (bf16 only), for entries a measurement gives it.
+[[maybe_unused]] constexpr DecodeGemmPlan bf16_gemv() {
+  return {DecodeGemmKernel::Gemv};
+}
+
+// Variant indices into kDecodeGemvVariants, by name, for the table below.
+constexpr int kW4F2U4 = 0, kW8F4U2 = 3;
+
+// 1..4 rows (decode_gemv's range): the winner at 1, 2 and 3-4 rows of one layer shape of one format.
+struct FewRowsEntry {
+  SkinnyWeight type;
+  int out, in;
+  DecodeGemmPlan one, two, four;
+};
+
+// Not measured yet (2026-12-02 06:30, before the first GPU run of decode_gemv): the variant with the most CTAs per
+// SM for the narrow layers, more features per CTA for the wide ones. bench_skinny_gemm --rows 1,2,4 prints the
+// entries its numbers argue for in this form.
+constexpr FewRowsEntry kFewRows[] = {
+    {SkinnyWeight::Bf16, 7168, 5120, gemv(kW4F2U4), gemv(kW4F2U4), gemv(kW4F2U4)},      // qkv
+    {SkinnyWeight::Bf16, 5120, 5120, gemv(kW4F2U4), gemv(kW4F2U4), gemv(kW4F2U4)},      // o_proj
+    {SkinnyWeight::Bf16, 27648, 5120, gemv(kW8F4U2), gemv(kW8F4U2), gemv(kW8F4U2)},     // gate_up
+    {SkinnyWeight::Bf16, 5120, 13824, gemv(kW4F2U4), gemv(kW4F2U4), gemv(kW4F2U4)},     // down
+    {SkinnyWeight::Bf16, 152064, 5120, gemv(kW8F4U2), gemv(kW8F4U2), gemv(kW8F4U2)},    // lm_head
+    {SkinnyWeight::Fp8E4m3, 7168, 5120, gemv(kW4F2U4), gemv(kW4F2U4), gemv(kW4F2U4)},   // qkv
+    {SkinnyWeight::Fp8E4m3, 5120, 5120, gemv(kW4F2U4), gemv(kW4F2U4), gemv(kW4F2U4)},   // o_proj
+    {SkinnyWeight::Fp8E4m3, 27648, 5120, gemv(kW8F4U2), gemv(kW8F4U2), gemv(kW8F4U2)},  // gate_up
+    {SkinnyWeight::Fp8E4m3, 5120, 13824, gemv(kW4F2U4), gemv(kW4F2U4), gemv(kW4F2U4)},  // down
+    {SkinnyWeight::Int8, 7168, 5120, gemv(kW4F2U4), gemv(kW4F2U4), gemv(kW4F2U4)},      // qkv
+    {SkinnyWeight::Int8, 5120, 5120, gemv(kW4F2U4), gemv(kW4F2U4), gemv(kW4F2U4)},      // o_proj
+    {SkinnyWeight::Int8, 27648, 5120, gemv(kW8F4U2), gemv(kW8F4U2), gemv(kW8F4U2)},     // gate_up
+    {SkinnyWeight::Int8, 5120, 13824, gemv(kW4F2U4), gemv(kW4F2U4), gemv(kW4F2U4)},     // down
+};
+
+// 5..16 rows: a measured winner for one layer shape of one format, `few` for 5..8 rows (one n8 activation tile),
+// `many` for 9..16 (two).
 struct Entry {
   SkinnyWeight type;
   int out, in;
   DecodeGemmPlan few, many;
 };
-
-constexpr DecodeGemmPlan skinny(int tiles, int splits, bool persistent = false) {
-  return {DecodeGemmKernel::Skinny, tiles, splits, persistent};
-}
 
 // H200, 2026-12-02 03:38 (bench_skinny_gemm, gemv ee3cc94): int8 weight-only on the 14B layers, the fastest fixed
 // variant per row range (its alternative, dequantize + cuBLASLt, is 9-13x slower at every row count). bf16 and FP8
@@ -28,42 +68,141 @@ constexpr Entry kMeasured[] = {
     {SkinnyWeight::Int8, 5120, 13824, skinny(2, 2), skinny(2, 2)},  // down: 29.2 / 33.1 us
 };
 
-// QED_DECODE_GEMM=skinny sends every decode GEMM to the skinny kernel (the table's variant, else 2 tiles per warp,
-// the best-or-near-best tiling of the 03:38 run, on a persistent grid with the launcher's split, which falls back to
-// no split where the workspace is too small): the A/B switch for end-to-end runs of a kernel the table does not
-// pick yet. Read once; the table is the default.
-bool skinny_everywhere() {
-  static const bool on = [] {
-    const char* value = std::getenv("QED_DECODE_GEMM");
-    return value != nullptr && std::strcmp(value, "skinny") == 0;
-  }();
-  return on;
+enum class Override : uint8_t { Table, Cublaslt, Skinny, Gemv, DecodeGemv };
+struct Environment {
+  Override mode = Override::Table;
+  int variant = -1;  // DecodeGemv: -1 = the table's
+  bool fp8_bits = false;
+};
+
+Environment parse_environment() {
+  Environment e;
+  const char* value = std::getenv("QED_DECODE_GEMM");
+  if (value == nullptr || *value == '\0') return e;
+  const std::string s = value;
+  if (s == "table") return e;
+  if (s == "cublaslt") {
+    e.mode = Override::Cublaslt;
+  } else if (s == "skinny") {
+    e.mode = Override::Skinny;
+  } else if (s == "gemv") {
+    e.mode = Override::Gemv;
+  } else if (s.rfind("decode_gemv", 0) == 0) {
+    e.mode = Override::DecodeGemv;
+    size_t at = std::strlen("decode_gemv");
+    while (at < s.size() && s[at] == ':') {
+      const size_t end = s.find(':', at + 1);
+      const std::string part = s.substr(at + 1, end == std::string::npos ? std::string::npos : end - at - 1);
+      if (part == "bits") {
+        e.fp8_bits = true;
+      } else {
+        e.variant = decode_gemv_variant_index(part.c_str());
+      }
+      at = end == std::string::npos ? s.size() : end;
+    }
+  }
+  // Anything else (or an unknown variant name) is the table: an A/B switch must never take the backend down.
+  return e;
 }
 
-}  // namespace
+const Environment& environment() {
+  static const Environment e = parse_environment();
+  return e;
+}
 
-DecodeGemmPlan decode_gemm_plan(SkinnyWeight type, int rows, int out, int in) {
-  if (rows < 1 || rows > kSkinnyMaxRows) return {};
-  if (skinny_everywhere()) {
-    for (const Entry& e : kMeasured) {
-      if (e.type == type && e.out == out && e.in == in) return rows <= 8 ? e.few : e.many;
+DecodeGemmPlan table_plan(SkinnyWeight type, int rows, int out, int in) {
+  if (rows <= kDecodeGemvMaxRows) {
+    for (const FewRowsEntry& e : kFewRows) {
+      if (e.type == type && e.out == out && e.in == in) return rows == 1 ? e.one : rows == 2 ? e.two : e.four;
     }
-    return skinny(2, 0, true);
+    // Shapes the table does not list: the narrow layers' variant, which has the most CTAs per feature.
+    return gemv(kW4F2U4);
   }
   for (const Entry& e : kMeasured) {
     if (e.type == type && e.out == out && e.in == in) return rows <= 8 ? e.few : e.many;
   }
-  switch (type) {
-    case SkinnyWeight::Bf16:
-      // The CUDA-core GEMV won batch-1 decode end to end (8.7 ms a step vs 12.3 on the skinny kernel) and lost at 4
-      // rows to cuBLASLt (10.9 ms vs 9.9 at 5); 2 rows sit on its side of the crossover (interpolated).
-      return rows <= 2 ? DecodeGemmPlan{DecodeGemmKernel::Gemv} : DecodeGemmPlan{};
-    case SkinnyWeight::Fp8E4m3:
-      return {};
-    case SkinnyWeight::Int8:
-      return skinny(0, 0);
+  return type == SkinnyWeight::Int8 ? skinny(0, 0) : cublaslt();
+}
+
+}  // namespace
+
+int decode_gemv_variant_index(const char* name) {
+  for (int v = 0; v < kDecodeGemvVariantCount; ++v) {
+    if (decode_gemv_variant_name(v) == name) return v;
   }
-  return {};
+  return -1;
+}
+
+DecodeGemmPlan decode_gemm_plan(SkinnyWeight type, int rows, int out, int in) {
+  if (rows < 1 || rows > kSkinnyMaxRows) return {};
+  const DecodeGemmPlan table = table_plan(type, rows, out, in);
+  const Environment& env = environment();
+  switch (env.mode) {
+    case Override::Table:
+      return table;
+    case Override::Cublaslt:
+      if (type != SkinnyWeight::Int8) return cublaslt();
+      // int8 as main ran it before decode_gemv: the measured skinny variant from 1 row.
+      for (const Entry& e : kMeasured) {
+        if (e.type == type && e.out == out && e.in == in) return rows <= 8 ? e.few : e.many;
+      }
+      return skinny(0, 0);
+    case Override::Skinny:
+      for (const Entry& e : kMeasured) {
+        if (e.type == type && e.out == out && e.in == in) return rows <= 8 ? e.few : e.many;
+      }
+      return skinny(2, 0, true);
+    case Override::Gemv:
+      return type == SkinnyWeight::Bf16 && rows <= kDecodeGemvMaxRows ? DecodeGemmPlan{DecodeGemmKernel::Gemv} : table;
+    case Override::DecodeGemv: {
+      if (rows > kDecodeGemvMaxRows) return table;
+      DecodeGemmPlan plan = table.kernel == DecodeGemmKernel::DecodeGemv ? table : gemv(kW4F2U4);
+      if (env.variant >= 0) plan.gemv_variant = env.variant;
+      plan.fp8_bits = env.fp8_bits;
+      return plan;
+    }
+  }
+  return table;
+}
+
+SkinnyGemm skinny_gemm_for(const DecodeGemmOperands& o, const DecodeGemmPlan& plan) {
+  SkinnyGemm g;
+  g.x = o.x;
+  g.w = o.w;
+  g.type = o.type;
+  g.x_scale = o.x_scale;
+  g.w_scales = o.w_scales;
+  g.per_channel = o.per_channel;
+  g.bias = o.bias;
+  g.y = o.y;
+  g.f32_out = o.f32_out;
+  g.rows = o.rows;
+  g.out = o.out;
+  g.in = o.in;
+  g.tiles_per_warp = plan.tiles_per_warp;
+  g.splits = plan.splits;
+  g.persistent = plan.persistent;
+  return g;
+}
+
+DecodeGemv decode_gemv_for(const DecodeGemmOperands& o, const DecodeGemmPlan& plan, bool pdl) {
+  DecodeGemv g;
+  g.x = o.x;
+  g.w = o.w;
+  g.type = o.type;
+  g.x_scale = o.x_scale;
+  g.w_scales = o.w_scales;
+  g.per_channel = o.per_channel;
+  g.bias = o.bias;
+  g.y = o.y;
+  g.f32_out = o.f32_out;
+  g.rows = o.rows;
+  g.out = o.out;
+  g.in = o.in;
+  g.variant = plan.gemv_variant;
+  g.fp8_bits = plan.fp8_bits;
+  g.pdl = pdl;
+  return g;
 }
 
 }  // namespace qed::cuda

@@ -3,6 +3,7 @@
 #include "backend/cuda/bf16_gemv.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/decode_gemm_plan.h"
+#include "backend/cuda/decode_gemv.h"
 #include "backend/cuda/gemv_kernels.h"
 #include "core/error.h"
 
@@ -94,6 +95,41 @@ void Gemm::run_skinny(SkinnyGemm g, cudaStream_t stream) {
   skinny_gemm(g, stream);
 }
 
+bool Gemm::run_decode(const DecodeGemmOperands& o, cudaStream_t stream) {
+  if (o.rows < 1 || o.rows > kSkinnyMaxRows) return false;
+  const DecodeGemmPlan plan = decode_gemm_plan(o.type, o.rows, o.out, o.in);
+  const bool aligned = (reinterpret_cast<uintptr_t>(o.x) | reinterpret_cast<uintptr_t>(o.w)) % 16 == 0;
+  if (aligned) {
+    switch (plan.kernel) {
+      case DecodeGemmKernel::DecodeGemv:
+        if (decode_gemv_supports(o.type, o.rows, o.in, o.out)) {
+          decode_gemv(decode_gemv_for(o, plan, /*pdl=*/true), stream);
+          return true;
+        }
+        break;
+      case DecodeGemmKernel::Gemv:
+        if (o.type == SkinnyWeight::Bf16 && gemv_supports(o.rows, o.in)) {
+          gemv_bf16(static_cast<const uint16_t*>(o.x), static_cast<const uint16_t*>(o.w), o.bias, o.y, o.f32_out,
+                    o.rows, o.out, o.in, stream);
+          return true;
+        }
+        break;
+      case DecodeGemmKernel::Skinny:
+        if ((o.type != SkinnyWeight::Fp8E4m3 || fp8_mma_) && skinny_gemm_supports(o.type, o.rows, o.in, o.out)) {
+          run_skinny(skinny_gemm_for(o, plan), stream);
+          return true;
+        }
+        break;
+      case DecodeGemmKernel::Cublaslt:
+        break;
+    }
+  }
+  if (o.type != SkinnyWeight::Int8) return false;
+  // skinny_gemm refuses what it cannot take with a one-line error.
+  run_skinny(skinny_gemm_for(o, plan.kernel == DecodeGemmKernel::Skinny ? plan : DecodeGemmPlan{}), stream);
+  return true;
+}
+
 Gemm::~Gemm() {
   for (auto& [key, plan] : plans_) {
     cublasLtMatrixLayoutDestroy(plan.a);
@@ -164,36 +200,21 @@ void Gemm::run(const void* x, GemmType x_type, const GemmWeight& w, const void* 
   if (rows <= 0) return;
   validate(x_type, w, bias, y_type);
   const bool fp8 = w.type == GemmType::F8_E4M3;
-  const SkinnyWeight type = fp8 ? SkinnyWeight::Fp8E4m3 : SkinnyWeight::Bf16;
-  const bool aligned = (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w.data)) % 16 == 0;
-  const DecodeGemmPlan plan = decode_gemm_plan(type, rows, w.out_features, w.in_features);
-  if (aligned && plan.kernel == DecodeGemmKernel::Gemv && !fp8 && gemv_supports(rows, w.in_features)) {
-    gemv_bf16(static_cast<const uint16_t*>(x), static_cast<const uint16_t*>(w.data), static_cast<const uint16_t*>(bias),
-              y, y_type == GemmType::F32, rows, w.out_features, w.in_features, stream);
-    return;
+  DecodeGemmOperands o;
+  o.x = x;
+  o.w = w.data;
+  o.type = fp8 ? SkinnyWeight::Fp8E4m3 : SkinnyWeight::Bf16;
+  if (fp8) {
+    o.x_scale = x_scale;
+    o.w_scales = w.scale ? w.scale : one_.as<float>();
   }
-  if (aligned && plan.kernel == DecodeGemmKernel::Skinny && (!fp8 || fp8_mma_) &&
-      skinny_gemm_supports(type, rows, w.in_features, w.out_features)) {
-    SkinnyGemm g;
-    g.x = x;
-    g.w = w.data;
-    g.type = type;
-    if (fp8) {
-      g.x_scale = x_scale;
-      g.w_scales = w.scale ? w.scale : one_.as<float>();
-    }
-    g.bias = static_cast<const uint16_t*>(bias);
-    g.y = y;
-    g.f32_out = y_type == GemmType::F32;
-    g.rows = rows;
-    g.out = w.out_features;
-    g.in = w.in_features;
-    g.tiles_per_warp = plan.tiles_per_warp;
-    g.splits = plan.splits;
-    g.persistent = plan.persistent;
-    run_skinny(g, stream);
-    return;
-  }
+  o.bias = static_cast<const uint16_t*>(bias);
+  o.y = y;
+  o.f32_out = y_type == GemmType::F32;
+  o.rows = rows;
+  o.out = w.out_features;
+  o.in = w.in_features;
+  if (run_decode(o, stream)) return;
   run_cublaslt(x, x_type, w, bias, y, y_type, rows, stream, x_scale);
 }
 

@@ -12,6 +12,7 @@
 #include <map>
 #include <tuple>
 
+#include "backend/cuda/decode_gemm_plan.h"
 #include "backend/cuda/device.h"
 #include "backend/cuda/gemv_kernels.h"
 
@@ -48,6 +49,12 @@ class Gemm {
   // skinny_gemm (gemv_kernels.h) with this Gemm's workspace and split-K counters filled in (and the SM count for
   // its default split), on `stream`: the skinny launches of run(), LinearRunner and the benchmark.
   void run_skinny(SkinnyGemm g, cudaStream_t stream);
+  // A decode GEMM on the kernel decode_gemm_plan() names for it (decode_gemv with programmatic dependent launch,
+  // the older bf16 GEMV, or the skinny kernel): true when one ran, false when the plan says cuBLASLt or the kernel
+  // cannot take the operands (unaligned pointers, an FP8 skinny kernel below sm_89), which the caller then runs on
+  // cuBLASLt. Int8 operands of up to kSkinnyInt8Rows rows always run here (their cuBLASLt path dequantizes into
+  // scratch that only larger batches have); a shape no int8 kernel takes throws.
+  bool run_decode(const DecodeGemmOperands& o, cudaStream_t stream);
   // Whether the device has FP8 tensor cores (sm_89+), which the skinny FP8 kernel needs.
   bool has_fp8_mma() const { return fp8_mma_; }
 

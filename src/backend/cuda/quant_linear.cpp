@@ -77,28 +77,21 @@ void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y,
         if (!linear.input_scale.bytes()) dynamic_fp8_scale_bf16(x, size_t(rows) * in, scale_.as<float>(), stream);
         quantize_fp8_bf16(x, size_t(rows) * in, x_scale, x_q, stream);
       }
-      const DecodeGemmPlan plan = decode_gemm_plan(SkinnyWeight::Fp8E4m3, rows, linear.out, linear.in);
-      if (plan.kernel == DecodeGemmKernel::Skinny && gemm_.has_fp8_mma() &&
-          skinny_gemm_supports(SkinnyWeight::Fp8E4m3, rows, linear.in, linear.out)) {
-        // Decode: one pass over the E4M3 weight with either scale kind applied in the kernel's epilogue.
-        SkinnyGemm g;
-        g.x = x_q;
-        g.w = linear.weight.data();
-        g.type = SkinnyWeight::Fp8E4m3;
-        g.x_scale = x_scale;
-        g.w_scales = linear.weight_scale.as<float>();
-        g.per_channel = linear.per_channel;
-        g.bias = bias;
-        g.y = y;
-        g.rows = rows;
-        g.out = linear.out;
-        g.in = linear.in;
-        g.tiles_per_warp = plan.tiles_per_warp;
-        g.splits = plan.splits;
-        g.persistent = plan.persistent;
-        gemm_.run_skinny(g, stream);
-        return;
-      }
+      // Decode: one pass over the E4M3 weight with either scale kind applied in the kernel's epilogue, where the
+      // plan names a kernel for it.
+      DecodeGemmOperands o;
+      o.x = x_q;
+      o.w = linear.weight.data();
+      o.type = SkinnyWeight::Fp8E4m3;
+      o.x_scale = x_scale;
+      o.w_scales = linear.weight_scale.as<float>();
+      o.per_channel = linear.per_channel;
+      o.bias = bias;
+      o.y = y;
+      o.rows = rows;
+      o.out = linear.out;
+      o.in = linear.in;
+      if (gemm_.run_decode(o, stream)) return;
       if (!linear.per_channel) {
         const GemmWeight w{linear.weight.data(), GemmType::F8_E4M3, linear.out, linear.in,
                            linear.weight_scale.as<float>()};
@@ -116,24 +109,21 @@ void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y,
     }
     case LinearFormat::Int8WeightOnly: {
       const int8_t* q = linear.weight.as<int8_t>();
-      // Every row count the skinny kernel takes goes to it (it refuses a bad shape or pointer with a one-line
-      // error): the dequantization scratch only exists for larger batches.
+      // Every decode row count runs a fused kernel (Gemm::run_decode: the plan's, else the skinny kernel, which
+      // refuses a bad shape or pointer with a one-line error): the dequantization scratch only exists for larger
+      // batches.
       if (rows <= kSkinnyInt8Rows) {
-        const DecodeGemmPlan plan = decode_gemm_plan(SkinnyWeight::Int8, rows, linear.out, linear.in);
-        SkinnyGemm g;
-        g.x = x;
-        g.w = q;
-        g.type = SkinnyWeight::Int8;
-        g.w_scales = linear.weight_scale.as<float>();
-        g.bias = bias;
-        g.y = y;
-        g.rows = rows;
-        g.out = linear.out;
-        g.in = linear.in;
-        g.tiles_per_warp = plan.tiles_per_warp;
-        g.splits = plan.splits;
-        g.persistent = plan.persistent;
-        gemm_.run_skinny(g, stream);
+        DecodeGemmOperands o;
+        o.x = x;
+        o.w = q;
+        o.type = SkinnyWeight::Int8;
+        o.w_scales = linear.weight_scale.as<float>();
+        o.bias = bias;
+        o.y = y;
+        o.rows = rows;
+        o.out = linear.out;
+        o.in = linear.in;
+        gemm_.run_decode(o, stream);
         return;
       }
       int8_to_bf16(q, out * in, dequant_.as<uint16_t>(), stream);

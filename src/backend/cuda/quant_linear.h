@@ -1,16 +1,17 @@
 #pragma once
 // Runs the model's linear layers (CudaLinear) in whatever format the checkpoint gave them:
-//   bf16             one cuBLASLt GEMM (bias in its epilogue)
-//   bf16             Gemm::run: for decode rows the kernel decode_gemm_plan.h names (the CUDA-core GEMV, the skinny
-//                    tensor-core kernel or cuBLASLt), else one cuBLASLt GEMM (bias in its epilogue)
+//   bf16             Gemm::run: for decode rows the kernel decode_gemm_plan.h names (decode_gemv, the older
+//                    CUDA-core GEMV, the skinny tensor-core kernel or cuBLASLt), else one cuBLASLt GEMM (bias in its
+//                    epilogue)
 //   FP8              activations quantized to E4M3 (static input_scale, or a dynamic one from the input's amax); then
-//                    the skinny E4M3 kernel where decode_gemm_plan.h names it (either scale kind in its epilogue),
-//                    else per tensor one cuBLASLt FP8 GEMM with both scales as its A/B scale pointers (bias
-//                    epilogue), per channel the same GEMM unscaled into fp32 scratch, then the scale epilogue
-//   int8 weight-only rows ≤ kSkinnyInt8Rows: the skinny kernel (int8 → bf16 in registers, the weight read once, the
-//                    tiling decode_gemm_plan.h names); more rows: the weight dequantized to bf16 scratch (exact: int8
-//                    codes are bf16 integers), a bf16 cuBLASLt GEMM into fp32 scratch, then the per-channel scale
+//                    the decode kernel decode_gemm_plan.h names (decode_gemv or the skinny E4M3 kernel, either scale
+//                    kind in its epilogue), else per tensor one cuBLASLt FP8 GEMM with both scales as its A/B scale
+//                    pointers (bias epilogue), per channel the same GEMM unscaled into fp32 scratch, then the scale
 //                    epilogue
+//   int8 weight-only rows ≤ kSkinnyInt8Rows: the fused kernel decode_gemm_plan.h names (decode_gemv at 1..4 rows,
+//                    the skinny kernel above: int8 → bf16/fp32 in registers, the weight read once); more rows: the
+//                    weight dequantized to bf16 scratch (exact: int8 codes are bf16 integers), a bf16 cuBLASLt GEMM
+//                    into fp32 scratch, then the per-channel scale epilogue
 // The fp32 scratch covers a bounded number of rows; larger batches run those GEMMs in row chunks.
 #include <cuda_runtime.h>
 

@@ -1,0 +1,396 @@
+// The decode GEMV family (decode_gemv.h) against the CPU reference of each weight format, on fresh random data for
+// every check: cpu::matmul (bf16), cpu::fp8_gemm (E4M3 W8A8, per tensor and per channel, both decodings of the
+// codes), cpu::int8_wo_gemm; every compiled variant × rows 1..4.
+//
+// Tolerances: every product is exact in fp32 (bf16·bf16, E4M3·E4M3, bf16·int8; the FP8 bit decoding's 2^-16 is a
+// power of two) and the kernel sums in fp32 on the CUDA cores, so kernel and reference differ by fp32 summation
+// order, ~sqrt(K) fp32 ulps of M = max over outputs of Σ_k |x_k w_k| (scales included): 1e-5 · M absolute, plus half
+// a bf16 ulp relative for the bf16 output rounding (as skinny_gemm_test.cpp; its FP8 MMA allowance is not needed
+// here). With random data an output is ~M/sqrt(K), so a wrong k pairing, row, feature, scale or bias is far outside.
+//
+// Shapes: in of one 16-byte vector, of a count of vectors no CTA size divides, of more vectors than a CTA's threads,
+// and of more than one batch of loads of the widest variant (a second trip round the K loop); out not a multiple of
+// any variant's features (1, 3, 17, 130).
+#include "backend/cuda/decode_gemv.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/quant_ops.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device.h"
+#include "backend/cuda/pdl.h"
+#include "core/dtype.h"
+#include "cuda_test_util.h"
+
+namespace qed::testing {
+namespace {
+
+using DecodeGemvTest = CudaTest;
+
+constexpr float kFp32SumTolerance = 1e-5f;
+
+enum class Format { Bf16, Fp8PerTensor, Fp8PerChannel, Int8 };
+
+struct Case {
+  Format format;
+  int rows, in, out, variant;
+  bool bias, f32_out = false, fp8_bits = false;
+};
+
+std::string describe(const Case& c) {
+  static const char* const kNames[] = {"bf16", "fp8 per-tensor", "fp8 per-channel", "int8"};
+  return std::string(kNames[int(c.format)]) + (c.fp8_bits ? " (bits)" : "") + " rows " + std::to_string(c.rows) +
+         " in " + std::to_string(c.in) + " out " + std::to_string(c.out) + " variant " +
+         cuda::decode_gemv_variant_name(c.variant) + (c.bias ? " +bias" : "") + (c.f32_out ? " f32" : " bf16") +
+         " (element = row * out + j)";
+}
+
+float max_abs_dot(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& row_scale,
+                  int rows, int in, int out) {
+  float magnitude = 0.0f;
+  for (int r = 0; r < rows; ++r) {
+    for (int j = 0; j < out; ++j) {
+      float sum = 0.0f;
+      for (int k = 0; k < in; ++k) sum += std::fabs(x[size_t(r) * in + k] * w[size_t(j) * in + k]);
+      magnitude = std::max(magnitude, sum * row_scale[size_t(j)]);
+    }
+  }
+  return magnitude;
+}
+
+// Weight rows that differ in magnitude by up to 7x, so per-channel scales differ.
+std::vector<float> random_weight(int out, int in, std::mt19937& rng) {
+  std::vector<float> w = random_bf16_values(size_t(out) * in, rng, 0.05f);
+  for (int r = 0; r < out; ++r) {
+    for (int k = 0; k < in; ++k) w[size_t(r) * in + k] *= float(1 + r % 7);
+  }
+  return w;
+}
+
+// Runs the kernel twice into a poisoned output one row longer than the result (that row must stay untouched) and
+// requires bit-identical results (the reduction order is fixed: a difference is a race); returns the result rows.
+std::vector<float> run_twice(cuda::DecodeGemv g, const Case& c, const std::string& what) {
+  const size_t n = size_t(c.rows) * c.out, padded = n + size_t(c.out);
+  std::vector<float> results[2];
+  for (std::vector<float>& result : results) {
+    cuda::DeviceBuffer d_y = c.f32_out ? upload(std::vector<float>(padded, NAN)) : poisoned_bf16(padded);
+    g.y = d_y.data();
+    cuda::decode_gemv(g, nullptr);
+    QED_CUDA_CHECK(cudaDeviceSynchronize());
+    result = c.f32_out ? download<float>(d_y, padded) : from_bf16(download<uint16_t>(d_y, padded));
+    for (size_t i = n; i < padded; ++i) {
+      EXPECT_TRUE(std::isnan(result[i])) << what << ": wrote past the last row at " << i;
+    }
+    result.resize(n);
+  }
+  for (size_t i = 0; i < results[0].size(); ++i) {
+    if (std::memcmp(&results[0][i], &results[1][i], sizeof(float)) != 0) {
+      ADD_FAILURE() << what << ": two runs differ at " << i << ": " << results[0][i] << " vs " << results[1][i];
+      break;
+    }
+  }
+  return results[0];
+}
+
+void check(const Case& c, std::mt19937& rng) {
+  const std::string what = describe(c);
+  const std::vector<float> bias = random_bf16_values(size_t(c.out), rng, 0.5f);
+  const float* bias_ref = c.bias ? bias.data() : nullptr;
+  const cuda::DeviceBuffer d_bias = upload(to_bf16(bias));
+  std::vector<float> want(size_t(c.rows) * c.out);
+  float magnitude = 0.0f;
+  cuda::DecodeGemv g;
+  g.rows = c.rows;
+  g.out = c.out;
+  g.in = c.in;
+  g.variant = c.variant;
+  g.f32_out = c.f32_out;
+  g.fp8_bits = c.fp8_bits;
+  g.bias = c.bias ? d_bias.as<uint16_t>() : nullptr;
+  cuda::DeviceBuffer d_x, d_w, d_x_scale, d_w_scales;
+  const std::vector<float> x = random_bf16_values(size_t(c.rows) * c.in, rng, 1.0f);
+  if (c.format == Format::Bf16) {
+    const std::vector<float> w = random_bf16_values(size_t(c.out) * c.in, rng, 0.05f);
+    cpu::matmul(x.data(), w.data(), bias_ref, want.data(), c.rows, c.in, c.out, nullptr);
+    magnitude = max_abs_dot(x, w, std::vector<float>(size_t(c.out), 1.0f), c.rows, c.in, c.out);
+    d_x = upload(to_bf16(x));
+    d_w = upload(to_bf16(w));
+    g.type = cuda::SkinnyWeight::Bf16;
+  } else if (c.format == Format::Int8) {
+    const std::vector<float> w = random_weight(c.out, c.in, rng);
+    std::vector<float> w_scales(size_t(c.out));
+    std::vector<int8_t> w_q(w.size());
+    cpu::quantize_int8_per_channel(w.data(), c.out, c.in, w_scales.data(), w_q.data());
+    cpu::int8_wo_gemm(x.data(), w_q.data(), w_scales.data(), bias_ref, want.data(), c.rows, c.in, c.out);
+    std::vector<float> w_codes(w.size());
+    for (size_t i = 0; i < w.size(); ++i) w_codes[i] = float(w_q[i]);
+    magnitude = max_abs_dot(x, w_codes, w_scales, c.rows, c.in, c.out);
+    d_x = upload(to_bf16(x));
+    d_w = upload(w_q);
+    d_w_scales = upload(w_scales);
+    g.type = cuda::SkinnyWeight::Int8;
+    g.w_scales = d_w_scales.as<float>();
+  } else {
+    const bool per_channel = c.format == Format::Fp8PerChannel;
+    const std::vector<float> w = random_weight(c.out, c.in, rng);
+    std::vector<float> w_scales;
+    std::vector<uint8_t> w_q(w.size());
+    if (per_channel) {
+      for (int r = 0; r < c.out; ++r) {
+        w_scales.push_back(cpu::fp8_scale_for_amax(cpu::amax(w.data() + size_t(r) * c.in, size_t(c.in))));
+      }
+      cpu::quantize_fp8_per_channel(w.data(), c.out, c.in, w_scales.data(), w_q.data());
+    } else {
+      w_scales.push_back(cpu::fp8_scale_for_amax(cpu::amax(w.data(), w.size())));
+      cpu::quantize_fp8_per_tensor(w.data(), w.size(), w_scales[0], w_q.data());
+    }
+    // A static scale below the amax's: the largest activations saturate, as calibrated scales let them.
+    const float x_scale = 0.8f * cpu::fp8_scale_for_amax(cpu::amax(x.data(), x.size()));
+    std::vector<uint8_t> x_q(x.size());
+    cpu::quantize_fp8_per_tensor(x.data(), x.size(), x_scale, x_q.data());
+    cpu::fp8_gemm(x_q.data(), x_scale, w_q.data(), w_scales.data(), per_channel, bias_ref, want.data(), c.rows, c.in,
+                  c.out);
+    std::vector<float> x_codes(x.size()), w_codes(w.size()), row_scale(size_t(c.out));
+    for (size_t i = 0; i < x.size(); ++i) x_codes[i] = f8e4m3_to_float(x_q[i]);
+    for (size_t i = 0; i < w.size(); ++i) w_codes[i] = f8e4m3_to_float(w_q[i]);
+    for (int j = 0; j < c.out; ++j) row_scale[size_t(j)] = x_scale * w_scales[per_channel ? size_t(j) : 0];
+    magnitude = max_abs_dot(x_codes, w_codes, row_scale, c.rows, c.in, c.out);
+    d_x = upload(x_q);
+    d_w = upload(w_q);
+    d_x_scale = upload(std::vector<float>{x_scale});
+    d_w_scales = upload(w_scales);
+    g.type = cuda::SkinnyWeight::Fp8E4m3;
+    g.x_scale = d_x_scale.as<float>();
+    g.w_scales = d_w_scales.as<float>();
+    g.per_channel = per_channel;
+  }
+  g.x = d_x.data();
+  g.w = d_w.data();
+  const std::vector<float> got = run_twice(g, c, what);
+  EXPECT_TRUE(all_close(got, want, c.f32_out ? 0.0f : kBf16HalfUlp, kFp32SumTolerance * magnitude + 1e-6f, what));
+}
+
+// (vectors along K, out) cycled over the cases: 1 vector; 65 (no CTA size divides it); 257 (more than 256 threads);
+// 130 with out 130.
+const std::pair<int, int> kShapes[] = {{1, 3}, {65, 17}, {257, 130}, {130, 1}};
+
+int elems_per_vector(Format f) {
+  return f == Format::Bf16 ? 8 : 16;
+}
+
+// Every variant × rows 1..4 for one format; shape, bias and output type vary across both.
+void sweep(Format format, bool fp8_bits, bool f32_outputs, int seed) {
+  std::mt19937 rng(seed);
+  for (int variant = 0; variant < cuda::kDecodeGemvVariantCount; ++variant) {
+    for (int rows = 1; rows <= cuda::kDecodeGemvMaxRows; ++rows) {
+      const auto [vectors, out] = kShapes[size_t(variant + rows) % std::size(kShapes)];
+      const bool bias = (variant + rows) % 3 != 0, f32_out = f32_outputs && (variant + 2 * rows) % 3 == 0;
+      check({format, rows, vectors * elems_per_vector(format), out, variant, bias, f32_out, fp8_bits}, rng);
+    }
+  }
+}
+
+// FP8 needs no sm_89 here: below it the kernel decodes the codes with bit operations.
+TEST_F(DecodeGemvTest, Bf16MatchesCpuMatmulForEveryVariantAndRowCount) {
+  sweep(Format::Bf16, false, true, 91);
+}
+
+TEST_F(DecodeGemvTest, Fp8PerTensorMatchesCpuFp8GemmForEveryVariantAndRowCount) {
+  sweep(Format::Fp8PerTensor, false, false, 92);
+  sweep(Format::Fp8PerTensor, true, false, 93);
+}
+
+TEST_F(DecodeGemvTest, Fp8PerChannelMatchesCpuFp8GemmForEveryVariantAndRowCount) {
+  sweep(Format::Fp8PerChannel, false, false, 94);
+  sweep(Format::Fp8PerChannel, true, false, 95);
+}
+
+TEST_F(DecodeGemvTest, Int8MatchesCpuInt8WoGemmForEveryVariantAndRowCount) {
+  sweep(Format::Int8, false, false, 96);
+}
+
+// 2049 vectors along K: more than one batch of loads for every variant (the widest takes 256 threads × 8 = 2048),
+// so every lane goes round the K loop at least twice; the 14B down projection's K too.
+TEST_F(DecodeGemvTest, LongReductionsTakeSeveralTripsRoundTheLoop) {
+  std::mt19937 rng(97);
+  for (int variant = 0; variant < cuda::kDecodeGemvVariantCount; ++variant) {
+    check({Format::Bf16, 1 + variant % 4, 2049 * 8, 5, variant, true}, rng);
+    check({Format::Int8, 4 - variant % 4, 2049 * 16, 3, variant, variant % 2 == 0}, rng);
+    check({Format::Fp8PerChannel, 1 + (variant + 1) % 4, 2049 * 16, 2, variant, true, false, variant % 2 == 1}, rng);
+  }
+  check({Format::Bf16, 2, 13824, 9, 0, false}, rng);
+  check({Format::Int8, 1, 13824, 9, 3, true}, rng);
+}
+
+// Every E4M3 code through both operands, for both decodings: activations holding all 256 codes against an identity
+// weight, and every code as a weight row picked by one-hot activations; one product per output, so exact.
+TEST_F(DecodeGemvTest, Fp8DecodingIsExactForEveryCode) {
+  const int in = 256, out = 256, rows = 4;
+  // NaN codes are not values (the quantizers never write them).
+  auto code = [](int i) { return uint8_t((i & 0x7F) == 0x7F ? 0 : i); };
+  std::vector<uint8_t> identity(size_t(out) * in, 0), x_codes(size_t(rows) * in), w_codes(size_t(out) * in),
+      one_hot(size_t(rows) * in, 0);
+  for (int j = 0; j < out; ++j) identity[size_t(j) * in + j] = 0x38;  // 1.0
+  for (int r = 0; r < rows; ++r) {
+    for (int k = 0; k < in; ++k) x_codes[size_t(r) * in + k] = code((k + 64 * r) % 256);
+    one_hot[size_t(r) * in + 3 * r] = 0x38;
+  }
+  for (int j = 0; j < out; ++j) {
+    for (int k = 0; k < in; ++k) w_codes[size_t(j) * in + k] = code(j);
+  }
+  const float scale = 1.0f;
+  const cuda::DeviceBuffer d_s = upload(std::vector<float>{scale});
+  for (const auto& [x_q, w_q] : {std::pair{&x_codes, &identity}, std::pair{&one_hot, &w_codes}}) {
+    std::vector<float> want(size_t(rows) * out);
+    cpu::fp8_gemm(x_q->data(), scale, w_q->data(), &scale, false, nullptr, want.data(), rows, in, out);
+    const cuda::DeviceBuffer d_x = upload(*x_q), d_w = upload(*w_q);
+    for (bool bits : {false, true}) {
+      for (int variant : {0, cuda::kDecodeGemvVariantCount - 1}) {
+        cuda::DecodeGemv g;
+        g.x = d_x.data();
+        g.w = d_w.data();
+        g.type = cuda::SkinnyWeight::Fp8E4m3;
+        g.x_scale = d_s.as<float>();
+        g.w_scales = d_s.as<float>();
+        g.f32_out = true;
+        g.rows = rows;
+        g.out = out;
+        g.in = in;
+        g.variant = variant;
+        g.fp8_bits = bits;
+        const Case c{Format::Fp8PerTensor, rows, in, out, variant, false, true, bits};
+        const std::string what = describe(c) + (x_q == &x_codes ? ", codes in x" : ", codes in w");
+        const std::vector<float> got = run_twice(g, c, what);
+        for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(got[i], want[i]) << what << " element " << i;
+      }
+    }
+  }
+}
+
+// Int8 codes -128..127 in one weight row, picked singly and summed, through bf16 ones (exact).
+TEST_F(DecodeGemvTest, Int8DecodingIsExactForEveryCode) {
+  const int in = 256, out = 16, rows = 2;
+  std::vector<int8_t> w_q(size_t(out) * in);
+  for (size_t i = 0; i < w_q.size(); ++i) w_q[i] = int8_t(int((i * 37 + i / in) % 256) - 128);
+  std::vector<float> x(size_t(rows) * in, 0.0f);
+  x[5] = 1.0f;
+  x[200] = 1.0f;
+  for (int k = 0; k < in; ++k) x[size_t(in) + k] = 1.0f;
+  const std::vector<float> w_scales(size_t(out), 1.0f);
+  std::vector<float> want(size_t(rows) * out);
+  cpu::int8_wo_gemm(x.data(), w_q.data(), w_scales.data(), nullptr, want.data(), rows, in, out);
+  const cuda::DeviceBuffer d_x = upload(to_bf16(x)), d_w = upload(w_q), d_s = upload(w_scales);
+  for (int variant = 0; variant < cuda::kDecodeGemvVariantCount; ++variant) {
+    cuda::DecodeGemv g;
+    g.x = d_x.data();
+    g.w = d_w.data();
+    g.type = cuda::SkinnyWeight::Int8;
+    g.w_scales = d_s.as<float>();
+    g.f32_out = true;
+    g.rows = rows;
+    g.out = out;
+    g.in = in;
+    g.variant = variant;
+    const Case c{Format::Int8, rows, in, out, variant, false, true};
+    const std::vector<float> got = run_twice(g, c, describe(c));
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(got[i], want[i]) << describe(c) << " element " << i;
+  }
+}
+
+// Programmatic dependent launch (a no-op below sm_90): a chain of GEMVs, each reading the previous one's output, all
+// launched with pdl = true. The weights of every link are loaded before its pdl_wait(), x only after: a kernel that
+// read x early would see the poison (NaN) the output buffers start with, or a stale link.
+TEST_F(DecodeGemvTest, ChainedPdlLaunchesReadTheirPredecessorsOutput) {
+  std::mt19937 rng(98);
+  const int rows = 2, width = 1024, links = 6;
+  std::vector<std::vector<float>> weights;
+  std::vector<cuda::DeviceBuffer> d_weights, d_outputs;
+  for (int l = 0; l < links; ++l) {
+    weights.push_back(random_bf16_values(size_t(width) * width, rng, 0.03f));
+    d_weights.push_back(upload(to_bf16(weights.back())));
+    d_outputs.push_back(poisoned_bf16(size_t(rows) * width));
+  }
+  const std::vector<float> x0 = random_bf16_values(size_t(rows) * width, rng, 1.0f);
+  const cuda::DeviceBuffer d_x0 = upload(to_bf16(x0));
+  const bool was_enabled = cuda::pdl_enabled();
+  const std::vector<cuda::DeviceInfo> devices = cuda::list_devices();
+  cuda::set_pdl_enabled(devices[0].sm_major >= 9);  // as the backend does: the attribute only where PDL exists
+  cudaStream_t stream = nullptr;
+  QED_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  for (int l = 0; l < links; ++l) {
+    cuda::DecodeGemv g;
+    g.x = l == 0 ? d_x0.data() : d_outputs[size_t(l - 1)].data();
+    g.w = d_weights[size_t(l)].data();
+    g.y = d_outputs[size_t(l)].data();
+    g.rows = rows;
+    g.out = width;
+    g.in = width;
+    g.variant = l % cuda::kDecodeGemvVariantCount;
+    g.pdl = true;
+    cuda::decode_gemv(g, stream);
+  }
+  QED_CUDA_CHECK(cudaStreamSynchronize(stream));
+  QED_CUDA_CHECK(cudaStreamDestroy(stream));
+  cuda::set_pdl_enabled(was_enabled);
+  // Each link against the CPU on the GPU's own input to it (bf16 rounding of the links is the GPU's).
+  std::vector<float> input = x0;
+  for (int l = 0; l < links; ++l) {
+    const std::vector<float> got = from_bf16(download<uint16_t>(d_outputs[size_t(l)], size_t(rows) * width));
+    std::vector<float> want(got.size());
+    cpu::matmul(input.data(), weights[size_t(l)].data(), nullptr, want.data(), rows, width, width, nullptr);
+    const float magnitude =
+        max_abs_dot(input, weights[size_t(l)], std::vector<float>(size_t(width), 1.0f), rows, width, width);
+    EXPECT_TRUE(all_close(got, want, kBf16HalfUlp, kFp32SumTolerance * magnitude + 1e-6f, "link " + std::to_string(l)));
+    input = got;
+  }
+}
+
+TEST_F(DecodeGemvTest, RefusesShapesAndArgumentsItCannotTake) {
+  const cuda::DeviceBuffer buffer = upload(std::vector<uint16_t>(1 << 15, 0x3F80)), y(1 << 16);  // bf16 ones
+  cuda::DecodeGemv g;
+  g.x = buffer.data();
+  g.w = buffer.data();
+  g.y = y.data();
+  g.rows = 1;
+  g.out = 16;
+  g.in = 64;
+  EXPECT_NO_THROW(cuda::decode_gemv(g, nullptr));
+  QED_CUDA_CHECK(cudaDeviceSynchronize());
+  for (int rows : {0, cuda::kDecodeGemvMaxRows + 1}) {
+    cuda::DecodeGemv bad = g;
+    bad.rows = rows;
+    EXPECT_THROW(cuda::decode_gemv(bad, nullptr), std::exception) << "rows " << rows;
+  }
+  cuda::DecodeGemv bad = g;
+  bad.in = 60;  // not a multiple of 8 bf16
+  EXPECT_THROW(cuda::decode_gemv(bad, nullptr), std::exception);
+  bad = g;
+  bad.type = cuda::SkinnyWeight::Int8;
+  bad.w_scales = static_cast<const float*>(buffer.data());
+  bad.in = 40;  // a multiple of 8 but not of 16 int8
+  EXPECT_THROW(cuda::decode_gemv(bad, nullptr), std::exception);
+  bad = g;
+  bad.type = cuda::SkinnyWeight::Fp8E4m3;  // no scales
+  EXPECT_THROW(cuda::decode_gemv(bad, nullptr), std::exception);
+  bad = g;
+  bad.w = static_cast<const char*>(buffer.data()) + 8;
+  EXPECT_THROW(cuda::decode_gemv(bad, nullptr), std::exception);
+  for (int variant : {-1, cuda::kDecodeGemvVariantCount}) {
+    bad = g;
+    bad.variant = variant;
+    EXPECT_THROW(cuda::decode_gemv(bad, nullptr), std::exception) << "variant " << variant;
+  }
+  bad = g;
+  bad.out = 0;
+  EXPECT_THROW(cuda::decode_gemv(bad, nullptr), std::exception);
+}
+
+}  // namespace
+}  // namespace qed::testing
