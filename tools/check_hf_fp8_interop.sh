@@ -21,7 +21,7 @@ status=0
 for fixture in qwen2_gqa_bias llama3_rope_scaled; do
   dir="$scratch/$fixture/model"
   echo "== $fixture"
-  if ! "$python" tools/make_hf_fp8_checkpoint.py --fixture "tests/fixtures/hf/$fixture" --out "$dir" --block-size 32 32; then
+  if ! "$python" tools/make_hf_fp8_checkpoint.py --fixture "tests/fixtures/hf/$fixture" --out "$dir" --block-size 16 32; then
     echo "$fixture: make_hf_fp8_checkpoint.py failed"; status=1; continue
   fi
   prompts="$("$python" -c 'import json,sys; print(" ".join(",".join(map(str, p)) for p in json.load(open(sys.argv[1]))["prompts"]))' "$dir/reference.json")"

@@ -5,8 +5,10 @@ interop check (tools/check_hf_fp8_interop.sh, docs/quantize.md "Block-wise FP8")
 The writer is transformers' FineGrainedFP8Config (DeepSeek-V3-style: `weight` F8_E4M3 + `weight_scale_inv` F32 per
 block, quantization_config {"quant_method": "fp8", "weight_block_size": [B0, B1], "activation_scheme": "dynamic"}),
 quantizing a fixture model (tests/fixtures/hf/*) as it loads, then save_pretrained. The fixtures are tiny (hidden
-64-96), so the block size defaults to [32, 32] instead of DeepSeek's [128, 128]: every fixture dimension is a
-multiple of 32, as transformers' quantizer requires, and 32 is the smallest K its Triton FP8 matmul tiles with.
+64-96), so the block size defaults to [16, 32] (B0 output rows, B1 input columns) instead of DeepSeek's [128, 128]:
+every fixture dimension is a multiple of it, as transformers' quantizer requires; 32 columns is the smallest K its
+Triton FP8 matmul tiles with; and no scale grid of qwen2_gqa_bias / llama3_rope_scaled has a dimension of 1 (one
+transformers quantizer path squeezes the grid, which qed reads but its own reload may not).
 
 Reference logits, every position of the fixture's prompts, in float32:
   - "transformers": the saved checkpoint loaded back by transformers and run by its FP8Linear (act_quant per token
@@ -86,7 +88,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fixture", required=True, help="an HF model directory, e.g. tests/fixtures/hf/qwen2_gqa_bias")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--block-size", type=int, nargs=2, default=[32, 32], metavar=("B0", "B1"))
+    parser.add_argument("--block-size", type=int, nargs=2, default=[16, 32], metavar=("B0", "B1"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     fixture, out = pathlib.Path(args.fixture), pathlib.Path(args.out)

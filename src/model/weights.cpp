@@ -59,7 +59,13 @@ struct Binder {
            name, bo, bi);
     }
     const std::vector<int64_t> expected{(shape[0] + bo - 1) / bo, shape[1] / bi};
-    if (tensor->shape != expected) {
+    // Some transformers versions squeeze the grid (a [1, n] grid saved as [n]); dropping size-1 dimensions keeps
+    // the row-major order, so such a scale reads the same.
+    auto squeezed = [](std::vector<int64_t> dims) {
+      std::erase(dims, int64_t{1});
+      return dims;
+    };
+    if (tensor->shape != expected && squeezed(tensor->shape) != squeezed(expected)) {
       fail("{}: scale '{}' has shape [{}], expected [{}] (weight [{}] in blocks of [{}, {}])", checkpoint.dir(), name,
            fmt::join(tensor->shape, ", "), fmt::join(expected, ", "), fmt::join(shape, ", "), bo, bi);
     }
@@ -188,7 +194,7 @@ std::vector<float> linear_to_f32(const TensorInfo& weight, const LinearScales& s
   if (scales.block_scale) {
     const TensorInfo& scale = *scales.block_scale;
     const size_t rows = size_t(weight.shape.at(0)), cols = size_t(weight.shape.at(1));
-    const size_t blocks_per_row = size_t(scale.shape.at(1));
+    const size_t blocks_per_row = cols / size_t(scales.block_in);  // the scale may be stored squeezed
     for (size_t r = 0; r < rows; ++r) {
       for (size_t c = 0; c < cols; ++c) {
         const size_t index = (r / size_t(scales.block_out)) * blocks_per_row + c / size_t(scales.block_in);

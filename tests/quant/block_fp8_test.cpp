@@ -262,6 +262,23 @@ TEST_F(BlockFp8Fixture, BrokenCheckpointsAreNamedErrors) {
   EXPECT_NE(error.find("scale 'model.layers.0.self_attn.k_proj.weight_scale_inv' has shape [], expected [1, 2]"),
             std::string::npos)
       << error;
+  // A [1, n] grid saved squeezed to [n] (as some transformers versions do) reads the same.
+  {
+    const std::string squeezed = dir_.file("squeezed");
+    std::filesystem::create_directories(squeezed);
+    const Checkpoint source = Checkpoint::open(block);
+    std::vector<TensorToWrite> tensors;
+    for (const std::string& name : source.names()) {
+      const TensorInfo& t = source.get(name);
+      std::vector<int64_t> shape = t.shape;
+      if (name == "model.layers.0.self_attn.k_proj.weight_scale_inv") shape = {2};  // [1, 2]
+      tensors.push_back({name, t.dtype, shape, t.data});
+    }
+    write_safetensors(squeezed + "/model.safetensors", tensors);
+    std::filesystem::copy_file(block + "/config.json", squeezed + "/config.json");
+    EXPECT_EQ(bind_error(squeezed), "");
+    EXPECT_EQ(logits(squeezed, {1, 2, 3}), logits(block, {1, 2, 3}));
+  }
   error = bind_error(rewrite(dir_.file("missing"), "model.layers.1.mlp.up_proj.weight_scale_inv", false));
   EXPECT_NE(error.find("missing tensor 'model.layers.1.mlp.up_proj.weight_scale_inv'"), std::string::npos) << error;
   // Blocks whose columns do not tile the input (64 columns in blocks of 48).
