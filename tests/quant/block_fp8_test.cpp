@@ -80,7 +80,7 @@ TEST(BlockFp8Ops, EachGroupGetsItsOwnScale) {
   // of 8 in [64, 128)), and 0.5 / (2 / 448) = 112 is exact.
   const std::vector<float> x = {1.0f, 0.3f, -2.0f, 0.5f, 1792.0f, 3.0f, -100.0f, 0.0f};
   std::vector<float> y(x.size());
-  cpu::fake_quantize_fp8_per_group(x.data(), x.size(), 4, y.data());
+  EXPECT_TRUE(cpu::fake_quantize_fp8_per_group(x.data(), x.size(), 4, y.data()));
   const float s0 = 2.0f / 448.0f;
   EXPECT_EQ(y[1], 64.0f * s0);
   EXPECT_EQ(y[3], 112.0f * s0);
@@ -94,6 +94,10 @@ TEST(BlockFp8Ops, EachGroupGetsItsOwnScale) {
   const std::vector<float> zeros(8, 0.0f);
   cpu::fake_quantize_fp8_per_group(zeros.data(), zeros.size(), 8, y.data());
   for (float v : y) EXPECT_EQ(v, 0.0f);
+  // A NaN is reported (the CPU backend refuses it, as for per-tensor dynamic scales).
+  std::vector<float> with_nan = x;
+  with_nan[5] = std::nanf("");
+  EXPECT_FALSE(cpu::fake_quantize_fp8_per_group(with_nan.data(), with_nan.size(), 4, y.data()));
 }
 
 TEST(BlockFp8Ops, RequantizingToTheRowMaxScaleLosesAtMostHalfAStep) {

@@ -72,7 +72,9 @@ const float* quantized_input(const InputQuant& quant, const float* x, size_t n, 
     // Rows are whole groups (in_features % group == 0, checked at load), so the (token, group) pairs are the
     // consecutive runs of `group` floats of the row-major input.
     scratch.resize(n);
-    fake_quantize_fp8_per_group(x, n, size_t(quant.group), scratch.data());
+    if (!fake_quantize_fp8_per_group(x, n, size_t(quant.group), scratch.data())) {
+      fail("forward: NaN in a linear layer's input");
+    }
     return scratch.data();
   }
   float scale = quant.scale;

@@ -90,11 +90,15 @@ void fake_quantize_fp8(const float* x, size_t n, float scale, float* out) {
   for (size_t i = 0; i < n; ++i) out[i] = e4m3_value(quantize_fp8(x[i], scale)) * scale;
 }
 
-void fake_quantize_fp8_per_group(const float* x, size_t n, size_t group, float* out) {
+bool fake_quantize_fp8_per_group(const float* x, size_t n, size_t group, float* out) {
+  bool finite = true;
   for (size_t begin = 0; begin < n; begin += group) {
-    const float s = std::max(amax(x + begin, group), kFp8GroupEps) / kFp8E4M3Max;
+    const float a = amax(x + begin, group);
+    finite = finite && !std::isnan(a);
+    const float s = std::max(a, kFp8GroupEps) / kFp8E4M3Max;
     fake_quantize_fp8(x + begin, group, s, out + begin);
   }
+  return finite;
 }
 
 void requantize_fp8_blocks_to_channel(const uint8_t* q, int rows, int cols, const float* block_scales, int block_out,

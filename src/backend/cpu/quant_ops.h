@@ -36,9 +36,10 @@ void fake_quantize_fp8(const float* x, size_t n, float scale, float* out);
 // Dynamic per-token-group activations of block-wise FP8 (vLLM's per_token_group_quant_fp8, transformers'
 // act_quant): every run of `group` consecutive floats (one token's block_in columns; n a multiple of group) gets
 // s = max(amax, kFp8GroupEps) / 448 and becomes fake_quantize_fp8(x, group, s). The eps is vLLM's; transformers
-// has none (an all-zero group gives 0/0 = NaN there, which its FP8Linear turns into 0 outputs).
+// has none (an all-zero group gives 0/0 = NaN there, which its FP8Linear turns into 0 outputs). Returns false
+// when a group holds a NaN (its outputs are NaN then), so the caller can refuse it as the per-tensor path does.
 inline constexpr float kFp8GroupEps = 1e-10f;
-void fake_quantize_fp8_per_group(const float* x, size_t n, size_t group, float* out);
+bool fake_quantize_fp8_per_group(const float* x, size_t n, size_t group, float* out);
 
 // A block-wise E4M3 weight (rows × cols, block_scales [ceil(rows / block_out)][cols / block_in]) requantized to
 // one scale per output row, the row's largest block scale: code' = quantize_fp8(e4m3(code) · s_block, s_row)
