@@ -46,7 +46,8 @@ def dequantize_blocks(q, scale_inv, block):
     """q (out × in, float8_e4m3fn) times its block's scale, in float32."""
     b0, b1 = block
     rows, cols = q.shape
-    s = scale_inv.float().repeat_interleave(b0, dim=0)[:rows].repeat_interleave(b1, dim=1)[:, :cols]
+    grid = scale_inv.float().reshape(-(-rows // b0), cols // b1)  # some transformers versions save it squeezed
+    s = grid.repeat_interleave(b0, dim=0)[:rows].repeat_interleave(b1, dim=1)[:, :cols]
     return q.float() * s
 
 
@@ -91,6 +92,8 @@ def main():
     parser.add_argument("--block-size", type=int, nargs=2, default=[16, 32], metavar=("B0", "B1"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False  # float32 references: no TF32 rounding of the matmul inputs
+    torch.set_float32_matmul_precision("highest")
     fixture, out = pathlib.Path(args.fixture), pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     block = list(args.block_size)
