@@ -32,10 +32,21 @@ int int_field(const json& object, const char* key, int fallback) {
   return it != object.end() && it->is_number_integer() ? it->get<int>() : fallback;
 }
 
+// weight_block_size: [rows, cols] of one weight block, both positive.
+void parse_block_size(const json& value, const std::string& source, QuantizationConfig& config) {
+  if (!value.is_array() || value.size() != 2 || !value[0].is_number_integer() || !value[1].is_number_integer() ||
+      value[0].get<int64_t>() <= 0 || value[1].get<int64_t>() <= 0 || value[0].get<int64_t>() > (1 << 20) ||
+      value[1].get<int64_t>() > (1 << 20)) {
+    fail("{}: quantization_config.weight_block_size must be two positive integers [rows, cols], got {}", source,
+         value.dump());
+  }
+  config.block_out = value[0].get<int>();
+  config.block_in = value[1].get<int>();
+}
+
 void parse_fp8(const json& q, const std::string& source, QuantizationConfig& config) {
   if (q.contains("weight_block_size") && !q["weight_block_size"].is_null()) {
-    fail("{}: block-wise FP8 (quantization_config.weight_block_size) is not supported; per-tensor and per-channel are",
-         source);
+    parse_block_size(q["weight_block_size"], source, config);
   }
   const std::string scheme = string_field(q, "activation_scheme");
   if (scheme == "static") {
@@ -45,8 +56,13 @@ void parse_fp8(const json& q, const std::string& source, QuantizationConfig& con
   } else {
     fail("{}: quantization_config.activation_scheme '{}' (expected static or dynamic)", source, scheme);
   }
+  if (config.block_wise() && config.activations == ActivationScheme::Static) {
+    // vLLM refuses it too: block-wise weights come with per-token-group activations computed on the fly.
+    fail("{}: block-wise FP8 (weight_block_size) needs activation_scheme dynamic, got static", source);
+  }
   config.method = QuantMethod::Fp8;
   config.ignored = string_list(q, "ignored_layers", source);
+  config.ignored_substrings = string_list(q, "modules_to_not_convert", source);
 }
 
 void parse_compressed_tensors(const json& q, const std::string& source, QuantizationConfig& config) {
@@ -114,6 +130,16 @@ const char* to_string(QuantMethod method) {
 
 bool QuantizationConfig::is_quantized_module(const std::string& name) const {
   if (!quantized()) return false;
+  if (!ignored_substrings.empty()) {
+    // transformers matches against the parameter name, "<module>.weight": 4.x as a substring of it with digit runs
+    // starred, 5.x (should_convert_module) as the whole name, a prefix or a suffix of it; a substring of either
+    // spelling covers both.
+    const std::string parameter = name + ".weight";
+    const std::string starred = std::regex_replace(parameter, std::regex("[0-9]+"), "*");
+    for (const std::string& key : ignored_substrings) {
+      if (parameter.find(key) != std::string::npos || starred.find(key) != std::string::npos) return false;
+    }
+  }
   for (const std::string& pattern : ignored) {
     if (pattern.rfind("re:", 0) == 0) {
       try {

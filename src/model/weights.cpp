@@ -43,6 +43,38 @@ struct Binder {
     return tensor;
   }
 
+  // weight_scale_inv of a block-wise FP8 weight of `shape` [out, in]. Output rows may end in a partial block (vLLM
+  // and DeepSeek-V3 use ceil); the input columns must split into whole blocks, because activations are quantized
+  // per group of block_in columns and neither vLLM nor transformers defines a partial group.
+  const TensorInfo* block_scale(const std::string& module, const std::vector<int64_t>& shape) const {
+    const int64_t bo = quantization.block_out, bi = quantization.block_in;
+    if (shape[1] % bi != 0) {
+      fail("{}: '{}.weight' has {} input columns, not a multiple of weight_block_size[1] = {}", checkpoint.dir(),
+           module, shape[1], bi);
+    }
+    const std::string name = module + ".weight_scale_inv";
+    const TensorInfo* tensor = checkpoint.find(name);
+    if (!tensor) {
+      fail("{}: missing tensor '{}' (the checkpoint is block-wise FP8, weight_block_size [{}, {}])", checkpoint.dir(),
+           name, bo, bi);
+    }
+    const std::vector<int64_t> expected{(shape[0] + bo - 1) / bo, shape[1] / bi};
+    // Some transformers versions squeeze the grid (a [1, n] grid saved as [n]); dropping size-1 dimensions keeps
+    // the row-major order, so such a scale reads the same.
+    auto squeezed = [](std::vector<int64_t> dims) {
+      std::erase(dims, int64_t{1});
+      return dims;
+    };
+    if (tensor->shape != expected && squeezed(tensor->shape) != squeezed(expected)) {
+      fail("{}: scale '{}' has shape [{}], expected [{}] (weight [{}] in blocks of [{}, {}])", checkpoint.dir(), name,
+           fmt::join(tensor->shape, ", "), fmt::join(expected, ", "), fmt::join(shape, ", "), bo, bi);
+    }
+    if (tensor->dtype != DType::F32 && tensor->dtype != DType::F16 && tensor->dtype != DType::BF16) {
+      fail("{}: scale '{}' has dtype {}, expected F32, F16 or BF16", checkpoint.dir(), name, dtype_name(tensor->dtype));
+    }
+    return tensor;
+  }
+
   // The weight of linear module `module` (name without ".weight"), quantized or not as the config says.
   const TensorInfo* linear(const std::string& module, std::vector<int64_t> shape, LinearScales& scales) const {
     if (!quantization.is_quantized_module(module)) return require(module + ".weight", std::move(shape));
@@ -51,6 +83,12 @@ struct Binder {
     if (weight->dtype != expected) {
       fail("{}: tensor '{}.weight' has dtype {}, expected {} ({} checkpoint)", checkpoint.dir(), module,
            dtype_name(weight->dtype), dtype_name(expected), quantization.format);
+    }
+    if (quantization.block_wise()) {
+      scales.block_scale = block_scale(module, shape);
+      scales.block_out = quantization.block_out;
+      scales.block_in = quantization.block_in;
+      return weight;
     }
     scales.weight_scale = scale(module + ".weight_scale", shape[0]);
     if (quantization.method == QuantMethod::Fp8 && quantization.activations == ActivationScheme::Static) {
@@ -153,6 +191,23 @@ float scalar_scale(const TensorInfo& tensor) {
 
 std::vector<float> linear_to_f32(const TensorInfo& weight, const LinearScales& scales) {
   std::vector<float> out = tensor_to_f32(weight);
+  if (scales.block_scale) {
+    const TensorInfo& scale = *scales.block_scale;
+    const size_t rows = size_t(weight.shape.at(0)), cols = size_t(weight.shape.at(1));
+    const size_t blocks_per_row = cols / size_t(scales.block_in);  // the scale may be stored squeezed
+    for (size_t r = 0; r < rows; ++r) {
+      for (size_t c = 0; c < cols; ++c) {
+        const size_t index = (r / size_t(scales.block_out)) * blocks_per_row + c / size_t(scales.block_in);
+        const float s = scale.at(index);
+        if (!std::isfinite(s) || s <= 0.0f) {
+          fail("scale '{}' [{}, {}] is {}, expected a finite positive value", scale.name, index / blocks_per_row,
+               index % blocks_per_row, s);
+        }
+        out[r * cols + c] *= s;
+      }
+    }
+    return out;
+  }
   if (!scales.weight_scale) return out;
   const TensorInfo& scale = *scales.weight_scale;
   const size_t rows = size_t(weight.shape.at(0));

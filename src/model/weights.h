@@ -9,10 +9,17 @@
 
 namespace qed {
 
-// The scales of one quantized linear layer (both null when the layer is not quantized).
+// The scales of one quantized linear layer (all null when the layer is not quantized).
 struct LinearScales {
   const TensorInfo* weight_scale = nullptr;  // [] or [1]: per tensor; [out] or [out, 1]: per output channel
   const TensorInfo* input_scale = nullptr;   // [] or [1]: static FP8 activation scale; null = dynamic or none
+  // Block-wise FP8 instead of weight_scale: `weight_scale_inv` [ceil(out / block_out), in / block_in], the
+  // dequantisation factor of each block (DeepSeek-V3's name; it is not a reciprocal): W[r][c] = q[r][c] ·
+  // block_scale[r / block_out][c / block_in].
+  const TensorInfo* block_scale = nullptr;
+  int block_out = 0, block_in = 0;
+
+  bool quantized() const { return weight_scale || block_scale; }
 };
 
 struct LayerWeights {
@@ -59,8 +66,8 @@ std::string layer_tensor_name(int layer, const std::string& suffix);
 // Reads a whole tensor as float32 (exact for F32/F16/BF16).
 std::vector<float> tensor_to_f32(const TensorInfo& tensor);
 
-// A linear weight as float32: the stored values times weight_scale (per tensor, or per output row), or the plain
-// values when `scales` has no weight_scale. Throws if a scale is not finite and positive.
+// A linear weight as float32: the stored values times weight_scale (per tensor, or per output row) or times its
+// block's scale, or the plain values when `scales` has none. Throws if a scale is not finite and positive.
 std::vector<float> linear_to_f32(const TensorInfo& weight, const LinearScales& scales);
 
 // The value of a one-element scale tensor; throws naming it unless finite and positive.

@@ -255,10 +255,21 @@ def fake_quant_e4m3(x, scale):
     return np.sign(x) * np.where(pick_hi, E4M3_POSITIVE[hi], E4M3_POSITIVE[lo]) * scale
 
 
-def numpy_forward(model_dir, ids):
+def fake_quant_e4m3_groups(x, group):
+    """Block-wise FP8 activations: per row and `group` columns, s = max(amax, 1e-10) / 448 (float32, vLLM's
+    per_token_group_quant_fp8), x ≈ e4m3(x / s) * s."""
+    g = x.reshape(x.shape[0], -1, group)
+    s = np.maximum(np.abs(g).max(axis=2, keepdims=True).astype(np.float32), np.float32(1e-10)) / np.float32(448.0)
+    return fake_quant_e4m3(g, s.astype(np.float64)).reshape(x.shape)
+
+
+def numpy_forward(model_dir, ids, group_input=fake_quant_e4m3_groups):
     """Qwen2 forward (HF semantics) over a quantized checkpoint: dequantized weights (q · weight_scale, per tensor or
-    per row), linear inputs fake-quantized where an input_scale exists, K (after RoPE) and V where k/v scales exist."""
+    per row), linear inputs fake-quantized where an input_scale exists, K (after RoPE) and V where k/v scales exist.
+    Block-wise FP8 (weight_scale_inv, quantization_config.weight_block_size [B0, B1]): W = q · s[row / B0][col / B1]
+    and each linear input goes through group_input(x, B1) (default: the format's per-token-group quantization)."""
     cfg = json.loads((model_dir / "config.json").read_text())
+    block = (cfg.get("quantization_config") or {}).get("weight_block_size")
     t = raw_tensors(model_dir / "model.safetensors")
     get = lambda name: as_float(*t[name])  # noqa: E731
     H, nh, nkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
@@ -269,7 +280,14 @@ def numpy_forward(model_dir, ids):
         return w * (x / np.sqrt((x * x).mean(-1, keepdims=True) + eps))
 
     def linear(x, module, bias=True):
-        w = get(module + ".weight") * get(module + ".weight_scale")
+        if module + ".weight_scale_inv" in t:
+            q = get(module + ".weight")
+            s = np.repeat(np.repeat(get(module + ".weight_scale_inv"), block[0], 0)[:q.shape[0]], block[1], 1)
+            w, x = q * s[:, :q.shape[1]], group_input(x, block[1])
+        elif module + ".weight_scale" in t:
+            w = get(module + ".weight") * get(module + ".weight_scale")
+        else:
+            w = get(module + ".weight")
         if module + ".input_scale" in t:
             x = fake_quant_e4m3(x, get(module + ".input_scale"))
         y = x @ w.T

@@ -24,7 +24,8 @@ const float* or_null(const std::vector<float>& v) {
 }
 
 InputQuant input_quant(const ModelConfig& config, const LinearScales& scales) {
-  if (config.quantization.method != QuantMethod::Fp8 || !scales.weight_scale) return {};
+  if (config.quantization.method != QuantMethod::Fp8 || !scales.quantized()) return {};
+  if (scales.block_scale) return {ActivationScheme::Dynamic, 0.0f, scales.block_in};
   if (!scales.input_scale) return {ActivationScheme::Dynamic, 0.0f};
   return {ActivationScheme::Static, scalar_scale(*scales.input_scale)};
 }
@@ -49,7 +50,7 @@ DenseLayer load_dense_layer(const LayerWeights& w, const ModelConfig& config, co
   // One GEMM for gate and up, as vLLM fuses them: it takes the larger of the two input scales.
   const InputQuant gate_input = input_quant(config, w.gate_proj_scales);
   const InputQuant up_input = input_quant(config, w.up_proj_scales);
-  if (gate_input.scheme != up_input.scheme) {
+  if (gate_input.scheme != up_input.scheme || gate_input.group != up_input.group) {
     fail("{}: layer {}: mlp.gate_proj and mlp.up_proj must be quantized alike", where, layer);
   }
   d.gate_up_input = gate_input;
@@ -67,6 +68,15 @@ DenseLayer load_dense_layer(const LayerWeights& w, const ModelConfig& config, co
 
 const float* quantized_input(const InputQuant& quant, const float* x, size_t n, std::vector<float>& scratch) {
   if (quant.scheme == ActivationScheme::None) return x;
+  if (quant.group > 0) {
+    // Rows are whole groups (in_features % group == 0, checked at load), so the (token, group) pairs are the
+    // consecutive runs of `group` floats of the row-major input.
+    scratch.resize(n);
+    if (!fake_quantize_fp8_per_group(x, n, size_t(quant.group), scratch.data())) {
+      fail("forward: NaN in a linear layer's input");
+    }
+    return scratch.data();
+  }
   float scale = quant.scale;
   if (quant.scheme == ActivationScheme::Dynamic) {
     const float a = amax(x, n);

@@ -33,11 +33,13 @@ class ForwardObserver {
 
 namespace cpu {
 
-// How a linear layer's input is quantized in a FP8 checkpoint: not at all, with the calibrated static scale, or
-// with a per-tensor scale from the input's own amax (vLLM's dynamic per-tensor scheme).
+// How a linear layer's input is quantized in a FP8 checkpoint: not at all, with the calibrated static scale, with
+// a per-tensor scale from the input's own amax (vLLM's dynamic per-tensor scheme), or, block-wise FP8, with one
+// dynamic scale per token and group of `group` columns (vLLM's per_token_group_quant_fp8).
 struct InputQuant {
   ActivationScheme scheme = ActivationScheme::None;
   float scale = 0.0f;  // static only
+  int group = 0;       // dynamic per token group when > 0
 };
 
 // The linear layers of one decoder layer (the whole model's or one tensor-parallel rank's shard), fp32.

@@ -33,6 +33,22 @@ void dequantize_fp8_per_channel(const uint8_t* q, int rows, int cols, const floa
 // quantize then dequantize: the values an FP8 GEMM (or an FP8 KV cache) actually computes with. In place allowed.
 void fake_quantize_fp8(const float* x, size_t n, float scale, float* out);
 
+// Dynamic per-token-group activations of block-wise FP8 (vLLM's per_token_group_quant_fp8, transformers'
+// act_quant): every run of `group` consecutive floats (one token's block_in columns; n a multiple of group) gets
+// s = max(amax, kFp8GroupEps) / 448 and becomes fake_quantize_fp8(x, group, s). The eps is vLLM's; transformers
+// has none (an all-zero group gives 0/0 = NaN there, which its FP8Linear turns into 0 outputs). Returns false
+// when a group holds a NaN (its outputs are NaN then), so the caller can refuse it as the per-tensor path does.
+inline constexpr float kFp8GroupEps = 1e-10f;
+bool fake_quantize_fp8_per_group(const float* x, size_t n, size_t group, float* out);
+
+// A block-wise E4M3 weight (rows × cols, block_scales [ceil(rows / block_out)][cols / block_in]) requantized to
+// one scale per output row, the row's largest block scale: code' = quantize_fp8(e4m3(code) · s_block, s_row)
+// (vLLM's requantize_with_max_scale, applied per row). A block whose scale is the row's maximum keeps its codes;
+// the others lose at most half an E4M3 step of the new scale (and values below the new scale's subnormal range
+// round to zero). row_scales gets `rows` floats, out rows × cols codes.
+void requantize_fp8_blocks_to_channel(const uint8_t* q, int rows, int cols, const float* block_scales, int block_out,
+                                      int block_in, float* row_scales, uint8_t* out);
+
 // int8 code of value / scale: round half to even (torch.round), clamped to [-127, 127]; NaN gives 0.
 int8_t quantize_int8(float value, float scale);
 // Symmetric per-output-channel: scales[r] = int8_scale_for_amax(amax of row r), then q = quantize_int8(w, scales[r]).

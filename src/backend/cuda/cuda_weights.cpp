@@ -1,9 +1,11 @@
 #include "backend/cuda/cuda_weights.h"
 
 #include <cuda_runtime.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <initializer_list>
+#include <mutex>
 
 #include "backend/cpu/quant_ops.h"
 #include "backend/cuda/cuda_check.h"
@@ -68,9 +70,11 @@ CudaLinear upload_linear(std::initializer_list<LinearPart> parts, std::initializ
   linear.in = int(first.weight->shape.at(1));
   for (const LinearPart& p : parts) linear.out += int(p.weight->shape.at(0));
   linear.bias = upload_optional(biases, total_bytes);
-  const bool quantized = first.scales->weight_scale != nullptr;
+  const bool quantized = first.scales->quantized();
+  const bool block_wise = first.scales->block_scale != nullptr;
   for (const LinearPart& p : parts) {
-    if ((p.scales->weight_scale != nullptr) != quantized || p.weight->dtype != first.weight->dtype) {
+    if (p.scales->quantized() != quantized || (p.scales->block_scale != nullptr) != block_wise ||
+        p.weight->dtype != first.weight->dtype) {
       fail("{}: the fused parts ({}, ...) must all be quantized alike (one is {}, another {})", what,
            first.weight->name, dtype_name(first.weight->dtype), dtype_name(p.weight->dtype));
     }
@@ -89,8 +93,36 @@ CudaLinear upload_linear(std::initializer_list<LinearPart> parts, std::initializ
          linear.in);
   }
   std::vector<QuantPart> quant_parts;
+  std::vector<std::vector<uint8_t>> requantized;  // block-wise parts' per-channel codes, alive until uploaded
+  requantized.reserve(parts.size());
   for (const LinearPart& p : parts) {
-    quant_parts.push_back({p.weight->data, int(p.weight->shape.at(0)), scale_values(*p.scales->weight_scale)});
+    const int rows = int(p.weight->shape.at(0));
+    if (!block_wise) {
+      quant_parts.push_back({p.weight->data, rows, scale_values(*p.scales->weight_scale)});
+      continue;
+    }
+    // The GEMMs here have no block scales: each row's blocks are requantized to the row's largest block scale and
+    // the layer runs as per-channel FP8 with dynamic per-tensor activations (docs/quantize.md "Block-wise FP8").
+    if (p.weight->dtype != DType::F8_E4M3) {
+      fail("{}: block-wise weight {} has dtype {}, expected F8_E4M3", what, p.weight->name,
+           dtype_name(p.weight->dtype));
+    }
+    const std::vector<float> block_scales = scale_values(*p.scales->block_scale);
+    std::vector<float> row_scales(static_cast<size_t>(rows));
+    requantized.emplace_back(size_t(p.weight->numel()));
+    cpu::requantize_fp8_blocks_to_channel(p.weight->data, rows, linear.in, block_scales.data(), p.scales->block_out,
+                                          p.scales->block_in, row_scales.data(), requantized.back().data());
+    quant_parts.push_back({requantized.back().data(), rows, std::move(row_scales)});
+  }
+  if (block_wise) {
+    static std::once_flag logged;
+    // stderr, not spdlog: spdlog's default sink is stdout, which carries generated text.
+    std::call_once(logged, [] {
+      fmt::print(stderr,
+                 "cuda backend: block-wise FP8 weights approximated as per-channel FP8 (each row requantized to its "
+                 "largest block scale) with dynamic per-tensor activations; the CPU backend computes the format "
+                 "exactly\n");
+    });
   }
   if (first.weight->dtype == DType::I8) {
     linear.format = LinearFormat::Int8WeightOnly;
