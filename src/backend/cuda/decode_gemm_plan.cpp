@@ -21,8 +21,8 @@ constexpr DecodeGemmPlan cublaslt() {
   return {DecodeGemmKernel::Gemv};
 }
 
-// Variant indices into kDecodeGemvVariants, by name, for the table below.
-constexpr int kW4F2U4 = 0, kW8F4U2 = 3;
+// Variant indices into kDecodeGemvVariants (decode_gemv.h), by name, for the table below.
+constexpr int kW4F2U4 = 0, kW8F2U4 = 1, kW4F4U4 = 2, kW8F4U2 = 3, kW4F8U2 = 4, kW2F4U4 = 6;
 
 // 1..4 rows (decode_gemv's range): the winner at 1, 2 and 3-4 rows of one layer shape of one format.
 struct FewRowsEntry {
@@ -31,23 +31,24 @@ struct FewRowsEntry {
   DecodeGemmPlan one, two, four;
 };
 
-// Not measured yet (2026-12-02 06:30, before the first GPU run of decode_gemv): the variant with the most CTAs per
-// SM for the narrow layers, more features per CTA for the wide ones. bench_skinny_gemm --rows 1,2,4 prints the
-// entries its numbers argue for in this form.
+// H200, 2026-12-02 06:50 (bench_skinny_gemm --rows 1,2,4 --skinny 0, without PDL): the fastest of decode_gemv's
+// variants, cuBLASLt ("peer") and main's path per layer and row count; bench/skinny_gemm/README.md has the run.
+// bf16: decode_gemv 1-4% over the old GEMV at 1-2 rows, cuBLASLt at 4. FP8: cuBLASLt within 3% of decode_gemv at
+// 1 row on the narrow layers and ahead at 2-4 rows. int8: decode_gemv 1.2-1.5x the skinny kernel at 1-2 rows.
 constexpr FewRowsEntry kFewRows[] = {
-    {SkinnyWeight::Bf16, 7168, 5120, gemv(kW4F2U4), gemv(kW4F2U4), gemv(kW4F2U4)},      // qkv
-    {SkinnyWeight::Bf16, 5120, 5120, gemv(kW4F2U4), gemv(kW4F2U4), gemv(kW4F2U4)},      // o_proj
-    {SkinnyWeight::Bf16, 27648, 5120, gemv(kW8F4U2), gemv(kW8F4U2), gemv(kW8F4U2)},     // gate_up
-    {SkinnyWeight::Bf16, 5120, 13824, gemv(kW4F2U4), gemv(kW4F2U4), gemv(kW4F2U4)},     // down
-    {SkinnyWeight::Bf16, 152064, 5120, gemv(kW8F4U2), gemv(kW8F4U2), gemv(kW8F4U2)},    // lm_head
-    {SkinnyWeight::Fp8E4m3, 7168, 5120, gemv(kW4F2U4), gemv(kW4F2U4), gemv(kW4F2U4)},   // qkv
-    {SkinnyWeight::Fp8E4m3, 5120, 5120, gemv(kW4F2U4), gemv(kW4F2U4), gemv(kW4F2U4)},   // o_proj
-    {SkinnyWeight::Fp8E4m3, 27648, 5120, gemv(kW8F4U2), gemv(kW8F4U2), gemv(kW8F4U2)},  // gate_up
-    {SkinnyWeight::Fp8E4m3, 5120, 13824, gemv(kW4F2U4), gemv(kW4F2U4), gemv(kW4F2U4)},  // down
-    {SkinnyWeight::Int8, 7168, 5120, gemv(kW4F2U4), gemv(kW4F2U4), gemv(kW4F2U4)},      // qkv
-    {SkinnyWeight::Int8, 5120, 5120, gemv(kW4F2U4), gemv(kW4F2U4), gemv(kW4F2U4)},      // o_proj
-    {SkinnyWeight::Int8, 27648, 5120, gemv(kW8F4U2), gemv(kW8F4U2), gemv(kW8F4U2)},     // gate_up
-    {SkinnyWeight::Int8, 5120, 13824, gemv(kW4F2U4), gemv(kW4F2U4), gemv(kW4F2U4)},     // down
+    {SkinnyWeight::Bf16, 7168, 5120, gemv(kW4F8U2), gemv(kW4F8U2), cublaslt()},      // qkv: 3844 / 3653 / 3349 GB/s
+    {SkinnyWeight::Bf16, 5120, 5120, gemv(kW8F2U4), cublaslt(), cublaslt()},         // o_proj: 3598 / 3499 / 3492
+    {SkinnyWeight::Bf16, 27648, 5120, gemv(kW4F8U2), gemv(kW8F4U2), cublaslt()},     // gate_up: 4447 / 4358 / 4281
+    {SkinnyWeight::Bf16, 5120, 13824, gemv(kW8F4U2), gemv(kW8F4U2), cublaslt()},     // down: 4138 / 3951 / 3589
+    {SkinnyWeight::Bf16, 152064, 5120, gemv(kW4F8U2), gemv(kW4F8U2), cublaslt()},    // lm_head: 4638 / 4590 / 4369
+    {SkinnyWeight::Fp8E4m3, 7168, 5120, gemv(kW4F2U4), cublaslt(), cublaslt()},      // qkv: 3112 / 3027 / 3085
+    {SkinnyWeight::Fp8E4m3, 5120, 5120, cublaslt(), cublaslt(), cublaslt()},         // o_proj: 2917 / 2927 / 2926
+    {SkinnyWeight::Fp8E4m3, 27648, 5120, gemv(kW4F2U4), cublaslt(), cublaslt()},     // gate_up: 4155 / 4040 / 3602
+    {SkinnyWeight::Fp8E4m3, 5120, 13824, gemv(kW8F4U2), cublaslt(), cublaslt()},     // down: 3540 / 3272 / 3258
+    {SkinnyWeight::Int8, 7168, 5120, gemv(kW8F4U2), gemv(kW4F4U4), gemv(kW4F4U4)},   // qkv: 2762 / 2420 / 1834
+    {SkinnyWeight::Int8, 5120, 5120, gemv(kW8F4U2), gemv(kW4F4U4), gemv(kW4F4U4)},   // o_proj: 2579 / 2197 / 1658
+    {SkinnyWeight::Int8, 27648, 5120, gemv(kW2F4U4), gemv(kW4F8U2), gemv(kW2F4U4)},  // gate_up: 3785 / 3386 / 2385
+    {SkinnyWeight::Int8, 5120, 13824, gemv(kW8F4U2), gemv(kW8F4U2), gemv(kW4F8U2)},  // down: 3438 / 2938 / 2303
 };
 
 // 5..16 rows: a measured winner for one layer shape of one format, `few` for 5..8 rows (one n8 activation tile),
