@@ -44,7 +44,7 @@ from transformers import AutoModelForCausalLM
 
 FP8_MAX = 448.0
 GROUP_EPS = 1e-10
-TIE_MARGIN = 2e-6  # as tests/python/test_block_fp8.py
+TIE_MARGIN = 5e-6  # as tests/python/test_block_fp8.py
 
 
 def dequantize_blocks(q, scale_inv, block):

@@ -25,8 +25,11 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "hf"
 BLOCK = (32, 32)
 # Relative distance to an E4M3 rounding midpoint below which an activation's code is fp32 noise: every divergence
-# measured on the two fixtures (10 prompts) came at or after a position with an activation within 1e-6.
-TIE_MARGIN = 2e-6
+# measured on the two fixtures (10 prompts) came at or after a position with an activation within 1e-6. Errors that
+# grow through the layers can still move a small activation further than that (the numpy forward with 3e-7 relative
+# noise on every linear input flipped a code at 3e-5 once in 126 runs), so a change of qed's summation order can
+# fail the exactness check below without a bug; the margin trades that against how many positions are checked.
+TIE_MARGIN = 5e-6
 E4M3_MIDPOINTS = (E4M3_POSITIVE[1:] + E4M3_POSITIVE[:-1]) / 2
 
 
@@ -159,6 +162,9 @@ def test_qed_runs_the_block_format_as_the_numpy_reference(qed_bin, tmp_path, fix
     model = tmp_path / "block"
     write_block_checkpoint(model, fixture, (16, 32))
     prompts = json.loads((FIXTURES / fixture / "fixture.json").read_text())["prompts"]
+    vocab = json.loads((FIXTURES / fixture / "config.json").read_text())["vocab_size"]
+    rng = np.random.default_rng(7)
+    prompts += [rng.integers(0, vocab, 8).tolist() for _ in range(8)]  # short ones: well-conditioned more often
     checked, errors, wrong = 0, [], []
     for i, ids in enumerate(prompts):
         got = qed_logits(qed_bin, model, ids, tmp_path / f"logits_{i}.safetensors")
@@ -175,10 +181,11 @@ def test_qed_runs_the_block_format_as_the_numpy_reference(qed_bin, tmp_path, fix
             for reading in (per_tensor_input, lambda x, _group: x):
                 other = numpy_forward(model, ids, group_input=reading)
                 wrong.append((np.abs(got - other).max(axis=1)[:n] / scale).max())
-    # Measured: at most 3e-7 of the scale (fp32 vs float64). The bound leaves room for summation-order noise, and is
-    # far below one E4M3 step of a flipped activation (1e-2 here) and the wrong readings (>= 1e-2 on the prefixes).
+    # Measured: at most 5e-6 of the scale (fp32 vs float64) on 51 (qwen2) and 64 (llama3) positions. The bound
+    # leaves room for summation-order noise, and is far below one E4M3 step of a flipped activation (1e-2 here) and
+    # the wrong readings (>= 3e-2 of the scale on the prefixes).
     assert max(errors) <= 1e-4, errors
-    assert checked >= 20, checked  # the prefixes must cover enough positions to mean something
+    assert checked >= 40, checked  # the prefixes must cover enough positions to mean something
     print(f"wrong readings on the prefixes: at least {min(wrong):.2e} of the scale")
     assert min(wrong) > 10 * max(max(errors), 1e-6), wrong
 
