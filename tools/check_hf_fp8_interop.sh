@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Block-wise FP8 interop on the device machine (docs/quantize.md "Block-wise FP8"): transformers' own
 # FineGrainedFP8Config writes a checkpoint of each fixture, qed loads it (`qed logits --backend cpu`, the exact
-# reference, and `--backend cuda`, the per-channel approximation), and the logits are compared with transformers'
-# (its FP8Linear, and a plain-torch emulation of the format). Run from the repository root with the bundle carried
-# (tools/cuda_gpu_session.sh bundle here first):
+# reference, and `--backend cuda`, which runs the weights dequantized to bf16), and the logits are compared with
+# transformers' (its FP8Linear, and a plain-torch emulation of the format). Run from the repository root with the
+# bundle carried (tools/cuda_gpu_session.sh bundle here first):
 #
 #   tools/check_hf_fp8_interop.sh [OUT_DIR]        # default $OUT; PYTHON=/opt/torch/.venv/bin/python
 #
@@ -37,7 +37,7 @@ for fixture in qwen2_gqa_bias llama3_rope_scaled; do
       i=$((i + 1))
     done
   done
-  head -2 "$scratch/$fixture/cuda_0.err" 2>/dev/null  # the CUDA backend's one-time note on block scales
+  head -2 "$scratch/$fixture/cuda_0.err" 2>/dev/null  # the CUDA backend's one-time note on block-wise weights
   cp "$dir/reference.json" "$out/${fixture}_reference.json"
   "$python" tools/compare_hf_fp8_logits.py --reference "$dir" --qed "$scratch/$fixture" | tee "$out/${fixture}_compare.json" ||
     status=1

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Compares qed's logits on a transformers-written block-wise FP8 checkpoint with transformers' reference logits
 (tools/make_hf_fp8_checkpoint.py) and prints one JSON object: for each pair, max |a - b|, that over max |b|,
-top-1 agreement and mean KL(softmax(b) || softmax(a)) over all positions of all prompts.
+top-1 agreement and mean KL(softmax(b) || softmax(a)) over all positions of all prompts; and, where reference.json
+has the emulation's `well_conditioned_prefix` per prompt, qed_cpu's pairs again over those positions only
+(`..._well_conditioned`: before any activation near an E4M3 rounding midpoint, where the format is exact to fp32).
 
     python tools/compare_hf_fp8_logits.py --reference DIR --qed QED_LOGITS_DIR
 DIR holds reference_logits.safetensors (`transformers_<i>`, `emulated_<i>`) and reference.json; QED_LOGITS_DIR
@@ -55,6 +57,13 @@ def main():
     for a, b in pairs:
         if a in series and b in series:
             result["pairs"][f"{a}_vs_{b}"] = compare(series[a], series[b])
+    prefix = record.get("well_conditioned_prefix")
+    if prefix and sum(prefix) > 0:
+        result["well_conditioned_positions"] = int(sum(prefix))
+        for a, b in pairs:
+            if a == "qed_cpu" and b in series and a in series:
+                result["pairs"][f"{a}_vs_{b}_well_conditioned"] = compare(
+                    [x[:k] for x, k in zip(series[a], prefix)], [x[:k] for x, k in zip(series[b], prefix)])
     print(json.dumps(result, indent=1))
 
 

@@ -19,6 +19,10 @@ Reference logits, every position of the fixture's prompts, in float32:
     replaced by q * weight_scale_inv[block] and each such layer's input fake-quantized per (token, B1 columns)
     with s = max(amax, 1e-10) / 448, x -> float8_e4m3fn(clamp(x / s, +-448)) * s (vLLM's per_token_group_quant_fp8;
     transformers' act_quant is the same without the eps).
+    The emulation also records, per prompt, its well-conditioned prefix: the positions before the first token with
+    an activation within TIE_MARGIN (relative) of an E4M3 rounding midpoint. From such a token on (attention is
+    causal) fp32 summation order decides that code, and two correct implementations differ by up to the
+    quantization noise (tests/python/test_block_fp8.py); before it they must agree to fp32 rounding.
 
 Needs torch + transformers (the GPU machine's /opt/torch/.venv); qed's CPU machine has no torch:
     /opt/torch/.venv/bin/python tools/make_hf_fp8_checkpoint.py --fixture tests/fixtures/hf/qwen2_gqa_bias --out DIR
@@ -40,6 +44,7 @@ from transformers import AutoModelForCausalLM
 
 FP8_MAX = 448.0
 GROUP_EPS = 1e-10
+TIE_MARGIN = 5e-6  # as tests/python/test_block_fp8.py
 
 
 def dequantize_blocks(q, scale_inv, block):
@@ -51,16 +56,30 @@ def dequantize_blocks(q, scale_inv, block):
     return q.float() * s
 
 
-def fake_quantize_groups(x, group):
-    """Per (token, group of `group` columns): s = max(amax, eps) / 448, x -> e4m3(clamp(x / s)) * s (float32)."""
+def e4m3_midpoints():
+    # Codes 0x00 .. 0x7E are the finite non-negative values 0 .. 448, ascending.
+    codes = torch.arange(0, 0x7F, dtype=torch.uint8).view(torch.float8_e4m3fn).float().double()
+    return (codes[1:] + codes[:-1]) / 2
+
+
+def fake_quantize_groups(x, group, margins=None):
+    """Per (token, group of `group` columns): s = max(amax, eps) / 448, x -> e4m3(clamp(x / s)) * s (float32).
+    margins, if given, gets each token's smallest relative distance of |x / s| to an E4M3 rounding midpoint."""
     shape = x.shape
     g = x.float().reshape(-1, shape[-1] // group, group)
     s = g.abs().amax(dim=-1, keepdim=True).clamp(min=GROUP_EPS) / FP8_MAX
     q = (g / s).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    if margins is not None:
+        y = (g.double() / s.double()).abs()
+        mids = e4m3_midpoints().to(y.device)
+        j = torch.searchsorted(mids, y.contiguous()).clamp(1, len(mids) - 1)
+        d = torch.minimum((y - mids[j]).abs(), (y - mids[j - 1]).abs())
+        rel = torch.where(y > 0, d / y.clamp(min=1e-300), torch.full_like(y, float("inf")))
+        margins.append(rel.reshape(g.shape[0], -1).amin(dim=1).cpu())
     return (q.float() * s).reshape(shape).to(x.dtype)
 
 
-def emulated_model(fixture, saved, block, device):
+def emulated_model(fixture, saved, block, device, margins):
     """The fixture model in float32 computing the saved checkpoint's block-wise FP8 semantics in plain torch."""
     model = AutoModelForCausalLM.from_pretrained(fixture, dtype=torch.float32, attn_implementation="eager")
     model.to(device).eval()
@@ -73,7 +92,8 @@ def emulated_model(fixture, saved, block, device):
             raise RuntimeError(f"{module_name}: saved weight {tuple(weight.shape)} vs model {tuple(module.weight.shape)}")
         with torch.no_grad():
             module.weight.copy_(weight.to(device))
-        module.register_forward_pre_hook(lambda _m, args: (fake_quantize_groups(args[0], block[1]),) + args[1:])
+        module.register_forward_pre_hook(
+            lambda _m, args: (fake_quantize_groups(args[0], block[1], margins),) + args[1:])
     return model, converted
 
 
@@ -122,10 +142,16 @@ def main():
 
     # 2. References.
     logits = {}
-    emulated, converted = emulated_model(fixture, saved, block, args.device)
+    margins = []
+    emulated, converted = emulated_model(fixture, saved, block, args.device, margins)
     record["converted_modules"] = converted
-    for i, value in enumerate(logits_of(emulated, prompts, args.device)):
-        logits[f"emulated_{i}"] = value
+    record["tie_margin"] = TIE_MARGIN
+    record["well_conditioned_prefix"] = []
+    for i, ids in enumerate(prompts):
+        margins.clear()
+        (logits[f"emulated_{i}"],) = logits_of(emulated, [ids], args.device)
+        near = torch.stack(margins).amin(dim=0) < TIE_MARGIN
+        record["well_conditioned_prefix"].append(int(torch.nonzero(near)[0, 0]) if bool(near.any()) else len(ids))
     del emulated
     record["references"] = ["emulated"]
     errors = []
@@ -153,7 +179,8 @@ def main():
     save_file(logits, str(out / "reference_logits.safetensors"), metadata={"dtype": "float32"})
     (out / "reference.json").write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps({k: record.get(k) for k in ["fixture", "references", "transformers_dtype", "transformers_errors",
-                                                   "transformers_vs_emulated_max_abs", "quantization_config"]}))
+                                                   "transformers_vs_emulated_max_abs", "quantization_config",
+                                                   "well_conditioned_prefix"]}))
 
 
 if __name__ == "__main__":

@@ -263,6 +263,24 @@ def fake_quant_e4m3_groups(x, group):
     return fake_quant_e4m3(g, s.astype(np.float64)).reshape(x.shape)
 
 
+def rope_inv_freq(cfg, hd):
+    """RoPE inverse frequencies: theta^(-2i/hd), and for rope_type "llama3" Llama 3.1's rescaling (wavelengths above
+    original_max_position_embeddings / low_freq_factor divided by factor, below .../high_freq_factor kept, a linear
+    blend in 1/wavelength between)."""
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    theta = rope.get("rope_theta", cfg.get("rope_theta", 10000.0))
+    inv = 1.0 / theta ** (np.arange(0, hd, 2) / hd)
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind == "default":
+        return inv
+    assert kind == "llama3", kind
+    factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+    old = rope["original_max_position_embeddings"]
+    wavelen = 2 * np.pi / inv
+    smooth = np.clip((old / wavelen - low) / (high - low), 0.0, 1.0)
+    return (1 - smooth) * inv / factor + smooth * inv
+
+
 def numpy_forward(model_dir, ids, group_input=fake_quant_e4m3_groups):
     """Qwen2 forward (HF semantics) over a quantized checkpoint: dequantized weights (q · weight_scale, per tensor or
     per row), linear inputs fake-quantized where an input_scale exists, K (after RoPE) and V where k/v scales exist.
@@ -273,8 +291,7 @@ def numpy_forward(model_dir, ids, group_input=fake_quant_e4m3_groups):
     t = raw_tensors(model_dir / "model.safetensors")
     get = lambda name: as_float(*t[name])  # noqa: E731
     H, nh, nkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
-    hd, eps = H // nh, cfg["rms_norm_eps"]
-    theta = cfg.get("rope_parameters", {}).get("rope_theta", cfg.get("rope_theta", 10000.0))
+    hd, eps = cfg.get("head_dim") or H // nh, cfg["rms_norm_eps"]
 
     def norm(x, w):
         return w * (x / np.sqrt((x * x).mean(-1, keepdims=True) + eps))
@@ -294,7 +311,7 @@ def numpy_forward(model_dir, ids, group_input=fake_quant_e4m3_groups):
         return y + get(module + ".bias") if bias and module + ".bias" in t else y
 
     n = len(ids)
-    inv = 1.0 / theta ** (np.arange(0, hd, 2) / hd)
+    inv = rope_inv_freq(cfg, hd)
     ang = np.arange(n)[:, None] * inv[None, :]
     cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backend/cpu/quant_ops.h"
+#include "core/dtype.h"
 #include "core/error.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
@@ -85,57 +86,34 @@ inline void write_block_fp8_checkpoint(const std::string& source_dir, const std:
 }
 
 // What the CUDA backend runs for a block-wise checkpoint, written out as a checkpoint of its own: every
-// weight_scale_inv weight requantized to per-channel codes (cpu::requantize_fp8_blocks_to_channel) with a
-// `weight_scale` [out, 1], under a compressed-tensors config of channel weights and dynamic per-tensor inputs. The
-// CPU backend on it is the exact reference of the CUDA approximation.
-inline void write_channel_requantized_checkpoint(const std::string& block_dir, const std::string& out_dir) {
+// weight_scale_inv weight dequantized exactly (linear_to_f32, the CPU backend's q · scale of its block) and rounded
+// once to bf16, with no quantization_config. The CUDA backend on it runs the same bf16 layers; the CPU backend on it
+// is the fp32 reference of that choice (activations unquantized).
+inline void write_dequantized_bf16_checkpoint(const std::string& block_dir, const std::string& out_dir) {
   std::filesystem::create_directories(out_dir);
   const Checkpoint source = Checkpoint::open(block_dir);
   nlohmann::json config = nlohmann::json::parse(std::ifstream(block_dir + "/config.json"));
-  const int block_out = config["quantization_config"]["weight_block_size"][0].get<int>();
-  const int block_in = config["quantization_config"]["weight_block_size"][1].get<int>();
-  struct Owned {
-    std::vector<uint8_t> codes;
-    std::vector<float> scales;
-  };
+  LinearScales scales;
+  scales.block_out = config["quantization_config"]["weight_block_size"][0].get<int>();
+  scales.block_in = config["quantization_config"]["weight_block_size"][1].get<int>();
   std::vector<std::string> names = source.names();
-  std::vector<Owned> owned;
+  std::vector<std::vector<uint16_t>> owned;
   owned.reserve(names.size());
   std::vector<TensorToWrite> tensors;
-  std::vector<std::string> unquantized;
   for (const std::string& name : names) {
     const TensorInfo& t = source.get(name);
     if (name.ends_with(".weight_scale_inv")) continue;
-    const TensorInfo* block_scale = nullptr;
-    if (name.ends_with(".weight")) block_scale = source.find(name + "_scale_inv");
-    if (!block_scale) {
-      if (is_decoder_linear_weight(name)) unquantized.push_back(name.substr(0, name.size() - 7));
+    scales.block_scale = name.ends_with(".weight") ? source.find(name + "_scale_inv") : nullptr;
+    if (!scales.block_scale) {
       tensors.push_back({name, t.dtype, t.shape, t.data});
       continue;
     }
-    const int rows = int(t.shape.at(0)), cols = int(t.shape.at(1));
-    Owned& o = owned.emplace_back();
-    o.codes.resize(size_t(t.numel()));
-    o.scales.resize(size_t(rows));
-    const std::vector<float> block_scales = tensor_to_f32(*block_scale);
-    cpu::requantize_fp8_blocks_to_channel(t.data, rows, cols, block_scales.data(), block_out, block_in, o.scales.data(),
-                                          o.codes.data());
-    tensors.push_back({name, DType::F8_E4M3, t.shape, o.codes.data()});
-    tensors.push_back({name + "_scale", DType::F32, {rows, 1}, o.scales.data()});
+    std::vector<uint16_t>& values = owned.emplace_back();
+    for (const float w : linear_to_f32(t, scales)) values.push_back(float_to_bf16(w));
+    tensors.push_back({name, DType::BF16, t.shape, values.data()});
   }
   write_safetensors(out_dir + "/model.safetensors", tensors);
-  const nlohmann::json fp8 = {{"num_bits", 8}, {"type", "float"}, {"symmetric", true}};
-  nlohmann::json weights = fp8, inputs = fp8;
-  weights["strategy"] = "channel";
-  weights["dynamic"] = false;
-  inputs["strategy"] = "tensor";
-  inputs["dynamic"] = true;
-  unquantized.push_back("lm_head");
-  config["quantization_config"] = {
-      {"quant_method", "compressed-tensors"},
-      {"format", "float-quantized"},
-      {"ignore", unquantized},
-      {"config_groups", {{"group_0", {{"targets", {"Linear"}}, {"weights", weights}, {"input_activations", inputs}}}}}};
+  config.erase("quantization_config");
   std::ofstream(out_dir + "/config.json") << config.dump(2);
 }
 

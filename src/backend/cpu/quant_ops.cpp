@@ -101,21 +101,6 @@ bool fake_quantize_fp8_per_group(const float* x, size_t n, size_t group, float* 
   return finite;
 }
 
-void requantize_fp8_blocks_to_channel(const uint8_t* q, int rows, int cols, const float* block_scales, int block_out,
-                                      int block_in, float* row_scales, uint8_t* out) {
-  const int blocks_per_row = cols / block_in;
-  for (int r = 0; r < rows; ++r) {
-    const float* scales = block_scales + size_t(r / block_out) * size_t(blocks_per_row);
-    const float s_row = *std::max_element(scales, scales + blocks_per_row);
-    row_scales[r] = s_row;
-    for (int c = 0; c < cols; ++c) {
-      const size_t i = size_t(r) * size_t(cols) + size_t(c);
-      const float s_block = scales[c / block_in];
-      out[i] = s_block == s_row ? q[i] : quantize_fp8(e4m3_value(q[i]) * s_block, s_row);
-    }
-  }
-}
-
 int8_t quantize_int8(float value, float scale) {
   const float q = value / scale;
   if (std::isnan(q)) return 0;

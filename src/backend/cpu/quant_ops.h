@@ -41,14 +41,6 @@ void fake_quantize_fp8(const float* x, size_t n, float scale, float* out);
 inline constexpr float kFp8GroupEps = 1e-10f;
 bool fake_quantize_fp8_per_group(const float* x, size_t n, size_t group, float* out);
 
-// A block-wise E4M3 weight (rows × cols, block_scales [ceil(rows / block_out)][cols / block_in]) requantized to
-// one scale per output row, the row's largest block scale: code' = quantize_fp8(e4m3(code) · s_block, s_row)
-// (vLLM's requantize_with_max_scale, applied per row). A block whose scale is the row's maximum keeps its codes;
-// the others lose at most half an E4M3 step of the new scale (and values below the new scale's subnormal range
-// round to zero). row_scales gets `rows` floats, out rows × cols codes.
-void requantize_fp8_blocks_to_channel(const uint8_t* q, int rows, int cols, const float* block_scales, int block_out,
-                                      int block_in, float* row_scales, uint8_t* out);
-
 // int8 code of value / scale: round half to even (torch.round), clamped to [-127, 127]; NaN gives 0.
 int8_t quantize_int8(float value, float scale);
 // Symmetric per-output-channel: scales[r] = int8_scale_for_amax(amax of row r), then q = quantize_int8(w, scales[r]).
