@@ -78,4 +78,8 @@ size_t skinny_gemm_workspace_bytes(int rows, int out, int tiles_per_warp, int sp
 
 void skinny_gemm(const SkinnyGemm& g, cudaStream_t stream);
 
+// The argument checks skinny_gemm and decode_gemv share: x and w 16-byte aligned (their vector loads), scales for
+// the quantized formats. Throws qed::Error naming `kernel`.
+void require_decode_gemm_operands(const DecodeGemmOperands& o, const char* kernel);
+
 }  // namespace qed::cuda
