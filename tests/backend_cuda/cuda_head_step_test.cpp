@@ -46,18 +46,6 @@ float bf16_round(float x) {
   return x;
 }
 
-spec::RedrafterHead random_head(const spec::RedrafterConfig& config, uint64_t seed) {
-  spec::RedrafterHead head(config);
-  std::mt19937_64 rng(seed);
-  for (auto& [name, linear] : head.linears()) {
-    const float bound = 1.0f / std::sqrt(float(linear->in));
-    std::uniform_real_distribution<float> dist(-bound, bound);
-    for (float& w : linear->weight) w = dist(rng);
-    for (float& b : linear->bias) b = dist(rng);
-  }
-  return head;
-}
-
 // Contexts and embeddings rounded to bf16, so both sides read the same base-model values (the CUDA backend's
 // hidden states and bf16 embedding tables are bf16).
 DraftRows random_rows(const spec::RedrafterConfig& c, size_t rows, int n_tokens, std::mt19937_64& rng) {
@@ -131,7 +119,7 @@ TEST_P(CudaHeadStepCases, LossMetricsAndGradientsMatchTheCpuStepAndAdamWFollows)
   // Two micro-batches accumulated into one step, as --grad-accum 2 does.
   const DraftRows first = random_rows(config, 61, 3, rng), second = random_rows(config, 40, 3, rng);
 
-  spec::RedrafterHead cpu_head = random_head(config, 5), cuda_head = random_head(config, 5);
+  spec::RedrafterHead cpu_head = initial_head(config, 5), cuda_head = initial_head(config, 5);
   const HeadTensors t = head_tensors(cpu_head);
   const AdamWConfig adam_config{.weight_decay = 0.01};
   AdamW cpu_adam(adam_config, t.sizes, t.decays), cuda_adam(adam_config, t.sizes, t.decays);
