@@ -35,11 +35,6 @@ struct Cta {
 };
 inline Cta* cta = nullptr;
 
-[[noreturn]] inline void fail_access(const char* what, const void* at) {
-  std::fprintf(stderr, "emulated decode_gemv kernel: %s at %p\n", what, at);
-  std::abort();
-}
-
 }  // namespace qed::testing::gemv_emulation
 
 inline float __fdiv_rn(float a, float b) {
@@ -60,21 +55,12 @@ using std::min;
 namespace qed::cuda {
 namespace {
 
-uint4 load_16(const void* p, const testing::emulated::Range& range, const char* what) {
-  if (reinterpret_cast<uintptr_t>(p) % 16 != 0 || !range.contains(p, 16)) {
-    testing::gemv_emulation::fail_access(what, p);
-  }
-  uint4 v;
-  std::memcpy(&v, p, 16);
-  return v;
-}
-
 uint4 load_weight_vector(const uint4* p) {
-  return load_16(p, testing::gemv_emulation::cta->weights, "weight load outside the weight");
+  return testing::emulated::checked_load_16(p, testing::gemv_emulation::cta->weights, "weight load outside the weight");
 }
 
 uint4 load_x_vector(const uint4* p) {
-  return load_16(p, testing::gemv_emulation::cta->activations, "activation load outside x");
+  return testing::emulated::checked_load_16(p, testing::gemv_emulation::cta->activations, "activation load outside x");
 }
 
 float2 f16x2_to_float2(uint32_t pair) {

@@ -10,6 +10,8 @@
 
 #include <barrier>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <thread>
@@ -54,6 +56,19 @@ struct Range {
     return b && q >= b && q + n <= b + bytes;
   }
 };
+
+[[noreturn]] inline void fail_access(const char* what, const void* at) {
+  std::fprintf(stderr, "emulated kernel: %s at %p\n", what, at);
+  std::abort();
+}
+
+// A 16-byte global load from `range`: a misaligned one, or one outside it, aborts the test naming `what`.
+inline uint4 checked_load_16(const void* p, const Range& range, const char* what) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0 || !range.contains(p, 16)) fail_access(what, p);
+  uint4 v;
+  std::memcpy(&v, p, 16);
+  return v;
+}
 
 // Runs CTA `block` as `threads` std::threads (at most kMaxWarps warps), each calling kernel() with its threadIdx.
 template <class Kernel>

@@ -43,10 +43,7 @@ struct Cta {
 };
 inline Cta* cta = nullptr;
 
-[[noreturn]] inline void fail_access(const char* what, const void* at) {
-  std::fprintf(stderr, "emulated skinny kernel: %s at %p\n", what, at);
-  std::abort();
-}
+using emulated::fail_access;
 
 inline float half_of(uint32_t reg, int high, bool f16) {
   const uint16_t bits = uint16_t(high ? reg >> 16 : reg & 0xFFFFu);
@@ -78,21 +75,14 @@ namespace {
 
 using std::min;
 
-uint4 load_16(const void* p, const testing::skinny_emulation::Range& range, const char* what) {
-  if (reinterpret_cast<uintptr_t>(p) % 16 != 0 || !range.contains(p, 16)) {
-    testing::skinny_emulation::fail_access(what, p);
-  }
-  uint4 v;
-  std::memcpy(&v, p, 16);
-  return v;
-}
-
 uint4 load_weight(const char* p) {
-  return load_16(p, testing::skinny_emulation::cta->weights, "weight load outside the weight");
+  return testing::emulated::checked_load_16(p, testing::skinny_emulation::cta->weights,
+                                            "weight load outside the weight");
 }
 
 uint4 load_activation(const uint4* p) {
-  return load_16(p, testing::skinny_emulation::cta->activations, "activation load outside x");
+  return testing::emulated::checked_load_16(p, testing::skinny_emulation::cta->activations,
+                                            "activation load outside x");
 }
 
 void store_partial(float* p, float v) {
