@@ -124,6 +124,23 @@ inline ReferenceGemm reference_gemm(GemmFormat format, const std::vector<float>&
   return g;
 }
 
+// Int8 codes of every value -128..127 in a 16 × 256 weight (the in-register conversion must be exact for each),
+// through bf16 ones: row 0 of x picks single weights (one-hot at k = 5 and 200), row 1 sums each weight row. Every
+// output is exact in fp32, so the kernels must match the reference to the bit.
+struct Int8EveryCode {
+  static constexpr int in = 256, out = 16, rows = 2;
+  std::vector<int8_t> w_q;
+  std::vector<float> x, w_scales, want;  // w_scales all 1
+  Int8EveryCode() : w_q(size_t(out) * in), x(size_t(rows) * in, 0.0f), w_scales(size_t(out), 1.0f) {
+    for (size_t i = 0; i < w_q.size(); ++i) w_q[i] = int8_t(int((i * 37 + i / in) % 256) - 128);
+    x[5] = 1.0f;
+    x[200] = 1.0f;
+    for (int k = 0; k < in; ++k) x[size_t(in) + k] = 1.0f;
+    want.resize(size_t(rows) * out);
+    cpu::int8_wo_gemm(x.data(), w_q.data(), w_scales.data(), nullptr, want.data(), rows, in, out);
+  }
+};
+
 // Runs `launch(y)` twice, each time into a fresh poisoned output (NaN; fp32 or bf16) of `rows` + 1 rows of `out`,
 // and returns the first `rows` rows as floats. The row past the result must stay untouched, and the runs must agree
 // bit for bit: the kernels' reduction order is fixed, so a difference means a race.

@@ -176,18 +176,10 @@ TEST_F(SkinnyGemmTest, Int8MatchesCpuInt8WoGemmForEveryRowCount) {
 // Int8 codes of every value -128..127 in one weight row (the in-register conversion must be exact for each), and
 // the same weights through bf16 as the check.
 TEST_F(SkinnyGemmTest, Int8ConversionIsExactForEveryCode) {
-  const int in = 256, out = 16, rows = 2;
-  std::vector<int8_t> w_q(size_t(out) * in);
-  for (size_t i = 0; i < w_q.size(); ++i) w_q[i] = int8_t(int((i * 37 + i / in) % 256) - 128);
-  std::vector<float> x(size_t(rows) * in, 0.0f);
-  // Row 0 picks single weights (x = one-hot at k = 5 and 200), row 1 sums them all with weight 1.
-  x[5] = 1.0f;
-  x[200] = 1.0f;
-  for (int k = 0; k < in; ++k) x[size_t(in) + k] = 1.0f;
-  const std::vector<float> w_scales(size_t(out), 1.0f);
-  std::vector<float> want(size_t(rows) * out);
-  cpu::int8_wo_gemm(x.data(), w_q.data(), w_scales.data(), nullptr, want.data(), rows, in, out);
-  const cuda::DeviceBuffer d_x = upload(to_bf16(x)), d_w = upload(w_q), d_s = upload(w_scales);
+  const Int8EveryCode codes;
+  const int in = codes.in, out = codes.out, rows = codes.rows;
+  const std::vector<float>& want = codes.want;
+  const cuda::DeviceBuffer d_x = upload(to_bf16(codes.x)), d_w = upload(codes.w_q), d_s = upload(codes.w_scales);
   cuda::SkinnyGemm g;
   g.x = d_x.data();
   g.w = d_w.data();
