@@ -76,6 +76,8 @@ json trajectory_fingerprint(const TrainDrafterOptions& o, int64_t total_steps, s
           {"total_steps", total_steps}};
 }
 
+}  // namespace
+
 // torch.nn.Linear's default initialisation (kaiming_uniform with a = √5): weight and bias U(−1/√in, 1/√in).
 RedrafterHead initial_head(const spec::RedrafterConfig& config, uint64_t seed) {
   RedrafterHead head(config);
@@ -88,6 +90,8 @@ RedrafterHead initial_head(const spec::RedrafterConfig& config, uint64_t seed) {
   }
   return head;
 }
+
+namespace {
 
 // The examples' order in `epoch`: a Fisher–Yates shuffle from (seed, epoch), the same on every platform.
 std::vector<size_t> epoch_order(size_t n, uint64_t seed, int64_t epoch) {

@@ -58,4 +58,8 @@ struct TrainDrafterResult {
 
 TrainDrafterResult train_drafter(const TrainDrafterOptions& options);
 
+// The head a run starts from for `seed`: torch.nn.Linear's default initialisation of every linear, from one
+// mt19937_64 stream.
+spec::RedrafterHead initial_head(const spec::RedrafterConfig& config, uint64_t seed);
+
 }  // namespace qed::train

@@ -20,6 +20,7 @@
 #include <random>
 
 #include "backend/cuda/device.h"
+#include "drafter_test_data.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
 #include "spec/redrafter_head.h"
@@ -44,18 +45,6 @@ float bf16_round(float x) {
   bits = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
   std::memcpy(&x, &bits, 4);
   return x;
-}
-
-spec::RedrafterHead random_head(const spec::RedrafterConfig& config, uint64_t seed) {
-  spec::RedrafterHead head(config);
-  std::mt19937_64 rng(seed);
-  for (auto& [name, linear] : head.linears()) {
-    const float bound = 1.0f / std::sqrt(float(linear->in));
-    std::uniform_real_distribution<float> dist(-bound, bound);
-    for (float& w : linear->weight) w = dist(rng);
-    for (float& b : linear->bias) b = dist(rng);
-  }
-  return head;
 }
 
 // Contexts and embeddings rounded to bf16, so both sides read the same base-model values (the CUDA backend's
@@ -131,7 +120,7 @@ TEST_P(CudaHeadStepCases, LossMetricsAndGradientsMatchTheCpuStepAndAdamWFollows)
   // Two micro-batches accumulated into one step, as --grad-accum 2 does.
   const DraftRows first = random_rows(config, 61, 3, rng), second = random_rows(config, 40, 3, rng);
 
-  spec::RedrafterHead cpu_head = random_head(config, 5), cuda_head = random_head(config, 5);
+  spec::RedrafterHead cpu_head = initial_head(config, 5), cuda_head = initial_head(config, 5);
   const HeadTensors t = head_tensors(cpu_head);
   const AdamWConfig adam_config{.weight_decay = 0.01};
   AdamW cpu_adam(adam_config, t.sizes, t.decays), cuda_adam(adam_config, t.sizes, t.decays);
@@ -181,29 +170,11 @@ void expect_matches_torch(const std::string& name) {
   if (!fs::exists(dir + "/fixture.safetensors")) GTEST_SKIP() << dir << " absent";
   spec::RedrafterHead head = spec::RedrafterHead::load(dir);
   const SafetensorsFile fixture(dir + "/fixture.safetensors");
-  auto tensor = [&](const std::string& t) { return tensor_to_f32(fixture.tensors().at(t)); };
-  const std::vector<int64_t> shape = fixture.tensors().at("input_ids").shape;
-  const size_t batch = size_t(shape[0]), length = size_t(shape[1]), h = size_t(head.config().hidden_size);
-  const std::vector<float> hidden = tensor("hidden"), ids = tensor("input_ids"), labels = tensor("labels");
+  auto tensor = [&](const std::string& t) { return fixture_tensor(fixture, t); };
   const std::vector<float> embeddings = tensor("embeddings"), per_iteration = tensor("loss_per_iteration");
   const std::vector<float> accuracy = tensor("topk_accuracy");
   const int n_tokens = int(per_iteration.size()), top_k = int(accuracy.size()) / n_tokens;
-  DraftRows rows;
-  rows.n_tokens = n_tokens;
-  for (size_t b = 0; b < batch; ++b) {
-    Example e;
-    for (size_t t = 0; t < length; ++t) {
-      e.ids.push_back(int32_t(ids[b * length + t]));
-      e.labels.push_back(int32_t(labels[b * length + t]));
-    }
-    const std::vector<int32_t> positions = draft_positions(e, n_tokens);
-    std::vector<float> rows_hidden;
-    for (int32_t t : positions) {
-      const float* src = hidden.data() + (b * length + size_t(t)) * h;
-      rows_hidden.insert(rows_hidden.end(), src, src + h);
-    }
-    append_draft_rows(e, positions, rows_hidden, int(h), rows);
-  }
+  const DraftRows rows = fixture_draft_rows(fixture, head.config().hidden_size, n_tokens);
   const HeadTensors t = head_tensors(head);
   AdamW adam(AdamWConfig{}, t.sizes, t.decays);
   auto gpu = make_cuda_head_step({&head, &adam, AdamWConfig{}, embeddings, top_k}, {});
@@ -244,27 +215,7 @@ TEST_F(CudaHeadStepTest, MatchesTheTorchFixtureWithCumulativeStateAndNoProjectio
 
 // qed train-drafter --backend cuda on the HF fixture model: the counting task of tests/train/drafter_trainer_test.cpp.
 fs::path temp_dir(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / ("qed_cuda_train_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
-std::string write_counting_data(const fs::path& dir, int rows) {
-  const std::string path = (dir / "data.jsonl").string();
-  std::ofstream out(path);
-  std::mt19937_64 rng(1);
-  for (int r = 0; r < rows; ++r) {
-    const int start = int(rng() % 64), step = 1 + int(rng() % 2), length = 16 + int(rng() % 8);
-    nlohmann::json ids = nlohmann::json::array(), labels = nlohmann::json::array();
-    for (int t = 0; t < length; ++t) {
-      const int id = 100 + (start + step * t) % 64;
-      ids.push_back(id);
-      labels.push_back(t < 3 ? -100 : id);
-    }
-    out << nlohmann::json{{"input_ids", ids}, {"labels", labels}}.dump() << "\n";
-  }
-  return path;
+  return fresh_temp_dir("qed_cuda_train_" + name);
 }
 
 TrainDrafterOptions counting_options(const fs::path& dir, const std::string& data, const std::string& backend) {

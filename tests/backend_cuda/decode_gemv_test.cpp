@@ -28,15 +28,14 @@
 #include "backend/cuda/pdl.h"
 #include "core/dtype.h"
 #include "cuda_test_util.h"
+#include "decode_gemm_test_util.h"
 
 namespace qed::testing {
 namespace {
 
 using DecodeGemvTest = CudaTest;
 
-constexpr float kFp32SumTolerance = 1e-5f;
-
-enum class Format { Bf16, Fp8PerTensor, Fp8PerChannel, Int8 };
+using Format = GemmFormat;
 
 struct Case {
   Format format;
@@ -45,68 +44,48 @@ struct Case {
 };
 
 std::string describe(const Case& c) {
-  static const char* const kNames[] = {"bf16", "fp8 per-tensor", "fp8 per-channel", "int8"};
-  return std::string(kNames[int(c.format)]) + (c.fp8_bits ? " (bits)" : "") + " rows " + std::to_string(c.rows) +
+  return std::string(format_name(c.format)) + (c.fp8_bits ? " (bits)" : "") + " rows " + std::to_string(c.rows) +
          " in " + std::to_string(c.in) + " out " + std::to_string(c.out) + " variant " +
          cuda::decode_gemv_variant_name(c.variant) + (c.bias ? " +bias" : "") + (c.f32_out ? " f32" : " bf16") +
          " (element = row * out + j)";
 }
 
-float max_abs_dot(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& row_scale,
-                  int rows, int in, int out) {
-  float magnitude = 0.0f;
-  for (int r = 0; r < rows; ++r) {
-    for (int j = 0; j < out; ++j) {
-      float sum = 0.0f;
-      for (int k = 0; k < in; ++k) sum += std::fabs(x[size_t(r) * in + k] * w[size_t(j) * in + k]);
-      magnitude = std::max(magnitude, sum * row_scale[size_t(j)]);
-    }
-  }
-  return magnitude;
-}
-
-// Weight rows that differ in magnitude by up to 7x, so per-channel scales differ.
-std::vector<float> random_weight(int out, int in, std::mt19937& rng) {
-  std::vector<float> w = random_bf16_values(size_t(out) * in, rng, 0.05f);
-  for (int r = 0; r < out; ++r) {
-    for (int k = 0; k < in; ++k) w[size_t(r) * in + k] *= float(1 + r % 7);
-  }
-  return w;
-}
-
-// Runs the kernel twice into a poisoned output one row longer than the result (that row must stay untouched) and
-// requires bit-identical results (the reduction order is fixed: a difference is a race); returns the result rows.
 std::vector<float> run_twice(cuda::DecodeGemv g, const Case& c, const std::string& what) {
-  const size_t n = size_t(c.rows) * c.out, padded = n + size_t(c.out);
-  std::vector<float> results[2];
-  for (std::vector<float>& result : results) {
-    cuda::DeviceBuffer d_y = c.f32_out ? upload(std::vector<float>(padded, NAN)) : poisoned_bf16(padded);
-    g.y = d_y.data();
+  return run_twice_into_poison(c.rows, c.out, c.f32_out, what, [&](void* y) {
+    g.y = y;
     cuda::decode_gemv(g, nullptr);
-    QED_CUDA_CHECK(cudaDeviceSynchronize());
-    result = c.f32_out ? download<float>(d_y, padded) : from_bf16(download<uint16_t>(d_y, padded));
-    for (size_t i = n; i < padded; ++i) {
-      EXPECT_TRUE(std::isnan(result[i])) << what << ": wrote past the last row at " << i;
-    }
-    result.resize(n);
-  }
-  for (size_t i = 0; i < results[0].size(); ++i) {
-    if (std::memcmp(&results[0][i], &results[1][i], sizeof(float)) != 0) {
-      ADD_FAILURE() << what << ": two runs differ at " << i << ": " << results[0][i] << " vs " << results[1][i];
-      break;
-    }
-  }
-  return results[0];
+  });
+}
+
+// An fp32-output launch over exactly representable operands (the decoding checks), scales on the device.
+cuda::DecodeGemv exact_launch(cuda::SkinnyWeight type, const cuda::DeviceBuffer& x, const cuda::DeviceBuffer& w,
+                              const cuda::DeviceBuffer& scales, int rows, int in, int out, int variant) {
+  cuda::DecodeGemv g;
+  g.x = x.data();
+  g.w = w.data();
+  g.type = type;
+  if (type == cuda::SkinnyWeight::Fp8E4m3) g.x_scale = scales.as<float>();
+  g.w_scales = scales.as<float>();
+  g.f32_out = true;
+  g.rows = rows;
+  g.out = out;
+  g.in = in;
+  g.variant = variant;
+  return g;
 }
 
 void check(const Case& c, std::mt19937& rng) {
   const std::string what = describe(c);
   const std::vector<float> bias = random_bf16_values(size_t(c.out), rng, 0.5f);
-  const float* bias_ref = c.bias ? bias.data() : nullptr;
-  const cuda::DeviceBuffer d_bias = upload(to_bf16(bias));
-  std::vector<float> want(size_t(c.rows) * c.out);
-  float magnitude = 0.0f;
+  const std::vector<float> x = random_bf16_values(size_t(c.rows) * c.in, rng, 1.0f);
+  const std::vector<float> w =
+      c.format == Format::Bf16 ? random_bf16_values(size_t(c.out) * c.in, rng, 0.05f) : random_weight(c.out, c.in, rng);
+  const ReferenceGemm ref = reference_gemm(c.format, x, w, c.bias ? bias.data() : nullptr, c.rows, c.in, c.out);
+  const cuda::DeviceBuffer d_bias = upload(to_bf16(bias)), d_x = upload(ref.x), d_w = upload(ref.w);
+  const cuda::DeviceBuffer d_x_scale = upload(std::vector<float>{ref.x_scale}), d_w_scales = upload(ref.w_scales);
   cuda::DecodeGemv g;
+  g.x = d_x.data();
+  g.w = d_w.data();
   g.rows = c.rows;
   g.out = c.out;
   g.in = c.in;
@@ -114,67 +93,20 @@ void check(const Case& c, std::mt19937& rng) {
   g.f32_out = c.f32_out;
   g.fp8_bits = c.fp8_bits;
   g.bias = c.bias ? d_bias.as<uint16_t>() : nullptr;
-  cuda::DeviceBuffer d_x, d_w, d_x_scale, d_w_scales;
-  const std::vector<float> x = random_bf16_values(size_t(c.rows) * c.in, rng, 1.0f);
   if (c.format == Format::Bf16) {
-    const std::vector<float> w = random_bf16_values(size_t(c.out) * c.in, rng, 0.05f);
-    cpu::matmul(x.data(), w.data(), bias_ref, want.data(), c.rows, c.in, c.out, nullptr);
-    magnitude = max_abs_dot(x, w, std::vector<float>(size_t(c.out), 1.0f), c.rows, c.in, c.out);
-    d_x = upload(to_bf16(x));
-    d_w = upload(to_bf16(w));
     g.type = cuda::SkinnyWeight::Bf16;
   } else if (c.format == Format::Int8) {
-    const std::vector<float> w = random_weight(c.out, c.in, rng);
-    std::vector<float> w_scales(size_t(c.out));
-    std::vector<int8_t> w_q(w.size());
-    cpu::quantize_int8_per_channel(w.data(), c.out, c.in, w_scales.data(), w_q.data());
-    cpu::int8_wo_gemm(x.data(), w_q.data(), w_scales.data(), bias_ref, want.data(), c.rows, c.in, c.out);
-    std::vector<float> w_codes(w.size());
-    for (size_t i = 0; i < w.size(); ++i) w_codes[i] = float(w_q[i]);
-    magnitude = max_abs_dot(x, w_codes, w_scales, c.rows, c.in, c.out);
-    d_x = upload(to_bf16(x));
-    d_w = upload(w_q);
-    d_w_scales = upload(w_scales);
     g.type = cuda::SkinnyWeight::Int8;
     g.w_scales = d_w_scales.as<float>();
   } else {
-    const bool per_channel = c.format == Format::Fp8PerChannel;
-    const std::vector<float> w = random_weight(c.out, c.in, rng);
-    std::vector<float> w_scales;
-    std::vector<uint8_t> w_q(w.size());
-    if (per_channel) {
-      for (int r = 0; r < c.out; ++r) {
-        w_scales.push_back(cpu::fp8_scale_for_amax(cpu::amax(w.data() + size_t(r) * c.in, size_t(c.in))));
-      }
-      cpu::quantize_fp8_per_channel(w.data(), c.out, c.in, w_scales.data(), w_q.data());
-    } else {
-      w_scales.push_back(cpu::fp8_scale_for_amax(cpu::amax(w.data(), w.size())));
-      cpu::quantize_fp8_per_tensor(w.data(), w.size(), w_scales[0], w_q.data());
-    }
-    // A static scale below the amax's: the largest activations saturate, as calibrated scales let them.
-    const float x_scale = 0.8f * cpu::fp8_scale_for_amax(cpu::amax(x.data(), x.size()));
-    std::vector<uint8_t> x_q(x.size());
-    cpu::quantize_fp8_per_tensor(x.data(), x.size(), x_scale, x_q.data());
-    cpu::fp8_gemm(x_q.data(), x_scale, w_q.data(), w_scales.data(), per_channel, bias_ref, want.data(), c.rows, c.in,
-                  c.out);
-    std::vector<float> x_codes(x.size()), w_codes(w.size()), row_scale(size_t(c.out));
-    for (size_t i = 0; i < x.size(); ++i) x_codes[i] = f8e4m3_to_float(x_q[i]);
-    for (size_t i = 0; i < w.size(); ++i) w_codes[i] = f8e4m3_to_float(w_q[i]);
-    for (int j = 0; j < c.out; ++j) row_scale[size_t(j)] = x_scale * w_scales[per_channel ? size_t(j) : 0];
-    magnitude = max_abs_dot(x_codes, w_codes, row_scale, c.rows, c.in, c.out);
-    d_x = upload(x_q);
-    d_w = upload(w_q);
-    d_x_scale = upload(std::vector<float>{x_scale});
-    d_w_scales = upload(w_scales);
     g.type = cuda::SkinnyWeight::Fp8E4m3;
     g.x_scale = d_x_scale.as<float>();
     g.w_scales = d_w_scales.as<float>();
-    g.per_channel = per_channel;
+    g.per_channel = c.format == Format::Fp8PerChannel;
   }
-  g.x = d_x.data();
-  g.w = d_w.data();
   const std::vector<float> got = run_twice(g, c, what);
-  EXPECT_TRUE(all_close(got, want, c.f32_out ? 0.0f : kBf16HalfUlp, kFp32SumTolerance * magnitude + 1e-6f, what));
+  EXPECT_TRUE(
+      all_close(got, ref.want, c.f32_out ? 0.0f : kBf16HalfUlp, kFp32SumTolerance * ref.magnitude + 1e-6f, what));
 }
 
 // (vectors along K, out) cycled over the cases: 1 vector; 65 (no CTA size divides it); 257 (more than 256 threads);
@@ -253,17 +185,7 @@ TEST_F(DecodeGemvTest, Fp8DecodingIsExactForEveryCode) {
     const cuda::DeviceBuffer d_x = upload(*x_q), d_w = upload(*w_q);
     for (bool bits : {false, true}) {
       for (int variant : {0, cuda::kDecodeGemvVariantCount - 1}) {
-        cuda::DecodeGemv g;
-        g.x = d_x.data();
-        g.w = d_w.data();
-        g.type = cuda::SkinnyWeight::Fp8E4m3;
-        g.x_scale = d_s.as<float>();
-        g.w_scales = d_s.as<float>();
-        g.f32_out = true;
-        g.rows = rows;
-        g.out = out;
-        g.in = in;
-        g.variant = variant;
+        cuda::DecodeGemv g = exact_launch(cuda::SkinnyWeight::Fp8E4m3, d_x, d_w, d_s, rows, in, out, variant);
         g.fp8_bits = bits;
         const Case c{Format::Fp8PerTensor, rows, in, out, variant, false, true, bits};
         const std::string what = describe(c) + (x_q == &x_codes ? ", codes in x" : ", codes in w");
@@ -276,28 +198,12 @@ TEST_F(DecodeGemvTest, Fp8DecodingIsExactForEveryCode) {
 
 // Int8 codes -128..127 in one weight row, picked singly and summed, through bf16 ones (exact).
 TEST_F(DecodeGemvTest, Int8DecodingIsExactForEveryCode) {
-  const int in = 256, out = 16, rows = 2;
-  std::vector<int8_t> w_q(size_t(out) * in);
-  for (size_t i = 0; i < w_q.size(); ++i) w_q[i] = int8_t(int((i * 37 + i / in) % 256) - 128);
-  std::vector<float> x(size_t(rows) * in, 0.0f);
-  x[5] = 1.0f;
-  x[200] = 1.0f;
-  for (int k = 0; k < in; ++k) x[size_t(in) + k] = 1.0f;
-  const std::vector<float> w_scales(size_t(out), 1.0f);
-  std::vector<float> want(size_t(rows) * out);
-  cpu::int8_wo_gemm(x.data(), w_q.data(), w_scales.data(), nullptr, want.data(), rows, in, out);
-  const cuda::DeviceBuffer d_x = upload(to_bf16(x)), d_w = upload(w_q), d_s = upload(w_scales);
+  const Int8EveryCode codes;
+  const int in = codes.in, out = codes.out, rows = codes.rows;
+  const std::vector<float>& want = codes.want;
+  const cuda::DeviceBuffer d_x = upload(to_bf16(codes.x)), d_w = upload(codes.w_q), d_s = upload(codes.w_scales);
   for (int variant = 0; variant < cuda::kDecodeGemvVariantCount; ++variant) {
-    cuda::DecodeGemv g;
-    g.x = d_x.data();
-    g.w = d_w.data();
-    g.type = cuda::SkinnyWeight::Int8;
-    g.w_scales = d_s.as<float>();
-    g.f32_out = true;
-    g.rows = rows;
-    g.out = out;
-    g.in = in;
-    g.variant = variant;
+    const cuda::DecodeGemv g = exact_launch(cuda::SkinnyWeight::Int8, d_x, d_w, d_s, rows, in, out, variant);
     const Case c{Format::Int8, rows, in, out, variant, false, true};
     const std::vector<float> got = run_twice(g, c, describe(c));
     for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(got[i], want[i]) << describe(c) << " element " << i;
@@ -353,43 +259,18 @@ TEST_F(DecodeGemvTest, ChainedPdlLaunchesReadTheirPredecessorsOutput) {
 }
 
 TEST_F(DecodeGemvTest, RefusesShapesAndArgumentsItCannotTake) {
-  const cuda::DeviceBuffer buffer = upload(std::vector<uint16_t>(1 << 15, 0x3F80)), y(1 << 16);  // bf16 ones
-  cuda::DecodeGemv g;
-  g.x = buffer.data();
-  g.w = buffer.data();
-  g.y = y.data();
-  g.rows = 1;
-  g.out = 16;
-  g.in = 64;
-  EXPECT_NO_THROW(cuda::decode_gemv(g, nullptr));
-  QED_CUDA_CHECK(cudaDeviceSynchronize());
-  for (int rows : {0, cuda::kDecodeGemvMaxRows + 1}) {
+  const RunnableLaunch<cuda::DecodeGemv> launch;
+  const cuda::DecodeGemv& g = launch.g;
+  auto run = [](const cuda::DecodeGemv& l) { cuda::decode_gemv(l, nullptr); };
+  expect_shared_refusals(g, cuda::kDecodeGemvMaxRows, cuda::SkinnyWeight::Fp8E4m3, run);
+  for (int variant : {-1, cuda::kDecodeGemvVariantCount}) {
     cuda::DecodeGemv bad = g;
-    bad.rows = rows;
-    EXPECT_THROW(cuda::decode_gemv(bad, nullptr), std::exception) << "rows " << rows;
+    bad.variant = variant;
+    EXPECT_THROW(run(bad), std::exception) << "variant " << variant;
   }
   cuda::DecodeGemv bad = g;
-  bad.in = 60;  // not a multiple of 8 bf16
-  EXPECT_THROW(cuda::decode_gemv(bad, nullptr), std::exception);
-  bad = g;
-  bad.type = cuda::SkinnyWeight::Int8;
-  bad.w_scales = static_cast<const float*>(buffer.data());
-  bad.in = 40;  // a multiple of 8 but not of 16 int8
-  EXPECT_THROW(cuda::decode_gemv(bad, nullptr), std::exception);
-  bad = g;
-  bad.type = cuda::SkinnyWeight::Fp8E4m3;  // no scales
-  EXPECT_THROW(cuda::decode_gemv(bad, nullptr), std::exception);
-  bad = g;
-  bad.w = static_cast<const char*>(buffer.data()) + 8;
-  EXPECT_THROW(cuda::decode_gemv(bad, nullptr), std::exception);
-  for (int variant : {-1, cuda::kDecodeGemvVariantCount}) {
-    bad = g;
-    bad.variant = variant;
-    EXPECT_THROW(cuda::decode_gemv(bad, nullptr), std::exception) << "variant " << variant;
-  }
-  bad = g;
   bad.out = 0;
-  EXPECT_THROW(cuda::decode_gemv(bad, nullptr), std::exception);
+  EXPECT_THROW(run(bad), std::exception);
 }
 
 }  // namespace

@@ -23,34 +23,23 @@
 #include "core/dtype.h"
 
 // ---- The emulated CUDA environment the kernel body is compiled against. ----
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
+#include "emulated_cuda.h"
 
 namespace qed::testing::emulation {
 
-struct Index {
-  unsigned x = 0, y = 0, z = 0;
-};
-inline thread_local Index thread_index, block_index;
+using emulated::lane_of_thread;
+using emulated::warp_barrier;
+using emulated::warp_of_thread;
 
+// The CTA's state beyond emulated::CtaSync: the warp collectives' lane slots and the dynamic shared memory.
 struct Cta {
-  std::barrier<>* all = nullptr;
-  std::barrier<>* warp[8] = {};
   uint32_t address[8][32] = {};
-  float value[8][32] = {};
   uint32_t a[8][32][4] = {};
   uint32_t b[8][32][2] = {};
   alignas(128) unsigned char shared[96 * 1024] = {};
   size_t shared_bytes = 0;  // the launch's dynamic shared memory: accesses past it fail the test
 };
 inline Cta* cta = nullptr;
-
-inline int warp_of_thread() {
-  return int(thread_index.x) / 32;
-}
-inline int lane_of_thread() {
-  return int(thread_index.x) % 32;
-}
 
 [[noreturn]] inline void fail_access(const char* what, size_t at) {
   std::fprintf(stderr, "emulated kernel: %s at shared byte %zu\n", what, at);
@@ -69,31 +58,6 @@ inline float bf16_half(uint32_t reg, int high) {
 }
 
 }  // namespace qed::testing::emulation
-
-#define threadIdx ::qed::testing::emulation::thread_index
-#define blockIdx ::qed::testing::emulation::block_index
-#undef __global__
-#define __global__
-#undef __device__
-#define __device__
-#undef __forceinline__
-#define __forceinline__ inline
-#undef __launch_bounds__
-#define __launch_bounds__(...)
-
-inline void __syncthreads() {
-  qed::testing::emulation::cta->all->arrive_and_wait();
-}
-
-inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
-  using namespace qed::testing::emulation;
-  const int w = warp_of_thread(), l = lane_of_thread();
-  cta->value[w][l] = v;
-  cta->warp[w]->arrive_and_wait();
-  const float r = cta->value[w][l ^ lane_mask];
-  cta->warp[w]->arrive_and_wait();
-  return r;
-}
 
 namespace qed::cuda {
 namespace {
@@ -144,7 +108,7 @@ void ldmatrix(uint32_t (&r)[4], uint32_t address, bool trans) {
   const int w = warp_of_thread(), l = lane_of_thread();
   if (address % 16 != 0) fail_access("misaligned ldmatrix row", address);
   cta->address[w][l] = address;
-  cta->warp[w]->arrive_and_wait();
+  warp_barrier();
   const int g = l / 4, c = l % 4;
   for (int i = 0; i < 4; ++i) {
     const uint16_t lo =
@@ -153,7 +117,7 @@ void ldmatrix(uint32_t (&r)[4], uint32_t address, bool trans) {
                               : shared_u16(cta->address[w][8 * i + g] + 4 * c + 2);
     r[i] = uint32_t(lo) | (uint32_t(hi) << 16);
   }
-  cta->warp[w]->arrive_and_wait();
+  warp_barrier();
 }
 
 void ldmatrix_x4(uint32_t (&r)[4], uint32_t address) {
@@ -171,7 +135,7 @@ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   for (int i = 0; i < 4; ++i) cta->a[w][l][i] = a[i];
   cta->b[w][l][0] = b0;
   cta->b[w][l][1] = b1;
-  cta->warp[w]->arrive_and_wait();
+  warp_barrier();
   float A[16][16], B[16][8];
   for (int lane = 0; lane < 32; ++lane) {
     const int g = lane / 4, c = lane % 4;
@@ -184,7 +148,7 @@ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
       B[2 * c + 8 + h][g] = bf16_half(cta->b[w][lane][1], h);
     }
   }
-  cta->warp[w]->arrive_and_wait();
+  warp_barrier();
   const int g = l / 4, c = l % 4;
   for (int e = 0; e < 4; ++e) {
     const int row = g + (e / 2) * 8, col = 2 * c + e % 2;
@@ -199,6 +163,8 @@ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
 
 #undef threadIdx
 #undef blockIdx
+#undef gridDim
+#undef __shared__
 
 namespace qed::testing {
 namespace {
@@ -212,27 +178,14 @@ void emulate_launch(const cuda::PrefillParams& p, int num_tiles) {
                                                     : cuda::SmemLayout<D, 16 * WARPS * SLICES>::kBytes);
   ASSERT_LE(state->shared_bytes, sizeof(state->shared));
   for (int block = 0; block < num_tiles * p.num_heads; ++block) {
-    std::barrier<> all(32 * WARPS);
-    std::vector<std::unique_ptr<std::barrier<>>> warps;
-    for (int w = 0; w < WARPS; ++w) {
-      warps.push_back(std::make_unique<std::barrier<>>(32));
-      state->warp[w] = warps.back().get();
-    }
-    state->all = &all;
     std::memset(state->shared, 0xFF, sizeof(state->shared));  // bf16 NaNs
-    std::vector<std::thread> threads;
-    for (int t = 0; t < 32 * WARPS; ++t) {
-      threads.emplace_back([&p, block, t] {
-        emulation::thread_index.x = unsigned(t);
-        emulation::block_index.x = unsigned(block);
-        if (p.k_codes != nullptr) {
-          cuda::prefill_attention_kernel<D, WARPS, SLICES, true>(p);
-        } else {
-          cuda::prefill_attention_kernel<D, WARPS, SLICES, false>(p);
-        }
-      });
-    }
-    for (std::thread& thread : threads) thread.join();
+    emulated::run_cta({unsigned(block), 0, 0}, 32 * WARPS, [&p] {
+      if (p.k_codes != nullptr) {
+        cuda::prefill_attention_kernel<D, WARPS, SLICES, true>(p);
+      } else {
+        cuda::prefill_attention_kernel<D, WARPS, SLICES, false>(p);
+      }
+    });
   }
   emulation::cta = nullptr;
 }

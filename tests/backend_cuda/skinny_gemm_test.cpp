@@ -28,14 +28,12 @@
 #include "backend/cuda/gemv_kernels.h"
 #include "core/dtype.h"
 #include "cuda_test_util.h"
+#include "decode_gemm_test_util.h"
 
 namespace qed::testing {
 namespace {
 
 using SkinnyGemmTest = CudaTest;
-
-constexpr float kFp32SumTolerance = 1e-5f;
-constexpr float kFp8MmaTolerance = 4e-4f;
 
 bool device_has_fp8() {
   const std::vector<cuda::DeviceInfo> devices = cuda::list_devices();
@@ -57,25 +55,10 @@ std::string describe(const char* format, const Case& c) {
          (c.bias ? " +bias" : "") + (c.f32_out ? " f32" : " bf16") + " (element = row * out + j)";
 }
 
-float max_abs_dot(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& row_scale,
-                  int rows, int in, int out) {
-  float magnitude = 0.0f;
-  for (int r = 0; r < rows; ++r) {
-    for (int j = 0; j < out; ++j) {
-      float sum = 0.0f;
-      for (int k = 0; k < in; ++k) sum += std::fabs(x[size_t(r) * in + k] * w[size_t(j) * in + k]);
-      magnitude = std::max(magnitude, sum * row_scale[size_t(j)]);
-    }
-  }
-  return magnitude;
-}
-
-// Runs the kernel into a poisoned output one row longer than the result (that row must stay untouched), returns the
-// result rows as floats. Runs it twice and requires bit-identical outputs: the reduction order is fixed, so a
-// difference means a race.
-// Split-K launches get a workspace and zeroed counters, shared by both runs (the first must re-arm the counters).
+// Runs the kernel twice (run_twice_into_poison: untouched row past the result, bit-identical runs), returns the
+// result rows as floats. Split-K launches get a workspace and zeroed counters, shared by both runs (the first must
+// re-arm the counters).
 std::vector<float> run_skinny(cuda::SkinnyGemm g, const Case& c, const std::string& what) {
-  const size_t n = size_t(c.rows) * c.out, padded = n + size_t(c.out);
   g.splits = c.splits;
   g.persistent = c.persistent_sms > 0;
   if (g.persistent) g.multiprocessors = c.persistent_sms;
@@ -92,141 +75,57 @@ std::vector<float> run_skinny(cuda::SkinnyGemm g, const Case& c, const std::stri
     g.counters = d_counters.as<unsigned>();
     g.counter_count = counters;
   }
-  std::vector<float> results[2];
-  for (std::vector<float>& result : results) {
-    cuda::DeviceBuffer d_y = c.f32_out ? upload(std::vector<float>(padded, NAN)) : poisoned_bf16(padded);
-    g.y = d_y.data();
+  return run_twice_into_poison(c.rows, c.out, c.f32_out, what, [&](void* y) {
+    g.y = y;
     cuda::skinny_gemm(g, nullptr);
-    QED_CUDA_CHECK(cudaDeviceSynchronize());
-    if (c.f32_out) {
-      result = download<float>(d_y, padded);
-    } else {
-      result = from_bf16(download<uint16_t>(d_y, padded));
-    }
-    for (size_t i = n; i < padded; ++i) {
-      EXPECT_TRUE(std::isnan(result[i])) << what << ": wrote past the last row at " << i;
-    }
-    result.resize(n);
+  });
+}
+
+void check(GemmFormat format, const Case& c, std::mt19937& rng) {
+  std::vector<float> x, w;
+  if (format == GemmFormat::Bf16) {
+    x = random_bf16_values(size_t(c.rows) * c.in, rng, 1.0f);
+    w = random_bf16_values(size_t(c.out) * c.in, rng, 0.05f);
+  } else {
+    w = random_weight(c.out, c.in, rng);
+    x = random_bf16_values(size_t(c.rows) * c.in, rng, 1.0f);
   }
-  for (size_t i = 0; i < results[0].size(); ++i) {
-    if (std::memcmp(&results[0][i], &results[1][i], sizeof(float)) != 0) {
-      ADD_FAILURE() << what << ": two runs differ at " << i << ": " << results[0][i] << " vs " << results[1][i];
-      break;
-    }
-  }
-  return results[0];
+  const std::vector<float> bias = random_bf16_values(size_t(c.out), rng, 0.5f);
+  const ReferenceGemm ref = reference_gemm(format, x, w, c.bias ? bias.data() : nullptr, c.rows, c.in, c.out);
+  const cuda::DeviceBuffer d_x = upload(ref.x), d_w = upload(ref.w), d_bias = upload(to_bf16(bias));
+  const cuda::DeviceBuffer d_x_scale = upload(std::vector<float>{ref.x_scale}), d_w_scales = upload(ref.w_scales);
+  cuda::SkinnyGemm g;
+  g.x = d_x.data();
+  g.w = d_w.data();
+  const bool fp8 = format == GemmFormat::Fp8PerTensor || format == GemmFormat::Fp8PerChannel;
+  g.type = format == GemmFormat::Bf16 ? cuda::SkinnyWeight::Bf16
+           : fp8                      ? cuda::SkinnyWeight::Fp8E4m3
+                                      : cuda::SkinnyWeight::Int8;
+  if (fp8) g.x_scale = d_x_scale.as<float>();
+  if (format != GemmFormat::Bf16) g.w_scales = d_w_scales.as<float>();
+  g.per_channel = format == GemmFormat::Fp8PerChannel;
+  g.bias = c.bias ? d_bias.as<uint16_t>() : nullptr;
+  g.f32_out = c.f32_out;
+  g.rows = c.rows;
+  g.out = c.out;
+  g.in = c.in;
+  g.tiles_per_warp = c.tiles;
+  const std::string what = describe(format_name(format), c);
+  const std::vector<float> got = run_skinny(g, c, what);
+  const float sum_tolerance = fp8 ? kFp8MmaTolerance : kFp32SumTolerance;
+  EXPECT_TRUE(all_close(got, ref.want, c.f32_out ? 0.0f : kBf16HalfUlp, sum_tolerance * ref.magnitude + 1e-6f, what));
 }
 
 void check_bf16(const Case& c, std::mt19937& rng) {
-  const std::vector<float> x = random_bf16_values(size_t(c.rows) * c.in, rng, 1.0f);
-  const std::vector<float> w = random_bf16_values(size_t(c.out) * c.in, rng, 0.05f);
-  const std::vector<float> bias = random_bf16_values(size_t(c.out), rng, 0.5f);
-  std::vector<float> want(size_t(c.rows) * c.out);
-  cpu::matmul(x.data(), w.data(), c.bias ? bias.data() : nullptr, want.data(), c.rows, c.in, c.out, nullptr);
-  const float magnitude = max_abs_dot(x, w, std::vector<float>(size_t(c.out), 1.0f), c.rows, c.in, c.out);
-  const cuda::DeviceBuffer d_x = upload(to_bf16(x)), d_w = upload(to_bf16(w)), d_bias = upload(to_bf16(bias));
-  cuda::SkinnyGemm g;
-  g.x = d_x.data();
-  g.w = d_w.data();
-  g.type = cuda::SkinnyWeight::Bf16;
-  g.bias = c.bias ? d_bias.as<uint16_t>() : nullptr;
-  g.f32_out = c.f32_out;
-  g.rows = c.rows;
-  g.out = c.out;
-  g.in = c.in;
-  g.tiles_per_warp = c.tiles;
-  const std::string what = describe("bf16", c);
-  const std::vector<float> got = run_skinny(g, c, what);
-  EXPECT_TRUE(all_close(got, want, c.f32_out ? 0.0f : kBf16HalfUlp, kFp32SumTolerance * magnitude + 1e-6f, what));
-}
-
-// Weight rows that differ in magnitude by up to 7x, so per-channel scales differ.
-std::vector<float> random_weight(int out, int in, std::mt19937& rng) {
-  std::vector<float> w = random_bf16_values(size_t(out) * in, rng, 0.05f);
-  for (int r = 0; r < out; ++r) {
-    for (int k = 0; k < in; ++k) w[size_t(r) * in + k] *= float(1 + r % 7);
-  }
-  return w;
+  check(GemmFormat::Bf16, c, rng);
 }
 
 void check_fp8(const Case& c, bool per_channel, std::mt19937& rng) {
-  const std::vector<float> w = random_weight(c.out, c.in, rng);
-  std::vector<float> w_scales;
-  std::vector<uint8_t> w_q(w.size());
-  if (per_channel) {
-    for (int r = 0; r < c.out; ++r) {
-      w_scales.push_back(cpu::fp8_scale_for_amax(cpu::amax(w.data() + size_t(r) * c.in, size_t(c.in))));
-    }
-    cpu::quantize_fp8_per_channel(w.data(), c.out, c.in, w_scales.data(), w_q.data());
-  } else {
-    w_scales.push_back(cpu::fp8_scale_for_amax(cpu::amax(w.data(), w.size())));
-    cpu::quantize_fp8_per_tensor(w.data(), w.size(), w_scales[0], w_q.data());
-  }
-  const std::vector<float> x = random_bf16_values(size_t(c.rows) * c.in, rng, 1.0f);
-  const std::vector<float> bias = random_bf16_values(size_t(c.out), rng, 0.5f);
-  // A static scale below the amax's: the largest activations saturate, as calibrated scales let them.
-  const float x_scale = 0.8f * cpu::fp8_scale_for_amax(cpu::amax(x.data(), x.size()));
-  std::vector<uint8_t> x_q(x.size());
-  cpu::quantize_fp8_per_tensor(x.data(), x.size(), x_scale, x_q.data());
-  std::vector<float> want(size_t(c.rows) * c.out);
-  cpu::fp8_gemm(x_q.data(), x_scale, w_q.data(), w_scales.data(), per_channel, c.bias ? bias.data() : nullptr,
-                want.data(), c.rows, c.in, c.out);
-  std::vector<float> x_codes(x.size()), w_codes(w.size()), row_scale(size_t(c.out));
-  for (size_t i = 0; i < x.size(); ++i) x_codes[i] = f8e4m3_to_float(x_q[i]);
-  for (size_t i = 0; i < w.size(); ++i) w_codes[i] = f8e4m3_to_float(w_q[i]);
-  for (int j = 0; j < c.out; ++j) row_scale[size_t(j)] = x_scale * w_scales[per_channel ? size_t(j) : 0];
-  const float magnitude = max_abs_dot(x_codes, w_codes, row_scale, c.rows, c.in, c.out);
-
-  const cuda::DeviceBuffer d_x = upload(x_q), d_w = upload(w_q), d_bias = upload(to_bf16(bias));
-  const cuda::DeviceBuffer d_x_scale = upload(std::vector<float>{x_scale}), d_w_scales = upload(w_scales);
-  cuda::SkinnyGemm g;
-  g.x = d_x.data();
-  g.w = d_w.data();
-  g.type = cuda::SkinnyWeight::Fp8E4m3;
-  g.x_scale = d_x_scale.as<float>();
-  g.w_scales = d_w_scales.as<float>();
-  g.per_channel = per_channel;
-  g.bias = c.bias ? d_bias.as<uint16_t>() : nullptr;
-  g.f32_out = c.f32_out;
-  g.rows = c.rows;
-  g.out = c.out;
-  g.in = c.in;
-  g.tiles_per_warp = c.tiles;
-  const std::string what = describe(per_channel ? "fp8 per-channel" : "fp8 per-tensor", c);
-  const std::vector<float> got = run_skinny(g, c, what);
-  EXPECT_TRUE(all_close(got, want, c.f32_out ? 0.0f : kBf16HalfUlp, kFp8MmaTolerance * magnitude + 1e-6f, what));
+  check(per_channel ? GemmFormat::Fp8PerChannel : GemmFormat::Fp8PerTensor, c, rng);
 }
 
 void check_int8(const Case& c, std::mt19937& rng) {
-  const std::vector<float> w = random_weight(c.out, c.in, rng);
-  std::vector<float> w_scales(size_t(c.out));
-  std::vector<int8_t> w_q(w.size());
-  cpu::quantize_int8_per_channel(w.data(), c.out, c.in, w_scales.data(), w_q.data());
-  const std::vector<float> x = random_bf16_values(size_t(c.rows) * c.in, rng, 1.0f);
-  const std::vector<float> bias = random_bf16_values(size_t(c.out), rng, 0.5f);
-  std::vector<float> want(size_t(c.rows) * c.out);
-  cpu::int8_wo_gemm(x.data(), w_q.data(), w_scales.data(), c.bias ? bias.data() : nullptr, want.data(), c.rows, c.in,
-                    c.out);
-  std::vector<float> w_codes(w.size());
-  for (size_t i = 0; i < w.size(); ++i) w_codes[i] = float(w_q[i]);
-  const float magnitude = max_abs_dot(x, w_codes, w_scales, c.rows, c.in, c.out);
-
-  const cuda::DeviceBuffer d_x = upload(to_bf16(x)), d_w = upload(w_q), d_bias = upload(to_bf16(bias));
-  const cuda::DeviceBuffer d_w_scales = upload(w_scales);
-  cuda::SkinnyGemm g;
-  g.x = d_x.data();
-  g.w = d_w.data();
-  g.type = cuda::SkinnyWeight::Int8;
-  g.w_scales = d_w_scales.as<float>();
-  g.bias = c.bias ? d_bias.as<uint16_t>() : nullptr;
-  g.f32_out = c.f32_out;
-  g.rows = c.rows;
-  g.out = c.out;
-  g.in = c.in;
-  g.tiles_per_warp = c.tiles;
-  const std::string what = describe("int8", c);
-  const std::vector<float> got = run_skinny(g, c, what);
-  EXPECT_TRUE(all_close(got, want, c.f32_out ? 0.0f : kBf16HalfUlp, kFp32SumTolerance * magnitude + 1e-6f, what));
+  check(GemmFormat::Int8, c, rng);
 }
 
 // (in, out) pairs cycled over the row counts; in is a multiple of 16 (every format's vector). 16: one lane's vector;
@@ -277,18 +176,10 @@ TEST_F(SkinnyGemmTest, Int8MatchesCpuInt8WoGemmForEveryRowCount) {
 // Int8 codes of every value -128..127 in one weight row (the in-register conversion must be exact for each), and
 // the same weights through bf16 as the check.
 TEST_F(SkinnyGemmTest, Int8ConversionIsExactForEveryCode) {
-  const int in = 256, out = 16, rows = 2;
-  std::vector<int8_t> w_q(size_t(out) * in);
-  for (size_t i = 0; i < w_q.size(); ++i) w_q[i] = int8_t(int((i * 37 + i / in) % 256) - 128);
-  std::vector<float> x(size_t(rows) * in, 0.0f);
-  // Row 0 picks single weights (x = one-hot at k = 5 and 200), row 1 sums them all with weight 1.
-  x[5] = 1.0f;
-  x[200] = 1.0f;
-  for (int k = 0; k < in; ++k) x[size_t(in) + k] = 1.0f;
-  const std::vector<float> w_scales(size_t(out), 1.0f);
-  std::vector<float> want(size_t(rows) * out);
-  cpu::int8_wo_gemm(x.data(), w_q.data(), w_scales.data(), nullptr, want.data(), rows, in, out);
-  const cuda::DeviceBuffer d_x = upload(to_bf16(x)), d_w = upload(w_q), d_s = upload(w_scales);
+  const Int8EveryCode codes;
+  const int in = codes.in, out = codes.out, rows = codes.rows;
+  const std::vector<float>& want = codes.want;
+  const cuda::DeviceBuffer d_x = upload(to_bf16(codes.x)), d_w = upload(codes.w_q), d_s = upload(codes.w_scales);
   cuda::SkinnyGemm g;
   g.x = d_x.data();
   g.w = d_w.data();
@@ -330,40 +221,16 @@ TEST_F(SkinnyGemmTest, SplitsWithoutWorkStillCompleteTheSum) {
 }
 
 TEST_F(SkinnyGemmTest, RefusesShapesAndArgumentsItCannotTake) {
-  const cuda::DeviceBuffer buffer = upload(std::vector<uint16_t>(1 << 15, 0x3F80)), y(1 << 16);  // bf16 ones
-  cuda::SkinnyGemm g;
-  g.x = buffer.data();
-  g.w = buffer.data();
-  g.y = y.data();
-  g.rows = 1;
-  g.out = 16;
-  g.in = 64;
-  EXPECT_NO_THROW(cuda::skinny_gemm(g, nullptr));
-  QED_CUDA_CHECK(cudaDeviceSynchronize());
-  for (int rows : {0, cuda::kSkinnyMaxRows + 1}) {
-    cuda::SkinnyGemm bad = g;
-    bad.rows = rows;
-    EXPECT_THROW(cuda::skinny_gemm(bad, nullptr), std::exception) << "rows " << rows;
-  }
+  const RunnableLaunch<cuda::SkinnyGemm> launch;
+  const cuda::SkinnyGemm& g = launch.g;
+  auto run = [](const cuda::SkinnyGemm& l) { cuda::skinny_gemm(l, nullptr); };
+  expect_shared_refusals(g, cuda::kSkinnyMaxRows, cuda::SkinnyWeight::Int8, run);
   cuda::SkinnyGemm bad = g;
-  bad.in = 60;  // not a multiple of 8 bf16
-  EXPECT_THROW(cuda::skinny_gemm(bad, nullptr), std::exception);
-  bad = g;
-  bad.type = cuda::SkinnyWeight::Int8;
-  bad.in = 40;  // a multiple of 8 but not of 16 int8
-  EXPECT_THROW(cuda::skinny_gemm(bad, nullptr), std::exception);
-  bad = g;
-  bad.type = cuda::SkinnyWeight::Int8;  // no scales
-  EXPECT_THROW(cuda::skinny_gemm(bad, nullptr), std::exception);
-  bad = g;
-  bad.w = static_cast<const char*>(buffer.data()) + 8;
-  EXPECT_THROW(cuda::skinny_gemm(bad, nullptr), std::exception);
-  bad = g;
   bad.tiles_per_warp = 3;
-  EXPECT_THROW(cuda::skinny_gemm(bad, nullptr), std::exception);
+  EXPECT_THROW(run(bad), std::exception);
   bad = g;
   bad.splits = 2;  // no workspace
-  EXPECT_THROW(cuda::skinny_gemm(bad, nullptr), std::exception);
+  EXPECT_THROW(run(bad), std::exception);
 }
 
 }  // namespace

@@ -62,8 +62,8 @@ TEST(CudaStepInputs, PacksEverySectionOfAMixedBatch) {
   EXPECT_EQ(masks, (std::vector<uint8_t>{1, 0, 0, 1}));
 }
 
-TEST(CudaStepInputs, SectionsAreSixteenByteAlignedAndDisjoint) {
-  const cuda::StepSections s = cuda::measure_step(two_sequence_batch());
+// Every section from token_ids to masks starts 16-byte aligned, after the one before it.
+void expect_aligned_in_order(const cuda::StepSections& s) {
   const std::vector<size_t> offsets = {s.token_ids,       s.positions,    s.slot_mapping,   s.row_seq,
                                        s.seq_q_start,     s.seq_num_new,  s.seq_num_cached, s.seq_block_offset,
                                        s.seq_mask_offset, s.block_tables, s.logits_rows,    s.masks};
@@ -73,6 +73,11 @@ TEST(CudaStepInputs, SectionsAreSixteenByteAlignedAndDisjoint) {
       EXPECT_GT(offsets[i], offsets[i - 1]) << "section " << i;
     }
   }
+}
+
+TEST(CudaStepInputs, SectionsAreSixteenByteAlignedAndDisjoint) {
+  const cuda::StepSections s = cuda::measure_step(two_sequence_batch());
+  expect_aligned_in_order(s);
   EXPECT_GE(s.total_bytes, s.masks + 4);
 }
 
@@ -239,15 +244,7 @@ TEST(CudaStepInputs, GraphVerifyStepKeepsEachSequencesRowsAndPadsOntoTheScratchB
   EXPECT_EQ(s.decode_row_count, s.rows);  // no row list, no prefill tiles: the launches never change
   EXPECT_EQ(s.decode_max_kv_len, 512);
   EXPECT_EQ(s.prefill_tile_count, 0);
-  const std::vector<size_t> offsets = {s.token_ids,       s.positions,    s.slot_mapping,   s.row_seq,
-                                       s.seq_q_start,     s.seq_num_new,  s.seq_num_cached, s.seq_block_offset,
-                                       s.seq_mask_offset, s.block_tables, s.logits_rows,    s.masks};
-  for (size_t i = 0; i < offsets.size(); ++i) {
-    EXPECT_EQ(offsets[i] % 16, 0u) << "section " << i;
-    if (i > 0) {
-      EXPECT_GT(offsets[i], offsets[i - 1]) << "section " << i;
-    }
-  }
+  expect_aligned_in_order(s);
   EXPECT_GE(s.logits_rows, s.block_tables + (4 * 4 + 1) * sizeof(int32_t));
   EXPECT_GE(s.total_bytes, s.masks + 4 * 4 * 4);
 

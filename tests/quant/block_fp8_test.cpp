@@ -19,6 +19,7 @@
 #include "model/quant_config.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
+#include "quant_config_test_util.h"
 
 namespace qed {
 namespace {
@@ -27,19 +28,8 @@ using nlohmann::json;
 
 const std::string kFixture = std::string(QED_SOURCE_DIR) + "/tests/fixtures/hf/qwen2_gqa_bias";
 
-QuantizationConfig parse(const std::string& text) {
-  const json value = json::parse(text);
-  return QuantizationConfig::from_json(&value, "config.json");
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
+using test::parse;
 
 TEST(BlockFp8Config, WeightBlockSizeAndModulesToNotConvert) {
   const QuantizationConfig q = parse(R"({"quant_method": "fp8", "activation_scheme": "dynamic",

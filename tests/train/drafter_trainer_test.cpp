@@ -11,6 +11,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "drafter_test_data.h"
 #include "spec/redrafter_head.h"
 
 namespace qed::train {
@@ -20,29 +21,7 @@ namespace fs = std::filesystem;
 const std::string kModel = std::string(QED_SOURCE_DIR) + "/tests/fixtures/hf/qwen2_tied_mha";
 
 fs::path temp_dir(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / ("qed_train_drafter_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
-// Counting sequences (x_{t+1} = x_t + step mod 64, offset 100): the next tokens follow from the last one, so a
-// draft head can learn them from the input embedding alone. The first 3 tokens are an unsupervised "prompt".
-std::string write_counting_data(const fs::path& dir, int rows) {
-  const std::string path = (dir / "data.jsonl").string();
-  std::ofstream out(path);
-  std::mt19937_64 rng(1);
-  for (int r = 0; r < rows; ++r) {
-    const int start = int(rng() % 64), step = 1 + int(rng() % 2), length = 16 + int(rng() % 8);
-    nlohmann::json ids = nlohmann::json::array(), labels = nlohmann::json::array();
-    for (int t = 0; t < length; ++t) {
-      const int id = 100 + (start + step * t) % 64;
-      ids.push_back(id);
-      labels.push_back(t < 3 ? -100 : id);
-    }
-    out << nlohmann::json{{"input_ids", ids}, {"labels", labels}}.dump() << "\n";
-  }
-  return path;
+  return fresh_temp_dir("qed_train_drafter_" + name);
 }
 
 TrainDrafterOptions small_options(const fs::path& dir, const std::string& data) {

@@ -6,20 +6,14 @@
 #include <cmath>
 #include <filesystem>
 
+#include "drafter_test_data.h"
 #include "model/safetensors.h"
-#include "model/weights.h"
 #include "train/redrafter_loss.h"
 
 namespace qed::train {
 namespace {
 
 const std::string kFixtures = std::string(QED_SOURCE_DIR) + "/tests/fixtures/redrafter_grad/";
-
-std::vector<float> tensor(const SafetensorsFile& file, const std::string& name) {
-  auto it = file.tensors().find(name);
-  if (it == file.tensors().end()) throw std::runtime_error("fixture has no tensor " + name);
-  return tensor_to_f32(it->second);
-}
 
 void expect_matches_torch(const std::string& name) {
   const std::string dir = kFixtures + name;
@@ -28,38 +22,20 @@ void expect_matches_torch(const std::string& name) {
   }
   const spec::RedrafterHead head = spec::RedrafterHead::load(dir);
   const SafetensorsFile fixture(dir + "/fixture.safetensors");
-  const std::vector<int64_t> shape = fixture.tensors().at("input_ids").shape;
-  ASSERT_EQ(shape.size(), 2u);
-  const size_t batch = size_t(shape[0]), length = size_t(shape[1]), h = size_t(head.config().hidden_size);
-  const std::vector<float> hidden = tensor(fixture, "hidden"), ids = tensor(fixture, "input_ids"),
-                           labels = tensor(fixture, "labels"), embeddings = tensor(fixture, "embeddings");
-  const std::vector<float> loss_per_iteration = tensor(fixture, "loss_per_iteration");
-  const std::vector<float> accuracy = tensor(fixture, "topk_accuracy");
+  ASSERT_EQ(fixture.tensors().at("input_ids").shape.size(), 2u);
+  const std::vector<float> embeddings = fixture_tensor(fixture, "embeddings");
+  const std::vector<float> loss_per_iteration = fixture_tensor(fixture, "loss_per_iteration");
+  const std::vector<float> accuracy = fixture_tensor(fixture, "topk_accuracy");
   const int n_tokens = int(loss_per_iteration.size());
   const int top_k = int(accuracy.size()) / n_tokens;
 
   // The trainer's own path: draft positions of each sequence, their hidden rows, then the loss.
-  DraftRows rows;
-  rows.n_tokens = n_tokens;
-  for (size_t b = 0; b < batch; ++b) {
-    Example e;
-    for (size_t t = 0; t < length; ++t) {
-      e.ids.push_back(int32_t(ids[b * length + t]));
-      e.labels.push_back(int32_t(labels[b * length + t]));
-    }
-    const std::vector<int32_t> positions = draft_positions(e, n_tokens);
-    std::vector<float> rows_hidden;
-    for (int32_t t : positions) {
-      const float* src = hidden.data() + (b * length + size_t(t)) * h;
-      rows_hidden.insert(rows_hidden.end(), src, src + h);
-    }
-    append_draft_rows(e, positions, rows_hidden, int(h), rows);
-  }
+  const DraftRows rows = fixture_draft_rows(fixture, head.config().hidden_size, n_tokens);
   spec::RedrafterHead grads(head.config());
   const DraftMetrics m = redrafter_loss(head, rows, embeddings, top_k, &grads, 1.0f, nullptr);
 
   // fp32 against float64: relative 1e-5 on the loss, 1e-4 of the largest gradient entry per tensor.
-  EXPECT_NEAR(m.total_loss(), tensor(fixture, "loss")[0], 1e-5 * std::abs(tensor(fixture, "loss")[0]));
+  EXPECT_NEAR(m.total_loss(), fixture_tensor(fixture, "loss")[0], 1e-5 * std::abs(fixture_tensor(fixture, "loss")[0]));
   for (int i = 0; i < n_tokens; ++i) {
     EXPECT_NEAR(m.loss[size_t(i)], loss_per_iteration[size_t(i)], 1e-5) << "redrafter" << i << "_loss";
     for (int k = 0; k < top_k; ++k) {
@@ -72,7 +48,7 @@ void expect_matches_torch(const std::string& name) {
     for (const char* part : {".weight", ".bias"}) {
       const std::vector<float>& ours = std::string(part) == ".weight" ? linear->weight : linear->bias;
       if (ours.empty()) continue;
-      const std::vector<float> expected = tensor(fixture, "grad." + prefix + part);
+      const std::vector<float> expected = fixture_tensor(fixture, "grad." + prefix + part);
       ASSERT_EQ(ours.size(), expected.size()) << prefix << part;
       float scale = 0.0f;
       for (float g : expected) scale = std::max(scale, std::abs(g));

@@ -168,18 +168,7 @@ DecodeGemmPlan decode_gemm_plan(SkinnyWeight type, int rows, int out, int in) {
 
 SkinnyGemm skinny_gemm_for(const DecodeGemmOperands& o, const DecodeGemmPlan& plan) {
   SkinnyGemm g;
-  g.x = o.x;
-  g.w = o.w;
-  g.type = o.type;
-  g.x_scale = o.x_scale;
-  g.w_scales = o.w_scales;
-  g.per_channel = o.per_channel;
-  g.bias = o.bias;
-  g.y = o.y;
-  g.f32_out = o.f32_out;
-  g.rows = o.rows;
-  g.out = o.out;
-  g.in = o.in;
+  static_cast<DecodeGemmOperands&>(g) = o;
   g.tiles_per_warp = plan.tiles_per_warp;
   g.splits = plan.splits;
   g.persistent = plan.persistent;
@@ -188,18 +177,7 @@ SkinnyGemm skinny_gemm_for(const DecodeGemmOperands& o, const DecodeGemmPlan& pl
 
 DecodeGemv decode_gemv_for(const DecodeGemmOperands& o, const DecodeGemmPlan& plan, bool pdl) {
   DecodeGemv g;
-  g.x = o.x;
-  g.w = o.w;
-  g.type = o.type;
-  g.x_scale = o.x_scale;
-  g.w_scales = o.w_scales;
-  g.per_channel = o.per_channel;
-  g.bias = o.bias;
-  g.y = o.y;
-  g.f32_out = o.f32_out;
-  g.rows = o.rows;
-  g.out = o.out;
-  g.in = o.in;
+  static_cast<DecodeGemmOperands&>(g) = o;
   g.variant = plan.gemv_variant;
   g.fp8_bits = plan.fp8_bits;
   g.pdl = pdl;

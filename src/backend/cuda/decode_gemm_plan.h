@@ -36,20 +36,6 @@ DecodeGemmPlan decode_gemm_plan(SkinnyWeight type, int rows, int out, int in);
 // The variant index of a name such as "w4f2u4", or -1.
 int decode_gemv_variant_index(const char* name);
 
-// One decode GEMM's operands, whichever kernel runs it (the fields of SkinnyGemm / DecodeGemv they share).
-struct DecodeGemmOperands {
-  const void* x = nullptr;
-  const void* w = nullptr;
-  SkinnyWeight type = SkinnyWeight::Bf16;
-  const float* x_scale = nullptr;
-  const float* w_scales = nullptr;
-  bool per_channel = false;
-  const uint16_t* bias = nullptr;
-  void* y = nullptr;
-  bool f32_out = false;
-  int rows = 0, out = 0, in = 0;
-};
-
 // The launch descriptions of the plan's kernel for these operands (workspace and counters of a split skinny launch
 // are Gemm::run_skinny's to fill in).
 SkinnyGemm skinny_gemm_for(const DecodeGemmOperands& o, const DecodeGemmPlan& plan);

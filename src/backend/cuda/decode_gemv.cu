@@ -23,9 +23,7 @@ bool decode_gemv_supports(SkinnyWeight type, int rows, int in, int out) {
 void decode_gemv(const DecodeGemv& g, cudaStream_t stream) {
   QED_KERNEL_REQUIRE(decode_gemv_supports(g.type, g.rows, g.in, g.out),
                      "decode_gemv: rows must be 1..4, out positive and in a positive multiple of one 16-byte vector");
-  QED_KERNEL_REQUIRE(reinterpret_cast<uintptr_t>(g.x) % 16 == 0 && reinterpret_cast<uintptr_t>(g.w) % 16 == 0,
-                     "decode_gemv: x and w must be 16-byte aligned");
-  QED_KERNEL_REQUIRE(g.type == SkinnyWeight::Bf16 || g.w_scales, "decode_gemv: quantized weights need their scales");
+  require_decode_gemm_operands(g, "decode_gemv");
   QED_KERNEL_REQUIRE(g.variant >= 0 && g.variant < kDecodeGemvVariantCount, "decode_gemv: unknown variant");
   QED_KERNEL_REQUIRE(g.y != nullptr, "decode_gemv: no output");
   switch (g.type) {

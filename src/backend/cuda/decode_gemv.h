@@ -40,17 +40,7 @@ inline constexpr int kDecodeGemvVariantCount = int(sizeof(kDecodeGemvVariants) /
 // "w4f2u4" (and "w4f2u4p" with prefetch): the bench's and the plan's name of a variant.
 std::string decode_gemv_variant_name(int variant);
 
-struct DecodeGemv {
-  const void* x = nullptr;  // rows × in (bf16, or E4M3 codes for Fp8E4m3), 16-byte aligned
-  const void* w = nullptr;  // out × in, 16-byte aligned
-  SkinnyWeight type = SkinnyWeight::Bf16;
-  const float* x_scale = nullptr;   // device scalar (Fp8E4m3; null = 1)
-  const float* w_scales = nullptr;  // device: 1 float (Fp8E4m3 per tensor) or `out` floats (per channel, Int8)
-  bool per_channel = false;         // Fp8E4m3: w_scales has `out` entries
-  const uint16_t* bias = nullptr;   // bf16 [out] or null
-  void* y = nullptr;                // rows × out, bf16 or (f32_out) fp32
-  bool f32_out = false;
-  int rows = 0, out = 0, in = 0;
+struct DecodeGemv : DecodeGemmOperands {
   int variant = 0;  // index into kDecodeGemvVariants
   // Fp8E4m3: decode the codes with bit operations (exact, code × 2^-8 as f16, the 2^16 folded into the scale)
   // instead of the sm_89+ cvt instruction: which is cheaper is measured. Below sm_89 the bit path is always taken.

@@ -1,6 +1,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <string>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemv_kernels.h"
@@ -148,12 +149,17 @@ size_t skinny_gemm_workspace_bytes(int rows, int out, int tiles, int splits) {
              : size_t(splits) * size_t(ctas_along_out(out, tiles)) * size_t(tiles * n_tiles * 128) * sizeof(float);
 }
 
+void require_decode_gemm_operands(const DecodeGemmOperands& o, const char* kernel) {
+  QED_KERNEL_REQUIRE(reinterpret_cast<uintptr_t>(o.x) % 16 == 0 && reinterpret_cast<uintptr_t>(o.w) % 16 == 0,
+                     (std::string(kernel) + ": x and w must be 16-byte aligned").c_str());
+  QED_KERNEL_REQUIRE(o.type == SkinnyWeight::Bf16 || o.w_scales,
+                     (std::string(kernel) + ": quantized weights need their scales").c_str());
+}
+
 void skinny_gemm(const SkinnyGemm& g, cudaStream_t stream) {
   QED_KERNEL_REQUIRE(skinny_gemm_supports(g.type, g.rows, g.in, g.out),
                      "skinny_gemm: rows must be 1..16, out positive and in a positive multiple of one 16-byte vector");
-  QED_KERNEL_REQUIRE(reinterpret_cast<uintptr_t>(g.x) % 16 == 0 && reinterpret_cast<uintptr_t>(g.w) % 16 == 0,
-                     "skinny_gemm: x and w must be 16-byte aligned");
-  QED_KERNEL_REQUIRE(g.type == SkinnyWeight::Bf16 || g.w_scales, "skinny_gemm: quantized weights need their scales");
+  require_decode_gemm_operands(g, "skinny_gemm");
   QED_KERNEL_REQUIRE(g.tiles_per_warp == 0 || g.tiles_per_warp == 1 || g.tiles_per_warp == 2 || g.tiles_per_warp == 4,
                      "skinny_gemm: tiles_per_warp must be 0, 1, 2 or 4");
   QED_KERNEL_REQUIRE(g.splits >= 0 && g.splits <= 64, "skinny_gemm: splits must be in 0..64");

@@ -30,8 +30,10 @@ enum class SkinnyWeight : uint8_t {
   Int8,     // x bf16, W int8 codes; scale = w_scales[j] (weight-only, cpu::int8_wo_gemm)
 };
 
-struct SkinnyGemm {
-  const void* x = nullptr;  // rows × in, 16-byte aligned rows
+// One decode GEMM's operands, whichever kernel runs it: skinny_gemm (SkinnyGemm), decode_gemv (decode_gemv.h) or
+// cuBLASLt (decode_gemm_plan.h picks).
+struct DecodeGemmOperands {
+  const void* x = nullptr;  // rows × in (bf16, or E4M3 codes for Fp8E4m3), 16-byte aligned rows
   const void* w = nullptr;  // out × in, 16-byte aligned rows
   SkinnyWeight type = SkinnyWeight::Bf16;
   const float* x_scale = nullptr;   // device scalar (Fp8E4m3; null = 1)
@@ -41,6 +43,9 @@ struct SkinnyGemm {
   void* y = nullptr;                // rows × out, bf16 or (f32_out) fp32
   bool f32_out = false;
   int rows = 0, out = 0, in = 0;
+};
+
+struct SkinnyGemm : DecodeGemmOperands {
   // m16 weight tiles per warp (1, 2 or 4; 0 = chosen from `out`): more tiles reuse each activation load for more
   // weight rows, fewer give more CTAs for narrow layers. The benchmark overrides it to measure the choice.
   int tiles_per_warp = 0;
@@ -72,5 +77,9 @@ int skinny_gemm_default_splits(SkinnyWeight type, int out, int in, int tiles_per
 size_t skinny_gemm_workspace_bytes(int rows, int out, int tiles_per_warp, int splits);
 
 void skinny_gemm(const SkinnyGemm& g, cudaStream_t stream);
+
+// The argument checks skinny_gemm and decode_gemv share: x and w 16-byte aligned (their vector loads), scales for
+// the quantized formats. Throws qed::Error naming `kernel`.
+void require_decode_gemm_operands(const DecodeGemmOperands& o, const char* kernel);
 
 }  // namespace qed::cuda

@@ -15,6 +15,55 @@ int32_t* ints(std::byte* base, size_t offset) {
   return reinterpret_cast<int32_t*>(base + offset);
 }
 
+// Places the sections one after another, 16-byte aligned: the per-row ones sized by s.rows, the per-sequence ones by
+// s.seqs, logits_rows by s.logits_count, the rest by the entry counts given.
+void place_sections(StepSections& s, size_t table_entries, size_t mask_bytes, size_t decode_row_entries,
+                    size_t prefill_tile_entries) {
+  size_t offset = 0;
+  auto section = [&](size_t bytes) {
+    const size_t at = offset;
+    offset += align16(bytes);
+    return at;
+  };
+  const size_t row_bytes = size_t(s.rows) * sizeof(int32_t);
+  const size_t seq_bytes = size_t(s.seqs) * sizeof(int32_t);
+  s.token_ids = section(row_bytes);
+  s.positions = section(row_bytes);
+  s.slot_mapping = section(row_bytes);
+  s.row_seq = section(row_bytes);
+  s.seq_q_start = section(seq_bytes);
+  s.seq_num_new = section(seq_bytes);
+  s.seq_num_cached = section(seq_bytes);
+  s.seq_block_offset = section(seq_bytes);
+  s.seq_mask_offset = section(seq_bytes);
+  s.block_tables = section(table_entries * sizeof(int32_t));
+  s.logits_rows = section(size_t(s.logits_count) * sizeof(int32_t));
+  s.masks = section(mask_bytes);
+  s.decode_rows = section(decode_row_entries * sizeof(int32_t));
+  s.prefill_tiles = section(prefill_tile_entries * 2 * sizeof(int32_t));
+  s.total_bytes = offset;
+}
+
+// The inputs of new token i of `seq` (sequence entry q) at activation row `row`.
+void pack_new_token(const SequenceChunk& seq, int32_t i, int32_t q, int32_t row, int block_size, const StepSections& s,
+                    std::byte* dst) {
+  const int32_t slot = seq.num_cached + i;
+  ints(dst, s.token_ids)[row] = seq.tokens[size_t(i)];
+  ints(dst, s.positions)[row] = seq.positions.empty() ? slot : seq.positions[size_t(i)];
+  ints(dst, s.slot_mapping)[row] = seq.block_table[size_t(slot / block_size)] * block_size + slot % block_size;
+  ints(dst, s.row_seq)[row] = q;
+}
+
+// The logits rows of `seq`, whose first new token is activation row `first`, from logits_rows[at]; returns the next at.
+int32_t pack_logits_rows(const SequenceChunk& seq, int32_t first, const StepSections& s, int32_t at, std::byte* dst) {
+  if (seq.logits_indices.empty()) {
+    ints(dst, s.logits_rows)[at++] = first + int32_t(seq.tokens.size()) - 1;
+  } else {
+    for (int32_t index : seq.logits_indices) ints(dst, s.logits_rows)[at++] = first + index;
+  }
+  return at;
+}
+
 }  // namespace
 
 bool routes_to_prefill(const SequenceChunk& seq, const AttentionRouting& routing) {
@@ -41,29 +90,7 @@ StepSections measure_step(const ForwardBatch& batch, const AttentionRouting& rou
     }
   }
   s.seqs = int(batch.sequences.size());
-  size_t offset = 0;
-  auto section = [&](size_t bytes) {
-    const size_t at = offset;
-    offset += align16(bytes);
-    return at;
-  };
-  const size_t row_bytes = size_t(s.rows) * sizeof(int32_t);
-  const size_t seq_bytes = size_t(s.seqs) * sizeof(int32_t);
-  s.token_ids = section(row_bytes);
-  s.positions = section(row_bytes);
-  s.slot_mapping = section(row_bytes);
-  s.row_seq = section(row_bytes);
-  s.seq_q_start = section(seq_bytes);
-  s.seq_num_new = section(seq_bytes);
-  s.seq_num_cached = section(seq_bytes);
-  s.seq_block_offset = section(seq_bytes);
-  s.seq_mask_offset = section(seq_bytes);
-  s.block_tables = section(table_entries * sizeof(int32_t));
-  s.logits_rows = section(size_t(s.logits_count) * sizeof(int32_t));
-  s.masks = section(mask_bytes);
-  s.decode_rows = section(size_t(s.decode_row_count) * sizeof(int32_t));
-  s.prefill_tiles = section(size_t(s.prefill_tile_count) * 2 * sizeof(int32_t));
-  s.total_bytes = offset;
+  place_sections(s, table_entries, mask_bytes, size_t(s.decode_row_count), size_t(s.prefill_tile_count));
   return s;
 }
 
@@ -89,20 +116,10 @@ void pack_step(const ForwardBatch& batch, int block_size, const StepSections& s,
     ints(dst, s.seq_num_cached)[q] = seq.num_cached;
     ints(dst, s.seq_block_offset)[q] = table_at;
     ints(dst, s.seq_mask_offset)[q] = seq.attention_mask.empty() ? -1 : mask_at;
-    for (int32_t i = 0; i < n; ++i) {
-      const int32_t slot = seq.num_cached + i;
-      ints(dst, s.token_ids)[row + i] = seq.tokens[size_t(i)];
-      ints(dst, s.positions)[row + i] = seq.positions.empty() ? slot : seq.positions[size_t(i)];
-      ints(dst, s.slot_mapping)[row + i] = seq.block_table[size_t(slot / block_size)] * block_size + slot % block_size;
-      ints(dst, s.row_seq)[row + i] = int32_t(q);
-    }
+    for (int32_t i = 0; i < n; ++i) pack_new_token(seq, i, int32_t(q), row + i, block_size, s, dst);
     std::memcpy(dst + s.block_tables + size_t(table_at) * sizeof(int32_t), seq.block_table.data(),
                 seq.block_table.size() * sizeof(int32_t));
-    if (seq.logits_indices.empty()) {
-      ints(dst, s.logits_rows)[logits_at++] = row + n - 1;
-    } else {
-      for (int32_t index : seq.logits_indices) ints(dst, s.logits_rows)[logits_at++] = row + index;
-    }
+    logits_at = pack_logits_rows(seq, row, s, logits_at, dst);
     if (!seq.attention_mask.empty()) {
       std::memcpy(dst + s.masks + size_t(mask_at), seq.attention_mask.data(), seq.attention_mask.size());
     }
@@ -123,28 +140,8 @@ StepSections decode_graph_sections(int padded_rows, int max_blocks_per_seq, int 
   s.seqs = padded_rows;
   s.logits_count = padded_rows;
   s.max_kv_len = max_kv_len;
-  size_t offset = 0;
-  auto section = [&](size_t bytes) {
-    const size_t at = offset;
-    offset += align16(bytes);
-    return at;
-  };
-  const size_t row_bytes = size_t(padded_rows) * sizeof(int32_t);
-  s.token_ids = section(row_bytes);
-  s.positions = section(row_bytes);
-  s.slot_mapping = section(row_bytes);
-  s.row_seq = section(row_bytes);
-  s.seq_q_start = section(row_bytes);
-  s.seq_num_new = section(row_bytes);
-  s.seq_num_cached = section(row_bytes);
-  s.seq_block_offset = section(row_bytes);
-  s.seq_mask_offset = section(row_bytes);
-  s.block_tables = section(row_bytes * size_t(max_blocks_per_seq));
-  s.logits_rows = section(row_bytes);
-  s.masks = section(0);
-  s.decode_rows = section(0);  // every row is a decode row: run_layers passes no row list
-  s.prefill_tiles = section(0);
-  s.total_bytes = offset;
+  // No masks; every row is a decode row, and run_layers passes no row list for them.
+  place_sections(s, size_t(padded_rows) * size_t(max_blocks_per_seq), 0, 0, 0);
   s.decode_row_count = padded_rows;
   s.decode_max_kv_len = max_kv_len;
   return s;
@@ -219,29 +216,10 @@ StepSections verify_graph_sections(int padded_seqs, int rows_per_seq, int max_bl
   s.seqs = padded_seqs + s.rows;
   s.logits_count = s.rows;
   s.max_kv_len = max_kv_len;
-  size_t offset = 0;
-  auto section = [&](size_t bytes) {
-    const size_t at = offset;
-    offset += align16(bytes);
-    return at;
-  };
-  const size_t row_bytes = size_t(s.rows) * sizeof(int32_t);
-  const size_t seq_bytes = size_t(s.seqs) * sizeof(int32_t);
-  s.token_ids = section(row_bytes);
-  s.positions = section(row_bytes);
-  s.slot_mapping = section(row_bytes);
-  s.row_seq = section(row_bytes);
-  s.seq_q_start = section(seq_bytes);
-  s.seq_num_new = section(seq_bytes);
-  s.seq_num_cached = section(seq_bytes);
-  s.seq_block_offset = section(seq_bytes);
-  s.seq_mask_offset = section(seq_bytes);
-  s.block_tables = section((size_t(padded_seqs) * size_t(max_blocks_per_seq) + 1) * sizeof(int32_t));
-  s.logits_rows = section(row_bytes);
-  s.masks = section(size_t(padded_seqs) * size_t(rows_per_seq) * size_t(rows_per_seq));
-  s.decode_rows = section(0);  // every row goes to the flash-decoding kernel: run_layers passes no row list
-  s.prefill_tiles = section(0);
-  s.total_bytes = offset;
+  // One table per slot plus the scratch table; every row goes to the flash-decoding kernel, and run_layers passes no
+  // row list for them.
+  place_sections(s, size_t(padded_seqs) * size_t(max_blocks_per_seq) + 1,
+                 size_t(padded_seqs) * size_t(rows_per_seq) * size_t(rows_per_seq), 0, 0);
   s.decode_row_count = s.rows;
   s.decode_max_kv_len = max_kv_len;
   return s;
@@ -276,22 +254,14 @@ void pack_verify_step(const ForwardBatch& batch, int block_size, const StepSecti
       if (!seq->attention_mask.empty()) {
         std::memcpy(dst + s.masks + size_t(q) * mask_bytes, seq->attention_mask.data(), seq->attention_mask.size());
       }
-      if (seq->logits_indices.empty()) {
-        ints(dst, s.logits_rows)[logits_at++] = first + n - 1;
-      } else {
-        for (int32_t index : seq->logits_indices) ints(dst, s.logits_rows)[logits_at++] = first + index;
-      }
+      logits_at = pack_logits_rows(*seq, first, s, logits_at, dst);
     } else {
       padding_sequence(q, first);  // referenced by no row; kept well-formed
     }
     for (int32_t i = 0; i < rows_per_seq; ++i) {
       const int32_t row = first + i;
       if (i < n) {
-        const int32_t slot = seq->num_cached + i;
-        ints(dst, s.token_ids)[row] = seq->tokens[size_t(i)];
-        ints(dst, s.positions)[row] = seq->positions.empty() ? slot : seq->positions[size_t(i)];
-        ints(dst, s.slot_mapping)[row] = seq->block_table[size_t(slot / block_size)] * block_size + slot % block_size;
-        ints(dst, s.row_seq)[row] = q;
+        pack_new_token(*seq, i, q, row, block_size, s, dst);
       } else {
         ints(dst, s.token_ids)[row] = 0;
         ints(dst, s.positions)[row] = 0;
