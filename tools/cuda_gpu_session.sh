@@ -145,6 +145,27 @@ calib_bench() {
     --output "$out/offline_fp8_calibrated.json" 2>&1 | tee "$out/calib_bench.log" | tail -20
 }
 
+# The bundle (~130 MB with sm_80/89/90 code in three test binaries) and the tracked tree (~32 MB) exceed the device's
+# 64 MiB carry: `pack` writes a stripped, xz-compressed copy (~10 MB; carry ["build-gpu/carry"]) and `unpack`, run first
+# on the device, restores build-gpu/bundle from it. Leaves the tokenizers out unless KEEP_TOKENIZERS=1 (serve bench).
+pack() {
+  set -e
+  [ -x "$BUNDLE/qed" ] || { echo "no $BUNDLE: run 'tools/cuda_gpu_session.sh bundle' first"; exit 2; }
+  local stage
+  stage="$(mktemp -d)"
+  cp -r "$BUNDLE" "$stage/bundle"
+  [ "${KEEP_TOKENIZERS:-0}" = 1 ] || rm -rf "$stage/bundle/tokenizers"
+  find "$stage/bundle" -maxdepth 1 -type f -perm -u+x -exec strip --strip-unneeded {} + 2>/dev/null || true
+  mkdir -p build-gpu/carry
+  tar -C "$stage" -cf - bundle | xz -9 -T2 >build-gpu/carry/bundle.tar.xz
+  rm -rf "$stage"
+  ls -la build-gpu/carry/bundle.tar.xz
+}
+
+unpack() {
+  rm -rf "$BUNDLE" && mkdir -p "$(dirname "$BUNDLE")" && tar -C "$(dirname "$BUNDLE")" -xJf build-gpu/carry/bundle.tar.xz
+}
+
 peer() {
   local out="${OUT:-/tmp/qed-gpu-out}"
   mkdir -p "$out"
@@ -155,6 +176,8 @@ peer() {
 
 case "${1:-}" in
   bundle) bundle ;;
+  pack) pack ;;
+  unpack) unpack ;;
   run) run ;;
   peer) peer ;;
   graphs) graphs ;;
@@ -164,5 +187,5 @@ case "${1:-}" in
   calib_make | calib_quantize | calib_bench) "$1" ;;
   # Any command with the bundle's libraries on the path, e.g. `exec build-gpu/bundle/qed bench offline ...`.
   exec) shift; setup_env; "$@" ;;
-  *) echo "usage: $0 bundle | run | graphs | quant | calib-data | calib | calib_make | calib_quantize | calib_bench | peer | exec CMD..."; exit 2 ;;
+  *) echo "usage: $0 bundle | pack | unpack | run | graphs | quant | calib-data | calib | calib_make | calib_quantize | calib_bench | peer | exec CMD..."; exit 2 ;;
 esac
