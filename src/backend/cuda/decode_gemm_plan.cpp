@@ -33,7 +33,7 @@ struct FewRowsEntry {
 
 // H200, 2026-12-02 06:50 (bench_skinny_gemm --rows 1,2,4 --skinny 0, without PDL): the fastest of decode_gemv's
 // variants, cuBLASLt ("peer") and main's path per layer and row count; bench/skinny_gemm/README.md has the run.
-// bf16: decode_gemv 1-4% over the old GEMV at 1-2 rows, cuBLASLt at 4. FP8: cuBLASLt within 3% of decode_gemv at
+// bf16: decode_gemv 0.4-10% over the old GEMV at 1-2 rows, cuBLASLt at 4. FP8: cuBLASLt within 4% of decode_gemv at
 // 1 row on the narrow layers and ahead at 2-4 rows. int8: decode_gemv 1.2-1.5x the skinny kernel at 1-2 rows.
 constexpr FewRowsEntry kFewRows[] = {
     {SkinnyWeight::Bf16, 7168, 5120, gemv(kW4F8U2), gemv(kW4F8U2), cublaslt()},      // qkv: 3844 / 3653 / 3349 GB/s
