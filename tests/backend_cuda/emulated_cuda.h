@@ -27,11 +27,14 @@ inline Index grid_dim;
 
 inline constexpr int kMaxWarps = 8;
 
-// The barriers of the CTA being run (all its threads; each warp's 32) and each lane's slot for the float shuffles.
+// The barriers of the CTA being run (all its threads; each warp's 32), each lane's slot for the float shuffles and
+// its mma.sync fragments.
 struct CtaSync {
   std::barrier<>* all = nullptr;
   std::barrier<>* warp[kMaxWarps] = {};
   float value[kMaxWarps][32] = {};
+  uint32_t mma_a[kMaxWarps][32][4] = {};
+  uint32_t mma_b[kMaxWarps][32][2] = {};
 };
 inline CtaSync* cta_sync = nullptr;
 
@@ -44,6 +47,39 @@ inline int lane_of_thread() {
 
 inline void warp_barrier() {
   cta_sync->warp[warp_of_thread()]->arrive_and_wait();
+}
+
+// mma.sync.m16n8k16 with fp32 accumulation, from the PTX ISA's fragment layouts (g = lane / 4, t = lane % 4):
+// A (16×16): a0 (g, 2t..), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..); B (16×8): b0 (2t.., g), b1 (2t+8.., g);
+// C (16×8): (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1). `to_float(reg, h)` is the value of half h of a register
+// (bf16 or f16, the instruction's type). Every lane of the warp calls it, as on the device.
+template <class ToFloat>
+void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, const ToFloat& to_float) {
+  const int w = warp_of_thread(), l = lane_of_thread();
+  for (int i = 0; i < 4; ++i) cta_sync->mma_a[w][l][i] = a[i];
+  cta_sync->mma_b[w][l][0] = b0;
+  cta_sync->mma_b[w][l][1] = b1;
+  warp_barrier();
+  float A[16][16], B[16][8];
+  for (int lane = 0; lane < 32; ++lane) {
+    const int g = lane / 4, t = lane % 4;
+    const uint32_t(&fa)[4] = cta_sync->mma_a[w][lane];
+    const uint32_t(&fb)[2] = cta_sync->mma_b[w][lane];
+    for (int h = 0; h < 2; ++h) {
+      A[g][2 * t + h] = to_float(fa[0], h);
+      A[g + 8][2 * t + h] = to_float(fa[1], h);
+      A[g][2 * t + 8 + h] = to_float(fa[2], h);
+      A[g + 8][2 * t + 8 + h] = to_float(fa[3], h);
+      B[2 * t + h][g] = to_float(fb[0], h);
+      B[2 * t + 8 + h][g] = to_float(fb[1], h);
+    }
+  }
+  warp_barrier();
+  const int g = l / 4, t = l % 4;
+  for (int e = 0; e < 4; ++e) {
+    const int row = g + (e / 2) * 8, col = 2 * t + e % 2;
+    for (int k = 0; k < 16; ++k) c[e] += A[row][k] * B[k][col];
+  }
 }
 
 // A buffer the test gave the kernel: its global accesses must stay inside.

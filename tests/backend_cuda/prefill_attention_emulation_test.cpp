@@ -34,8 +34,6 @@ using emulated::warp_of_thread;
 // The CTA's state beyond emulated::CtaSync: the warp collectives' lane slots and the dynamic shared memory.
 struct Cta {
   uint32_t address[8][32] = {};
-  uint32_t a[8][32][4] = {};
-  uint32_t b[8][32][2] = {};
   alignas(128) unsigned char shared[96 * 1024] = {};
   size_t shared_bytes = 0;  // the launch's dynamic shared memory: accesses past it fail the test
 };
@@ -127,33 +125,9 @@ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t address) {
   ldmatrix(r, address, true);
 }
 
-// A (16×16): a0 (g, 2c..), a1 (g+8, 2c..), a2 (g, 2c+8..), a3 (g+8, 2c+8..); B (16×8): b0 (2c.., g), b1 (2c+8.., g);
-// C/D (16×8): (g, 2c), (g, 2c+1), (g+8, 2c), (g+8, 2c+1).
 void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  using namespace testing::emulation;
-  const int w = warp_of_thread(), l = lane_of_thread();
-  for (int i = 0; i < 4; ++i) cta->a[w][l][i] = a[i];
-  cta->b[w][l][0] = b0;
-  cta->b[w][l][1] = b1;
-  warp_barrier();
-  float A[16][16], B[16][8];
-  for (int lane = 0; lane < 32; ++lane) {
-    const int g = lane / 4, c = lane % 4;
-    for (int h = 0; h < 2; ++h) {
-      A[g][2 * c + h] = bf16_half(cta->a[w][lane][0], h);
-      A[g + 8][2 * c + h] = bf16_half(cta->a[w][lane][1], h);
-      A[g][2 * c + 8 + h] = bf16_half(cta->a[w][lane][2], h);
-      A[g + 8][2 * c + 8 + h] = bf16_half(cta->a[w][lane][3], h);
-      B[2 * c + h][g] = bf16_half(cta->b[w][lane][0], h);
-      B[2 * c + 8 + h][g] = bf16_half(cta->b[w][lane][1], h);
-    }
-  }
-  warp_barrier();
-  const int g = l / 4, c = l % 4;
-  for (int e = 0; e < 4; ++e) {
-    const int row = g + (e / 2) * 8, col = 2 * c + e % 2;
-    for (int k = 0; k < 16; ++k) d[e] += A[row][k] * B[k][col];
-  }
+  testing::emulated::mma_m16n8k16(d, a, b0, b1,
+                                  [](uint32_t reg, int h) { return testing::emulation::bf16_half(reg, h); });
 }
 
 }  // namespace

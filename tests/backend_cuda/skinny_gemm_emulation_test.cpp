@@ -33,12 +33,9 @@ using emulated::Range;
 using emulated::warp_barrier;
 using emulated::warp_of_thread;
 
-// The CTA's state beyond emulated::CtaSync: the lane slots of the int shuffle and of mma.sync, and the buffers it
-// may access.
+// The CTA's state beyond emulated::CtaSync: the lane slots of the int shuffle and the buffers it may access.
 struct Cta {
   int value[8][32] = {};
-  uint32_t a[8][32][4] = {};
-  uint32_t b[8][32][2] = {};
   Range weights, activations, workspace;
 };
 inline Cta* cta = nullptr;
@@ -106,35 +103,11 @@ void e4m3x4_to_f16x4(uint32_t codes, uint32_t& lo, uint32_t& hi) {
   hi = uint32_t(h[2]) | (uint32_t(h[3]) << 16);
 }
 
-// A (16×16): a0 (g, 2t..), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..); B (16×8): b0 (2t.., g), b1 (2t+8.., g);
-// C (16×8): (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1).
+// mma.sync.m16n8k16 on bf16 (F16 false) or f16 pairs.
 template <bool F16>
 void mma_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
-  using namespace testing::skinny_emulation;
-  const int w = warp_of_thread(), l = lane_of_thread();
-  const uint32_t a[4] = {a0, a1, a2, a3};
-  for (int i = 0; i < 4; ++i) cta->a[w][l][i] = a[i];
-  cta->b[w][l][0] = b0;
-  cta->b[w][l][1] = b1;
-  warp_barrier();
-  float A[16][16], B[16][8];
-  for (int lane = 0; lane < 32; ++lane) {
-    const int g = lane / 4, t = lane % 4;
-    for (int h = 0; h < 2; ++h) {
-      A[g][2 * t + h] = half_of(cta->a[w][lane][0], h, F16);
-      A[g + 8][2 * t + h] = half_of(cta->a[w][lane][1], h, F16);
-      A[g][2 * t + 8 + h] = half_of(cta->a[w][lane][2], h, F16);
-      A[g + 8][2 * t + 8 + h] = half_of(cta->a[w][lane][3], h, F16);
-      B[2 * t + h][g] = half_of(cta->b[w][lane][0], h, F16);
-      B[2 * t + 8 + h][g] = half_of(cta->b[w][lane][1], h, F16);
-    }
-  }
-  warp_barrier();
-  const int g = l / 4, t = l % 4;
-  for (int e = 0; e < 4; ++e) {
-    const int row = g + (e / 2) * 8, col = 2 * t + e % 2;
-    for (int k = 0; k < 16; ++k) c[e] += A[row][k] * B[k][col];
-  }
+  testing::emulated::mma_m16n8k16(c, {a0, a1, a2, a3}, b0, b1,
+                                  [](uint32_t reg, int h) { return testing::skinny_emulation::half_of(reg, h, F16); });
 }
 
 }  // namespace
