@@ -242,6 +242,10 @@ __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool 
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
 }
 
+__device__ __forceinline__ void cp_async_16_shared(void* dst, const void* src, bool valid) {
+  cp_async_16(shared_address(dst), src, valid);
+}
+
 __device__ __forceinline__ void cp_async_commit() {
   asm volatile("cp.async.commit_group;\n" ::: "memory");
 }
@@ -685,7 +689,8 @@ int attention_verify_partitions(int seqs, int max_kv_len, int step_rows, const A
   const long long fill_sms = (std::max(num_sms, 1) + ctas_per_partition - 1) / ctas_per_partition;
   const long long by_length = (max_kv_len + kMinPartitionKeys - 1) / kMinPartitionKeys;
   long long parts = std::min(std::max(by_keys, fill_sms), by_length);
-  const size_t per_partition = size_t(std::max(step_rows, 1)) * shape.num_heads * attention_partial_floats(shape.head_dim);
+  const size_t per_partition =
+      size_t(std::max(step_rows, 1)) * shape.num_heads * attention_partial_floats(shape.head_dim);
   parts = std::min<long long>(parts, (long long)(partial_capacity_floats / per_partition));
   parts = std::min<long long>(parts, 65535);
   return int(std::max(parts, 1LL));
@@ -730,11 +735,11 @@ void paged_attention_verify(const uint16_t* q, int q_stride, const KvCacheView& 
   const dim3 grid(unsigned(seq_count), unsigned(shape.num_kv_heads), unsigned(partitions));
   const bool fp8 = cache.fp8;
   if (shape.head_dim == 64) {
-    launch_kernel(fp8 ? attention_verify_kernel<64, true> : attention_verify_kernel<64, false>, grid, dim3(kThreads),
-                  0, stream, true, params);
+    launch_kernel(fp8 ? attention_verify_kernel<64, true> : attention_verify_kernel<64, false>, grid, dim3(kThreads), 0,
+                  stream, true, params);
   } else {
-    launch_kernel(fp8 ? attention_verify_kernel<128, true> : attention_verify_kernel<128, false>, grid,
-                  dim3(kThreads), 0, stream, true, params);
+    launch_kernel(fp8 ? attention_verify_kernel<128, true> : attention_verify_kernel<128, false>, grid, dim3(kThreads),
+                  0, stream, true, params);
   }
   if (partitions > 1 && !fused_merge) {
     launch_kernel(merge_verify_partitions_kernel,

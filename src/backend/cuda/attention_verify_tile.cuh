@@ -20,7 +20,7 @@
 // share the buffers (they run one after the other).
 //
 // Included by attention_kernels.cu after its helpers (kThreads, kLog2e, row_partition_size, merge_weight, the MMA
-// operand helpers, cp.async wrappers), and by the CPU emulation test with emulated ones.
+// operand helpers, cp_async_16_shared and the wait), and by the CPU emulation test with emulated ones.
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -83,12 +83,12 @@ __device__ void verify_merge_if_last(const VerifyParams& p, unsigned char* share
   __syncthreads();
   if (!last) return;
   __threadfence();
-  for (int item = int(threadIdx.x); item < rows_m * parts; item += int(blockDim.x)) {
+  for (int item = int(threadIdx.x); item < rows_m * parts; item += kThreads) {
     const int m = item / parts, part = item % parts;
     weights[m * parts + part] = __ldcg(verify_partial(p, row0 + m / group, head0 + m % group, part) + head_dim);
   }
   __syncthreads();
-  for (int m = int(threadIdx.x); m < rows_m; m += int(blockDim.x)) {
+  for (int m = int(threadIdx.x); m < rows_m; m += kThreads) {
     float merged = -INFINITY;
     for (int part = 0; part < parts; ++part) merged = fmaxf(merged, weights[m * parts + part]);
     float sum = 0.0f;
@@ -101,7 +101,7 @@ __device__ void verify_merge_if_last(const VerifyParams& p, unsigned char* share
   }
   __syncthreads();
   const float fp8_scale = p.out_fp8 ? *p.out_fp8_scale : 1.0f;
-  for (int item = int(threadIdx.x); item < rows_m * head_dim; item += int(blockDim.x)) {
+  for (int item = int(threadIdx.x); item < rows_m * head_dim; item += kThreads) {
     const int m = item / head_dim, d = item % head_dim;
     const int row = row0 + m / group, head = head0 + m % group;
     float value = 0.0f;
@@ -154,7 +154,7 @@ __global__ void __launch_bounds__(kThreads) attention_verify_kernel(VerifyParams
 
   if (begin >= end) {
     if (split) {
-      for (int m = int(threadIdx.x); m < rows_m; m += int(blockDim.x)) {
+      for (int m = int(threadIdx.x); m < rows_m; m += kThreads) {
         float* partial = verify_partial(p, row0 + m / group, head0 + m % group, part);
         partial[HEAD_DIM] = -INFINITY;
         partial[HEAD_DIM + 1] = 0.0f;
@@ -191,8 +191,8 @@ __global__ void __launch_bounds__(kThreads) attention_verify_kernel(VerifyParams
       w[h] = make_uint4(0, 0, 0, 0);
       if (computes && qi[h] >= 0) {
         const int row = row0 + qi[h], head = head0 + m_row[h] % group;
-        w[h] = *reinterpret_cast<const uint4*>(p.q + size_t(row) * p.q_stride + size_t(head) * HEAD_DIM + 32 * j +
-                                               8 * c);
+        w[h] =
+            *reinterpret_cast<const uint4*>(p.q + size_t(row) * p.q_stride + size_t(head) * HEAD_DIM + 32 * j + 8 * c);
       }
       if constexpr (FP8) {
         w[h] = make_uint4(bf16x2_to_f16x2(w[h].x), bf16x2_to_f16x2(w[h].y), bf16x2_to_f16x2(w[h].z),
@@ -315,8 +315,8 @@ __global__ void __launch_bounds__(kThreads) attention_verify_kernel(VerifyParams
         const size_t slot = valid ? size_t(table[key / block_size]) * block_size + size_t(key % block_size) : 0;
         const unsigned char* k_src = reinterpret_cast<const unsigned char*>(k_head + slot * kv_dim) + col * 16;
         const unsigned char* v_src = reinterpret_cast<const unsigned char*>(v_head + slot * kv_dim) + col * 16;
-        cp_async_16(shared_address(stage + row * Stage::kPitch + col * 16), k_src, valid);
-        cp_async_16(shared_address(stage + (kVerifyTileKeys + row) * Stage::kPitch + col * 16), v_src, valid);
+        cp_async_16_shared(stage + row * Stage::kPitch + col * 16, k_src, valid);
+        cp_async_16_shared(stage + (kVerifyTileKeys + row) * Stage::kPitch + col * 16, v_src, valid);
       }
     }
     cp_async_commit();
