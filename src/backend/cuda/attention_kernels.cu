@@ -699,7 +699,7 @@ int attention_verify_partitions(int seqs, int max_kv_len, int step_rows, const A
 void paged_attention_verify(const uint16_t* q, int q_stride, const KvCacheView& cache, const AttentionBatch& batch,
                             const int32_t* seq_list, int seq_count, int max_rows_per_seq, const AttentionShape& shape,
                             int partitions, float* partials, uint16_t* out, cudaStream_t stream, uint8_t* out_fp8,
-                            const float* out_fp8_scale, uint32_t* merge_counters) {
+                            const float* out_fp8_scale, uint32_t* merge_counters, int slot_rows) {
   if (seq_count <= 0) return;
   QED_KERNEL_REQUIRE(attention_verify_supports(shape, max_rows_per_seq),
                      "verify attention: head_dim 64/128, group <= 8, rows x group <= 64");
@@ -725,6 +725,7 @@ void paged_attention_verify(const uint16_t* q, int q_stride, const KvCacheView& 
   params.out = as_bf16(out);
   params.out_fp8 = out_fp8;
   params.out_fp8_scale = out_fp8_scale;
+  params.slot_rows = slot_rows;
   static const bool fused_merge_allowed = [] {
     const char* setting = std::getenv("QED_FUSED_MERGE");
     return !(setting && std::strcmp(setting, "0") == 0);

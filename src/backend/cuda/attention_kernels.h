@@ -111,11 +111,12 @@ int attention_verify_partitions(int seqs, int max_kv_len, int step_rows, const A
 // (row_list and rows are not read). `partials` holds step_rows x num_heads x partitions x
 // attention_partial_floats(head_dim) floats when partitions > 1, merge_counters (optional) at least
 // attention_merge_counters(step_rows, shape) zeroed counters. The grid is fixed by (seq_count, partitions), so a
-// CUDA graph can capture it.
+// CUDA graph can capture it. slot_rows > 0 (graph verify steps): rows first + n .. first + slot_rows - 1 of each
+// listed sequence are padding rows, written as zeros.
 void paged_attention_verify(const uint16_t* q, int q_stride, const KvCacheView& cache, const AttentionBatch& batch,
                             const int32_t* seq_list, int seq_count, int max_rows_per_seq, const AttentionShape& shape,
                             int partitions, float* partials, uint16_t* out, cudaStream_t stream,
                             uint8_t* out_fp8 = nullptr, const float* out_fp8_scale = nullptr,
-                            uint32_t* merge_counters = nullptr);
+                            uint32_t* merge_counters = nullptr, int slot_rows = 0);
 
 }  // namespace qed::cuda

@@ -59,6 +59,9 @@ struct VerifyParams {
   uint8_t* out_fp8;
   const float* out_fp8_scale;
   uint32_t* merge_counters;  // fused merge: one per (sequence's first row, KV head), zero between launches
+  // > 0 (graph verify steps): rows n .. slot_rows - 1 after the sequence's first are padding rows; partition 0's
+  // CTA writes zeros there for the KV head's query heads (finite values; nothing reads them).
+  int slot_rows;
 };
 
 __device__ __forceinline__ float* verify_partial(const VerifyParams& p, int row, int head, int part) {
@@ -151,6 +154,15 @@ __global__ void __launch_bounds__(kThreads) attention_verify_kernel(VerifyParams
   const int begin = part * psize;
   const int end = min(kv_len, begin + psize);
   const bool split = p.partitions > 1;
+  if (part == 0 && p.slot_rows > n) {
+    const int pad_items = (p.slot_rows - n) * group * HEAD_DIM;
+    for (int item = int(threadIdx.x); item < pad_items; item += kThreads) {
+      const int i = n + item / (group * HEAD_DIM), g = (item / HEAD_DIM) % group, d = item % HEAD_DIM;
+      const size_t at = (size_t(row0 + i) * p.shape.num_heads + size_t(head0 + g)) * HEAD_DIM + size_t(d);
+      p.out[at] = __float2bfloat16(0.0f);
+      if (p.out_fp8) p.out_fp8[at] = 0;
+    }
+  }
 
   if (begin >= end) {
     if (split) {
