@@ -4,6 +4,7 @@
 // ulp relative plus 1e-4 × max|V| absolute for the fp32 noise on outputs near zero. A wrong slot, mask bit or KV
 // head moves outputs by ~0.1 × max|V|.
 #include <algorithm>
+#include <array>
 #include <numeric>
 
 #include "backend/cpu/cpu_ops.h"
@@ -178,6 +179,41 @@ void run_case(const Case& c, std::mt19937& rng) {
       EXPECT_TRUE(all_close(got, want, kBf16HalfUlp, 1e-4f * std::fabs(v_scale), what));
     }
   }
+  // The verify CTA (one per sequence, KV head, partition for all its rows), when every sequence fits it: the same
+  // tolerance and E4M3 codes, both merges, the launch's partition count and a forced one.
+  int max_n = 0;
+  for (const SeqSpec& spec : c.seqs) max_n = std::max(max_n, spec.n);
+  if (cuda::attention_verify_supports(shape, max_n)) {
+    std::vector<int32_t> seq_list(c.seqs.size());
+    std::iota(seq_list.begin(), seq_list.end(), 0);
+    std::shuffle(seq_list.begin(), seq_list.end(), rng);  // any order
+    const cuda::DeviceBuffer d_seq_list = upload(seq_list);
+    const int verify_partitions =
+        cuda::attention_verify_partitions(int(c.seqs.size()), batch.max_kv_len, rows, shape, 132, partial_capacity);
+    for (const int parts : {partitions, verify_partitions}) {
+      cuda::DeviceBuffer verify_partials(
+          std::max<size_t>(size_t(rows) * c.num_heads * parts * cuda::attention_partial_floats(c.head_dim), 1) *
+          sizeof(float));
+      for (const bool fused_merge : {false, true}) {
+        auto d_out = poisoned_bf16(want.size());
+        auto d_out_fp8 = upload(std::vector<uint8_t>(want.size(), 0xAB));
+        cuda::paged_attention_verify(d_qkv.as<uint16_t>(), q_stride, cache, batch, d_seq_list.as<int32_t>(),
+                                     int(seq_list.size()), max_n, shape, parts, verify_partials.as<float>(),
+                                     d_out.as<uint16_t>(), nullptr, d_out_fp8.as<uint8_t>(), d_out_scale.as<float>(),
+                                     fused_merge ? counters.as<uint32_t>() : nullptr);
+        const std::vector<float> got = from_bf16(download<uint16_t>(d_out, want.size()));
+        const std::vector<uint8_t> codes = download<uint8_t>(d_out_fp8, want.size());
+        size_t code_mismatches = 0;
+        for (size_t i = 0; i < got.size(); ++i) code_mismatches += codes[i] != cpu::quantize_fp8(got[i], out_scale);
+        EXPECT_EQ(code_mismatches, 0u) << "verify CTA: E4M3 codes differ from quantize_fp8 of the bf16 output";
+        const std::string what = "verify CTA heads " + std::to_string(c.num_heads) + "/" +
+                                 std::to_string(c.num_kv_heads) + " head_dim " + std::to_string(c.head_dim) +
+                                 " block " + std::to_string(c.block_size) + " partitions " + std::to_string(parts) +
+                                 (fused_merge ? " fused merge" : "") + (fp8 ? " fp8 cache" : "");
+        EXPECT_TRUE(all_close(got, want, kBf16HalfUlp, 1e-4f * std::fabs(v_scale), what));
+      }
+    }
+  }
   const std::vector<uint32_t> rearmed = download<uint32_t>(counters, cuda::attention_merge_counters(rows, shape));
   EXPECT_TRUE(std::all_of(rearmed.begin(), rearmed.end(), [](uint32_t count) { return count == 0; }))
       << "merge counters not re-armed";
@@ -285,6 +321,28 @@ TEST_F(AttentionKernel, Fp8CacheTreeMaskPrefillAndGraphBucket) {
   std::vector<SeqSpec> decodes;
   for (int len : {2399, 1, 65, 4095, 300}) decodes.push_back({len, 1});
   run_case({40, 8, 128, 16, decodes, 0, true, 4096, 1.0f}, rng);
+}
+
+TEST_F(AttentionKernel, VerifyCtaMatchesReferenceForTreesAndCausalChunksOfOneToEightRows) {
+  std::mt19937 rng(29);
+  // Verify steps: 1..8 new rows per sequence (tree masks and causal chunks) over short and long prefixes, GQA groups
+  // 1..8 (rows x group <= 64), forced partition counts past the shortest rows' keys.
+  for (const auto& [heads, kv_heads, head_dim] :
+       std::vector<std::array<int, 3>>{{40, 8, 128}, {8, 8, 64}, {16, 2, 128}, {12, 4, 64}, {14, 2, 128}}) {
+    const int group = heads / kv_heads;
+    std::vector<SeqSpec> seqs;
+    for (int n = 1; n <= 8 && n * group <= 64; ++n) {
+      seqs.push_back({int(rng() % 1200), n, n % 2 == 0});
+      seqs.push_back({int(rng() % 40), n, n % 2 == 1});
+    }
+    for (const int forced : {0, 1, 7, 40}) {
+      for (const float fp8 : {0.0f, 1.0f}) {
+        Case c{heads, kv_heads, head_dim, 16, seqs, forced};
+        c.fp8_scale_fraction = fp8;
+        run_case(c, rng);
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -130,6 +130,55 @@ TEST(CudaStepInputs, RoutesLongCausalChunksToPrefillTilesAndTheRestToDecodeRows)
   EXPECT_EQ(graph.prefill_tile_count, 0);
 }
 
+TEST(CudaStepInputs, RoutesShortNonPrefillChunksToTheVerifyCtaWhenAsked) {
+  auto chunk = [](int n, int cached, bool tree) {
+    SequenceChunk seq;
+    seq.tokens.assign(size_t(n), 1);
+    seq.num_cached = cached;
+    seq.block_table.assign(size_t((cached + n + 15) / 16), 0);
+    if (tree) seq.attention_mask.assign(size_t(n) * n, 1);
+    return seq;
+  };
+  ForwardBatch batch;
+  batch.sequences = {chunk(1, 500, false),   // row 0: decode
+                     chunk(4, 100, true),    // rows 1..4: verify (tree)
+                     chunk(9, 3, false),     // rows 5..13: more than verify_max_rows, decode
+                     chunk(70, 0, false),    // rows 14..83: prefill tiles
+                     chunk(8, 900, false)};  // rows 84..91: verify (causal)
+  cuda::AttentionRouting routing{64, 64};
+  routing.verify_max_rows = 8;
+  EXPECT_FALSE(cuda::routes_to_verify(batch.sequences[0], routing));
+  EXPECT_TRUE(cuda::routes_to_verify(batch.sequences[1], routing));
+  EXPECT_FALSE(cuda::routes_to_verify(batch.sequences[2], routing));
+  EXPECT_FALSE(cuda::routes_to_verify(batch.sequences[3], routing));
+  EXPECT_FALSE(cuda::routes_to_verify(batch.sequences[1], cuda::AttentionRouting{64, 64}));  // default: none
+  const cuda::StepSections s = cuda::measure_step(batch, routing);
+  EXPECT_EQ(s.verify_seq_count, 2);
+  EXPECT_EQ(s.verify_max_rows, 8);
+  EXPECT_EQ(s.verify_max_kv_len, 908);
+  EXPECT_EQ(s.decode_row_count, 1 + 9);
+  EXPECT_EQ(s.decode_max_kv_len, 500 + 1);
+  EXPECT_EQ(s.verify_seqs % 16, 0u);
+  EXPECT_GE(s.total_bytes, s.verify_seqs + 2 * sizeof(int32_t));
+  std::vector<std::byte> buffer(s.total_bytes, std::byte{0xAB});
+  cuda::pack_step(batch, 16, s, buffer.data());
+  EXPECT_EQ(section(buffer, s.verify_seqs, 2), (std::vector<int32_t>{1, 4}));
+  std::vector<int32_t> decode_rows = {0};
+  for (int r = 5; r < 14; ++r) decode_rows.push_back(r);
+  EXPECT_EQ(section(buffer, s.decode_rows, 10), decode_rows);
+
+  // Graph verify steps: every slot to the verify CTA, no decode rows.
+  const cuda::StepSections graph = cuda::verify_graph_sections(4, 3, 2, 64, true);
+  EXPECT_EQ(graph.decode_row_count, 0);
+  EXPECT_EQ(graph.verify_seq_count, 4);
+  EXPECT_EQ(graph.verify_max_rows, 3);
+  EXPECT_EQ(graph.verify_slot_rows, 3);
+  EXPECT_EQ(graph.verify_max_kv_len, 64);
+  const cuda::StepSections per_row = cuda::verify_graph_sections(4, 3, 2, 64);
+  EXPECT_EQ(per_row.decode_row_count, 12);
+  EXPECT_EQ(per_row.verify_seq_count, 0);
+}
+
 TEST(CudaStepInputs, GraphDecodeStepPadsRowsOntoTheScratchBlock) {
   ForwardBatch batch;
   SequenceChunk a;
@@ -232,6 +281,15 @@ TEST(CudaStepInputs, VerifyStepsQualifyForGraphsWhenEveryChunkIsShort) {
   EXPECT_EQ(cuda::graph_verify_rows(batch, 64, 4, 8, 1024), 0);
   batch.sequences.clear();
   EXPECT_EQ(cuda::graph_verify_rows(batch, 64, 4, 8, 1024), 0);
+}
+
+TEST(CudaStepInputs, GraphVerifyStepForTheVerifyCtaListsEverySlot) {
+  const ForwardBatch batch = verify_batch();
+  const cuda::StepSections s = cuda::verify_graph_sections(4, 4, 3, 512, true);
+  std::vector<std::byte> buffer(s.total_bytes, std::byte{0xAB});
+  cuda::pack_verify_step(batch, 16, s, 4, 4, 3, 40, buffer.data());
+  EXPECT_EQ(section(buffer, s.verify_seqs, 4), (std::vector<int32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(section(buffer, s.seq_num_new, 4), (std::vector<int32_t>{4, 3, 1, 1}));  // slot 3: a padding sequence
 }
 
 TEST(CudaStepInputs, GraphVerifyStepKeepsEachSequencesRowsAndPadsOntoTheScratchBlock) {

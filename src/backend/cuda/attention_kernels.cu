@@ -215,6 +215,22 @@ __device__ __forceinline__ void mma_rows0to7(float (&d)[2], uint32_t a0, uint32_
   }
 }
 
+// d += A·B, all 16 rows (the verify CTA's T x G rows).
+template <bool F16>
+__device__ __forceinline__ void mma_m16n8k16_f32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  if constexpr (F16) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
 // cp.async (sm_80+): 16 bytes global → shared without a register round trip; `valid` false writes 16 zero bytes and
 // reads nothing.
 __device__ __forceinline__ uint32_t shared_address(const void* p) {
@@ -224,6 +240,10 @@ __device__ __forceinline__ uint32_t shared_address(const void* p) {
 __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
   const int src_bytes = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+
+__device__ __forceinline__ void cp_async_16_shared(void* dst, const void* src, bool valid) {
+  cp_async_16(shared_address(dst), src, valid);
 }
 
 __device__ __forceinline__ void cp_async_commit() {
@@ -415,6 +435,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params p) {
 }  // namespace qed::cuda
 
 #include "backend/cuda/attention_mma_tile.cuh"
+#include "backend/cuda/attention_verify_tile.cuh"
 
 namespace qed::cuda {
 namespace {
@@ -441,20 +462,14 @@ __device__ __forceinline__ float block_reduce(float x, float* scratch, bool take
   return total;
 }
 
-__global__ void __launch_bounds__(kThreads)
-    merge_partitions_kernel(const float* __restrict__ partials, const int32_t* __restrict__ row_list, int partitions,
-                            int num_heads, int head_dim, __nv_bfloat16* __restrict__ out, uint8_t* __restrict__ out_fp8,
-                            const float* __restrict__ out_fp8_scale) {
+// One (row, head): partials at `first` (partitions x attention_partial_floats), the output row at head_row.
+__device__ void merge_one(const float* __restrict__ first, size_t head_row, int partitions, int head_dim,
+                          __nv_bfloat16* __restrict__ out, uint8_t* __restrict__ out_fp8,
+                          const float* __restrict__ out_fp8_scale) {
   __shared__ float weights[kMaxMergeSharedPartitions];
   __shared__ float scratch[kThreads / 32];
-  pdl_wait();
-  pdl_trigger();
   const float fp8_scale = out_fp8 ? *out_fp8_scale : 1.0f;
-  const size_t launch_row = size_t(blockIdx.x) * num_heads + blockIdx.y;
-  const int row = row_list ? row_list[blockIdx.x] : int(blockIdx.x);
-  const size_t head_row = size_t(row) * num_heads + blockIdx.y;
   const size_t stride = attention_partial_floats(head_dim);
-  const float* __restrict__ first = partials + launch_row * partitions * stride;
 
   float local_max = -INFINITY;
   for (int part = int(threadIdx.x); part < partitions; part += kThreads) {
@@ -480,6 +495,35 @@ __global__ void __launch_bounds__(kThreads)
     out[head_row * head_dim + d] = o;
     if (out_fp8) out_fp8[head_row * head_dim + d] = quantize_e4m3(__bfloat162float(o), fp8_scale);
   }
+}
+
+__global__ void __launch_bounds__(kThreads)
+    merge_partitions_kernel(const float* __restrict__ partials, const int32_t* __restrict__ row_list, int partitions,
+                            int num_heads, int head_dim, __nv_bfloat16* __restrict__ out, uint8_t* __restrict__ out_fp8,
+                            const float* __restrict__ out_fp8_scale) {
+  pdl_wait();
+  pdl_trigger();
+  const size_t launch_row = size_t(blockIdx.x) * num_heads + blockIdx.y;
+  const int row = row_list ? row_list[blockIdx.x] : int(blockIdx.x);
+  const size_t head_row = size_t(row) * num_heads + blockIdx.y;
+  const float* first = partials + launch_row * partitions * attention_partial_floats(head_dim);
+  merge_one(first, head_row, partitions, head_dim, out, out_fp8, out_fp8_scale);
+}
+
+// The verify launch's merge: CTA (sequence entry, head, new row); partials indexed by the step's row.
+__global__ void __launch_bounds__(kThreads)
+    merge_verify_partitions_kernel(const float* __restrict__ partials, AttentionBatch batch,
+                                   const int32_t* __restrict__ seq_list, int partitions, int num_heads, int head_dim,
+                                   __nv_bfloat16* __restrict__ out, uint8_t* __restrict__ out_fp8,
+                                   const float* __restrict__ out_fp8_scale) {
+  pdl_wait();
+  pdl_trigger();
+  const int seq = seq_list[blockIdx.x];
+  if (int(blockIdx.z) >= batch.seq_num_new[seq]) return;
+  const int row = batch.seq_q_start[seq] + int(blockIdx.z);
+  const size_t head_row = size_t(row) * num_heads + blockIdx.y;
+  const float* first = partials + head_row * partitions * attention_partial_floats(head_dim);
+  merge_one(first, head_row, partitions, head_dim, out, out_fp8, out_fp8_scale);
 }
 
 int subgroups_of(const AttentionShape& shape) {
@@ -619,6 +663,91 @@ void paged_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cac
                           uint16_t* out, cudaStream_t stream, DecodeKernel kernel) {
   const KvCacheView cache{k_cache, v_cache, false, 1.0f, 1.0f};
   paged_attention(q, q_stride, cache, batch, shape, partitions, partials, out, stream, kernel);
+}
+
+bool attention_verify_supports(const AttentionShape& shape, int max_rows_per_seq) {
+  if (shape.num_kv_heads <= 0 || shape.num_heads % shape.num_kv_heads != 0) return false;
+  const int group = shape.num_heads / shape.num_kv_heads;
+  return (shape.head_dim == 64 || shape.head_dim == 128) && group <= kMaxGroup && max_rows_per_seq >= 1 &&
+         max_rows_per_seq * group <= kVerifyMaxM;
+}
+
+bool verify_attention_enabled() {
+  static const bool enabled = [] {
+    const char* setting = std::getenv("QED_VERIFY_ATTENTION");
+    return !(setting && std::strcmp(setting, "0") == 0);
+  }();
+  return enabled;
+}
+
+int attention_verify_partitions(int seqs, int max_kv_len, int step_rows, const AttentionShape& shape, int num_sms,
+                                size_t partial_capacity_floats) {
+  if (seqs <= 0 || max_kv_len <= 0 || shape.num_kv_heads <= 0) return 1;
+  // As attention_partitions, with a CTA per (sequence, KV head) per partition.
+  const long long ctas_per_partition = (long long)seqs * shape.num_kv_heads;
+  const long long by_keys = (max_kv_len + kTargetPartitionKeys - 1) / kTargetPartitionKeys;
+  const long long fill_sms = (std::max(num_sms, 1) + ctas_per_partition - 1) / ctas_per_partition;
+  const long long by_length = (max_kv_len + kMinPartitionKeys - 1) / kMinPartitionKeys;
+  long long parts = std::min(std::max(by_keys, fill_sms), by_length);
+  const size_t per_partition =
+      size_t(std::max(step_rows, 1)) * shape.num_heads * attention_partial_floats(shape.head_dim);
+  parts = std::min<long long>(parts, (long long)(partial_capacity_floats / per_partition));
+  parts = std::min<long long>(parts, 65535);
+  return int(std::max(parts, 1LL));
+}
+
+void paged_attention_verify(const uint16_t* q, int q_stride, const KvCacheView& cache, const AttentionBatch& batch,
+                            const int32_t* seq_list, int seq_count, int max_rows_per_seq, const AttentionShape& shape,
+                            int partitions, float* partials, uint16_t* out, cudaStream_t stream, uint8_t* out_fp8,
+                            const float* out_fp8_scale, uint32_t* merge_counters, int slot_rows) {
+  if (seq_count <= 0) return;
+  QED_KERNEL_REQUIRE(attention_verify_supports(shape, max_rows_per_seq),
+                     "verify attention: head_dim 64/128, group <= 8, rows x group <= 64");
+  QED_KERNEL_REQUIRE(!out_fp8 || out_fp8_scale, "verify attention: an fp8 output needs its scale");
+  QED_KERNEL_REQUIRE(shape.block_size > 0, "verify attention: block_size must be positive");
+  QED_KERNEL_REQUIRE(q_stride % 8 == 0, "verify attention: q rows must start 16-byte aligned");
+  QED_KERNEL_REQUIRE(partitions >= 1 && partitions <= 65535, "verify attention: partitions outside [1, 65535]");
+  QED_KERNEL_REQUIRE(partitions == 1 || partials != nullptr, "verify attention: split-K needs a partials buffer");
+  QED_KERNEL_REQUIRE(!cache.fp8 || (cache.k_scale > 0.0f && cache.v_scale > 0.0f),
+                     "verify attention: FP8 cache scales must be positive");
+  VerifyParams params{};
+  params.batch = batch;
+  params.seq_list = seq_list;
+  params.shape = shape;
+  params.q = as_bf16(q);
+  params.q_stride = q_stride;
+  params.k_cache = cache.k;
+  params.v_cache = cache.v;
+  params.k_dequant = cache.fp8 ? cache.k_scale * 256.0f : 1.0f;
+  params.v_dequant = cache.fp8 ? cache.v_scale * 256.0f : 1.0f;
+  params.partitions = partitions;
+  params.partials = partials;
+  params.out = as_bf16(out);
+  params.out_fp8 = out_fp8;
+  params.out_fp8_scale = out_fp8_scale;
+  params.slot_rows = slot_rows;
+  static const bool fused_merge_allowed = [] {
+    const char* setting = std::getenv("QED_FUSED_MERGE");
+    return !(setting && std::strcmp(setting, "0") == 0);
+  }();
+  const bool fused_merge =
+      fused_merge_allowed && partitions > 1 && partitions <= kMaxFusedMergePartitions && merge_counters != nullptr;
+  params.merge_counters = fused_merge ? merge_counters : nullptr;
+  const dim3 grid(unsigned(seq_count), unsigned(shape.num_kv_heads), unsigned(partitions));
+  const bool fp8 = cache.fp8;
+  if (shape.head_dim == 64) {
+    launch_kernel(fp8 ? attention_verify_kernel<64, true> : attention_verify_kernel<64, false>, grid, dim3(kThreads), 0,
+                  stream, true, params);
+  } else {
+    launch_kernel(fp8 ? attention_verify_kernel<128, true> : attention_verify_kernel<128, false>, grid, dim3(kThreads),
+                  0, stream, true, params);
+  }
+  if (partitions > 1 && !fused_merge) {
+    launch_kernel(merge_verify_partitions_kernel,
+                  dim3(unsigned(seq_count), unsigned(shape.num_heads), unsigned(max_rows_per_seq)), dim3(kThreads), 0,
+                  stream, true, static_cast<const float*>(partials), batch, seq_list, partitions, shape.num_heads,
+                  shape.head_dim, as_bf16(out), out_fp8, out_fp8_scale);
+  }
 }
 
 }  // namespace qed::cuda

@@ -89,4 +89,34 @@ void paged_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cac
                           const AttentionBatch& batch, const AttentionShape& shape, int partitions, float* partials,
                           uint16_t* out, cudaStream_t stream, DecodeKernel kernel = DecodeKernel::TensorCores);
 
+// Verify steps (speculative decoding): one CTA per (sequence, KV head, KV partition) for all of the sequence's new
+// rows, the rows x the GQA group's query heads as the MMA's M dimension (attention_verify_tile.cuh), so each
+// sequence's K/V is read once per step instead of once per row. Same results, partials layout, merge, FP8 cache and
+// E4M3 output as paged_attention.
+
+// Whether sequences of up to max_rows_per_seq new rows can take paged_attention_verify: head_dim 64 or 128, a GQA
+// group of at most 8 query heads per KV head, rows x group <= 64 (four m16 tiles).
+bool attention_verify_supports(const AttentionShape& shape, int max_rows_per_seq);
+
+// QED_VERIFY_ATTENTION=0 turns the verify CTA off (the backend then sends verify rows to paged_attention; A/B).
+bool verify_attention_enabled();
+
+// Partitions for a verify launch of `seqs` sequences over at most max_kv_len keys, its partials indexed by the
+// step's rows (step_rows of them), as attention_partitions.
+int attention_verify_partitions(int seqs, int max_kv_len, int step_rows, const AttentionShape& shape, int num_sms,
+                                size_t partial_capacity_floats);
+
+// out rows of the sequences seq_list[0 .. seq_count) (a device array; each with 1..max_rows_per_seq new rows, all
+// of them computed) = their attention; other rows are left as they are. batch supplies the step's sequence arrays
+// (row_list and rows are not read). `partials` holds step_rows x num_heads x partitions x
+// attention_partial_floats(head_dim) floats when partitions > 1, merge_counters (optional) at least
+// attention_merge_counters(step_rows, shape) zeroed counters. The grid is fixed by (seq_count, partitions), so a
+// CUDA graph can capture it. slot_rows > 0 (graph verify steps): rows first + n .. first + slot_rows - 1 of each
+// listed sequence are padding rows, written as zeros.
+void paged_attention_verify(const uint16_t* q, int q_stride, const KvCacheView& cache, const AttentionBatch& batch,
+                            const int32_t* seq_list, int seq_count, int max_rows_per_seq, const AttentionShape& shape,
+                            int partitions, float* partials, uint16_t* out, cudaStream_t stream,
+                            uint8_t* out_fp8 = nullptr, const float* out_fp8_scale = nullptr,
+                            uint32_t* merge_counters = nullptr, int slot_rows = 0);
+
 }  // namespace qed::cuda

@@ -59,6 +59,17 @@ void check_options(const ModelConfig& config, const CudaBackendOptions& options)
     fail("cuda backend: head_dim {} is not supported (16, 32, 64, 128 or 256)", hd);
 }
 
+// Most new rows per sequence (up to `most`) that go to the verify CTA (paged_attention_verify) instead of the
+// per-row one: 0 when QED_VERIFY_ATTENTION=0 or the shape does not fit it (head_dim 64/128, GQA group <= 8).
+int verify_attention_rows(const ModelConfig& config, int most) {
+  if (!cuda::verify_attention_enabled()) return 0;
+  const cuda::AttentionShape shape{config.num_heads, config.num_kv_heads, config.head_dim, 1, 1.0f};
+  for (int rows = most; rows >= 2; --rows) {
+    if (cuda::attention_verify_supports(shape, rows)) return rows;
+  }
+  return 0;
+}
+
 }  // namespace
 
 KvCacheDtype parse_kv_cache_dtype(const std::string& name) {
@@ -230,7 +241,7 @@ void CudaBackend::size_kv_cache() {
     const int max_kv = max_blocks_per_seq_ * options_.block_size;
     const size_t largest = std::max(
         cuda::decode_graph_sections(widest, max_blocks_per_seq_, max_kv).total_bytes,
-        cuda::verify_graph_sections(widest, cuda::kMaxGraphVerifyRows, max_blocks_per_seq_, max_kv).total_bytes);
+        cuda::verify_graph_sections(widest, cuda::kMaxGraphVerifyRows, max_blocks_per_seq_, max_kv, true).total_bytes);
     graph_meta_ = cuda::DeviceBuffer(largest);
     host_graph_meta_.reserve(largest);
   }
@@ -289,6 +300,7 @@ void CudaBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
   routing.prefill_min_rows =
       cuda::prefill_attention_supports(config_.head_dim) ? options_.prefill_attention_min_rows : 0;
   routing.prefill_tile_rows = cuda::kPrefillTiling.rows;
+  routing.verify_max_rows = verify_attention_rows(config_, cuda::kMaxGraphVerifyRows);
   const cuda::StepSections sections = cuda::measure_step(batch, routing);
   if (sections.rows > options_.max_batched_tokens) {
     fail("cuda backend: a forward of {} tokens exceeds max_batched_tokens {}", sections.rows,
@@ -332,7 +344,9 @@ void CudaBackend::graph_verify_forward(const ForwardBatch& batch, int rows_per_s
   }
   const int bucket =
       cuda::graph_context_bucket(longest, kMinGraphContextBucket, max_blocks_per_seq_ * layout_.block_size);
-  cuda::StepSections sections = cuda::verify_graph_sections(padded, rows_per_seq, max_blocks_per_seq_, bucket);
+  const bool verify_cta = rows_per_seq >= 2 && verify_attention_rows(config_, rows_per_seq) >= rows_per_seq;
+  cuda::StepSections sections =
+      cuda::verify_graph_sections(padded, rows_per_seq, max_blocks_per_seq_, bucket, verify_cta);
   cuda::pack_verify_step(batch, layout_.block_size, sections, padded, rows_per_seq, max_blocks_per_seq_, scratch_block_,
                          static_cast<std::byte*>(host_graph_meta_.data));
   sections.logits_count = logits_count;  // the lm_head runs after the graph, over the real rows only
@@ -465,6 +479,8 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
   const cuda::AttentionShape shape{config_.num_heads, config_.num_kv_heads, config_.head_dim, layout_.block_size,
                                    1.0f / std::sqrt(float(config_.head_dim))};
   const int partitions = cuda::attention_partitions(attention, shape, num_sms_, partial_capacity_floats_);
+  const int verify_partitions = cuda::attention_verify_partitions(s.verify_seq_count, s.verify_max_kv_len, rows, shape,
+                                                                  num_sms_, partial_capacity_floats_);
 
   uint16_t* residual = residual_.as<uint16_t>();
   uint16_t* delta = delta_.as<uint16_t>();
@@ -489,12 +505,20 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
     // One step may use both attention kernels, on disjoint rows of attn_. When the decode kernel computes every
     // row, it also writes the E4M3 input of a static-scale FP8 o_proj (as RMSNorm does for qkv and gate_up).
     const float* o_fp8 = cuda::LinearRunner::static_fp8_scale(w.o_proj);
-    const bool o_fp8_fused = o_fp8 && s.prefill_tile_count == 0 && s.decode_row_count == rows;
+    // The verify CTA covers the rest of the rows (graph steps: padding rows as zeros) when no prefill tile runs.
+    const bool o_fp8_fused = o_fp8 && s.prefill_tile_count == 0;
     if (s.decode_row_count > 0) {
       cuda::paged_attention(qkv, qkv_dim_, cache, attention, shape, partitions, attention_partials_.as<float>(),
                             attn_.as<uint16_t>(), stream_, options_.decode_kernel,
                             o_fp8_fused ? linears_->fp8_input() : nullptr, o_fp8_fused ? o_fp8 : nullptr,
                             reinterpret_cast<uint32_t*>(attention_partials_.as<uint8_t>() + kAttentionPartialBytes));
+    }
+    if (s.verify_seq_count > 0) {
+      cuda::paged_attention_verify(
+          qkv, qkv_dim_, cache, attention, ints(s.verify_seqs), s.verify_seq_count, s.verify_max_rows, shape,
+          verify_partitions, attention_partials_.as<float>(), attn_.as<uint16_t>(), stream_,
+          o_fp8_fused ? linears_->fp8_input() : nullptr, o_fp8_fused ? o_fp8 : nullptr,
+          reinterpret_cast<uint32_t*>(attention_partials_.as<uint8_t>() + kAttentionPartialBytes), s.verify_slot_rows);
     }
     if (s.prefill_tile_count > 0) {
       cuda::prefill_attention(qkv, qkv_dim_, cache, attention, ints(s.prefill_tiles), s.prefill_tile_count,

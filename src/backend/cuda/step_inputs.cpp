@@ -18,7 +18,7 @@ int32_t* ints(std::byte* base, size_t offset) {
 // Places the sections one after another, 16-byte aligned: the per-row ones sized by s.rows, the per-sequence ones by
 // s.seqs, logits_rows by s.logits_count, the rest by the entry counts given.
 void place_sections(StepSections& s, size_t table_entries, size_t mask_bytes, size_t decode_row_entries,
-                    size_t prefill_tile_entries) {
+                    size_t prefill_tile_entries, size_t verify_seq_entries = 0) {
   size_t offset = 0;
   auto section = [&](size_t bytes) {
     const size_t at = offset;
@@ -41,6 +41,7 @@ void place_sections(StepSections& s, size_t table_entries, size_t mask_bytes, si
   s.masks = section(mask_bytes);
   s.decode_rows = section(decode_row_entries * sizeof(int32_t));
   s.prefill_tiles = section(prefill_tile_entries * 2 * sizeof(int32_t));
+  s.verify_seqs = section(verify_seq_entries * sizeof(int32_t));
   s.total_bytes = offset;
 }
 
@@ -71,6 +72,11 @@ bool routes_to_prefill(const SequenceChunk& seq, const AttentionRouting& routing
          int(seq.tokens.size()) >= routing.prefill_min_rows;
 }
 
+bool routes_to_verify(const SequenceChunk& seq, const AttentionRouting& routing) {
+  const int n = int(seq.tokens.size());
+  return routing.verify_max_rows >= 2 && n >= 2 && n <= routing.verify_max_rows && !routes_to_prefill(seq, routing);
+}
+
 StepSections measure_step(const ForwardBatch& batch, const AttentionRouting& routing) {
   StepSections s;
   s.routing = routing;
@@ -84,13 +90,18 @@ StepSections measure_step(const ForwardBatch& batch, const AttentionRouting& rou
     s.max_kv_len = std::max(s.max_kv_len, seq.num_cached + n);
     if (routes_to_prefill(seq, routing)) {
       s.prefill_tile_count += (n + routing.prefill_tile_rows - 1) / routing.prefill_tile_rows;
+    } else if (routes_to_verify(seq, routing)) {
+      ++s.verify_seq_count;
+      s.verify_max_rows = std::max(s.verify_max_rows, n);
+      s.verify_max_kv_len = std::max(s.verify_max_kv_len, seq.num_cached + n);
     } else {
       s.decode_row_count += n;
       s.decode_max_kv_len = std::max(s.decode_max_kv_len, seq.num_cached + n);
     }
   }
   s.seqs = int(batch.sequences.size());
-  place_sections(s, table_entries, mask_bytes, size_t(s.decode_row_count), size_t(s.prefill_tile_count));
+  place_sections(s, table_entries, mask_bytes, size_t(s.decode_row_count), size_t(s.prefill_tile_count),
+                 size_t(s.verify_seq_count));
   return s;
 }
 
@@ -100,7 +111,7 @@ void pack_step(const ForwardBatch& batch, int block_size, const StepSections& s,
   };
   std::vector<Tile> tiles;
   tiles.reserve(size_t(s.prefill_tile_count));
-  int32_t row = 0, table_at = 0, logits_at = 0, mask_at = 0, decode_at = 0;
+  int32_t row = 0, table_at = 0, logits_at = 0, mask_at = 0, decode_at = 0, verify_at = 0;
   for (size_t q = 0; q < batch.sequences.size(); ++q) {
     const SequenceChunk& seq = batch.sequences[q];
     const int32_t n = int32_t(seq.tokens.size());
@@ -108,6 +119,8 @@ void pack_step(const ForwardBatch& batch, int block_size, const StepSections& s,
       for (int32_t first = 0; first < n; first += s.routing.prefill_tile_rows) {
         tiles.push_back({seq.num_cached + std::min(n, first + s.routing.prefill_tile_rows), int32_t(q), first});
       }
+    } else if (routes_to_verify(seq, s.routing)) {
+      ints(dst, s.verify_seqs)[verify_at++] = int32_t(q);
     } else {
       for (int32_t i = 0; i < n; ++i) ints(dst, s.decode_rows)[decode_at++] = row + i;
     }
@@ -210,7 +223,8 @@ int graph_verify_rows(const ForwardBatch& batch, int max_seqs, int max_blocks_pe
   return rows_per_seq;
 }
 
-StepSections verify_graph_sections(int padded_seqs, int rows_per_seq, int max_blocks_per_seq, int max_kv_len) {
+StepSections verify_graph_sections(int padded_seqs, int rows_per_seq, int max_blocks_per_seq, int max_kv_len,
+                                   bool verify_cta) {
   StepSections s;
   s.rows = padded_seqs * rows_per_seq;
   s.seqs = padded_seqs + s.rows;
@@ -219,9 +233,17 @@ StepSections verify_graph_sections(int padded_seqs, int rows_per_seq, int max_bl
   // One table per slot plus the scratch table; every row goes to the flash-decoding kernel, and run_layers passes no
   // row list for them.
   place_sections(s, size_t(padded_seqs) * size_t(max_blocks_per_seq) + 1,
-                 size_t(padded_seqs) * size_t(rows_per_seq) * size_t(rows_per_seq), 0, 0);
-  s.decode_row_count = s.rows;
-  s.decode_max_kv_len = max_kv_len;
+                 size_t(padded_seqs) * size_t(rows_per_seq) * size_t(rows_per_seq), 0, 0,
+                 verify_cta ? size_t(padded_seqs) : 0);
+  if (verify_cta) {
+    s.verify_seq_count = padded_seqs;
+    s.verify_max_rows = rows_per_seq;
+    s.verify_max_kv_len = max_kv_len;
+    s.verify_slot_rows = rows_per_seq;
+  } else {
+    s.decode_row_count = s.rows;
+    s.decode_max_kv_len = max_kv_len;
+  }
   return s;
 }
 
@@ -231,6 +253,7 @@ void pack_verify_step(const ForwardBatch& batch, int block_size, const StepSecti
   const int32_t scratch_table = padded_seqs * max_blocks_per_seq;
   const int32_t mask_bytes = rows_per_seq * rows_per_seq;
   ints(dst, s.block_tables)[scratch_table] = scratch_block;
+  for (int32_t q = 0; q < s.verify_seq_count; ++q) ints(dst, s.verify_seqs)[q] = q;
   auto padding_sequence = [&](int32_t entry, int32_t first_row) {
     ints(dst, s.seq_q_start)[entry] = first_row;
     ints(dst, s.seq_num_new)[entry] = 1;

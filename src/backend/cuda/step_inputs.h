@@ -15,7 +15,12 @@ namespace qed::cuda {
 struct AttentionRouting {
   int prefill_min_rows = 0;
   int prefill_tile_rows = 64;
+  // Sequences of 2..verify_max_rows new tokens that do not go to the prefill kernel go to the verify CTA
+  // (paged_attention_verify: one CTA per sequence for all its rows) instead of the per-row one; 0 routes none.
+  int verify_max_rows = 0;
 };
+
+bool routes_to_verify(const SequenceChunk& seq, const AttentionRouting& routing);
 
 bool routes_to_prefill(const SequenceChunk& seq, const AttentionRouting& routing);
 
@@ -35,6 +40,7 @@ struct StepSections {
   size_t masks = 0;             // uint8 [sum of n² over masked sequences]
   size_t decode_rows = 0;       // [decode_row_count]: rows the flash-decoding kernel computes, ascending
   size_t prefill_tiles = 0;     // [2 × prefill_tile_count]: (sequence, first new row) of each prefill-kernel tile
+  size_t verify_seqs = 0;       // [verify_seq_count]: sequences the verify CTA computes (all their rows)
   size_t total_bytes = 0;
   int rows = 0;
   int seqs = 0;
@@ -44,6 +50,11 @@ struct StepSections {
   int decode_row_count = 0;   // == rows when nothing goes to the prefill kernel (the row list is then the identity)
   int decode_max_kv_len = 0;  // max_kv_len over the decode rows alone
   int prefill_tile_count = 0;
+  int verify_seq_count = 0;
+  int verify_max_rows = 0;    // most new rows of a verify sequence
+  int verify_max_kv_len = 0;  // max_kv_len over the verify sequences
+  // Graph verify steps: each slot's rows past its tokens are padding rows the verify CTA zeroes (0: none).
+  int verify_slot_rows = 0;
 };
 
 // Section sizes of a (validated) batch whose attention is split between the kernels by `routing`.
@@ -89,7 +100,10 @@ int graph_verify_rows(const ForwardBatch& batch, int max_seqs, int max_blocks_pe
 // rows start at q x rows_per_seq), sequence entries [0, padded_seqs) for the slots and one more per row
 // (padded_seqs + r) for padding rows, block tables of max_blocks_per_seq entries per slot plus one scratch table, a
 // rows_per_seq² mask per slot, and max_kv_len = max_kv_len. logits_count is the real one (set by the caller).
-StepSections verify_graph_sections(int padded_seqs, int rows_per_seq, int max_blocks_per_seq, int max_kv_len);
+// verify_cta: the slots' rows go to the verify CTA (verify_seqs = the slots, which also zeroes their padding rows'
+// attention output; those rows' results are never read) instead of the per-row one.
+StepSections verify_graph_sections(int padded_seqs, int rows_per_seq, int max_blocks_per_seq, int max_kv_len,
+                                   bool verify_cta = false);
 
 // Packs a graph verify step. Sequence q keeps its own token count, mask (n² at offset q x rows_per_seq², or causal)
 // and block table; the rows past its tokens, and every row of the slots past the batch, are padding: each its own
