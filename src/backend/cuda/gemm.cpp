@@ -1,6 +1,5 @@
 #include "backend/cuda/gemm.h"
 
-#include "backend/cuda/bf16_gemv.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/decode_gemm_plan.h"
 #include "backend/cuda/decode_gemv.h"
@@ -104,13 +103,6 @@ bool Gemm::run_decode(const DecodeGemmOperands& o, cudaStream_t stream) {
       case DecodeGemmKernel::DecodeGemv:
         if (decode_gemv_supports(o.type, o.rows, o.in, o.out)) {
           decode_gemv(decode_gemv_for(o, plan, /*pdl=*/true), stream);
-          return true;
-        }
-        break;
-      case DecodeGemmKernel::Gemv:
-        if (o.type == SkinnyWeight::Bf16 && gemv_supports(o.rows, o.in)) {
-          gemv_bf16(static_cast<const uint16_t*>(o.x), static_cast<const uint16_t*>(o.w), o.bias, o.y, o.f32_out,
-                    o.rows, o.out, o.in, stream);
           return true;
         }
         break;

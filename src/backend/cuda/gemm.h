@@ -3,7 +3,7 @@
 // nn.Linear layout, fp32 accumulation. bf16 × bf16, or FP8 E4M3 × E4M3 with per-tensor dequantisation scales
 // (cuBLASLt's A/B scale pointers): the weight is the transposed operand, K-major ("TN"), which is the only layout
 // cuBLASLt's FP8 kernels take, and it is this one. Decode-sized row counts run the kernel decode_gemm_plan.h names
-// for the shape (measured: the CUDA-core GEMV, the skinny tensor-core kernel, or cuBLASLt).
+// for the shape (measured: decode_gemv, the skinny tensor-core kernel, or cuBLASLt).
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -50,7 +50,7 @@ class Gemm {
   // its default split), on `stream`: the skinny launches of run(), LinearRunner and the benchmark.
   void run_skinny(SkinnyGemm g, cudaStream_t stream);
   // A decode GEMM on the kernel decode_gemm_plan() names for it (decode_gemv with programmatic dependent launch,
-  // the older bf16 GEMV, or the skinny kernel): true when one ran, false when the plan says cuBLASLt or the kernel
+  // or the skinny kernel): true when one ran, false when the plan says cuBLASLt or the kernel
   // cannot take the operands (unaligned pointers, an FP8 skinny kernel below sm_89), which the caller then runs on
   // cuBLASLt. Int8 operands of up to kSkinnyInt8Rows rows always run here (their cuBLASLt path dequantizes into
   // scratch that only larger batches have); a shape no int8 kernel takes throws.
