@@ -1,8 +1,9 @@
 #include "backend/cuda/decode_gemm_plan.h"
 
-#include <cstdlib>
 #include <cstring>
 #include <string>
+
+#include "backend/cuda/env_switch.h"
 
 namespace qed::cuda {
 namespace {
@@ -74,10 +75,8 @@ struct Environment {
 
 Environment parse_environment() {
   Environment e;
-  const char* value = std::getenv("QED_DECODE_GEMM");
-  if (value == nullptr || *value == '\0') return e;
-  const std::string s = value;
-  if (s == "table") return e;
+  const std::string s = env_string("QED_DECODE_GEMM");
+  if (s.empty() || s == "table") return e;
   if (s == "cublaslt") {
     e.mode = Override::Cublaslt;
   } else if (s == "skinny") {
