@@ -238,16 +238,14 @@ void Gemm::run_cublaslt(const void* x, GemmType x_type, const GemmWeight& w, con
   if (rows <= 0) return;
   validate(x_type, w, bias, y_type);
   const bool fp8 = w.type == GemmType::F8_E4M3;
-  PlanKey key;
-  key.trans_b = true;
-  key.m = rows;
-  key.n = w.out_features;
-  key.k = w.in_features;
-  key.a = x_type;
-  key.b = w.type;
-  key.c = y_type;
-  key.bias = bias != nullptr;
-  Plan& plan = plan_for(key);
+  Plan& plan = plan_for({.trans_b = true,
+                         .m = rows,
+                         .n = w.out_features,
+                         .k = w.in_features,
+                         .a = x_type,
+                         .b = w.type,
+                         .c = y_type,
+                         .bias = bias != nullptr});
   if (!plan.found) {
     fail("cuBLASLt: no algorithm for a {}x{}x{} GEMM ({})", rows, w.out_features, w.in_features,
          status_name(plan.status));
@@ -282,17 +280,15 @@ void Gemm::run_product(bool trans_a, bool trans_b, int m, int n, int k, const ui
     return;
   }
   if (!force_product_fallback_) {
-    PlanKey key;
-    key.trans_a = trans_a;
-    key.trans_b = trans_b;
-    key.m = m;
-    key.n = n;
-    key.k = k;
-    key.c = GemmType::F32;
-    key.align_a = alignment_of(a);
-    key.align_b = alignment_of(b);
-    key.align_c = alignment_of(c);
-    const Plan& plan = plan_for(key);
+    const Plan& plan = plan_for({.trans_a = trans_a,
+                                 .trans_b = trans_b,
+                                 .m = m,
+                                 .n = n,
+                                 .k = k,
+                                 .c = GemmType::F32,
+                                 .align_a = alignment_of(a),
+                                 .align_b = alignment_of(b),
+                                 .align_c = alignment_of(c)});
     if (plan.found) {
       const float alpha = 1.0f;
       check(cublasLtMatmul(handle_, plan.desc, &alpha, b, plan.a, a, plan.b, &beta, c, plan.c, c, plan.c, &plan.algo,
