@@ -1,9 +1,9 @@
 // The decode GEMM candidates on the 14B shape's linear layers, in GB/s of the bytes a GEMM must move (weight +
 // activations + output, each once), per format × layer × rows:
 //   plan    what the backend runs for it (decode_gemm_plan.h through Gemm::run_decode, else cuBLASLt)
-//   main    what main ran before decode_gemv (the current path: bf16 1-2 rows the older GEMV, else cuBLASLt; FP8
-//           cuBLASLt; int8 the skinny kernel's measured 5..8-row variant, which main used from 1 row)
-//   gemv    the older CUDA-core bf16 GEMV (bf16_gemv.h; bf16, rows ≤ 4)
+//   main    the path before decode_gemv, as QED_DECODE_GEMM=cublaslt runs it: bf16 and FP8 cuBLASLt (the older bf16
+//           GEMV main ran at 1-2 rows is gone: decode_gemv beat it by 0.4-10%); int8 the skinny kernel's measured
+//           5..8-row variant, which main used from 1 row
 //   dg_V, dg_V_bits  decode_gemv (decode_gemv.h) variant V (rows ≤ 4); _bits: FP8 codes decoded by bit operations
 //   auto, tTsS  the skinny tensor-core kernel with the launcher's choice / T tiles per warp and S splits
 //   peer    cuBLASLt (bf16; FP8 with per-tensor A/B scale pointers); int8: dequantize to bf16 + cuBLASLt into fp32
@@ -36,7 +36,6 @@
 #include <string>
 #include <vector>
 
-#include "backend/cuda/bf16_gemv.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/decode_gemm_plan.h"
 #include "backend/cuda/decode_gemv.h"
@@ -223,7 +222,7 @@ std::string variant_name(const Variant& v) {
 }
 
 // One shape × format × rows: microseconds per candidate, in the order timed ("plan" = what Gemm::run /
-// LinearRunner run for it, decode_gemm_plan.h; "gemv" = the CUDA-core bf16 GEMV; "peer" = cuBLASLt, int8: dequant
+// LinearRunner run for it, decode_gemm_plan.h; "main" = the path before decode_gemv; "peer" = cuBLASLt, int8: dequant
 // + cuBLASLt). A variant that cannot run (its split-K workspace exceeds Gemm's) is left out.
 struct Row {
   std::string shape, format;
@@ -352,27 +351,14 @@ void bench_format(const Options& o, const Shape& s, const std::string& format, c
     QED_CUDA_CHECK(cudaStreamSynchronize(stream));
     row.rel = relative_difference(y, y_peer, size_t(rows) * s.out, f32_out);
     row.us.emplace_back("plan", time_us(stream, o, copies, [&](int i) { planned(i, y.data()); }));
-    // The current path on main: bf16 1-2 rows on the older GEMV, FP8 and the other bf16 rows on cuBLASLt, int8 on
-    // the skinny variant the table has for 5..8 rows (main's from 1 row).
+    // The path before decode_gemv: bf16 and FP8 on cuBLASLt, int8 on the skinny variant the table has for 5..8
+    // rows (main's from 1 row).
     if (format == "int8") {
       const qed::cuda::DecodeGemmPlan main_plan = qed::cuda::decode_gemm_plan(type, 5, s.out, s.in);
       const Variant v{main_plan.tiles_per_warp, main_plan.splits, main_plan.persistent};
       row.us.emplace_back("main", time_us(stream, o, copies, [&](int i) { skinny(v, i, y.data()); }));
-    } else if (bf16 && rows <= 2) {
-      row.us.emplace_back("main", time_us(stream, o, copies, [&](int i) {
-                            qed::cuda::gemv_bf16(x.as<uint16_t>(), weights[size_t(i % copies)]->as<uint16_t>(),
-                                                 static_cast<const uint16_t*>(d_bias), y.data(), f32_out, rows, s.out,
-                                                 s.in, stream);
-                          }));
     } else {
       row.us.emplace_back("main", time_us(stream, o, copies, [&](int i) { peer(i, y_peer.data()); }));
-    }
-    if (bf16 && rows <= qed::cuda::kGemvMaxRows) {
-      row.us.emplace_back("gemv", time_us(stream, o, copies, [&](int i) {
-                            qed::cuda::gemv_bf16(x.as<uint16_t>(), weights[size_t(i % copies)]->as<uint16_t>(),
-                                                 static_cast<const uint16_t*>(d_bias), y.data(), f32_out, rows, s.out,
-                                                 s.in, stream);
-                          }));
     }
     if (rows <= qed::cuda::kDecodeGemvMaxRows) {
       for (int variant = 0; variant < qed::cuda::kDecodeGemvVariantCount; ++variant) {
@@ -431,7 +417,6 @@ void bench_format(const Options& o, const Shape& s, const std::string& format, c
 std::string plan_expression(const std::string& name, const std::string& format) {
   if (name == "plan" || name == "main") return "";
   if (name == "peer") return format == "int8" ? "" : "cublaslt()";
-  if (name == "gemv") return "bf16_gemv()";
   if (name == "auto") return "skinny(0, 0)";
   if (name.rfind("dg_", 0) == 0) {
     const bool bits = name.size() > 5 && name.compare(name.size() - 5, 5, "_bits") == 0;

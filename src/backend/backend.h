@@ -47,6 +47,8 @@ struct ForwardBatch {
   // Only for backends whose can_sample_on_device() accepted every entry's params: draw these tokens on the device
   // (ForwardResult::samples), and with skip_logits leave the logits there, so a decode step moves token ids only.
   std::vector<DeviceSample> device_samples;
+  // No logits in the result. The CPU and CUDA backends then run the lm_head only for device_samples, so a forward
+  // for hidden states alone (want_hidden, the draft-head trainer) skips it.
   bool skip_logits = false;
 };
 

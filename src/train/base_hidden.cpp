@@ -25,7 +25,6 @@ BaseHiddenStates::BaseHiddenStates(const std::string& model_dir, const Options& 
       int(std::max<size_t>(size_t(selection.max_batched_tokens), max_sequences * max_length));
   selection.cuda_graphs = false;  // prefills only
   backend_ = make_backend(model_dir, selection);
-  skip_logits_ = options.backend == "cuda";
   // FP8 checkpoints (qed quantize) keep the embedding table in bf16; the backend decides whether it runs them.
   embeddings_ = tensor_to_f32(*ModelWeights::bind(checkpoint, config, /*allow_quantized=*/true).embed_tokens);
   if (embeddings_.size() != size_t(config.vocab_size) * size_t(config.hidden_size)) {
@@ -38,7 +37,7 @@ void BaseHiddenStates::compute(std::span<const Example* const> examples,
   const int block_size = backend_->kv_layout().block_size;
   ForwardBatch batch;
   batch.want_hidden = true;
-  batch.skip_logits = skip_logits_;
+  batch.skip_logits = true;  // only the hidden states are used: neither backend runs the lm_head
   int next_block = 0;
   size_t rows = 0;
   for (size_t k = 0; k < examples.size(); ++k) {

@@ -36,7 +36,6 @@ class BaseHiddenStates {
 
  private:
   std::unique_ptr<Backend> backend_;
-  bool skip_logits_ = false;  // the CUDA backend can leave the (unused) logits on the device
   std::vector<float> embeddings_;
 };
 

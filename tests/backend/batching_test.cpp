@@ -201,6 +201,14 @@ TEST_P(Batching, WantHiddenReturnsTheFinalNormStateTheLmHeadMaps) {
   const std::vector<float> all = prefill_logits(*backend, chunk.tokens);
   EXPECT_EQ(rows_of(result.logits, 0, 1, fixture.vocab), rows_of(all, 16, 1, fixture.vocab));
   EXPECT_EQ(rows_of(result.logits, 1, 1, fixture.vocab), rows_of(all, 0, 1, fixture.vocab));
+
+  // skip_logits (the draft-head trainer's base forward): no lm_head, no logits, the same hidden states.
+  batch.skip_logits = true;
+  ForwardResult hidden_only;
+  backend->forward(batch, hidden_only);
+  EXPECT_EQ(hidden_only.rows, 3);
+  EXPECT_TRUE(hidden_only.logits.empty());
+  EXPECT_EQ(hidden_only.hidden, result.hidden);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, Batching, ::testing::ValuesIn(hf_fixture_names()),

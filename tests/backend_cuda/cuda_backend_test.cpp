@@ -283,6 +283,13 @@ TEST_P(CudaParity, HiddenStatesMatchCpu) {
     ForwardResult result;
     backend->forward(batch, result);
     ASSERT_EQ(result.hidden.size(), chunk.tokens.size() * size_t(backend->config().hidden_size));
+    // skip_logits without samples (the draft-head trainer's base forward): no lm_head, no logits, the same hidden
+    // states (the same kernels before the lm_head: identical).
+    batch.skip_logits = true;
+    ForwardResult hidden_only;
+    backend->forward(batch, hidden_only);
+    EXPECT_TRUE(hidden_only.logits.empty());
+    EXPECT_EQ(hidden_only.hidden, result.hidden);
     hidden[i++] = result.hidden;
   }
   EXPECT_LE(max_abs_diff(hidden[0], hidden[1]), kLogitTolerance * scale_of(hidden[1]));

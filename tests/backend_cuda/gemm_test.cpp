@@ -5,7 +5,6 @@
 #include "backend/cuda/gemm.h"
 
 #include "backend/cpu/cpu_ops.h"
-#include "backend/cuda/bf16_gemv.h"
 #include "cuda_test_util.h"
 
 namespace qed::testing {
@@ -13,10 +12,7 @@ namespace {
 
 using GemmTest = CudaTest;
 
-enum class Path { Dispatch, Gemv };
-
-void check_gemm(cuda::Gemm& gemm, int rows, int in, int out, bool with_bias, cuda::GemmType y_type, std::mt19937& rng,
-                Path path = Path::Dispatch) {
+void check_gemm(cuda::Gemm& gemm, int rows, int in, int out, bool with_bias, cuda::GemmType y_type, std::mt19937& rng) {
   const std::vector<float> x = random_bf16_values(size_t(rows) * in, rng, 1.0f);
   const std::vector<float> w = random_bf16_values(size_t(out) * in, rng, 0.05f);
   const std::vector<float> bias = random_bf16_values(size_t(out), rng, 0.5f);
@@ -36,13 +32,8 @@ void check_gemm(cuda::Gemm& gemm, int rows, int in, int out, bool with_bias, cud
   const bool f32 = y_type == cuda::GemmType::F32;
   cuda::DeviceBuffer d_y = f32 ? upload(std::vector<float>(want.size(), NAN)) : poisoned_bf16(want.size());
   cuda::GemmWeight weight{d_w.data(), cuda::GemmType::BF16, out, in, nullptr};
-  if (path == Path::Gemv) {
-    cuda::gemv_bf16(d_x.as<uint16_t>(), d_w.as<uint16_t>(), with_bias ? d_bias.as<uint16_t>() : nullptr, d_y.data(),
-                    f32, rows, out, in, nullptr);
-  } else {
-    gemm.run(d_x.data(), cuda::GemmType::BF16, weight, with_bias ? d_bias.data() : nullptr, d_y.data(), y_type, rows,
-             nullptr);
-  }
+  gemm.run(d_x.data(), cuda::GemmType::BF16, weight, with_bias ? d_bias.data() : nullptr, d_y.data(), y_type, rows,
+           nullptr);
   const std::vector<float> got =
       f32 ? download<float>(d_y, want.size()) : from_bf16(download<uint16_t>(d_y, want.size()));
   const std::string what = "gemm " + std::to_string(rows) + "x" + std::to_string(in) + " -> " + std::to_string(out) +
@@ -80,7 +71,7 @@ TEST_F(GemmTest, Fp32OutputForLogits) {
   check_gemm(gemm, 12, 896, 4000, false, cuda::GemmType::F32, rng);
 }
 
-// Decode row counts take the kernel decode_gemm_plan.h names (the GEMV, the skinny kernel or cuBLASLt); these check
+// Decode row counts take the kernel decode_gemm_plan.h names (decode_gemv, the skinny kernel or cuBLASLt); these check
 // Gemm::run's dispatch: odd feature counts leave part of a CTA's tiles unused, in_features 8 is a single 16-byte load
 // per row, 4104 is not a multiple of any kernel's step, 17 rows is the first count past the decode plans.
 TEST_F(GemmTest, DecodeRowCountsMatchCpuMatmulOnThePlannedKernel) {
@@ -91,19 +82,6 @@ TEST_F(GemmTest, DecodeRowCountsMatchCpuMatmulOnThePlannedKernel) {
       check_gemm(gemm, rows, in, out, rows % 2 == 0, cuda::GemmType::BF16, rng);
     }
     check_gemm(gemm, rows, 264, 515, false, cuda::GemmType::F32, rng);
-  }
-}
-
-// The CUDA-core GEMV on its own, every row count it takes: odd feature counts leave a warp's second feature unused,
-// 4104 is not a multiple of its 1024-element unrolled step.
-TEST_F(GemmTest, CudaCoreGemvMatchesCpuMatmul) {
-  std::mt19937 rng(45);
-  cuda::Gemm gemm;
-  for (int rows = 1; rows <= cuda::kGemvMaxRows; ++rows) {
-    for (auto [in, out] : std::vector<std::pair<int, int>>{{8, 37}, {4104, 129}, {136, 1001}}) {
-      check_gemm(gemm, rows, in, out, rows % 2 == 0, cuda::GemmType::BF16, rng, Path::Gemv);
-    }
-    check_gemm(gemm, rows, 264, 515, false, cuda::GemmType::F32, rng, Path::Gemv);
   }
 }
 

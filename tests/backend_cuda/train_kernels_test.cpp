@@ -16,16 +16,15 @@
 #include <cmath>
 #include <cstring>
 
+#include "backend/cuda/gemm.h"
 #include "cuda_test_util.h"
 #include "train/adamw.h"
-#include "train/cuda/train_gemm.h"
 #include "train/linear_grad.h"
 
 namespace qed::testing {
 namespace {
 
 using TrainKernelTest = CudaTest;
-using train::gpu::TrainGemm;
 
 // Σ_k |a_k b_k| over the worst output of y = x Wᵀ style products: the scale of fp32 accumulation error.
 float product_magnitude(const std::vector<float>& a, const std::vector<float>& b, size_t count) {
@@ -35,8 +34,8 @@ float product_magnitude(const std::vector<float>& a, const std::vector<float>& b
   return sum_a * sum_b * float(count);
 }
 
-// The three products of one linear on TrainGemm (cuBLASLt, or the fallback kernel) vs linear_grad.cpp.
-void check_linear_products(TrainGemm& gemm, int rows, int in, int out, std::mt19937& rng) {
+// The three products of one linear on Gemm::run_product (cuBLASLt, or the fallback kernel) vs linear_grad.cpp.
+void check_linear_products(cuda::Gemm& gemm, int rows, int in, int out, std::mt19937& rng) {
   const std::vector<float> x = random_bf16_values(size_t(rows) * in, rng, 1.0f);
   const std::vector<float> w = random_bf16_values(size_t(out) * in, rng, 0.1f);
   const std::vector<float> dy = random_bf16_values(size_t(rows) * out, rng, 0.5f);
@@ -53,9 +52,9 @@ void check_linear_products(TrainGemm& gemm, int rows, int in, int out, std::mt19
 
   cuda::DeviceBuffer dx_bits = upload(to_bf16(x)), dw_bits = upload(to_bf16(w)), ddy_bits = upload(to_bf16(dy));
   cuda::DeviceBuffer y = upload(y0), dx = upload(dx0), dw = upload(dw0);
-  gemm.forward(dx_bits.as<uint16_t>(), dw_bits.as<uint16_t>(), y.as<float>(), rows, in, out, 1.0f, nullptr);
-  gemm.input_grad(ddy_bits.as<uint16_t>(), dw_bits.as<uint16_t>(), dx.as<float>(), rows, in, out, 1.0f, nullptr);
-  gemm.weight_grad(ddy_bits.as<uint16_t>(), dx_bits.as<uint16_t>(), dw.as<float>(), rows, in, out, nullptr);
+  gemm.linear_forward(dx_bits.as<uint16_t>(), dw_bits.as<uint16_t>(), y.as<float>(), rows, in, out, 1.0f, nullptr);
+  gemm.linear_input_grad(ddy_bits.as<uint16_t>(), dw_bits.as<uint16_t>(), dx.as<float>(), rows, in, out, 1.0f, nullptr);
+  gemm.linear_weight_grad(ddy_bits.as<uint16_t>(), dx_bits.as<uint16_t>(), dw.as<float>(), rows, in, out, nullptr);
   const std::string shape = std::to_string(rows) + "x" + std::to_string(in) + "x" + std::to_string(out);
   EXPECT_TRUE(all_close(download<float>(y, y0.size()), want_y, 0.0f, 1e-5f * product_magnitude(x, w, size_t(in)),
                         "forward " + shape));
@@ -66,7 +65,7 @@ void check_linear_products(TrainGemm& gemm, int rows, int in, int out, std::mt19
 
   // beta = 0 overwrites whatever the output held.
   cuda::DeviceBuffer fresh = upload(std::vector<float>(y0.size(), NAN));
-  gemm.forward(dx_bits.as<uint16_t>(), dw_bits.as<uint16_t>(), fresh.as<float>(), rows, in, out, 0.0f, nullptr);
+  gemm.linear_forward(dx_bits.as<uint16_t>(), dw_bits.as<uint16_t>(), fresh.as<float>(), rows, in, out, 0.0f, nullptr);
   for (size_t i = 0; i < want_y.size(); ++i) want_y[i] -= y0[i];
   EXPECT_TRUE(all_close(download<float>(fresh, y0.size()), want_y, 0.0f,
                         1e-5f * product_magnitude(x, w, size_t(in)) + 1e-5f, "forward beta 0 " + shape));
@@ -74,10 +73,10 @@ void check_linear_products(TrainGemm& gemm, int rows, int in, int out, std::mt19
 
 TEST_F(TrainKernelTest, GemmProductsMatchTheCpuLinearOpsOnCublasLtAndTheFallback) {
   std::mt19937 rng(7);
-  TrainGemm gemm;
+  cuda::Gemm gemm;
   for (bool fallback : {false, true}) {
     SCOPED_TRACE(fallback ? "fallback kernel" : "cuBLASLt");
-    gemm.set_force_fallback(fallback);
+    gemm.set_force_product_fallback(fallback);
     check_linear_products(gemm, 37, 64, 128, rng);    // aligned leading dimensions, odd rows
     check_linear_products(gemm, 256, 128, 384, rng);  // a head's shape at small scale
     check_linear_products(gemm, 9, 3, 11, rng);       // the PyTorch fixture's head: ld of 3 and 11 elements

@@ -100,9 +100,13 @@ void CpuBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
   result.rows = int(selected.size() / size_t(hidden));
   std::vector<float> final_hidden(selected.size());
   cpu::rmsnorm(selected.data(), final_norm_.data(), final_hidden.data(), result.rows, hidden, eps);
-  result.logits.resize(size_t(result.rows) * vocab);
-  const std::vector<float>& lm_head = config_.tie_word_embeddings ? embed_tokens_ : lm_head_;
-  cpu::matmul(final_hidden.data(), lm_head.data(), nullptr, result.logits.data(), result.rows, hidden, vocab, &pool_);
+  if (batch.skip_logits) {
+    result.logits.clear();  // this backend samples on the host: no logits are wanted at all
+  } else {
+    result.logits.resize(size_t(result.rows) * vocab);
+    const std::vector<float>& lm_head = config_.tie_word_embeddings ? embed_tokens_ : lm_head_;
+    cpu::matmul(final_hidden.data(), lm_head.data(), nullptr, result.logits.data(), result.rows, hidden, vocab, &pool_);
+  }
   if (batch.want_hidden) {
     result.hidden = std::move(final_hidden);
   } else {

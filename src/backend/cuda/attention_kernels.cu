@@ -10,6 +10,7 @@
 #include "backend/cuda/attention_kernels.h"
 #include "backend/cuda/bf16_vec.cuh"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/env_switch.h"
 #include "backend/cuda/fp8_convert.cuh"
 #include "backend/cuda/pdl.cuh"
 
@@ -638,10 +639,7 @@ void paged_attention(const uint16_t* q, int q_stride, const KvCacheView& cache, 
   params.out_fp8 = out_fp8;
   params.out_fp8_scale = out_fp8_scale;
   // QED_FUSED_MERGE=0: the merge kernel even with counters (A/B runs).
-  static const bool fused_merge_allowed = [] {
-    const char* setting = std::getenv("QED_FUSED_MERGE");
-    return !(setting && std::strcmp(setting, "0") == 0);
-  }();
+  static const bool fused_merge_allowed = env_flag("QED_FUSED_MERGE", true);
   const bool fused_merge =
       fused_merge_allowed && partitions > 1 && partitions <= kMaxFusedMergePartitions && merge_counters != nullptr;
   params.merge_counters = fused_merge ? merge_counters : nullptr;
@@ -673,10 +671,7 @@ bool attention_verify_supports(const AttentionShape& shape, int max_rows_per_seq
 }
 
 bool verify_attention_enabled() {
-  static const bool enabled = [] {
-    const char* setting = std::getenv("QED_VERIFY_ATTENTION");
-    return !(setting && std::strcmp(setting, "0") == 0);
-  }();
+  static const bool enabled = env_flag("QED_VERIFY_ATTENTION", true);
   return enabled;
 }
 
@@ -726,10 +721,7 @@ void paged_attention_verify(const uint16_t* q, int q_stride, const KvCacheView& 
   params.out_fp8 = out_fp8;
   params.out_fp8_scale = out_fp8_scale;
   params.slot_rows = slot_rows;
-  static const bool fused_merge_allowed = [] {
-    const char* setting = std::getenv("QED_FUSED_MERGE");
-    return !(setting && std::strcmp(setting, "0") == 0);
-  }();
+  static const bool fused_merge_allowed = env_flag("QED_FUSED_MERGE", true);
   const bool fused_merge =
       fused_merge_allowed && partitions > 1 && partitions <= kMaxFusedMergePartitions && merge_counters != nullptr;
   params.merge_counters = fused_merge ? merge_counters : nullptr;

@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <string_view>
 
 #include "backend/batch_checks.h"
 #include "backend/cpu/cpu_ops.h"
@@ -15,6 +14,7 @@
 #include "backend/cuda/attention_kernels.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elementwise_kernels.h"
+#include "backend/cuda/env_switch.h"
 #include "backend/cuda/kv_cache_kernels.h"
 #include "backend/cuda/norm_kernels.h"
 #include "backend/cuda/pdl.h"
@@ -99,24 +99,18 @@ CudaBackend::CudaBackend(const ModelConfig& config, cuda::CudaModelWeights weigh
     fail("cuda backend: {} layers of weights for a config of {}", weights_.layers.size(), config_.num_layers);
   require_device(options_.device);
   QED_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  QED_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, options_.device));
-  {
-    int major = 0;
-    QED_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, options_.device));
-    const char* pdl = std::getenv("QED_PDL");  // QED_PDL=0: plain launches, for A/B runs
-    cuda::set_pdl_enabled(major >= 9 && !(pdl && std::string_view(pdl) == "0"));
-  }
-  gemm_ = std::make_unique<cuda::Gemm>();
-  if (weights_.has_format(cuda::LinearFormat::Fp8)) {
-    int major = 0, minor = 0;
-    QED_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, options_.device));
-    QED_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, options_.device));
-    if (major * 10 + minor < 89) {
-      fail(
-          "cuda backend: FP8 weights need an sm_89 or newer GPU (this one is sm_{}{}); quantize with --dtype int8_wo "
-          "for it",
-          major, minor);
-    }
+  const cuda::DeviceCaps caps = cuda::device_caps(options_.device);
+  num_sms_ = caps.multiprocessors;
+  // The A/B switches (docs/cuda.md), read once per backend: QED_PDL=0 plain launches; QED_CUDA_VERIFY_GRAPHS=0 no
+  // verify graphs.
+  cuda::set_pdl_enabled(caps.sm_major >= 9 && cuda::env_flag("QED_PDL", true));
+  if (!cuda::env_flag("QED_CUDA_VERIFY_GRAPHS", true)) options_.verify_graphs = false;
+  gemm_ = std::make_unique<cuda::Gemm>(caps);
+  if (weights_.has_format(cuda::LinearFormat::Fp8) && caps.sm() < 89) {
+    fail(
+        "cuda backend: FP8 weights need an sm_89 or newer GPU (this one is sm_{}{}); quantize with --dtype int8_wo "
+        "for it",
+        caps.sm_major, caps.sm_minor);
   }
   linears_ = std::make_unique<cuda::LinearRunner>(*gemm_, weights_, options_.max_batched_tokens);
   kv_fp8_ = options_.kv_cache_dtype == KvCacheDtype::Fp8 ||
@@ -137,10 +131,6 @@ CudaBackend::CudaBackend(const ModelConfig& config, cuda::CudaModelWeights weigh
   cpu::rope_inv_freq(config_.head_dim, config_.rope_theta, config_.rope_scaling, inv_freq.data());
   inv_freq_ = cuda::DeviceBuffer(inv_freq.size() * sizeof(float));
   inv_freq_.upload(inv_freq.data(), inv_freq.size() * sizeof(float));
-  // An A/B switch for end-to-end runs (docs/cuda.md), read once per backend like QED_DECODE_GEMM.
-  if (const char* verify = std::getenv("QED_CUDA_VERIFY_GRAPHS"); verify && std::strcmp(verify, "0") == 0) {
-    options_.verify_graphs = false;
-  }
   allocate_buffers();
   size_kv_cache();
 }
@@ -578,8 +568,11 @@ void CudaBackend::compute_logits(const cuda::StepSections& s, const std::byte* m
     cuda::rmsnorm_bf16(selected_delta_.as<uint16_t>(), selected_residual_.as<uint16_t>(),
                        weights_.final_norm.as<uint16_t>(), final_hidden_.as<uint16_t>(), n, hidden,
                        config_.rms_norm_eps, stream_);
-    gemm_->run(final_hidden_.data(), cuda::GemmType::BF16, head, nullptr, logits_.data(), cuda::GemmType::F32, n,
-               stream_);
+    // Without logits for the host or samples to draw (want_hidden alone: the trainer's base forward), no lm_head.
+    if (logits_to_host || num_samples > 0) {
+      gemm_->run(final_hidden_.data(), cuda::GemmType::BF16, head, nullptr, logits_.data(), cuda::GemmType::F32, n,
+                 stream_);
+    }
     if (num_samples > 0) {
       const int chunk = begin / capacity;
       const int first = chunk_sample_begin_[size_t(chunk)];

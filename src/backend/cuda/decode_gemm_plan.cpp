@@ -1,8 +1,9 @@
 #include "backend/cuda/decode_gemm_plan.h"
 
-#include <cstdlib>
 #include <cstring>
 #include <string>
+
+#include "backend/cuda/env_switch.h"
 
 namespace qed::cuda {
 namespace {
@@ -15,10 +16,6 @@ constexpr DecodeGemmPlan gemv(int variant, bool fp8_bits = false) {
 }
 constexpr DecodeGemmPlan cublaslt() {
   return {};
-}
-// The older bf16_gemv.h kernel (bf16 only), for entries a measurement gives it.
-[[maybe_unused]] constexpr DecodeGemmPlan bf16_gemv() {
-  return {DecodeGemmKernel::Gemv};
 }
 
 // Variant indices into kDecodeGemvVariants (decode_gemv.h), by name, for the table below.
@@ -69,7 +66,7 @@ constexpr Entry kMeasured[] = {
     {SkinnyWeight::Int8, 5120, 13824, skinny(2, 2), skinny(2, 2)},  // down: 29.2 / 33.1 us
 };
 
-enum class Override : uint8_t { Table, Cublaslt, Skinny, Gemv, DecodeGemv };
+enum class Override : uint8_t { Table, Cublaslt, Skinny, DecodeGemv };
 struct Environment {
   Override mode = Override::Table;
   int variant = -1;  // DecodeGemv: -1 = the table's
@@ -78,16 +75,12 @@ struct Environment {
 
 Environment parse_environment() {
   Environment e;
-  const char* value = std::getenv("QED_DECODE_GEMM");
-  if (value == nullptr || *value == '\0') return e;
-  const std::string s = value;
-  if (s == "table") return e;
+  const std::string s = env_string("QED_DECODE_GEMM");
+  if (s.empty() || s == "table") return e;
   if (s == "cublaslt") {
     e.mode = Override::Cublaslt;
   } else if (s == "skinny") {
     e.mode = Override::Skinny;
-  } else if (s == "gemv") {
-    e.mode = Override::Gemv;
   } else if (s.rfind("decode_gemv", 0) == 0) {
     e.mode = Override::DecodeGemv;
     size_t at = std::strlen("decode_gemv");
@@ -153,8 +146,6 @@ DecodeGemmPlan decode_gemm_plan(SkinnyWeight type, int rows, int out, int in) {
         if (e.type == type && e.out == out && e.in == in) return rows <= 8 ? e.few : e.many;
       }
       return skinny(2, 0, true);
-    case Override::Gemv:
-      return type == SkinnyWeight::Bf16 && rows <= kDecodeGemvMaxRows ? DecodeGemmPlan{DecodeGemmKernel::Gemv} : table;
     case Override::DecodeGemv: {
       if (rows > kDecodeGemvMaxRows) return table;
       DecodeGemmPlan plan = table.kernel == DecodeGemmKernel::DecodeGemv ? table : gemv(kW4F2U4);

@@ -1,8 +1,8 @@
 #pragma once
 // Which kernel runs a decode-sized GEMM (1..kSkinnyMaxRows rows), per weight format × layer shape × rows, from
 // measurements on an H200 (bench/skinny_gemm, numbers and dates in bench/skinny_gemm/README.md), not from a
-// heuristic: cuBLASLt, the decode GEMV family (decode_gemv.h, 1..4 rows, a compiled variant), the older CUDA-core bf16
-// GEMV (bf16_gemv.h) or the skinny tensor-core kernel (gemv_kernels.h) with a fixed tiling and split. Shapes the
+// heuristic: cuBLASLt, the decode GEMV family (decode_gemv.h, 1..4 rows, a compiled variant) or the skinny
+// tensor-core kernel (gemv_kernels.h) with a fixed tiling and split. Shapes the
 // table does not list take the choice measured best on the 14B layers for their format. Gemm::run_decode (for
 // Gemm::run and LinearRunner::run) consults it; larger batches always run cuBLASLt.
 //
@@ -11,7 +11,6 @@
 //   cublaslt     cuBLASLt for bf16 and FP8; int8 on the skinny kernel's measured variant from 1 row (its
 //                alternative is 9-13x slower): main's FP8 and int8 decode before decode_gemv
 //   skinny       every decode GEMM on the skinny kernel (the table's tiling, else 2 tiles on a persistent grid)
-//   gemv         bf16 1..4 rows on the older bf16_gemv.h kernel (main's bf16 batch-1 decode), the rest as the table
 //   decode_gemv[:VARIANT][:bits]  every 1..4-row GEMM on decode_gemv with VARIANT (a name such as w4f2u4; the
 //                table's when absent), FP8 codes decoded by bit operations with :bits
 #include <cstdint>
@@ -21,7 +20,7 @@
 
 namespace qed::cuda {
 
-enum class DecodeGemmKernel : uint8_t { Cublaslt, Gemv, Skinny, DecodeGemv };
+enum class DecodeGemmKernel : uint8_t { Cublaslt, Skinny, DecodeGemv };
 
 struct DecodeGemmPlan {
   DecodeGemmKernel kernel = DecodeGemmKernel::Cublaslt;

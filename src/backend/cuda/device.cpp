@@ -34,6 +34,14 @@ std::vector<DeviceInfo> list_devices() {
   return devices;
 }
 
+DeviceCaps device_caps(int device) {
+  DeviceCaps caps;
+  QED_CUDA_CHECK(cudaDeviceGetAttribute(&caps.sm_major, cudaDevAttrComputeCapabilityMajor, device));
+  QED_CUDA_CHECK(cudaDeviceGetAttribute(&caps.sm_minor, cudaDevAttrComputeCapabilityMinor, device));
+  QED_CUDA_CHECK(cudaDeviceGetAttribute(&caps.multiprocessors, cudaDevAttrMultiProcessorCount, device));
+  return caps;
+}
+
 namespace {
 std::string version_string(cudaError_t status, int version) {
   if (status != cudaSuccess) {

@@ -19,6 +19,16 @@ struct DeviceInfo {
 // Empty when no driver/GPU is present (CI): callers and tests skip cleanly.
 std::vector<DeviceInfo> list_devices();
 
+// What the backend's dispatch needs of a device (compute capability, SM count), read once by its constructor and
+// handed to what needs it (Gemm), so no part queries the device again.
+struct DeviceCaps {
+  int sm_major = 0;
+  int sm_minor = 0;
+  int multiprocessors = 0;
+  int sm() const { return sm_major * 10 + sm_minor; }  // 90 for an H100/H200
+};
+DeviceCaps device_caps(int device);
+
 // "13.0"-style versions: the CUDA version the driver supports and the runtime this binary uses ("" if unknown).
 std::string driver_cuda_version();
 std::string runtime_cuda_version();

@@ -1,9 +1,11 @@
 #include "backend/cuda/gemm.h"
 
-#include "backend/cuda/bf16_gemv.h"
+#include <utility>
+
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/decode_gemm_plan.h"
 #include "backend/cuda/decode_gemv.h"
+#include "backend/cuda/gemm_fallback.h"
 #include "backend/cuda/gemv_kernels.h"
 #include "core/error.h"
 
@@ -54,6 +56,20 @@ cudaDataType_t cuda_type(GemmType type) {
   fail("gemm: unknown element type");
 }
 
+// The largest power of two up to 256 that divides the address: what the heuristic may assume of a pointer.
+int alignment_of(const void* p) {
+  const auto address = reinterpret_cast<uintptr_t>(p);
+  int alignment = 256;
+  while (alignment > 1 && address % uintptr_t(alignment) != 0) alignment /= 2;
+  return alignment;
+}
+
+DeviceCaps current_device_caps() {
+  int device = 0;
+  QED_CUDA_CHECK(cudaGetDevice(&device));
+  return device_caps(device);
+}
+
 void validate(GemmType x_type, const GemmWeight& w, const void* bias, GemmType y_type) {
   if (w.out_features <= 0 || w.in_features <= 0) fail("gemm: weight of shape {}x{}", w.out_features, w.in_features);
   if (y_type == GemmType::F8_E4M3) fail("gemm: the output is bf16 or fp32");
@@ -71,16 +87,14 @@ void validate(GemmType x_type, const GemmWeight& w, const void* bias, GemmType y
 
 }  // namespace
 
-Gemm::Gemm(size_t workspace_bytes) : workspace_(workspace_bytes), one_(sizeof(float)) {
+Gemm::Gemm(size_t workspace_bytes) : Gemm(current_device_caps(), workspace_bytes) {}
+
+Gemm::Gemm(const DeviceCaps& caps, size_t workspace_bytes) : workspace_(workspace_bytes), one_(sizeof(float)) {
   check(cublasLtCreate(&handle_), "create");
   const float one = 1.0f;
   one_.upload(&one, sizeof(one));
-  int device = 0, major = 0, minor = 0;
-  QED_CUDA_CHECK(cudaGetDevice(&device));
-  QED_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  QED_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-  fp8_mma_ = major * 10 + minor >= 89;
-  QED_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device));
+  fp8_mma_ = caps.sm() >= 89;
+  multiprocessors_ = caps.multiprocessors;
   skinny_counters_ = DeviceBuffer(kSkinnyCounters * sizeof(unsigned));
   QED_CUDA_CHECK(cudaMemset(skinny_counters_.data(), 0, skinny_counters_.bytes()));
 }
@@ -107,13 +121,6 @@ bool Gemm::run_decode(const DecodeGemmOperands& o, cudaStream_t stream) {
           return true;
         }
         break;
-      case DecodeGemmKernel::Gemv:
-        if (o.type == SkinnyWeight::Bf16 && gemv_supports(o.rows, o.in)) {
-          gemv_bf16(static_cast<const uint16_t*>(o.x), static_cast<const uint16_t*>(o.w), o.bias, o.y, o.f32_out,
-                    o.rows, o.out, o.in, stream);
-          return true;
-        }
-        break;
       case DecodeGemmKernel::Skinny:
         if ((o.type != SkinnyWeight::Fp8E4m3 || fp8_mma_) && skinny_gemm_supports(o.type, o.rows, o.in, o.out)) {
           run_skinny(skinny_gemm_for(o, plan), stream);
@@ -132,27 +139,28 @@ bool Gemm::run_decode(const DecodeGemmOperands& o, cudaStream_t stream) {
 
 Gemm::~Gemm() {
   for (auto& [key, plan] : plans_) {
-    cublasLtMatrixLayoutDestroy(plan.a);
-    cublasLtMatrixLayoutDestroy(plan.b);
-    cublasLtMatrixLayoutDestroy(plan.c);
-    cublasLtMatmulDescDestroy(plan.desc);
+    if (plan.a) cublasLtMatrixLayoutDestroy(plan.a);
+    if (plan.b) cublasLtMatrixLayoutDestroy(plan.b);
+    if (plan.c) cublasLtMatrixLayoutDestroy(plan.c);
+    if (plan.desc) cublasLtMatmulDescDestroy(plan.desc);
   }
   if (handle_) cublasLtDestroy(handle_);
 }
 
-Gemm::Plan& Gemm::plan_for(const Key& key) {
+// cuBLASLt is column-major: the row-major C[m×n] is the column-major Cᵀ[n×m] = op(B)ᵀ · op(A)ᵀ, and a row-major
+// matrix viewed column-major is its transpose, so cuBLASLt's first operand ("A" below) is the stored B and its
+// second the stored A, each transposed exactly when it is here. run(): B is the weight (transposed, K-major "TN").
+Gemm::Plan& Gemm::plan_for(const PlanKey& key) {
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second;
-  const auto [rows, out, in, x_type, w_type, y_type, has_bias] = key;
   Plan plan;
-  // Column-major view: C (out × rows) = op(A) · B with A the row-major weight seen as in × out (so op = T) and B the
-  // row-major activations seen as in × rows.
   check(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc");
-  const cublasOperation_t transpose = CUBLAS_OP_T, none = CUBLAS_OP_N;
-  check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)),
-        "transa");
-  check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &none, sizeof(none)), "transb");
-  if (has_bias) {
+  const cublasOperation_t op_first = key.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_second = key.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof(op_first)), "transa");
+  check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof(op_second)),
+        "transb");
+  if (key.bias) {
     const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
     check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)),
           "epilogue");
@@ -160,7 +168,7 @@ Gemm::Plan& Gemm::plan_for(const Key& key) {
     check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)),
           "bias type");
   }
-  if (w_type == GemmType::F8_E4M3) {
+  if (key.b == GemmType::F8_E4M3) {
     // Scale pointers are set before the heuristic query, as NVIDIA's FP8 sample does; run() re-points them per call.
     const void* one = one_.data();
     check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &one, sizeof(one)),
@@ -168,9 +176,11 @@ Gemm::Plan& Gemm::plan_for(const Key& key) {
     check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &one, sizeof(one)),
           "B scale pointer");
   }
-  check(cublasLtMatrixLayoutCreate(&plan.a, cuda_type(w_type), uint64_t(in), uint64_t(out), int64_t(in)), "layout A");
-  check(cublasLtMatrixLayoutCreate(&plan.b, cuda_type(x_type), uint64_t(in), uint64_t(rows), int64_t(in)), "layout B");
-  check(cublasLtMatrixLayoutCreate(&plan.c, cuda_type(y_type), uint64_t(out), uint64_t(rows), int64_t(out)),
+  const uint64_t b_rows = uint64_t(key.trans_b ? key.k : key.n), b_cols = uint64_t(key.trans_b ? key.n : key.k);
+  const uint64_t a_rows = uint64_t(key.trans_a ? key.m : key.k), a_cols = uint64_t(key.trans_a ? key.k : key.m);
+  check(cublasLtMatrixLayoutCreate(&plan.a, cuda_type(key.b), b_rows, b_cols, int64_t(b_rows)), "layout A");
+  check(cublasLtMatrixLayoutCreate(&plan.b, cuda_type(key.a), a_rows, a_cols, int64_t(a_rows)), "layout B");
+  check(cublasLtMatrixLayoutCreate(&plan.c, cuda_type(key.c), uint64_t(key.n), uint64_t(key.m), int64_t(key.n)),
         "layout C");
 
   cublasLtMatmulPreference_t preference = nullptr;
@@ -179,19 +189,24 @@ Gemm::Plan& Gemm::plan_for(const Key& key) {
   check(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
                                              sizeof(workspace_bytes)),
         "workspace preference");
+  const std::pair<cublasLtMatmulPreferenceAttributes_t, int> alignments[] = {
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.align_b},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_a},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_c},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_c}};
+  for (const auto& [attribute, bytes] : alignments) {
+    const uint32_t value = uint32_t(bytes);
+    if (bytes > 0) {
+      check(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &value, sizeof(value)), "alignment preference");
+    }
+  }
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(handle_, plan.desc, plan.a, plan.b, plan.c, plan.c,
-                                                               preference, 1, &result, &found);
+  plan.status = cublasLtMatmulAlgoGetHeuristic(handle_, plan.desc, plan.a, plan.b, plan.c, plan.c, preference, 1,
+                                               &result, &found);
   cublasLtMatmulPreferenceDestroy(preference);
-  if (status != CUBLAS_STATUS_SUCCESS || found == 0) {
-    cublasLtMatrixLayoutDestroy(plan.a);
-    cublasLtMatrixLayoutDestroy(plan.b);
-    cublasLtMatrixLayoutDestroy(plan.c);
-    cublasLtMatmulDescDestroy(plan.desc);
-    fail("cuBLASLt: no algorithm for a {}x{}x{} GEMM ({})", rows, out, in, status_name(status));
-  }
-  plan.algo = result.algo;
+  plan.found = plan.status == CUBLAS_STATUS_SUCCESS && found > 0;
+  if (plan.found) plan.algo = result.algo;
   return plans_.emplace(key, plan).first->second;
 }
 
@@ -223,7 +238,18 @@ void Gemm::run_cublaslt(const void* x, GemmType x_type, const GemmWeight& w, con
   if (rows <= 0) return;
   validate(x_type, w, bias, y_type);
   const bool fp8 = w.type == GemmType::F8_E4M3;
-  Plan& plan = plan_for(Key{rows, w.out_features, w.in_features, x_type, w.type, y_type, bias != nullptr});
+  Plan& plan = plan_for({.trans_b = true,
+                         .m = rows,
+                         .n = w.out_features,
+                         .k = w.in_features,
+                         .a = x_type,
+                         .b = w.type,
+                         .c = y_type,
+                         .bias = bias != nullptr});
+  if (!plan.found) {
+    fail("cuBLASLt: no algorithm for a {}x{}x{} GEMM ({})", rows, w.out_features, w.in_features,
+         status_name(plan.status));
+  }
   if (bias) {
     check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
           "bias pointer");
@@ -242,6 +268,36 @@ void Gemm::run_cublaslt(const void* x, GemmType x_type, const GemmWeight& w, con
   check(cublasLtMatmul(handle_, plan.desc, &alpha, w.data, plan.a, x, plan.b, &beta, y, plan.c, y, plan.c, &plan.algo,
                        workspace_.data(), workspace_.bytes(), stream),
         "matmul");
+}
+
+void Gemm::run_product(bool trans_a, bool trans_b, int m, int n, int k, const uint16_t* a, const uint16_t* b, float* c,
+                       float beta, cudaStream_t stream) {
+  if (m < 0 || n < 0 || k < 0) fail("gemm product: negative shape {}x{}x{}", m, n, k);
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    // An empty sum: C = beta · C.
+    if (beta == 0.0f) QED_CUDA_CHECK(cudaMemsetAsync(c, 0, size_t(m) * size_t(n) * sizeof(float), stream));
+    return;
+  }
+  if (!force_product_fallback_) {
+    const Plan& plan = plan_for({.trans_a = trans_a,
+                                 .trans_b = trans_b,
+                                 .m = m,
+                                 .n = n,
+                                 .k = k,
+                                 .c = GemmType::F32,
+                                 .align_a = alignment_of(a),
+                                 .align_b = alignment_of(b),
+                                 .align_c = alignment_of(c)});
+    if (plan.found) {
+      const float alpha = 1.0f;
+      check(cublasLtMatmul(handle_, plan.desc, &alpha, b, plan.a, a, plan.b, &beta, c, plan.c, c, plan.c, &plan.algo,
+                           workspace_.data(), workspace_.bytes(), stream),
+            "matmul");
+      return;
+    }
+  }
+  gemm_bf16_f32_fallback(trans_a, trans_b, m, n, k, a, b, c, beta, stream);
 }
 
 }  // namespace qed::cuda

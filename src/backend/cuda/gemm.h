@@ -3,14 +3,16 @@
 // nn.Linear layout, fp32 accumulation. bf16 × bf16, or FP8 E4M3 × E4M3 with per-tensor dequantisation scales
 // (cuBLASLt's A/B scale pointers): the weight is the transposed operand, K-major ("TN"), which is the only layout
 // cuBLASLt's FP8 kernels take, and it is this one. Decode-sized row counts run the kernel decode_gemm_plan.h names
-// for the shape (measured: the CUDA-core GEMV, the skinny tensor-core kernel, or cuBLASLt).
+// for the shape (measured: decode_gemv, the skinny tensor-core kernel, or cuBLASLt). The draft-head trainer's
+// products (transposed operands, fp32 output, beta = 1 accumulation) go through run_product on the same cuBLASLt
+// handle, workspace and plan cache.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <compare>
 #include <cstddef>
 #include <cstdint>
 #include <map>
-#include <tuple>
 
 #include "backend/cuda/decode_gemm_plan.h"
 #include "backend/cuda/device.h"
@@ -30,7 +32,9 @@ struct GemmWeight {
 
 class Gemm {
  public:
+  // On the current device; the backend passes the caps it has read (device_caps).
   explicit Gemm(size_t workspace_bytes = size_t(32) << 20);
+  explicit Gemm(const DeviceCaps& caps, size_t workspace_bytes = size_t(32) << 20);
   ~Gemm();
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
@@ -50,7 +54,7 @@ class Gemm {
   // its default split), on `stream`: the skinny launches of run(), LinearRunner and the benchmark.
   void run_skinny(SkinnyGemm g, cudaStream_t stream);
   // A decode GEMM on the kernel decode_gemm_plan() names for it (decode_gemv with programmatic dependent launch,
-  // the older bf16 GEMV, or the skinny kernel): true when one ran, false when the plan says cuBLASLt or the kernel
+  // or the skinny kernel): true when one ran, false when the plan says cuBLASLt or the kernel
   // cannot take the operands (unaligned pointers, an FP8 skinny kernel below sm_89), which the caller then runs on
   // cuBLASLt. Int8 operands of up to kSkinnyInt8Rows rows always run here (their cuBLASLt path dequantizes into
   // scratch that only larger batches have); a shape no int8 kernel takes throws.
@@ -58,14 +62,48 @@ class Gemm {
   // Whether the device has FP8 tensor cores (sm_89+), which the skinny FP8 kernel needs.
   bool has_fp8_mma() const { return fp8_mma_; }
 
+  // Row-major C[m×n] = op(A) · op(B) + beta · C (beta 0 or 1): bf16 A and B (uint16_t bits), fp32 C, fp32
+  // accumulation; A stored m×k (k×m when trans_a), B stored k×n (n×k when trans_b), densely. Any alignment: the
+  // pointers' alignment is part of the cached plan, and a shape cuBLASLt has no algorithm for runs on a CUDA-core
+  // kernel with the same contract (gemm_fallback.h).
+  void run_product(bool trans_a, bool trans_b, int m, int n, int k, const uint16_t* a, const uint16_t* b, float* c,
+                   float beta, cudaStream_t stream);
+  // The three products of y = x Wᵀ, W [out, in] (nn.Linear; train/linear_grad.h on the CPU): y = x Wᵀ (+ beta y);
+  // dx = dy W (+ beta dx); dW += dyᵀ x.
+  void linear_forward(const uint16_t* x, const uint16_t* w, float* y, int rows, int in, int out, float beta,
+                      cudaStream_t stream) {
+    run_product(false, true, rows, out, in, x, w, y, beta, stream);
+  }
+  void linear_input_grad(const uint16_t* dy, const uint16_t* w, float* dx, int rows, int in, int out, float beta,
+                         cudaStream_t stream) {
+    run_product(false, false, rows, in, out, dy, w, dx, beta, stream);
+  }
+  void linear_weight_grad(const uint16_t* dy, const uint16_t* x, float* dw, int rows, int in, int out,
+                          cudaStream_t stream) {
+    run_product(true, false, out, in, rows, dy, x, dw, 1.0f, stream);
+  }
+  // Tests: every run_product on the CUDA-core kernel, to check it against cuBLASLt.
+  void set_force_product_fallback(bool force) { force_product_fallback_ = force; }
+
  private:
+  // A cuBLASLt plan: row-major C[m×n] = op(A) · op(B) (+ bias), A stored m×k (k×m when trans_a), B k×n (n×k when
+  // trans_b), with the minimum pointer alignments the heuristic was told (0: its default, what run() asks).
+  struct PlanKey {
+    bool trans_a = false, trans_b = false;
+    int m = 0, n = 0, k = 0;
+    GemmType a = GemmType::BF16, b = GemmType::BF16, c = GemmType::BF16;
+    bool bias = false;
+    int align_a = 0, align_b = 0, align_c = 0;
+    auto operator<=>(const PlanKey&) const = default;
+  };
   struct Plan {
+    bool found = false;  // the heuristic had an algorithm
+    cublasStatus_t status = CUBLAS_STATUS_SUCCESS;
     cublasLtMatmulDesc_t desc = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
   };
-  using Key = std::tuple<int, int, int, GemmType, GemmType, GemmType, bool>;
-  Plan& plan_for(const Key& key);
+  Plan& plan_for(const PlanKey& key);
 
   cublasLtHandle_t handle_ = nullptr;
   DeviceBuffer workspace_;
@@ -73,7 +111,8 @@ class Gemm {
   DeviceBuffer skinny_counters_;  // split-K arrival counters of skinny_gemm, zero between launches
   bool fp8_mma_ = false;
   int multiprocessors_ = 0;
-  std::map<Key, Plan> plans_;
+  bool force_product_fallback_ = false;
+  std::map<PlanKey, Plan> plans_;
 };
 
 }  // namespace qed::cuda

@@ -3,9 +3,10 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <numeric>
 #include <string>
+
+#include "backend/cuda/env_switch.h"
 
 namespace qed::cuda {
 namespace {
@@ -27,7 +28,7 @@ double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_c
 }  // namespace
 
 StepTimer::StepTimer() {
-  if (const char* env = std::getenv("QED_CUDA_STEP_TIMING")) every_ = std::max(0, std::atoi(env));
+  every_ = std::max(0, env_int("QED_CUDA_STEP_TIMING", 0));
 }
 
 bool StepTimer::create_events() {

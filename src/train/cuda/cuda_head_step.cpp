@@ -13,9 +13,9 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device.h"
+#include "backend/cuda/gemm.h"
 #include "core/dtype.h"
 #include "core/error.h"
-#include "train/cuda/train_gemm.h"
 #include "train/cuda/train_kernels.h"
 #include "train/head_step.h"
 
@@ -66,7 +66,7 @@ class CudaHeadStep final : public HeadStep {
     }
     QED_CUDA_CHECK(cudaSetDevice(options.device));
     QED_CUDA_CHECK(cudaStreamCreate(&stream_));
-    gemm_ = std::make_unique<gpu::TrainGemm>();
+    gemm_ = std::make_unique<cuda::Gemm>();
     h_ = config_.hidden_size;
     e_ = config_.exit_dim;
     v_ = config_.vocab_size;
@@ -197,7 +197,7 @@ class CudaHeadStep final : public HeadStep {
   HeadStepContext context_;
   spec::RedrafterConfig config_;
   cudaStream_t stream_ = nullptr;
-  std::unique_ptr<gpu::TrainGemm> gemm_;
+  std::unique_ptr<cuda::Gemm> gemm_;
   int h_ = 0, e_ = 0, v_ = 0, layers_ = 0, chunk_rows_ = 0;
   float memory_fraction_ = 0.9f;
   int64_t steps_ = 0;
@@ -289,11 +289,11 @@ void CudaHeadStep::forward(int rows, int n_tokens) {
     gpu::gather_embeddings_bf16(embeddings_.as<uint16_t>(), inputs_dev_.as<int32_t>(), n_tokens, i,
                                 it.embedding.as<uint16_t>(), rows, h, stream_);
     if (config_.rnn) {
-      gemm_->forward(it.embedding.as<uint16_t>(), weight_bf16(rnn_w_.weight), it.pre_state.as<float>(), rows, h, h,
-                     0.0f, stream_);
+      gemm_->linear_forward(it.embedding.as<uint16_t>(), weight_bf16(rnn_w_.weight), it.pre_state.as<float>(), rows, h,
+                            h, 0.0f, stream_);
       if (prev) {
-        gemm_->forward(prev->state_bf16.as<uint16_t>(), weight_bf16(rnn_u_.weight), it.pre_state.as<float>(), rows, h,
-                       h, 1.0f, stream_);
+        gemm_->linear_forward(prev->state_bf16.as<uint16_t>(), weight_bf16(rnn_u_.weight), it.pre_state.as<float>(),
+                              rows, h, h, 1.0f, stream_);
       }
     }
     gpu::state_forward(config_.rnn, config_.rnn ? it.pre_state.as<float>() : nullptr,
@@ -306,12 +306,13 @@ void CudaHeadStep::forward(int rows, int n_tokens) {
     if (config_.has_input_proj()) {
       z = it.z[0].as<float>();
       z_bf16 = it.z_bf16[0].as<uint16_t>();
-      gemm_->forward(it.input_bf16.as<uint16_t>(), weight_bf16(input_proj_.weight), z, rows, 2 * h, e, 0.0f, stream_);
+      gemm_->linear_forward(it.input_bf16.as<uint16_t>(), weight_bf16(input_proj_.weight), z, rows, 2 * h, e, 0.0f,
+                            stream_);
       gpu::linear_epilogue(z, param(input_proj_.bias), nullptr, z, z_bf16, rows, e, stream_);
     }
     for (int l = 0; l < layers_; ++l) {
       float* pre = it.pre[size_t(l)].as<float>();
-      gemm_->forward(z_bf16, weight_bf16(blocks_[size_t(l)].weight), pre, rows, e, e, 0.0f, stream_);
+      gemm_->linear_forward(z_bf16, weight_bf16(blocks_[size_t(l)].weight), pre, rows, e, e, 0.0f, stream_);
       float* next = it.z[size_t(l) + 1].as<float>();
       uint16_t* next_bf16 = it.z_bf16[size_t(l) + 1].as<uint16_t>();
       gpu::linear_epilogue(pre, param(blocks_[size_t(l)].bias), z, next, next_bf16, rows, e, stream_);
@@ -338,44 +339,44 @@ void CudaHeadStep::backward(int rows, int n_tokens, const std::vector<int64_t>& 
     for (int c0 = 0; c0 < rows; c0 += chunk_rows_) {
       const int cr = std::min(chunk_rows_, rows - c0);
       const uint16_t* last_chunk = last + size_t(c0) * size_t(e);
-      gemm_->forward(last_chunk, weight_bf16(vocab_proj_.weight), logits_.as<float>(), cr, e, v, 0.0f, stream_);
+      gemm_->linear_forward(last_chunk, weight_bf16(vocab_proj_.weight), logits_.as<float>(), cr, e, v, 0.0f, stream_);
       gpu::cross_entropy_rows(logits_.as<float>(), cr, v, targets_dev_.as<int32_t>() + size_t(c0) * size_t(n_tokens),
                               n_tokens, i, weight, dlogits_.as<uint16_t>(),
                               row_loss_.as<float>() + size_t(i) * r + size_t(c0),
                               row_rank_.as<int32_t>() + size_t(i) * r + size_t(c0), stream_);
-      gemm_->input_grad(dlogits_.as<uint16_t>(), weight_bf16(vocab_proj_.weight), dz + size_t(c0) * size_t(e), cr, e, v,
-                        0.0f, stream_);
-      gemm_->weight_grad(dlogits_.as<uint16_t>(), last_chunk, grad(vocab_proj_.weight), cr, e, v, stream_);
+      gemm_->linear_input_grad(dlogits_.as<uint16_t>(), weight_bf16(vocab_proj_.weight), dz + size_t(c0) * size_t(e),
+                               cr, e, v, 0.0f, stream_);
+      gemm_->linear_weight_grad(dlogits_.as<uint16_t>(), last_chunk, grad(vocab_proj_.weight), cr, e, v, stream_);
     }
     for (int l = layers_ - 1; l >= 0; --l) {
       const LinearSlot& block = blocks_[size_t(l)];
       gpu::silu_backward(dz, it.pre[size_t(l)].as<float>(), dy_.as<float>(), dy_bf16_.as<uint16_t>(), r * size_t(e),
                          stream_);
-      gemm_->weight_grad(dy_bf16_.as<uint16_t>(), z_of(l), grad(block.weight), rows, e, e, stream_);
+      gemm_->linear_weight_grad(dy_bf16_.as<uint16_t>(), z_of(l), grad(block.weight), rows, e, e, stream_);
       gpu::column_sum_add(dy_.as<float>(), rows, e, column_partials_.as<float>(), grad(block.bias), stream_);
-      gemm_->input_grad(dy_bf16_.as<uint16_t>(), weight_bf16(block.weight), dz, rows, e, e, 1.0f, stream_);
+      gemm_->linear_input_grad(dy_bf16_.as<uint16_t>(), weight_bf16(block.weight), dz, rows, e, e, 1.0f, stream_);
     }
     const float* dinput = dz;  // without an input projection z_0 is the input
     if (config_.has_input_proj()) {
       gpu::f32_to_bf16(dz, dz_bf16_.as<uint16_t>(), r * size_t(e), stream_);
-      gemm_->weight_grad(dz_bf16_.as<uint16_t>(), it.input_bf16.as<uint16_t>(), grad(input_proj_.weight), rows, 2 * h,
-                         e, stream_);
+      gemm_->linear_weight_grad(dz_bf16_.as<uint16_t>(), it.input_bf16.as<uint16_t>(), grad(input_proj_.weight), rows,
+                                2 * h, e, stream_);
       gpu::column_sum_add(dz, rows, e, column_partials_.as<float>(), grad(input_proj_.bias), stream_);
-      gemm_->input_grad(dz_bf16_.as<uint16_t>(), weight_bf16(input_proj_.weight), dinput_.as<float>(), rows, 2 * h, e,
-                        0.0f, stream_);
+      gemm_->linear_input_grad(dz_bf16_.as<uint16_t>(), weight_bf16(input_proj_.weight), dinput_.as<float>(), rows,
+                               2 * h, e, 0.0f, stream_);
       dinput = dinput_.as<float>();
     }
     gpu::state_backward(config_.rnn, dinput, carry_.as<float>(), config_.rnn ? it.pre_state.as<float>() : nullptr,
                         dpre_.as<float>(), dpre_bf16_.as<uint16_t>(), rows, h, stream_);
     if (config_.rnn) {
-      gemm_->weight_grad(dpre_bf16_.as<uint16_t>(), it.embedding.as<uint16_t>(), grad(rnn_w_.weight), rows, h, h,
-                         stream_);
+      gemm_->linear_weight_grad(dpre_bf16_.as<uint16_t>(), it.embedding.as<uint16_t>(), grad(rnn_w_.weight), rows, h, h,
+                                stream_);
       gpu::column_sum_add(dpre_.as<float>(), rows, h, column_partials_.as<float>(), grad(rnn_u_.bias), stream_);
       if (prev) {
-        gemm_->weight_grad(dpre_bf16_.as<uint16_t>(), prev->state_bf16.as<uint16_t>(), grad(rnn_u_.weight), rows, h, h,
-                           stream_);
-        gemm_->input_grad(dpre_bf16_.as<uint16_t>(), weight_bf16(rnn_u_.weight), carry_.as<float>(), rows, h, h, 0.0f,
-                          stream_);
+        gemm_->linear_weight_grad(dpre_bf16_.as<uint16_t>(), prev->state_bf16.as<uint16_t>(), grad(rnn_u_.weight), rows,
+                                  h, h, stream_);
+        gemm_->linear_input_grad(dpre_bf16_.as<uint16_t>(), weight_bf16(rnn_u_.weight), carry_.as<float>(), rows, h, h,
+                                 0.0f, stream_);
       }
     }
   }

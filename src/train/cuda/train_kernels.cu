@@ -1,7 +1,6 @@
 #include <cuda_bf16.h>
 
 #include "backend/cuda/cuda_check.h"
-#include "train/cuda/train_gemm.h"
 #include "train/cuda/train_kernels.h"
 
 namespace qed::train::gpu {
@@ -217,27 +216,6 @@ __global__ void adamw_kernel(float* param, float* m, float* v, const float* grad
   param[i] = p;
 }
 
-constexpr int kGemmTile = 16;
-
-// One thread per output element, fp32 accumulation in k order: the fallback for shapes cuBLASLt has no algorithm
-// for (tiny test heads). Speed is irrelevant there.
-__global__ void gemm_simple_kernel(bool trans_a, bool trans_b, int m, int n, int k, const uint16_t* a,
-                                   const uint16_t* b, float* c, float beta) {
-  const int row = int(blockIdx.y) * kGemmTile + int(threadIdx.y);
-  const int col = int(blockIdx.x) * kGemmTile + int(threadIdx.x);
-  if (row >= m || col >= n) return;
-  float sum = 0.0f;
-  for (int p = 0; p < k; ++p) {
-    const float x =
-        from_bf16(trans_a ? a[size_t(p) * size_t(m) + size_t(row)] : a[size_t(row) * size_t(k) + size_t(p)]);
-    const float y =
-        from_bf16(trans_b ? b[size_t(col) * size_t(k) + size_t(p)] : b[size_t(p) * size_t(n) + size_t(col)]);
-    sum += x * y;
-  }
-  float* out = c + size_t(row) * size_t(n) + size_t(col);
-  *out = beta != 0.0f ? sum + beta * *out : sum;
-}
-
 }  // namespace
 
 void gather_embeddings_bf16(const uint16_t* table, const int32_t* tokens, int stride, int column, uint16_t* out,
@@ -313,15 +291,6 @@ void adamw_step(float* param, float* m, float* v, const float* grad, size_t n, c
                 cudaStream_t stream) {
   if (n == 0) return;
   adamw_kernel<<<blocks_for(n), kThreads, 0, stream>>>(param, m, v, grad, n, args);
-  QED_CUDA_CHECK_LAUNCH();
-}
-
-void gemm_bf16_f32_simple(bool trans_a, bool trans_b, int m, int n, int k, const uint16_t* a, const uint16_t* b,
-                          float* c, float beta, cudaStream_t stream) {
-  if (m == 0 || n == 0) return;
-  const dim3 block(kGemmTile, kGemmTile);
-  const dim3 grid(unsigned((n + kGemmTile - 1) / kGemmTile), unsigned((m + kGemmTile - 1) / kGemmTile));
-  gemm_simple_kernel<<<grid, block, 0, stream>>>(trans_a, trans_b, m, n, k, a, b, c, beta);
   QED_CUDA_CHECK_LAUNCH();
 }
 
