@@ -81,12 +81,6 @@ void cp_async_16_shared(void* dst, const void* src, bool valid) {
   }
 }
 void cp_async_commit() {}
-// The kernel's dynamic shared memory: CTAs run one at a time, so one static buffer per size.
-template <int BYTES>
-unsigned char* verify_shared() {
-  alignas(16) static unsigned char buffer[BYTES];
-  return buffer;
-}
 template <int PENDING>
 void cp_async_wait_group() {}
 
@@ -318,20 +312,6 @@ TEST(VerifyAttentionEmulation, KernelCodeMatchesCpuAttentionForTreesAndCausalChu
     seqs.push_back({0, std::min(8, 64 / group), true});
     seqs.push_back({0, std::min(4, 64 / group), false});
     for (const int partitions : {1, 3, 9}) run_case({heads, kv_heads, head_dim, 16, partitions, seqs}, rng);
-  }
-}
-
-TEST(VerifyAttentionEmulation, LongPartitionsWrapTheRingAndSplitKeysAmongWarpGroups) {
-  std::mt19937 rng(63);
-  // Partitions of many 64-key chunks (the 3-slot ring wraps several times), with 1 m16 tile (4 warp groups split
-  // the keys), 2 tiles (2 groups), 3 and 4 tiles (no split); prefixes off the 16/64-key grids.
-  for (const auto& [heads, kv_heads, head_dim] : std::vector<std::array<int, 3>>{{5, 1, 128}, {8, 1, 64}}) {
-    const int group = heads / kv_heads;
-    std::vector<SeqSpec> seqs;
-    for (const int n : {1, 3, 5, 8}) {
-      if (n * group <= 64) seqs.push_back({600 + int(rng() % 200), n, n % 2 == 1});
-    }
-    for (const int partitions : {1, 2}) run_case({heads, kv_heads, head_dim, 16, partitions, seqs}, rng);
   }
 }
 

@@ -436,13 +436,6 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params p) {
 }  // namespace qed::cuda
 
 #include "backend/cuda/attention_mma_tile.cuh"
-// The verify CTA's ring: dynamic shared memory (104 KiB for bf16 head_dim 128, past the 48 KiB static limit).
-template <int BYTES>
-__device__ __forceinline__ unsigned char* verify_shared() {
-  extern __shared__ __align__(16) unsigned char verify_dynamic_shared[];
-  return verify_dynamic_shared;
-}
-
 #include "backend/cuda/attention_verify_tile.cuh"
 
 namespace qed::cuda {
@@ -670,40 +663,11 @@ void paged_attention_bf16(const uint16_t* q, int q_stride, const uint16_t* k_cac
   paged_attention(q, q_stride, cache, batch, shape, partitions, partials, out, stream, kernel);
 }
 
-// Above 48 KiB a kernel's dynamic shared memory must be opted into: all four instantiations at once, the first time
-// a step asks whether it may use the verify CTA (never inside a graph capture: a graph's first step runs eagerly).
-// A device with less shared memory per block than the largest ring (sm_89: 99 KiB) keeps the per-row CTA.
-namespace {
-
-template <int HEAD_DIM, bool FP8>
-void opt_into_verify_ring() {
-  QED_CUDA_CHECK(cudaFuncSetAttribute(attention_verify_kernel<HEAD_DIM, FP8>,
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      VerifyStage<HEAD_DIM, FP8>::kSharedBytes));
-}
-
-bool verify_ring_fits() {
-  static const bool fits = [] {
-    int device = 0, optin = 0;
-    QED_CUDA_CHECK(cudaGetDevice(&device));
-    QED_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    if (optin < VerifyStage<128, false>::kSharedBytes) return false;
-    opt_into_verify_ring<64, false>();
-    opt_into_verify_ring<64, true>();
-    opt_into_verify_ring<128, false>();
-    opt_into_verify_ring<128, true>();
-    return true;
-  }();
-  return fits;
-}
-
-}  // namespace
-
 bool attention_verify_supports(const AttentionShape& shape, int max_rows_per_seq) {
   if (shape.num_kv_heads <= 0 || shape.num_heads % shape.num_kv_heads != 0) return false;
   const int group = shape.num_heads / shape.num_kv_heads;
   return (shape.head_dim == 64 || shape.head_dim == 128) && group <= kMaxGroup && max_rows_per_seq >= 1 &&
-         max_rows_per_seq * group <= kVerifyMaxM && verify_ring_fits();
+         max_rows_per_seq * group <= kVerifyMaxM;
 }
 
 bool verify_attention_enabled() {
@@ -764,13 +728,11 @@ void paged_attention_verify(const uint16_t* q, int q_stride, const KvCacheView& 
   const dim3 grid(unsigned(seq_count), unsigned(shape.num_kv_heads), unsigned(partitions));
   const bool fp8 = cache.fp8;
   if (shape.head_dim == 64) {
-    launch_kernel(fp8 ? attention_verify_kernel<64, true> : attention_verify_kernel<64, false>, grid, dim3(kThreads),
-                  fp8 ? VerifyStage<64, true>::kSharedBytes : VerifyStage<64, false>::kSharedBytes, stream, true,
-                  params);
+    launch_kernel(fp8 ? attention_verify_kernel<64, true> : attention_verify_kernel<64, false>, grid, dim3(kThreads), 0,
+                  stream, true, params);
   } else {
     launch_kernel(fp8 ? attention_verify_kernel<128, true> : attention_verify_kernel<128, false>, grid, dim3(kThreads),
-                  fp8 ? VerifyStage<128, true>::kSharedBytes : VerifyStage<128, false>::kSharedBytes, stream, true,
-                  params);
+                  0, stream, true, params);
   }
   if (partitions > 1 && !fused_merge) {
     launch_kernel(merge_verify_partitions_kernel,

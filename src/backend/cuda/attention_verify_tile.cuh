@@ -6,13 +6,11 @@
 // mma.sync.m16n8k16 (M row m = i x G + g: new row i, head g; T x G <= 64, so at most 4 m16 tiles), and every K/V
 // byte of the partition is read once from global memory, for all of them.
 //
-// Work split inside the CTA: all 128 threads stream 64-key chunks of K and V into a 3-slot cp.async ring in dynamic
-// shared memory (rows padded by 16 bytes as MmaRing; block-table entries looked up a chunk ahead), so two chunks
-// are in flight while one computes, with one __syncthreads per chunk. Warp w computes m16 tile w % tiles; with
-// fewer tiles than warps (1 or 2: T x G <= 32) the tile's warps split the partition's 16-key sub-chunks and
-// combine their (max, sum, acc) through the idle ring at the end, in warp order (deterministic). The operand
-// layouts are the per-row CTA's (see attention_mma_tile.cuh), with full 16-row A fragments: lane (r, c) holds rows
-// r and r + 8 of its tile.
+// Work split inside the CTA: all 128 threads stream 32-key stages of K and V into shared memory (cp.async, two
+// stages, rows padded by 16 bytes as MmaRing), and warp w computes m16 tile w over every key of the partition
+// (warps past the tiles only load). The operand layouts are the per-row CTA's (see attention_mma_tile.cuh), with
+// full 16-row A fragments: lane (r, c) holds rows r and r + 8 of its tile. No cross-warp merge: each warp owns its
+// rows.
 //
 // Visibility is cpu::attention's: the cached prefix for every row; new key k for row i iff mask[i][k] (mask at
 // seq_mask_offset), or causal k <= i. The partition size comes from the sequence's longest row (num_cached + n);
@@ -22,8 +20,7 @@
 // share the buffers (they run one after the other).
 //
 // Included by attention_kernels.cu after its helpers (kThreads, kLog2e, row_partition_size, merge_weight, the MMA
-// operand helpers, cp_async_16_shared and the wait, verify_shared: the dynamic shared memory), and by the CPU
-// emulation test with emulated ones.
+// operand helpers, cp_async_16_shared and the wait), and by the CPU emulation test with emulated ones.
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -34,24 +31,17 @@
 namespace qed::cuda {
 namespace {
 
-constexpr int kVerifyTileKeys = 64;  // keys per shared-memory stage: 4 sub-chunks of 16, one per warp at 1 tile
-constexpr int kVerifyStages = 3;     // the cp.async ring: chunks i + 1, i + 2 in flight while chunk i computes
-constexpr int kVerifyMaxM = 64;      // T x G rows: at most 4 m16 tiles, one per warp
+constexpr int kVerifyTileKeys = 32;  // keys per shared-memory stage
+constexpr int kVerifyMaxM = 64;      // T x G rows: 4 m16 tiles, one per warp
 
 template <int HEAD_DIM, bool FP8>
 struct VerifyStage {
   static constexpr int kRowBytes = HEAD_DIM * (FP8 ? 1 : 2);
   static constexpr int kPitch = kRowBytes + 16;
   static constexpr int kBytes = 2 * kVerifyTileKeys * kPitch;  // K rows, then V rows
-  static constexpr int kRingBytes = kVerifyStages * kBytes;
-  // The fused merge reuses the (then idle) ring: weights [M][partitions] and sums [M].
+  // The fused merge reuses the (then idle) stages: weights [M][partitions] and sums [M].
   static constexpr int kMergeBytes = (kVerifyMaxM * kMaxFusedMergePartitions + kVerifyMaxM) * 4;
-  // The key-split combine, too: every warp's online-softmax state in its fragment layout, [warp][value][lane].
-  static constexpr int kStateFloats = HEAD_DIM / 8 * 4 + 4;  // o, then m_run[2], l_run[2]
-  static constexpr int kCombineBytes = kThreads / 32 * kStateFloats * 32 * 4;
-  static_assert(kCombineBytes <= kRingBytes, "the combine fits the idle ring");
-  // bf16 head_dim 128: 104 KiB, two CTAs per SM on sm_80/sm_90 (dynamic shared memory, opted into at launch).
-  static constexpr int kSharedBytes = kRingBytes > kMergeBytes ? kRingBytes : kMergeBytes;
+  static constexpr int kSharedBytes = 2 * kBytes > kMergeBytes ? 2 * kBytes : kMergeBytes;
 };
 
 struct VerifyParams {
@@ -142,7 +132,7 @@ __global__ void __launch_bounds__(kThreads) attention_verify_kernel(VerifyParams
   constexpr int kOutTiles = HEAD_DIM / 8;
   constexpr int kElement = FP8 ? 1 : 2;
   constexpr int kPieces = Stage::kRowBytes / 16;  // 16-byte cp.async pieces per K (or V) row
-  unsigned char* const shared = verify_shared<Stage::kSharedBytes>();
+  __shared__ __align__(16) unsigned char shared[Stage::kSharedBytes];
 
   pdl_wait();
   pdl_trigger();
@@ -188,12 +178,7 @@ __global__ void __launch_bounds__(kThreads) attention_verify_kernel(VerifyParams
 
   const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
   const int r = lane >> 2, c = lane & 3;
-  // Every warp busy: with fewer m16 tiles than warps, warp groups split the partition's 16-key sub-chunks (group g
-  // takes those with index % splits == g) and combine their softmax states at the end. 3 tiles: warp 3 only loads.
-  const int tiles = (rows_m + 15) / 16;
-  const int splits = tiles == 1 ? 4 : tiles == 2 ? 2 : 1;
-  const int tile = warp % tiles, key_group = warp / tiles;
-  const bool computes = warp < tiles * splits;  // uniform per warp
+  const bool computes = warp * 16 < rows_m;  // uniform per warp
   const int block_size = p.shape.block_size;
   const size_t kv_dim = size_t(p.shape.num_kv_heads) * HEAD_DIM;
   const Element* k_head = static_cast<const Element*>(p.k_cache) + size_t(kv_head) * HEAD_DIM;
@@ -204,7 +189,7 @@ __global__ void __launch_bounds__(kThreads) attention_verify_kernel(VerifyParams
   int qi[2], m_row[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    m_row[h] = tile * 16 + r + 8 * h;
+    m_row[h] = warp * 16 + r + 8 * h;
     qi[h] = m_row[h] < rows_m ? m_row[h] / group : -1;
   }
 
@@ -328,55 +313,38 @@ __global__ void __launch_bounds__(kThreads) attention_verify_kernel(VerifyParams
     }
   };
 
-  // Chunk i (keys begin + 64i ..) by all threads into ring slot i % kVerifyStages; keys past the partition
-  // zero-filled (unwritten slots may hold NaN bits). One commit group per chunk, empty ones past the last keep
-  // wait_group's count uniform. Each thread copies the same kRowsPerThread rows of every chunk; their block-table
-  // entries are loaded one chunk ahead (blocks), so a chunk's cp.async addresses wait on no global load.
-  constexpr int kRowsPerThread = kVerifyTileKeys * kPieces / kThreads;
-  static_assert(kVerifyTileKeys * kPieces % kThreads == 0 && kThreads % kPieces == 0, "whole rows per pass");
-  const int chunks = (end - begin + kVerifyTileKeys - 1) / kVerifyTileKeys;
-  const int my_row = int(threadIdx.x) / kPieces, my_col = int(threadIdx.x) % kPieces;
-  int32_t blocks[kRowsPerThread];
-  auto look_up = [&](int i) {
-#pragma unroll
-    for (int j = 0; j < kRowsPerThread; ++j) {
-      const int key = begin + i * kVerifyTileKeys + my_row + j * (kThreads / kPieces);
-      blocks[j] = i < chunks && key < end ? table[key / block_size] : 0;
-    }
-  };
+  // Stage i (keys begin + 32i ..) by all threads; keys past the partition zero-filled (unwritten slots may hold
+  // NaN bits). One commit group per stage, empty ones past the last keep wait_group's count uniform.
+  const int stages = (end - begin + kVerifyTileKeys - 1) / kVerifyTileKeys;
   auto issue = [&](int i) {
-    if (i < chunks) {
-      unsigned char* stage = shared + (i % kVerifyStages) * Stage::kBytes;
-#pragma unroll
-      for (int j = 0; j < kRowsPerThread; ++j) {
-        const int row = my_row + j * (kThreads / kPieces);
-        const int key = begin + i * kVerifyTileKeys + row;
+    if (i < stages) {
+      const int base = begin + i * kVerifyTileKeys;
+      unsigned char* stage = shared + (i % 2) * Stage::kBytes;
+      for (int piece = int(threadIdx.x); piece < kVerifyTileKeys * kPieces; piece += kThreads) {
+        const int row = piece / kPieces, col = piece % kPieces;
+        const int key = base + row;
         const bool valid = key < end;
-        const size_t slot = valid ? size_t(blocks[j]) * block_size + size_t(key % block_size) : 0;
-        const unsigned char* k_src = reinterpret_cast<const unsigned char*>(k_head + slot * kv_dim) + my_col * 16;
-        const unsigned char* v_src = reinterpret_cast<const unsigned char*>(v_head + slot * kv_dim) + my_col * 16;
-        cp_async_16_shared(stage + row * Stage::kPitch + my_col * 16, k_src, valid);
-        cp_async_16_shared(stage + (kVerifyTileKeys + row) * Stage::kPitch + my_col * 16, v_src, valid);
+        const size_t slot = valid ? size_t(table[key / block_size]) * block_size + size_t(key % block_size) : 0;
+        const unsigned char* k_src = reinterpret_cast<const unsigned char*>(k_head + slot * kv_dim) + col * 16;
+        const unsigned char* v_src = reinterpret_cast<const unsigned char*>(v_head + slot * kv_dim) + col * 16;
+        cp_async_16_shared(stage + row * Stage::kPitch + col * 16, k_src, valid);
+        cp_async_16_shared(stage + (kVerifyTileKeys + row) * Stage::kPitch + col * 16, v_src, valid);
       }
     }
     cp_async_commit();
-    look_up(i + 1);
   };
-  look_up(0);
-#pragma unroll
-  for (int i = 0; i < kVerifyStages - 1; ++i) issue(i);
+  issue(0);
 #pragma unroll 1
-  for (int i = 0; i < chunks; ++i) {
-    cp_async_wait_group<kVerifyStages - 2>();  // this thread's pieces of chunk i landed
-    __syncthreads();  // ... and everyone's; and everyone is done with chunk i - 1, whose slot the next issue refills
-    issue(i + kVerifyStages - 1);
-    const unsigned char* stage = shared + (i % kVerifyStages) * Stage::kBytes;
+  for (int i = 0; i < stages; ++i) {
+    issue(i + 1);
+    cp_async_wait_group<1>();  // this thread's pieces of stage i landed
+    __syncthreads();           // ... and everyone's
+    const unsigned char* stage = shared + (i % 2) * Stage::kBytes;
     if (computes) {
 #pragma unroll 1
       for (int sub = 0; sub < kVerifyTileKeys / 16; ++sub) {
         const int base = begin + i * kVerifyTileKeys + 16 * sub;
         if (base >= end) break;
-        if ((i * (kVerifyTileKeys / 16) + sub) % splits != key_group) continue;
         Raw k_raw[2][kKLoads], v_raw[4][kVLoads];
 #pragma unroll
         for (int t = 0; t < 2; ++t) {
@@ -397,54 +365,11 @@ __global__ void __launch_bounds__(kThreads) attention_verify_kernel(VerifyParams
         consume(base, k_raw, v_raw);
       }
     }
+    __syncthreads();  // everyone is done with stage i before issue(i + 2) refills it
   }
   cp_async_wait_group<0>();
-  __syncthreads();  // every warp is done with the ring before the combine reuses it
 
-  // Key-split combine: groups 1.. park (o, m_run, l_run) in the ring; group 0 folds them in, in group order. The
-  // same lane of the same tile holds the same fragment positions, so it is element-wise; l_run stays this lane's
-  // share (the quad sum is linear).
-  if (splits > 1) {
-    float* state = reinterpret_cast<float*>(shared);
-    auto at = [&](int w, int value) -> float& { return state[(w * Stage::kStateFloats + value) * 32 + lane]; };
-    if (computes && key_group > 0) {
-#pragma unroll
-      for (int i = 0; i < kOutTiles; ++i) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) at(warp, 4 * i + e) = o[i][e];
-      }
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        at(warp, 4 * kOutTiles + h) = m_run[h];
-        at(warp, 4 * kOutTiles + 2 + h) = l_run[h];
-      }
-    }
-    __syncthreads();
-    if (computes && key_group == 0) {
-#pragma unroll 1
-      for (int g = 1; g < splits; ++g) {
-        const int w = tile + g * tiles;
-        float c_mine[2], c_other[2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const float m_other = at(w, 4 * kOutTiles + h);
-          const float m_new = fmaxf(m_run[h], m_other);
-          const float ref = m_new == -INFINITY ? 0.0f : m_new;
-          c_mine[h] = exp2f(m_run[h] - ref);
-          c_other[h] = exp2f(m_other - ref);
-          l_run[h] = l_run[h] * c_mine[h] + at(w, 4 * kOutTiles + 2 + h) * c_other[h];
-          m_run[h] = m_new;
-        }
-#pragma unroll
-        for (int i = 0; i < kOutTiles; ++i) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) o[i][e] = o[i][e] * c_mine[e >> 1] + at(w, 4 * i + e) * c_other[e >> 1];
-        }
-      }
-    }
-  }
-
-  if (computes && key_group == 0) {
+  if (computes) {
     const float fp8_scale = p.out_fp8 ? *p.out_fp8_scale : 1.0f;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
