@@ -61,11 +61,12 @@ void check_options(const ModelConfig& config, const CudaBackendOptions& options)
 
 // Most new rows per sequence (up to `most`) that go to the verify CTA (paged_attention_verify) instead of the
 // per-row one, in a step of `seqs` sequences: 0 when QED_VERIFY_ATTENTION=0, when the step has fewer sequences than
-// QED_VERIFY_ATTENTION_MIN_SEQS (default 16: with few sequences the per-row CTAs fill the GPU and win; measured on an
-// H200, 14B shape, T = 4: 19.3 vs 58.6 us a layer at 1 sequence, 192 vs 160 us at 32), or when the shape does not fit
-// it (head_dim 64/128, GQA group <= 8).
+// QED_VERIFY_ATTENTION_MIN_SEQS (default 12: with fewer sequences the per-row CTAs fill the GPU better and win;
+// measured on an H200, 14B shape, T = 4, per-row vs verify CTA a layer: 1 sequence x 1024 keys 19.3 vs 58.6 us,
+// 8 x 2400 109 vs 149, 12 x 2400 172 vs 157, 16 x 2400 215 vs 213, 32 x 1024 192 vs 160, 32 x 4500 749 vs 583), or
+// when the shape does not fit it (head_dim 64/128, GQA group <= 8).
 int verify_attention_rows(const ModelConfig& config, int most, int seqs) {
-  static const int min_seqs = cuda::env_int("QED_VERIFY_ATTENTION_MIN_SEQS", 16);
+  static const int min_seqs = cuda::env_int("QED_VERIFY_ATTENTION_MIN_SEQS", 12);
   if (!cuda::verify_attention_enabled() || seqs < min_seqs) return 0;
   const cuda::AttentionShape shape{config.num_heads, config.num_kv_heads, config.head_dim, 1, 1.0f};
   for (int rows = most; rows >= 2; --rows) {
