@@ -184,6 +184,25 @@ GemmFormat gemm_format(Format f) {
   return GemmFormat::Int8;
 }
 
+void run_format(Format format, const cuda::GemvParams& p, int rows, int variant, emu::Range w_range,
+                emu::Range x_range) {
+  switch (format) {
+    case Format::Bf16:
+      emulate<cuda::Bf16Gemv>(p, rows, variant, w_range, x_range);
+      break;
+    case Format::Fp8Cvt:
+      emulate<cuda::Fp8CvtGemv>(p, rows, variant, w_range, x_range);
+      break;
+    case Format::Fp8Bits:
+    case Format::Fp8PerChannel:
+      emulate<cuda::Fp8BitsGemv>(p, rows, variant, w_range, x_range);
+      break;
+    case Format::Int8:
+      emulate<cuda::Int8Gemv>(p, rows, variant, w_range, x_range);
+      break;
+  }
+}
+
 void check(const Case& c, std::mt19937& rng) {
   const std::string what = describe(c);
   const std::vector<float> x = random_bf16_values(size_t(c.rows) * c.in, rng, 1.0f);
@@ -208,23 +227,10 @@ void check(const Case& c, std::mt19937& rng) {
                            format == GemmFormat::Int8 || format == GemmFormat::Fp8PerChannel,
                            c.f32_out,
                            c.out,
-                           c.in};
+                           c.in,
+                           false};
   const emu::Range w_range = w_dev.range(ref.w.size()), x_range = x_dev.range(ref.x.size());
-  switch (c.format) {
-    case Format::Bf16:
-      emulate<cuda::Bf16Gemv>(p, c.rows, c.variant, w_range, x_range);
-      break;
-    case Format::Fp8Cvt:
-      emulate<cuda::Fp8CvtGemv>(p, c.rows, c.variant, w_range, x_range);
-      break;
-    case Format::Fp8Bits:
-    case Format::Fp8PerChannel:
-      emulate<cuda::Fp8BitsGemv>(p, c.rows, c.variant, w_range, x_range);
-      break;
-    case Format::Int8:
-      emulate<cuda::Int8Gemv>(p, c.rows, c.variant, w_range, x_range);
-      break;
-  }
+  run_format(c.format, p, c.rows, c.variant, w_range, x_range);
   std::vector<float> got(y_f32.size());
   for (size_t i = 0; i < got.size(); ++i) got[i] = c.f32_out ? y_f32[i] : bf16_to_float(y_bf16[i]);
   for (size_t i = ref.want.size(); i < got.size(); ++i) {
@@ -233,6 +239,21 @@ void check(const Case& c, std::mt19937& rng) {
   got.resize(ref.want.size());
   EXPECT_TRUE(
       all_close(got, ref.want, c.f32_out ? 0.0f : kBf16HalfUlp, kFp32SumTolerance * ref.magnitude + 1e-6f, what));
+  if (c.f32_out) return;
+
+  // The residual add fused into the epilogue (add_to_y): bit-identical to the unfused GEMV output added to the
+  // residual as rmsnorm_bf16 adds it, bf16(bf16(y) + residual); the poisoned row past the result stays untouched.
+  const std::vector<uint16_t> residual = to_bf16(random_bf16_values(size_t(c.rows + 1) * c.out, rng, 4.0f));
+  std::vector<uint16_t> fused = residual;
+  cuda::GemvParams q = p;
+  q.y = fused.data();
+  q.add_to_y = true;
+  run_format(c.format, q, c.rows, c.variant, w_range, x_range);
+  for (size_t i = 0; i < fused.size(); ++i) {
+    const uint16_t want =
+        i < ref.want.size() ? float_to_bf16(bf16_to_float(y_bf16[i]) + bf16_to_float(residual[i])) : residual[i];
+    ASSERT_EQ(fused[i], want) << what << " +residual: element " << i;
+  }
 }
 
 // Vectors along K × out: one vector; 65 (no CTA size divides it); 1100 (three batches of the prefetching variants,

@@ -107,6 +107,20 @@ void check(const Case& c, std::mt19937& rng) {
   const std::vector<float> got = run_twice(g, c, what);
   EXPECT_TRUE(
       all_close(got, ref.want, c.f32_out ? 0.0f : kBf16HalfUlp, kFp32SumTolerance * ref.magnitude + 1e-6f, what));
+  if (c.f32_out) return;
+
+  // The residual add fused into the epilogue (add_to_y) against the unfused sequence: this launch's bf16 output
+  // (got) added to the residual as rmsnorm_bf16 adds it, bf16(bf16(y) + residual), bit for bit.
+  const std::vector<uint16_t> residual = to_bf16(random_bf16_values(size_t(c.rows) * c.out, rng, 4.0f));
+  const cuda::DeviceBuffer d_residual = upload(residual);
+  g.y = d_residual.data();
+  g.add_to_y = true;
+  cuda::decode_gemv(g, nullptr);
+  QED_CUDA_CHECK_LAUNCH();
+  const std::vector<uint16_t> fused = download<uint16_t>(d_residual, residual.size());
+  for (size_t i = 0; i < fused.size(); ++i) {
+    ASSERT_EQ(fused[i], float_to_bf16(got[i] + bf16_to_float(residual[i]))) << what << " +residual: element " << i;
+  }
 }
 
 // (vectors along K, out) cycled over the cases: 1 vector; 65 (no CTA size divides it); 257 (more than 256 threads);
@@ -271,6 +285,10 @@ TEST_F(DecodeGemvTest, RefusesShapesAndArgumentsItCannotTake) {
   cuda::DecodeGemv bad = g;
   bad.out = 0;
   EXPECT_THROW(run(bad), std::exception);
+  bad = g;
+  bad.f32_out = true;
+  bad.add_to_y = true;
+  EXPECT_THROW(run(bad), std::exception) << "add_to_y into an fp32 output";
 }
 
 }  // namespace

@@ -26,6 +26,7 @@ void decode_gemv(const DecodeGemv& g, cudaStream_t stream) {
   require_decode_gemm_operands(g, "decode_gemv");
   QED_KERNEL_REQUIRE(g.variant >= 0 && g.variant < kDecodeGemvVariantCount, "decode_gemv: unknown variant");
   QED_KERNEL_REQUIRE(g.y != nullptr, "decode_gemv: no output");
+  QED_KERNEL_REQUIRE(!(g.add_to_y && g.f32_out), "decode_gemv: add_to_y needs a bf16 output");
   switch (g.type) {
     case SkinnyWeight::Bf16:
       gemv_detail::launch_bf16(g, stream);

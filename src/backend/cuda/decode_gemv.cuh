@@ -84,7 +84,8 @@ void launch_format(const DecodeGemv& g, cudaStream_t stream) {
                      g.type == SkinnyWeight::Int8 || g.per_channel,
                      g.f32_out,
                      g.out,
-                     g.in};
+                     g.in,
+                     g.add_to_y};
   const auto variants = std::make_integer_sequence<int, kDecodeGemvVariantCount>{};
   switch (g.rows) {
     case 1:

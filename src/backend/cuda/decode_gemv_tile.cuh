@@ -22,6 +22,9 @@ struct GemvParams {
   void* y;
   bool per_channel, f32_out;
   int out, in;
+  // bf16 y only: y = bf16(y + bf16(result)) in place, the residual add of the unfused rmsnorm_bf16 (same rounding).
+  // Race-free: each output element is read and written by the one thread that owns it.
+  bool add_to_y;
 };
 
 __device__ __forceinline__ uint32_t word_of(const uint4& v, int q) {
@@ -213,6 +216,9 @@ __global__ void __launch_bounds__(WARPS * 32) decode_gemv_kernel(GemvParams p) {
   const size_t at = size_t(r) * size_t(p.out) + size_t(n);
   if (p.f32_out) {
     static_cast<float*>(p.y)[at] = sum;
+  } else if (p.add_to_y) {
+    __nv_bfloat16* y = static_cast<__nv_bfloat16*>(p.y);
+    y[at] = __float2bfloat16(__bfloat162float(__float2bfloat16(sum)) + __bfloat162float(y[at]));
   } else {
     static_cast<__nv_bfloat16*>(p.y)[at] = __float2bfloat16(sum);
   }
