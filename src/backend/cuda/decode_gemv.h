@@ -46,9 +46,6 @@ struct DecodeGemv : DecodeGemmOperands {
   // instead of the sm_89+ cvt instruction: which is cheaper is measured. Below sm_89 the bit path is always taken.
   bool fp8_bits = false;
   bool pdl = false;  // launch with programmatic dependent launch (pdl.cuh)
-  // y = bf16(y + bf16(result)) in place (bf16 y only): the residual add fused into the epilogue, rounded as the
-  // unfused GEMV + rmsnorm_bf16 residual add round it, so the two paths are bit-identical.
-  bool add_to_y = false;
 };
 
 // Whether decode_gemv takes this shape: rows in [1, kDecodeGemvMaxRows], in a positive multiple of one 16-byte

@@ -43,6 +43,10 @@ struct DecodeGemmOperands {
   void* y = nullptr;                // rows × out, bf16 or (f32_out) fp32
   bool f32_out = false;
   int rows = 0, out = 0, in = 0;
+  // y = bf16(y + bf16(result)) in place (bf16 y only): the residual add fused into the epilogue, rounded as the
+  // unfused GEMV + rmsnorm_bf16 residual add round it, so the two paths are bit-identical. decode_gemv only
+  // (Gemm::run_decode runs nothing else with it and returns false).
+  bool add_to_y = false;
 };
 
 struct SkinnyGemm : DecodeGemmOperands {
