@@ -145,6 +145,7 @@ class CudaBackend final : public Backend {
   cuda::DeviceBuffer residual_, delta_, normed_, qkv_, attn_, gate_up_, act_;
   cuda::DeviceBuffer selected_residual_, selected_delta_, final_hidden_, logits_;
   cuda::DeviceBuffer attention_partials_;
+  cuda::DeviceBuffer gemv_norm_counter_;  // the decode GEMV's last-CTA norm counter (run_layers)
   size_t partial_capacity_floats_ = 0;
   cuda::DeviceBuffer step_meta_;  // device copy of the packed step inputs
   PinnedBuffer host_meta_, host_logits_, host_hidden_;

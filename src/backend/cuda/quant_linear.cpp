@@ -57,14 +57,16 @@ const float* LinearRunner::static_fp8_scale(const CudaLinear& linear) {
 }
 
 bool LinearRunner::add_into(const CudaLinear& linear, const uint16_t* x, uint16_t* residual, int rows,
-                            cudaStream_t stream, bool fp8_input_ready) {
+                            cudaStream_t stream, bool fp8_input_ready, const DecodeGemmOperands::Norm* norm) {
   if (rows < 1 || rows > kDecodeGemvMaxRows || rows > max_rows_) return false;
+  if (norm && !decode_gemv_norm_supports(linear.out)) return false;
   DecodeGemmOperands o;
   o.x = x;
   o.w = linear.weight.data();
   o.bias = linear.bias.bytes() ? linear.bias.as<uint16_t>() : nullptr;
   o.y = residual;
   o.add_to_y = true;
+  if (norm) o.norm = *norm;
   o.rows = rows;
   o.out = linear.out;
   o.in = linear.in;
