@@ -123,9 +123,20 @@ void emulate_launch(const cuda::GemvParams& p, emu::Range weights, emu::Range ac
   std::vector<unsigned> order(blocks);
   for (unsigned b = 0; b < blocks; ++b) order[b] = b;
   if (gemv_emulation::cta_order) std::shuffle(order.begin(), order.end(), *gemv_emulation::cta_order);
-  for (unsigned b : order) {
-    emu::run_cta({b, 0, 0}, WARPS * 32,
+  for (unsigned i = 0; i < blocks; ++i) {
+    emu::run_cta({order[i], 0, 0}, WARPS * 32,
                  [&p] { cuda::decode_gemv_kernel<F, ROWS, WARPS, FEATURES, UNROLL, PREFETCH>(p); });
+    // The fused norm (the test poisons its output with 0xFF): only the launch's last CTA may write it; on the
+    // device an earlier CTA's rows would race the last one's.
+    if (p.norm_counter && i + 1 < blocks) {
+      const auto* normed = reinterpret_cast<const unsigned char*>(p.norm_y);
+      for (size_t k = 0; k < size_t(ROWS) * size_t(p.out) * 2; ++k) {
+        if (normed[k] != 0xFF) {
+          ADD_FAILURE() << "CTA " << order[i] << " (" << i + 1 << " of " << blocks << ") wrote the norm";
+          break;
+        }
+      }
+    }
   }
   gemv_emulation::cta = nullptr;
 }
