@@ -179,14 +179,6 @@ inline float __uint_as_float(unsigned u) {
   return f;
 }
 
-inline void __threadfence() {}  // CTAs run one after another
-
-inline unsigned atomicAdd(unsigned* p, unsigned v) {
-  const unsigned old = *p;
-  *p = old + v;
-  return old;
-}
-
 inline float __fmul_rn(float a, float b) {
   return a * b;
 }

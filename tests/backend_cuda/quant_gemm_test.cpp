@@ -22,7 +22,6 @@
 
 #include "backend/cpu/quant_ops.h"
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/decode_gemv.h"
 #include "backend/cuda/device.h"
 #include "backend/cuda/elementwise_kernels.h"
 #include "backend/cuda/gemm.h"
@@ -174,25 +173,6 @@ std::vector<float> random_weight(int out, int in, std::mt19937& rng) {
   return w;
 }
 
-// LinearRunner::add_into (the residual add in the decode GEMV's epilogue) against run() into a delta followed by
-// rmsnorm_bf16's add, bf16(bf16(y) + residual), bit for bit; where it declines (the plan runs another kernel) the
-// residual must be untouched. Returns whether it ran fused. y_unfused: run()'s output for the same x.
-bool check_add_into(cuda::LinearRunner& runner, const cuda::CudaLinear& linear, const cuda::DeviceBuffer& d_x,
-                    const std::vector<uint16_t>& y_unfused, int rows, bool fp8_ready, std::mt19937& rng,
-                    const std::string& what) {
-  const std::vector<uint16_t> residual = to_bf16(random_bf16_values(y_unfused.size(), rng, 4.0f));
-  const cuda::DeviceBuffer d_residual = upload(residual);
-  const bool fused = runner.add_into(linear, d_x.as<uint16_t>(), d_residual.as<uint16_t>(), rows, nullptr, fp8_ready);
-  QED_CUDA_CHECK(cudaDeviceSynchronize());
-  const std::vector<uint16_t> got = download<uint16_t>(d_residual, residual.size());
-  for (size_t i = 0; i < got.size(); ++i) {
-    const uint16_t want = fused ? float_to_bf16(bf16_to_float(y_unfused[i]) + bf16_to_float(residual[i])) : residual[i];
-    EXPECT_EQ(got[i], want) << what << (fused ? " add_into" : " add_into (declined)") << ": element " << i;
-    if (got[i] != want) break;
-  }
-  return fused;
-}
-
 struct Fp8Case {
   int rows, in, out;
   bool per_channel, static_input, with_bias;
@@ -256,11 +236,6 @@ void check_fp8_linear(const Fp8Case& c, std::mt19937& rng) {
   const std::string what = shape_name(c.per_channel ? "fp8 per-channel" : "fp8 per-tensor", c.rows, c.in, c.out) +
                            (c.static_input ? " static" : " dynamic") + (c.with_bias ? " +bias" : "");
   EXPECT_TRUE(all_close(got, want, kBf16HalfUlp, kFp8GemmTolerance * magnitude + 1e-6f, what));
-  if (c.static_input && c.rows <= cuda::kDecodeGemvMaxRows) {
-    // The fused path takes the E4M3 input a producer wrote (fp8_input_ready): run() left the codes of x there.
-    const std::vector<uint16_t> y_unfused = download<uint16_t>(d_y, want.size());
-    check_add_into(runner, linear, d_x, y_unfused, c.rows, /*fp8_ready=*/true, rng, what);
-  }
 }
 
 // Row counts of the brief: decode (1, 7), a small prefill (64), a larger one (300).
@@ -330,10 +305,6 @@ void check_int8_linear(int rows, int in, int out, bool with_bias, std::mt19937& 
       shape_name(rows <= cuda::kSkinnyInt8Rows ? "int8 skinny" : "int8 dequant+gemm", rows, in, out) +
       (with_bias ? " +bias" : "");
   EXPECT_TRUE(all_close(got, want, kBf16HalfUlp, kFp32SumTolerance * magnitude + 1e-6f, what));
-  if (rows <= cuda::kDecodeGemvMaxRows) {
-    const std::vector<uint16_t> y_unfused = download<uint16_t>(d_y, want.size());
-    check_add_into(runner, linear, d_x, y_unfused, rows, false, rng, what);
-  }
 }
 
 TEST_F(QuantLinearTest, Int8WeightOnlyMatchesCpuInt8WoGemm) {

@@ -59,6 +59,14 @@ inline int __shfl_sync(unsigned, int v, int src_lane) {
   return r;
 }
 
+inline void __threadfence() {}  // CTAs run one after another
+
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+  const unsigned old = *p;
+  *p = old + v;
+  return old;
+}
+
 namespace qed::cuda {
 namespace {
 

@@ -36,6 +36,12 @@ inline float __fdiv_rn(float a, float b) {
 inline int __float2int_rn(float a) {
   return int(std::nearbyint(a));
 }
+inline void __threadfence() {}
+inline unsigned atomicAdd(uint32_t* p, unsigned v) {  // called by one thread of the CTA
+  const unsigned old = *p;
+  *p = old + v;
+  return old;
+}
 inline float __ldcg(const float* p) {
   return *p;
 }

@@ -7,14 +7,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <string>
 
 #include "backend/batch_checks.h"
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cuda/activation_amax.h"
 #include "backend/cuda/attention_kernels.h"
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/decode_gemv.h"
 #include "backend/cuda/elementwise_kernels.h"
 #include "backend/cuda/env_switch.h"
 #include "backend/cuda/kv_cache_kernels.h"
@@ -28,21 +26,6 @@
 
 namespace qed {
 namespace {
-
-// QED_GEMV_FUSION (docs/cuda.md), for decode steps on decode_gemv: unset = o_proj / down_proj add into the residual
-// in the GEMV epilogue and their last CTA runs the next RMSNorm; "add" = the epilogue add only (the norm launches
-// stay); "0" = neither (the residual add runs in rmsnorm_bf16 again).
-enum class GemvFusion { Off, Add, AddNorm };
-GemvFusion gemv_fusion() {
-  static const GemvFusion mode = [] {
-    const std::string v = cuda::env_string("QED_GEMV_FUSION");
-    if (v == "0") return GemvFusion::Off;
-    if (v == "add") return GemvFusion::Add;
-    return GemvFusion::AddNorm;
-  }();
-  static_assert(cuda::kDecodeGemvMaxRows + 1 == 5, "CudaBackend::residual_complete_ covers decode_gemv's rows");
-  return mode;
-}
 
 // Shortest context a decode graph is captured for; longer ones double (see graph_decode_forward).
 constexpr int kMinGraphContextBucket = 512;
@@ -209,8 +192,6 @@ void CudaBackend::allocate_buffers() {
   const cuda::AttentionShape counted{config_.num_heads, config_.num_kv_heads, config_.head_dim, 1, 1.0f};
   const size_t counter_bytes = cuda::attention_merge_counters(int(tokens), counted) * sizeof(uint32_t);
   attention_partials_ = cuda::DeviceBuffer(kAttentionPartialBytes + counter_bytes);
-  gemv_norm_counter_ = cuda::DeviceBuffer(sizeof(uint32_t));  // zero between launches (DecodeGemmOperands::norm)
-  QED_CUDA_CHECK(cudaMemsetAsync(gemv_norm_counter_.data(), 0, sizeof(uint32_t), stream_));
   QED_CUDA_CHECK(
       cudaMemsetAsync(attention_partials_.as<uint8_t>() + kAttentionPartialBytes, 0, counter_bytes, stream_));
   partial_capacity_floats_ = kAttentionPartialBytes / sizeof(float);
@@ -501,50 +482,13 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
   uint16_t* normed = normed_.as<uint16_t>();
   uint16_t* qkv = qkv_.as<uint16_t>();
   cuda::gather_rows_bf16(weights_.embed_tokens.as<uint16_t>(), ints(s.token_ids), residual, rows, hidden, stream_);
-  // Decode steps on decode_gemv (QED_GEMV_FUSION, docs/cuda.md): o_proj and down_proj add their output to the
-  // residual in their epilogue (LinearRunner::add_into, bit-identical to the unfused add), and the launch's last CTA
-  // writes the next RMSNorm (post-attention; the next layer's input norm) into normed, so that norm's launch goes.
-  // Not with a TP reduce (it must see the delta alone) or amax calibration (unchanged launches).
-  const bool fuse_residual = gemv_fusion() != GemvFusion::Off && !options_.row_parallel_reduce && !amax_;
-  const bool fuse_norm =
-      fuse_residual && gemv_fusion() == GemvFusion::AddNorm && cuda::decode_gemv_norm_supports(hidden);
-  // Whether delta still has to be added to residual before the next norm; whether normed (and, for a static-scale
-  // FP8 consumer, fp8_input()) already holds the next norm's output.
-  bool delta_pending = false, normed_ready = false;
-  // next_norm: the weight of the norm that follows (null after the last layer: compute_logits norms), next_fp8 the
-  // static scale of the layer that reads it (null: bf16 input only).
-  auto project_into_residual = [&](const cuda::CudaLinear& linear, const uint16_t* x, bool fp8_ready,
-                                   const cuda::DeviceBuffer* next_norm, const float* next_fp8) {
-    cuda::DecodeGemmOperands::Norm norm;
-    if (fuse_norm && next_norm) {
-      norm.counter = gemv_norm_counter_.as<uint32_t>();
-      norm.weight = next_norm->as<uint16_t>();
-      norm.y = normed;
-      norm.y_fp8 = next_fp8 ? linears_->fp8_input() : nullptr;
-      norm.fp8_scale = next_fp8;
-      norm.eps = eps;
-    }
-    if (fuse_residual &&
-        linears_->add_into(linear, x, residual, rows, stream_, fp8_ready, norm.counter ? &norm : nullptr)) {
-      delta_pending = false;
-      normed_ready = norm.counter != nullptr;
-      return;
-    }
-    linears_->run(linear, x, delta, rows, stream_, fp8_ready);
-    if (options_.row_parallel_reduce) options_.row_parallel_reduce(delta, size_t(rows) * hidden, stream_);
-    delta_pending = true;
-    normed_ready = false;
-  };
   for (int l = 0; l < config_.num_layers; ++l) {
     const cuda::CudaLayerWeights& w = weights_.layers[size_t(l)];
     // residual += previous sublayer output (bf16, as HF), then normalise; layer 0 normalises the embedding.
     // A static-scale FP8 layer's input is quantized by the kernel that writes it (no separate pass).
     const float* qkv_fp8 = cuda::LinearRunner::static_fp8_scale(w.qkv);
-    if (!normed_ready) {
-      cuda::rmsnorm_bf16(delta_pending ? delta : residual, delta_pending ? residual : nullptr,
-                         w.input_norm.as<uint16_t>(), normed, rows, hidden, eps, stream_,
-                         qkv_fp8 ? linears_->fp8_input() : nullptr, qkv_fp8);
-    }
+    cuda::rmsnorm_bf16(l == 0 ? residual : delta, l == 0 ? nullptr : residual, w.input_norm.as<uint16_t>(), normed,
+                       rows, hidden, eps, stream_, qkv_fp8 ? linears_->fp8_input() : nullptr, qkv_fp8);
     if (amax_) amax_->record(l, cuda::AmaxSite::QkvInput, normed, rows, hidden, hidden, stream_);
     linears_->run(w.qkv, normed, qkv, rows, stream_, qkv_fp8 != nullptr);
     // RoPE on the q and k heads of the qkv rows and the K/V cache write, one launch.
@@ -581,27 +525,20 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
       amax_->record(l, cuda::AmaxSite::V, qkv + q_dim + kv_dim, rows, kv_dim, qkv_dim_, stream_);
       amax_->record(l, cuda::AmaxSite::OInput, attn_.as<uint16_t>(), rows, q_dim, q_dim, stream_);
     }
+    linears_->run(w.o_proj, attn_.as<uint16_t>(), delta, rows, stream_, o_fp8_fused);
+    if (options_.row_parallel_reduce) options_.row_parallel_reduce(delta, size_t(rows) * hidden, stream_);
     const float* gate_up_fp8 = cuda::LinearRunner::static_fp8_scale(w.gate_up);
-    project_into_residual(w.o_proj, attn_.as<uint16_t>(), o_fp8_fused, &w.post_attention_norm, gate_up_fp8);
-    if (!normed_ready) {
-      cuda::rmsnorm_bf16(delta_pending ? delta : residual, delta_pending ? residual : nullptr,
-                         w.post_attention_norm.as<uint16_t>(), normed, rows, hidden, eps, stream_,
-                         gate_up_fp8 ? linears_->fp8_input() : nullptr, gate_up_fp8);
-    }
+    cuda::rmsnorm_bf16(delta, residual, w.post_attention_norm.as<uint16_t>(), normed, rows, hidden, eps, stream_,
+                       gate_up_fp8 ? linears_->fp8_input() : nullptr, gate_up_fp8);
     if (amax_) amax_->record(l, cuda::AmaxSite::GateUpInput, normed, rows, hidden, hidden, stream_);
     linears_->run(w.gate_up, normed, gate_up_.as<uint16_t>(), rows, stream_, gate_up_fp8 != nullptr);
     const float* down_fp8 = cuda::LinearRunner::static_fp8_scale(w.down_proj);
     cuda::silu_and_mul_bf16(gate_up_.as<uint16_t>(), act_.as<uint16_t>(), rows, inter, stream_,
                             down_fp8 ? linears_->fp8_input() : nullptr, down_fp8);
     if (amax_) amax_->record(l, cuda::AmaxSite::DownInput, act_.as<uint16_t>(), rows, inter, inter, stream_);
-    const bool last_layer = l + 1 == config_.num_layers;
-    const cuda::CudaLayerWeights* next = last_layer ? nullptr : &weights_.layers[size_t(l) + 1];
-    project_into_residual(w.down_proj, act_.as<uint16_t>(), down_fp8 != nullptr, next ? &next->input_norm : nullptr,
-                          next ? cuda::LinearRunner::static_fp8_scale(next->qkv) : nullptr);
+    linears_->run(w.down_proj, act_.as<uint16_t>(), delta, rows, stream_, down_fp8 != nullptr);
+    if (options_.row_parallel_reduce) options_.row_parallel_reduce(delta, size_t(rows) * hidden, stream_);
   }
-  // compute_logits adds the last delta itself unless it is already in residual. Kept per row count: a graph replay
-  // runs no run_layers, and what was fused depends only on the rows (and the fixed weights and switches).
-  if (size_t(rows) < residual_complete_.size()) residual_complete_[size_t(rows)] = !delta_pending;
 }
 
 void CudaBackend::compute_logits(const cuda::StepSections& s, const std::byte* meta, const ForwardBatch& batch,
@@ -626,23 +563,16 @@ void CudaBackend::compute_logits(const cuda::StepSections& s, const std::byte* m
   } else {
     result.hidden.clear();
   }
-  // The last down_proj already added into residual (run_layers' epilogue fusion): the final norm only normalises.
-  const bool complete = size_t(s.rows) < residual_complete_.size() && residual_complete_[size_t(s.rows)];
   // Only the wanted rows go through the final norm and the (large) lm_head, `capacity` rows per pass.
   for (int begin = 0; begin < s.logits_count; begin += capacity) {
     const int n = std::min(capacity, s.logits_count - begin);
     cuda::gather_rows_bf16(residual_.as<uint16_t>(), logits_rows + begin, selected_residual_.as<uint16_t>(), n, hidden,
                            stream_);
-    if (complete) {
-      cuda::rmsnorm_bf16(selected_residual_.as<uint16_t>(), nullptr, weights_.final_norm.as<uint16_t>(),
-                         final_hidden_.as<uint16_t>(), n, hidden, config_.rms_norm_eps, stream_);
-    } else {
-      cuda::gather_rows_bf16(delta_.as<uint16_t>(), logits_rows + begin, selected_delta_.as<uint16_t>(), n, hidden,
-                             stream_);
-      cuda::rmsnorm_bf16(selected_delta_.as<uint16_t>(), selected_residual_.as<uint16_t>(),
-                         weights_.final_norm.as<uint16_t>(), final_hidden_.as<uint16_t>(), n, hidden,
-                         config_.rms_norm_eps, stream_);
-    }
+    cuda::gather_rows_bf16(delta_.as<uint16_t>(), logits_rows + begin, selected_delta_.as<uint16_t>(), n, hidden,
+                           stream_);
+    cuda::rmsnorm_bf16(selected_delta_.as<uint16_t>(), selected_residual_.as<uint16_t>(),
+                       weights_.final_norm.as<uint16_t>(), final_hidden_.as<uint16_t>(), n, hidden,
+                       config_.rms_norm_eps, stream_);
     // Without logits for the host or samples to draw (want_hidden alone: the trainer's base forward), no lm_head.
     if (logits_to_host || num_samples > 0) {
       gemm_->run(final_hidden_.data(), cuda::GemmType::BF16, head, nullptr, logits_.data(), cuda::GemmType::F32, n,

@@ -5,7 +5,6 @@
 // (no cudaMalloc per step); the logits of the requested rows come back as fp32. CpuBackend is its reference.
 #include <cuda_runtime.h>
 
-#include <array>
 #include <functional>
 #include <map>
 #include <memory>
@@ -145,7 +144,6 @@ class CudaBackend final : public Backend {
   cuda::DeviceBuffer residual_, delta_, normed_, qkv_, attn_, gate_up_, act_;
   cuda::DeviceBuffer selected_residual_, selected_delta_, final_hidden_, logits_;
   cuda::DeviceBuffer attention_partials_;
-  cuda::DeviceBuffer gemv_norm_counter_;  // the decode GEMV's last-CTA norm counter (run_layers)
   size_t partial_capacity_floats_ = 0;
   cuda::DeviceBuffer step_meta_;  // device copy of the packed step inputs
   PinnedBuffer host_meta_, host_logits_, host_hidden_;
@@ -169,9 +167,6 @@ class CudaBackend final : public Backend {
   int max_blocks_per_seq_ = 0;
   int scratch_block_ = -1;
   bool graphs_failed_ = false;
-  // By step rows (decode_gemv's 1..4; 0 unused): whether run_layers' last down_proj added its output into residual_
-  // itself (epilogue fusion), so compute_logits must not add delta_ again.
-  std::array<bool, 5> residual_complete_{};
   cuda::ActivationAmax* amax_ = nullptr;  // set_amax_recorder
 
   size_t kv_element_bytes() const { return kv_fp8_ ? 1 : 2; }

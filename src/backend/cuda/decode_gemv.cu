@@ -4,7 +4,6 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/decode_gemv.cuh"
-#include "backend/cuda/rmsnorm_row.cuh"
 
 namespace qed::cuda {
 
@@ -21,26 +20,12 @@ bool decode_gemv_supports(SkinnyWeight type, int rows, int in, int out) {
   return rows >= 1 && rows <= kDecodeGemvMaxRows && out > 0 && in > 0 && in % elems == 0;
 }
 
-bool decode_gemv_norm_supports(int out) {
-  return out > 0 && out % 8 == 0 && out / 8 <= kRmsNormRowMaxThreads;
-}
-
 void decode_gemv(const DecodeGemv& g, cudaStream_t stream) {
   QED_KERNEL_REQUIRE(decode_gemv_supports(g.type, g.rows, g.in, g.out),
                      "decode_gemv: rows must be 1..4, out positive and in a positive multiple of one 16-byte vector");
   require_decode_gemm_operands(g, "decode_gemv");
   QED_KERNEL_REQUIRE(g.variant >= 0 && g.variant < kDecodeGemvVariantCount, "decode_gemv: unknown variant");
   QED_KERNEL_REQUIRE(g.y != nullptr, "decode_gemv: no output");
-  QED_KERNEL_REQUIRE(!(g.add_to_y && g.f32_out), "decode_gemv: add_to_y needs a bf16 output");
-  if (g.norm.counter) {
-    QED_KERNEL_REQUIRE(g.add_to_y && decode_gemv_norm_supports(g.out) && g.norm.weight && g.norm.y,
-                       "decode_gemv: the fused norm needs add_to_y, out % 8 == 0, out <= 8192, its weight and output");
-    QED_KERNEL_REQUIRE(!g.norm.y_fp8 || g.norm.fp8_scale, "decode_gemv: the fused norm's fp8 output needs its scale");
-    const uintptr_t bf16 = reinterpret_cast<uintptr_t>(g.y) | reinterpret_cast<uintptr_t>(g.norm.weight) |
-                           reinterpret_cast<uintptr_t>(g.norm.y);
-    QED_KERNEL_REQUIRE(bf16 % 16 == 0 && reinterpret_cast<uintptr_t>(g.norm.y_fp8) % 8 == 0,
-                       "decode_gemv: the fused norm's bf16 buffers must be 16-byte aligned, its fp8 output 8-byte");
-  }
   switch (g.type) {
     case SkinnyWeight::Bf16:
       gemv_detail::launch_bf16(g, stream);

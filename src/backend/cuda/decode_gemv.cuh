@@ -31,10 +31,6 @@ __device__ __forceinline__ uint4 load_weight_vector(const uint4* p) {
 __device__ __forceinline__ uint4 load_x_vector(const uint4* p) {
   return __ldg(p);
 }
-// Written by other CTAs of the launch (the last-CTA norm): through L2, never a stale L1 line.
-__device__ __forceinline__ uint4 load_coherent_vector(const uint4* p) {
-  return __ldcg(p);
-}
 __device__ __forceinline__ float2 f16x2_to_float2(uint32_t pair) {
   return __half22float2(*reinterpret_cast<const __half2*>(&pair));
 }
@@ -79,25 +75,16 @@ void launch_rows(const GemvParams& p, int variant, bool pdl, cudaStream_t stream
 // decode_gemv() has checked the arguments.
 template <class F>
 void launch_format(const DecodeGemv& g, cudaStream_t stream) {
-  GemvParams p{static_cast<const char*>(g.x),
-               static_cast<const char*>(g.w),
-               g.type == SkinnyWeight::Fp8E4m3 ? g.x_scale : nullptr,
-               g.type == SkinnyWeight::Bf16 ? nullptr : g.w_scales,
-               reinterpret_cast<const __nv_bfloat16*>(g.bias),
-               g.y,
-               g.type == SkinnyWeight::Int8 || g.per_channel,
-               g.f32_out,
-               g.out,
-               g.in,
-               g.add_to_y};
-  if (g.norm.counter) {
-    p.norm_counter = g.norm.counter;
-    p.norm_weight = reinterpret_cast<const __nv_bfloat16*>(g.norm.weight);
-    p.norm_y = reinterpret_cast<__nv_bfloat16*>(g.norm.y);
-    p.norm_fp8 = g.norm.y_fp8;
-    p.norm_fp8_scale = g.norm.fp8_scale;
-    p.norm_eps = g.norm.eps;
-  }
+  const GemvParams p{static_cast<const char*>(g.x),
+                     static_cast<const char*>(g.w),
+                     g.type == SkinnyWeight::Fp8E4m3 ? g.x_scale : nullptr,
+                     g.type == SkinnyWeight::Bf16 ? nullptr : g.w_scales,
+                     reinterpret_cast<const __nv_bfloat16*>(g.bias),
+                     g.y,
+                     g.type == SkinnyWeight::Int8 || g.per_channel,
+                     g.f32_out,
+                     g.out,
+                     g.in};
   const auto variants = std::make_integer_sequence<int, kDecodeGemvVariantCount>{};
   switch (g.rows) {
     case 1:

@@ -52,10 +52,6 @@ struct DecodeGemv : DecodeGemmOperands {
 // vector (8 bf16, 16 E4M3 / int8 elements), out positive.
 bool decode_gemv_supports(SkinnyWeight type, int rows, int in, int out);
 
-// Whether the last-CTA RMSNorm (DecodeGemmOperands::norm) takes rows of `out` features: rmsnorm_bf16's
-// one-vector-per-thread shape, out % 8 == 0 and out / 8 <= 1024 (its arithmetic, so its bits).
-bool decode_gemv_norm_supports(int out);
-
 void decode_gemv(const DecodeGemv& g, cudaStream_t stream);
 
 }  // namespace qed::cuda

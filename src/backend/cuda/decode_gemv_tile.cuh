@@ -1,17 +1,14 @@
 #pragma once
 // The decode GEMV kernel itself (decode_gemv.h), written against primitives the including file defines first, in
 // qed::cuda's unnamed namespace: load_weight_vector (16 bytes, streamed), load_x_vector (16 bytes, cached),
-// f16x2_to_float2, e4m3x4_to_f16x2_cvt with fp8_cvt_scale_fix(), pdl_wait / pdl_trigger, load_coherent_vector
-// (16 bytes through L2: what other CTAs wrote), fp8_convert.cuh's e4m3x4_to_f16x2_times_2m8, and (for the last-CTA
-// norm) atomicAdd and __threadfence. decode_gemv.cuh defines them for the device; tests/backend_cuda/
+// f16x2_to_float2, e4m3x4_to_f16x2_cvt with fp8_cvt_scale_fix(), pdl_wait / pdl_trigger, and fp8_convert.cuh's
+// e4m3x4_to_f16x2_times_2m8. decode_gemv.cuh defines them for the device; tests/backend_cuda/
 // decode_gemv_emulation_test.cpp as host emulations, so the CPU build runs this very code. Unnamed namespace: each
 // includer gets its own copy.
 #include <cuda_bf16.h>
 
 #include <cstddef>
 #include <cstdint>
-
-#include "backend/cuda/rmsnorm_row.cuh"
 
 namespace qed::cuda {
 namespace {
@@ -25,80 +22,7 @@ struct GemvParams {
   void* y;
   bool per_channel, f32_out;
   int out, in;
-  // bf16 y only: y = bf16(y + bf16(result)) in place, the residual add of the unfused rmsnorm_bf16 (same rounding).
-  // Race-free: each output element is read and written by the one thread that owns it.
-  bool add_to_y;
-  // add_to_y only, out % 8 == 0 and out / 8 <= kRmsNormRowMaxThreads: the next RMSNorm folded in. Every CTA counts
-  // itself done on *norm_counter (zero before the launch); the last one re-arms it and normalises the complete rows
-  // of y into norm_y (and E4M3 codes of norm_y / *norm_fp8_scale into norm_fp8) with rmsnorm_row_kernel's arithmetic
-  // (normalise_rows below): rmsnorm_bf16(y, nullptr, norm_weight, norm_y, ...) bit for bit, one launch fewer.
-  uint32_t* norm_counter = nullptr;
-  const __nv_bfloat16* norm_weight = nullptr;
-  __nv_bfloat16* norm_y = nullptr;
-  uint8_t* norm_fp8 = nullptr;
-  const float* norm_fp8_scale = nullptr;
-  float norm_eps = 0.0f;
 };
-
-// rmsnorm_row_kernel on one row of `dim` (% 8 == 0, <= 8 * kRmsNormRowMaxThreads) with THREADS threads standing in
-// for its ceil(dim / 256) * 32: the kernel's warp vw (its vectors vw * 32 + lane) is run by warp vw % (THREADS / 32)
-// of this CTA, so each warp sum is the same butterfly over the same vectors and the total adds them in the same
-// order; rmsnorm_row.cuh holds the shared arithmetic. x is read through L2 (other CTAs wrote it).
-template <int THREADS>
-__device__ void normalise_row(const __nv_bfloat16* x, const __nv_bfloat16* weight, __nv_bfloat16* y, uint8_t* y_fp8,
-                              int dim, float eps, float scale, float* warp_sums) {
-  const int vectors = dim / 8, warps = (vectors + 31) / 32;
-  const int lane = int(threadIdx.x) % 32;
-  const uint4* x_vectors = reinterpret_cast<const uint4*>(x);
-  for (int vw = int(threadIdx.x) / 32; vw < warps; vw += THREADS / 32) {
-    const int v = vw * 32 + lane;
-    float sum_sq = 0.0f;
-    if (v < vectors) {
-      float values[8];
-      bf16x8_to_float(load_coherent_vector(x_vectors + v), values);
-      sum_sq = rms_sum_sq8(values);
-    }
-    sum_sq = rms_warp_sum(sum_sq);
-    if (lane == 0) warp_sums[vw] = sum_sq;
-  }
-  __syncthreads();
-  float total = 0.0f;
-  for (int i = 0; i < warps; ++i) total += warp_sums[i];
-  const float inv_rms = rms_inverse(total, dim, eps);
-  for (int v = int(threadIdx.x); v < vectors; v += THREADS) {
-    float values[8], w[8], out[8];
-    bf16x8_to_float(load_coherent_vector(x_vectors + v), values);
-    bf16x8_to_float(load_coherent_vector(reinterpret_cast<const uint4*>(weight) + v), w);
-    rms_normalise8(values, inv_rms, w, out);
-    reinterpret_cast<uint4*>(y)[v] = bf16_exact_to_x8(out);
-    if (y_fp8) reinterpret_cast<uint2*>(y_fp8)[v] = rms_e4m3_codes8(out, scale);
-  }
-  __syncthreads();  // warp_sums is the next row's
-}
-
-// The fused norm's end of the GEMV (GemvParams::norm_counter), the attention kernel's fused split-K merge pattern:
-// fence this CTA's y writes, count it done, and only the last CTA of the launch (whichever it is) goes on.
-template <int ROWS, int THREADS>
-__device__ void normalise_rows_if_last(const GemvParams& p) {
-  __shared__ bool last;
-  __shared__ float warp_sums[kRmsNormRowMaxThreads / 32];
-  __threadfence();  // this CTA's y, visible device-wide before it counts itself done
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    last = atomicAdd(p.norm_counter, 1u) == uint32_t(gridDim.x - 1);
-    if (last) *p.norm_counter = 0;  // every other CTA is done with it: re-armed for the next launch (graphs)
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  const float scale = p.norm_fp8 ? *p.norm_fp8_scale : 1.0f;
-  const __nv_bfloat16* y = static_cast<const __nv_bfloat16*>(p.y);
-  for (int r = 0; r < ROWS; ++r) {
-    const size_t row = size_t(r) * size_t(p.out);
-    normalise_row<THREADS>(y + row, p.norm_weight, p.norm_y + row, p.norm_fp8 ? p.norm_fp8 + row : nullptr, p.out,
-                           p.norm_eps, scale, warp_sums);
-  }
-}
 
 __device__ __forceinline__ uint32_t word_of(const uint4& v, int q) {
   return q == 0 ? v.x : q == 1 ? v.y : q == 2 ? v.z : v.w;  // q is a constant after unrolling
@@ -273,29 +197,25 @@ __global__ void __launch_bounds__(WARPS * 32) decode_gemv_kernel(GemvParams p) {
     }
   }
   __syncthreads();
-  if (tid < ROWS * FEATURES && n0 + tid % FEATURES < p.out) {
-    const int r = tid / FEATURES, n = n0 + tid % FEATURES;
-    float sum = 0.0f;
+  if (tid >= ROWS * FEATURES) return;
+  const int r = tid / FEATURES, n = n0 + tid % FEATURES;
+  if (n >= p.out) return;
+  float sum = 0.0f;
 #pragma unroll
-    for (int w = 0; w < WARPS; ++w) sum += partial[w][tid];
-    // The references' order: the dot product times the product of the scales, then the bias.
-    sum = __fmul_rn(sum, F::scale_fix());
-    if (p.w_scales) {
-      const float x_scale = p.x_scale ? *p.x_scale : 1.0f;
-      sum = __fmul_rn(sum, __fmul_rn(x_scale, p.w_scales[p.per_channel ? n : 0]));
-    }
-    if (p.bias) sum = __fadd_rn(sum, __bfloat162float(p.bias[n]));
-    const size_t at = size_t(r) * size_t(p.out) + size_t(n);
-    if (p.f32_out) {
-      static_cast<float*>(p.y)[at] = sum;
-    } else if (p.add_to_y) {
-      __nv_bfloat16* y = static_cast<__nv_bfloat16*>(p.y);
-      y[at] = __float2bfloat16(__bfloat162float(__float2bfloat16(sum)) + __bfloat162float(y[at]));
-    } else {
-      static_cast<__nv_bfloat16*>(p.y)[at] = __float2bfloat16(sum);
-    }
+  for (int w = 0; w < WARPS; ++w) sum += partial[w][tid];
+  // The references' order: the dot product times the product of the scales, then the bias.
+  sum = __fmul_rn(sum, F::scale_fix());
+  if (p.w_scales) {
+    const float x_scale = p.x_scale ? *p.x_scale : 1.0f;
+    sum = __fmul_rn(sum, __fmul_rn(x_scale, p.w_scales[p.per_channel ? n : 0]));
   }
-  if (p.norm_counter) normalise_rows_if_last<ROWS, kThreads>(p);
+  if (p.bias) sum = __fadd_rn(sum, __bfloat162float(p.bias[n]));
+  const size_t at = size_t(r) * size_t(p.out) + size_t(n);
+  if (p.f32_out) {
+    static_cast<float*>(p.y)[at] = sum;
+  } else {
+    static_cast<__nv_bfloat16*>(p.y)[at] = __float2bfloat16(sum);
+  }
 }
 
 }  // namespace

@@ -122,7 +122,6 @@ bool Gemm::run_decode(const DecodeGemmOperands& o, cudaStream_t stream) {
         }
         break;
       case DecodeGemmKernel::Skinny:
-        if (o.add_to_y) break;
         if ((o.type != SkinnyWeight::Fp8E4m3 || fp8_mma_) && skinny_gemm_supports(o.type, o.rows, o.in, o.out)) {
           run_skinny(skinny_gemm_for(o, plan), stream);
           return true;
@@ -132,7 +131,7 @@ bool Gemm::run_decode(const DecodeGemmOperands& o, cudaStream_t stream) {
         break;
     }
   }
-  if (o.type != SkinnyWeight::Int8 || o.add_to_y) return false;
+  if (o.type != SkinnyWeight::Int8) return false;
   // skinny_gemm refuses what it cannot take with a one-line error.
   run_skinny(skinny_gemm_for(o, plan.kernel == DecodeGemmKernel::Skinny ? plan : DecodeGemmPlan{}), stream);
   return true;

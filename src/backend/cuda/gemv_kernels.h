@@ -43,22 +43,6 @@ struct DecodeGemmOperands {
   void* y = nullptr;                // rows × out, bf16 or (f32_out) fp32
   bool f32_out = false;
   int rows = 0, out = 0, in = 0;
-  // y = bf16(y + bf16(result)) in place (bf16 y only): the residual add fused into the epilogue, rounded as the
-  // unfused GEMV + rmsnorm_bf16 residual add round it, so the two paths are bit-identical. decode_gemv only
-  // (Gemm::run_decode runs nothing else with it and returns false).
-  bool add_to_y = false;
-  // With add_to_y, decode_gemv only (decode_gemv_norm_supports(out)): also the next RMSNorm of the complete y rows,
-  // run by the launch's last CTA: y_rows normalised into norm.y (and norm.y_fp8), bit for bit
-  // rmsnorm_bf16(y, nullptr, norm.weight, norm.y, rows, out, norm.eps, stream, norm.y_fp8, norm.fp8_scale).
-  // norm.counter: a device uint32, zero, used by one launch at a time; the launch leaves it zero again.
-  struct Norm {
-    uint32_t* counter = nullptr;  // null: no norm
-    const uint16_t* weight = nullptr;
-    uint16_t* y = nullptr;
-    uint8_t* y_fp8 = nullptr;
-    const float* fp8_scale = nullptr;
-    float eps = 0.0f;
-  } norm;
 };
 
 struct SkinnyGemm : DecodeGemmOperands {

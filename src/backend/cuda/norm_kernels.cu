@@ -5,7 +5,6 @@
 #include "backend/cuda/fp8_convert.cuh"
 #include "backend/cuda/norm_kernels.h"
 #include "backend/cuda/pdl.cuh"
-#include "backend/cuda/rmsnorm_row.cuh"
 
 namespace qed::cuda {
 namespace {
@@ -40,8 +39,7 @@ __device__ __forceinline__ float norm_out(float v, float inv_rms, float w) {
 // a single pass (warp shuffles, then every thread adds the warp sums in the same fixed order), and the FP8 scale is
 // read once. Measured before it (ncu, H200, 14B shape, 1 row): the 256-thread kernel below took 6.0 us (9.3 with
 // the E4M3 output), 2.5 vectors per thread and three barriers.
-// Its arithmetic is rmsnorm_row.cuh's, which the decode GEMV's last-CTA norm shares (bit-identical outputs).
-constexpr int kMaxRowThreads = kRmsNormRowMaxThreads;
+constexpr int kMaxRowThreads = 1024;
 __global__ void __launch_bounds__(kMaxRowThreads)
     rmsnorm_row_kernel(const __nv_bfloat16* __restrict__ x, __nv_bfloat16* __restrict__ residual,
                        const __nv_bfloat16* __restrict__ weight, __nv_bfloat16* __restrict__ y, int dim, float eps,
@@ -66,21 +64,32 @@ __global__ void __launch_bounds__(kMaxRowThreads)
       for (int j = 0; j < 8; ++j) values[j] = __bfloat162float(__float2bfloat16(values[j] + r[j]));
       store_f32x8(residual + offset, values);  // exact: every value is already a bf16
     }
-    sum_sq = rms_sum_sq8(values);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) sum_sq += values[j] * values[j];
   }
-  sum_sq = rms_warp_sum(sum_sq);
+#pragma unroll
+  for (int step = 16; step > 0; step /= 2) sum_sq += __shfl_xor_sync(0xffffffffu, sum_sq, step);
   if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = sum_sq;
   __syncthreads();
   float total = 0.0f;
   const int warps = int(blockDim.x) / 32;
   for (int i = 0; i < warps; ++i) total += warp_sums[i];
   if (!active) return;
-  const float inv_rms = rms_inverse(total, dim, eps);
+  const float inv_rms = rsqrtf(total / float(dim) + eps);
   float out[8];
-  rms_normalise8(values, inv_rms, w, out);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) out[j] = __bfloat162float(__float2bfloat16(norm_out(values[j], inv_rms, w[j])));
   store_f32x8(y + offset, out);
-  // The E4M3 codes of the bf16 outputs: the same codes quantize_fp8_bf16 would give on y.
-  if (y_fp8) *reinterpret_cast<uint2*>(y_fp8 + offset) = rms_e4m3_codes8(out, scale);
+  if (y_fp8) {
+    // The E4M3 codes of the bf16 outputs: the same codes quantize_fp8_bf16 would give on y.
+    uint32_t lo = 0, hi = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      lo |= uint32_t(quantize_e4m3(out[j], scale)) << (8 * j);
+      hi |= uint32_t(quantize_e4m3(out[j + 4], scale)) << (8 * j);
+    }
+    *reinterpret_cast<uint2*>(y_fp8 + offset) = make_uint2(lo, hi);
+  }
 }
 
 // dim % 8 == 0, longer rows: 16-byte loads, the row kept in registers between the two passes (up to kCached vectors per

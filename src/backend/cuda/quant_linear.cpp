@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "backend/cuda/decode_gemm_plan.h"
-#include "backend/cuda/decode_gemv.h"
 #include "backend/cuda/gemv_kernels.h"
 #include "backend/cuda/quant_kernels.h"
 #include "core/error.h"
@@ -54,40 +53,6 @@ LinearRunner::LinearRunner(Gemm& gemm, const std::vector<const CudaLinear*>& lin
 
 const float* LinearRunner::static_fp8_scale(const CudaLinear& linear) {
   return linear.format == LinearFormat::Fp8 && linear.input_scale.bytes() ? linear.input_scale.as<float>() : nullptr;
-}
-
-bool LinearRunner::add_into(const CudaLinear& linear, const uint16_t* x, uint16_t* residual, int rows,
-                            cudaStream_t stream, bool fp8_input_ready, const DecodeGemmOperands::Norm* norm) {
-  if (rows < 1 || rows > kDecodeGemvMaxRows || rows > max_rows_) return false;
-  if (norm && !decode_gemv_norm_supports(linear.out)) return false;
-  DecodeGemmOperands o;
-  o.x = x;
-  o.w = linear.weight.data();
-  o.bias = linear.bias.bytes() ? linear.bias.as<uint16_t>() : nullptr;
-  o.y = residual;
-  o.add_to_y = true;
-  if (norm) o.norm = *norm;
-  o.rows = rows;
-  o.out = linear.out;
-  o.in = linear.in;
-  switch (linear.format) {
-    case LinearFormat::Bf16:
-      o.type = SkinnyWeight::Bf16;
-      break;
-    case LinearFormat::Fp8:
-      if (!fp8_input_ready || !static_fp8_scale(linear)) return false;
-      o.x = x_q_.as<uint8_t>();
-      o.type = SkinnyWeight::Fp8E4m3;
-      o.x_scale = linear.input_scale.as<float>();
-      o.w_scales = linear.weight_scale.as<float>();
-      o.per_channel = linear.per_channel;
-      break;
-    case LinearFormat::Int8WeightOnly:
-      o.type = SkinnyWeight::Int8;
-      o.w_scales = linear.weight_scale.as<float>();
-      break;
-  }
-  return gemm_.run_decode(o, stream);
 }
 
 void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y, int rows, cudaStream_t stream,

@@ -37,15 +37,6 @@ class LinearRunner {
   // static_fp8_scale(linear) (fused quantization), so the FP8 path skips its own quantization pass.
   void run(const CudaLinear& linear, const uint16_t* x, uint16_t* y, int rows, cudaStream_t stream,
            bool fp8_input_ready = false);
-  // residual (rows × linear.out bf16) = bf16(residual + bf16(x · W^T (+ bias))) in place, the residual add fused into
-  // the decode GEMV's epilogue, bit-identical to run() into a delta followed by rmsnorm_bf16's add. Only where the
-  // layer's decode plan runs decode_gemv (1..4 rows; an FP8 layer only with fp8_input_ready); false, having run
-  // nothing, everywhere else: the caller then runs run() and adds the delta itself.
-  // norm (optional, decode_gemv_norm_supports(linear.out)): the same launch's last CTA also writes the next RMSNorm
-  // of the new residual rows (DecodeGemmOperands::norm), bit-identical to rmsnorm_bf16 on them; done exactly when
-  // add_into returns true. Its E4M3 output may be fp8_input(): every CTA has read x before the last one writes.
-  bool add_into(const CudaLinear& linear, const uint16_t* x, uint16_t* residual, int rows, cudaStream_t stream,
-                bool fp8_input_ready = false, const DecodeGemmOperands::Norm* norm = nullptr);
 
   // The static activation scale of an FP8 layer (device pointer), which lets the producer of its input quantize
   // it; null for every other layer (bf16, int8, dynamic FP8).
