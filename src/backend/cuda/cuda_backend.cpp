@@ -60,14 +60,15 @@ void check_options(const ModelConfig& config, const CudaBackendOptions& options)
 }
 
 // Most new rows per sequence (up to `most`) that go to the verify CTA (paged_attention_verify) instead of the
-// per-row one, in a step of `seqs` sequences: 0 when QED_VERIFY_ATTENTION=0, when the step has fewer sequences than
-// QED_VERIFY_ATTENTION_MIN_SEQS (default 12: with fewer sequences the per-row CTAs fill the GPU better and win;
-// measured on an H200, 14B shape, T = 4, per-row vs verify CTA a layer: 1 sequence x 1024 keys 19.3 vs 58.6 us,
-// 8 x 2400 109 vs 149, 12 x 2400 172 vs 157, 16 x 2400 215 vs 213, 32 x 1024 192 vs 160, 32 x 4500 749 vs 583), or
-// when the shape does not fit it (head_dim 64/128, GQA group <= 8).
-int verify_attention_rows(const ModelConfig& config, int most, int seqs) {
+// per-row one, in a step of `seqs` sequences: 0 when QED_VERIFY_ATTENTION=0, for an FP8 KV cache, when the step has
+// fewer sequences than QED_VERIFY_ATTENTION_MIN_SEQS (default 12), or when the shape does not fit it (head_dim
+// 64/128, GQA group <= 8). Measured on an H200, 14B shape, T = 4, per-row vs verify CTA, us a layer: bf16 cache
+// 1 sequence x 1024 keys 19.3 vs 58.6, 8 x 2400 109 vs 149, 12 x 2400 172 vs 157, 16 x 2400 215 vs 213, 32 x 1024
+// 192 vs 160, 32 x 4500 749 vs 583; FP8 cache 32 x 1024 157 vs 162, 32 x 4500 589 vs 605 (and fp8 aimo_12x4500 with
+// synthetic-p0.6 drafts 2007 vs 1845 tok/s), so FP8 caches keep the per-row CTA.
+int verify_attention_rows(const ModelConfig& config, int most, int seqs, bool fp8_cache) {
   static const int min_seqs = cuda::env_int("QED_VERIFY_ATTENTION_MIN_SEQS", 12);
-  if (!cuda::verify_attention_enabled() || seqs < min_seqs) return 0;
+  if (!cuda::verify_attention_enabled() || fp8_cache || seqs < min_seqs) return 0;
   const cuda::AttentionShape shape{config.num_heads, config.num_kv_heads, config.head_dim, 1, 1.0f};
   for (int rows = most; rows >= 2; --rows) {
     if (cuda::attention_verify_supports(shape, rows)) return rows;
@@ -295,7 +296,8 @@ void CudaBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
   routing.prefill_min_rows =
       cuda::prefill_attention_supports(config_.head_dim) ? options_.prefill_attention_min_rows : 0;
   routing.prefill_tile_rows = cuda::kPrefillTiling.rows;
-  routing.verify_max_rows = verify_attention_rows(config_, cuda::kMaxGraphVerifyRows, int(batch.sequences.size()));
+  routing.verify_max_rows =
+      verify_attention_rows(config_, cuda::kMaxGraphVerifyRows, int(batch.sequences.size()), kv_fp8_);
   const cuda::StepSections sections = cuda::measure_step(batch, routing);
   if (sections.rows > options_.max_batched_tokens) {
     fail("cuda backend: a forward of {} tokens exceeds max_batched_tokens {}", sections.rows,
@@ -339,7 +341,8 @@ void CudaBackend::graph_verify_forward(const ForwardBatch& batch, int rows_per_s
   }
   const int bucket =
       cuda::graph_context_bucket(longest, kMinGraphContextBucket, max_blocks_per_seq_ * layout_.block_size);
-  const bool verify_cta = rows_per_seq >= 2 && verify_attention_rows(config_, rows_per_seq, padded) >= rows_per_seq;
+  const bool verify_cta =
+      rows_per_seq >= 2 && verify_attention_rows(config_, rows_per_seq, padded, kv_fp8_) >= rows_per_seq;
   cuda::StepSections sections =
       cuda::verify_graph_sections(padded, rows_per_seq, max_blocks_per_seq_, bucket, verify_cta);
   cuda::pack_verify_step(batch, layout_.block_size, sections, padded, rows_per_seq, max_blocks_per_seq_, scratch_block_,
