@@ -23,7 +23,10 @@ class InForwardSamplingBackend final : public Backend {
   bool can_sample_on_device(const SamplingParams& params) const override { return params.repetition_penalty == 1.0f; }
   void copy_kv_blocks(std::span<const std::pair<int32_t, int32_t>> src_dst) override { inner_.copy_kv_blocks(src_dst); }
   void forward(const ForwardBatch& batch, ForwardResult& result) override {
-    inner_.forward(batch, result);
+    // The inner (CPU) backend honours skip_logits by computing none; this one samples from them, so it asks for all.
+    ForwardBatch with_logits = batch;
+    with_logits.skip_logits = false;
+    inner_.forward(with_logits, result);
     const size_t vocab = size_t(config().vocab_size);
     result.samples.clear();
     for (const DeviceSample& s : batch.device_samples) {
