@@ -230,8 +230,8 @@ StepSections verify_graph_sections(int padded_seqs, int rows_per_seq, int max_bl
   s.seqs = padded_seqs + s.rows;
   s.logits_count = s.rows;
   s.max_kv_len = max_kv_len;
-  // One table per slot plus the scratch table; every row goes to the flash-decoding kernel, and run_layers passes no
-  // row list for them.
+  // One table per slot plus the scratch table; the rows go to the verify CTA (one entry per slot) when verify_cta,
+  // else all to the flash-decoding kernel, and run_layers passes no row list for them.
   place_sections(s, size_t(padded_seqs) * size_t(max_blocks_per_seq) + 1,
                  size_t(padded_seqs) * size_t(rows_per_seq) * size_t(rows_per_seq), 0, 0,
                  verify_cta ? size_t(padded_seqs) : 0);
