@@ -26,7 +26,10 @@ bundle() {
     -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache >/dev/null
   # Attention and decode-GEMM micro-benchmarks too when the tree was configured with -DQED_BENCH=ON.
   local benches=""
-  ninja -C "$build" -t targets all 2>/dev/null | grep -q '^bench_decode_attention:' &&
+  # (The target list is read whole first: `ninja | grep -q` fails under pipefail when grep exits early.)
+  local targets
+  targets="$(ninja -C "$build" -t targets all 2>/dev/null)"
+  grep -q '^bench_decode_attention:' <<<"$targets" &&
     benches="bench_decode_attention bench_prefill_attention bench_skinny_gemm"
   cmake --build "$build" -j2 --target qed test_cuda_kernels test_cuda_backend $benches
   rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/lib"

@@ -86,6 +86,7 @@ void pdl_trigger() {}
 }  // namespace qed::cuda
 
 #include "backend/cuda/decode_gemv_tile.cuh"
+#include "backend/cuda/silu_mul.cuh"
 
 #undef threadIdx
 #undef blockIdx
@@ -184,6 +185,20 @@ GemmFormat gemm_format(Format f) {
   return GemmFormat::Int8;
 }
 
+void emulate_format(Format format, const cuda::GemvParams& p, int rows, int variant, emu::Range w, emu::Range x) {
+  switch (format) {
+    case Format::Bf16:
+      return emulate<cuda::Bf16Gemv>(p, rows, variant, w, x);
+    case Format::Fp8Cvt:
+      return emulate<cuda::Fp8CvtGemv>(p, rows, variant, w, x);
+    case Format::Fp8Bits:
+    case Format::Fp8PerChannel:
+      return emulate<cuda::Fp8BitsGemv>(p, rows, variant, w, x);
+    case Format::Int8:
+      return emulate<cuda::Int8Gemv>(p, rows, variant, w, x);
+  }
+}
+
 void check(const Case& c, std::mt19937& rng) {
   const std::string what = describe(c);
   const std::vector<float> x = random_bf16_values(size_t(c.rows) * c.in, rng, 1.0f);
@@ -208,23 +223,11 @@ void check(const Case& c, std::mt19937& rng) {
                            format == GemmFormat::Int8 || format == GemmFormat::Fp8PerChannel,
                            c.f32_out,
                            c.out,
-                           c.in};
-  const emu::Range w_range = w_dev.range(ref.w.size()), x_range = x_dev.range(ref.x.size());
-  switch (c.format) {
-    case Format::Bf16:
-      emulate<cuda::Bf16Gemv>(p, c.rows, c.variant, w_range, x_range);
-      break;
-    case Format::Fp8Cvt:
-      emulate<cuda::Fp8CvtGemv>(p, c.rows, c.variant, w_range, x_range);
-      break;
-    case Format::Fp8Bits:
-    case Format::Fp8PerChannel:
-      emulate<cuda::Fp8BitsGemv>(p, c.rows, c.variant, w_range, x_range);
-      break;
-    case Format::Int8:
-      emulate<cuda::Int8Gemv>(p, c.rows, c.variant, w_range, x_range);
-      break;
-  }
+                           c.in,
+                           0,
+                           nullptr,
+                           nullptr};
+  emulate_format(c.format, p, c.rows, c.variant, w_dev.range(ref.w.size()), x_dev.range(ref.x.size()));
   std::vector<float> got(y_f32.size());
   for (size_t i = 0; i < got.size(); ++i) got[i] = c.f32_out ? y_f32[i] : bf16_to_float(y_bf16[i]);
   for (size_t i = ref.want.size(); i < got.size(); ++i) {
@@ -251,6 +254,81 @@ TEST(DecodeGemvEmulation, EveryFormatAndVariantMatchesTheCpuReference) {
             rng);
     }
   }
+}
+
+// SiLU-and-mul in the epilogue (GemvParams::glu_inter): a CTA pairs gate row n with up row inter + n, and the result
+// must be, bit for bit, the plain GEMV's bf16 gate and up values through silu_and_mul_bf16's formula, and its E4M3
+// codes those of the CPU quantizer. inter is odd (1, 5, 9): the last CTA's pairs run past it.
+TEST(DecodeGemvEmulation, SiluMulEpilogueIsTheGemvThenSiluAndMul) {
+  std::mt19937 rng(321);
+  const int inters[] = {1, 5, 9};
+  int case_index = 0;
+  for (Format format : {Format::Bf16, Format::Fp8Cvt, Format::Fp8Bits, Format::Fp8PerChannel, Format::Int8}) {
+    for (int variant = 0; variant < cuda::kDecodeGemvVariantCount; ++variant) {
+      if (!cuda::decode_gemv_silu_supports(variant, 2)) continue;
+      const int inter = inters[size_t(case_index) % std::size(inters)];
+      const int rows = 1 + case_index % cuda::kDecodeGemvMaxRows;
+      const int in = (case_index % 2 ? 3 : 33) * (format == Format::Bf16 ? 8 : 16);
+      const bool bias = case_index % 3 == 0;
+      ++case_index;
+      const int out = 2 * inter;
+      const std::string what = std::string("silu ") + describe({format, rows, in, out, variant, bias, false});
+      const std::vector<float> x = random_bf16_values(size_t(rows) * in, rng, 1.0f);
+      const std::vector<uint16_t> bias_bf16 = to_bf16(random_bf16_values(size_t(out), rng, 0.5f));
+      const std::vector<float> w =
+          format == Format::Bf16 ? random_bf16_values(size_t(out) * in, rng, 0.05f) : random_weight(out, in, rng);
+      const ReferenceGemm ref = reference_gemm(gemm_format(format), x, w, nullptr, rows, in, out);
+      const Aligned x_dev(ref.x), w_dev(ref.w);
+      const bool fp8 = format != Format::Bf16 && format != Format::Int8;
+      cuda::GemvParams p{x_dev.data(),
+                         w_dev.data(),
+                         fp8 ? &ref.x_scale : nullptr,
+                         format == Format::Bf16 ? nullptr : ref.w_scales.data(),
+                         bias ? reinterpret_cast<const __nv_bfloat16*>(bias_bf16.data()) : nullptr,
+                         nullptr,
+                         format == Format::Int8 || format == Format::Fp8PerChannel,
+                         false,
+                         out,
+                         in,
+                         0,
+                         nullptr,
+                         nullptr};
+      const emu::Range w_range = w_dev.range(ref.w.size()), x_range = x_dev.range(ref.x.size());
+      std::vector<uint16_t> plain(size_t(rows) * out);
+      p.y = plain.data();
+      emulate_format(format, p, rows, variant, w_range, x_range);
+
+      const float act_scale = 0.01f;
+      std::vector<uint16_t> want(size_t(rows) * inter);
+      std::vector<uint8_t> want_codes(want.size());
+      for (int r = 0; r < rows; ++r) {
+        for (int n = 0; n < inter; ++n) {
+          const float gate = bf16_to_float(plain[size_t(r) * out + n]);
+          const float up = bf16_to_float(plain[size_t(r) * out + inter + n]);
+          const size_t at = size_t(r) * inter + n;
+          want[at] = float_to_bf16(cuda::silu_mul(gate, up));
+          want_codes[at] = cpu::quantize_fp8(bf16_to_float(want[at]), act_scale);
+        }
+      }
+      // One row more than the result, poisoned: it must stay untouched.
+      std::vector<uint16_t> fused(want.size() + size_t(inter), 0x7FC1);
+      std::vector<uint8_t> codes(fused.size(), 0xAB);
+      p.y = fused.data();
+      p.glu_inter = inter;
+      p.y_fp8 = codes.data();
+      p.y_fp8_scale = &act_scale;
+      emulate_format(format, p, rows, variant, w_range, x_range);
+      for (size_t i = 0; i < want.size(); ++i) {
+        ASSERT_EQ(fused[i], want[i]) << what << " at " << i;
+        ASSERT_EQ(codes[i], want_codes[i]) << what << " code at " << i;
+      }
+      for (size_t i = want.size(); i < fused.size(); ++i) {
+        ASSERT_EQ(fused[i], 0x7FC1) << what << ": wrote past the last row at " << i;
+        ASSERT_EQ(codes[i], 0xAB) << what << ": wrote a code past the last row at " << i;
+      }
+    }
+  }
+  EXPECT_GT(case_index, 0);
 }
 
 }  // namespace

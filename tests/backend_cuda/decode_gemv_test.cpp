@@ -25,6 +25,7 @@
 #include "backend/cpu/quant_ops.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device.h"
+#include "backend/cuda/elementwise_kernels.h"
 #include "backend/cuda/pdl.h"
 #include "core/dtype.h"
 #include "cuda_test_util.h"
@@ -258,6 +259,68 @@ TEST_F(DecodeGemvTest, ChainedPdlLaunchesReadTheirPredecessorsOutput) {
   }
 }
 
+// SiLU-and-mul in the epilogue (DecodeGemv::silu_mul) is the plain GEMV then silu_and_mul_bf16 bit for bit, bf16
+// output and E4M3 codes, for every format, pairing variant and row count, on the 14B gate_up's K (5120) with an
+// inter that no variant's pairs divide.
+TEST_F(DecodeGemvTest, SiluMulEpilogueIsTheGemvThenSiluAndMulKernel) {
+  std::mt19937 rng(99);
+  const int in = 5120, inter = 1001, out = 2 * inter;
+  for (Format format : {Format::Bf16, Format::Fp8PerTensor, Format::Fp8PerChannel, Format::Int8}) {
+    const std::vector<float> x = random_bf16_values(size_t(cuda::kDecodeGemvMaxRows) * in, rng, 1.0f);
+    const std::vector<float> w =
+        format == Format::Bf16 ? random_bf16_values(size_t(out) * in, rng, 0.05f) : random_weight(out, in, rng);
+    const ReferenceGemm ref = reference_gemm(format, x, w, nullptr, cuda::kDecodeGemvMaxRows, in, out);
+    const cuda::DeviceBuffer d_x = upload(ref.x), d_w = upload(ref.w);
+    const cuda::DeviceBuffer d_x_scale = upload(std::vector<float>{ref.x_scale}), d_w_scales = upload(ref.w_scales);
+    const cuda::DeviceBuffer d_act_scale = upload(std::vector<float>{0.02f});
+    for (int variant = 0; variant < cuda::kDecodeGemvVariantCount; ++variant) {
+      if (!cuda::decode_gemv_silu_supports(variant, out)) continue;
+      for (int rows = 1; rows <= cuda::kDecodeGemvMaxRows; ++rows) {
+        const std::string what = describe({format, rows, in, out, variant, false});
+        cuda::DecodeGemv g;
+        g.x = d_x.data();
+        g.w = d_w.data();
+        g.rows = rows;
+        g.out = out;
+        g.in = in;
+        g.variant = variant;
+        g.type = format == Format::Bf16   ? cuda::SkinnyWeight::Bf16
+                 : format == Format::Int8 ? cuda::SkinnyWeight::Int8
+                                          : cuda::SkinnyWeight::Fp8E4m3;
+        if (format != Format::Bf16) g.w_scales = d_w_scales.as<float>();
+        if (g.type == cuda::SkinnyWeight::Fp8E4m3) g.x_scale = d_x_scale.as<float>();
+        g.per_channel = format == Format::Fp8PerChannel;
+        cuda::DeviceBuffer gate_up = poisoned_bf16(size_t(rows) * out), want = poisoned_bf16(size_t(rows) * inter);
+        cuda::DeviceBuffer want_codes(size_t(rows) * inter);
+        g.y = gate_up.data();
+        cuda::decode_gemv(g, nullptr);
+        cuda::silu_and_mul_bf16(gate_up.as<uint16_t>(), want.as<uint16_t>(), rows, inter, nullptr,
+                                want_codes.as<uint8_t>(), d_act_scale.as<float>());
+        cuda::DeviceBuffer got = poisoned_bf16(size_t(rows + 1) * inter), got_codes(size_t(rows + 1) * inter);
+        QED_CUDA_CHECK(cudaMemset(got_codes.data(), 0xAB, got_codes.bytes()));
+        g.y = got.data();
+        g.silu_mul = true;
+        g.y_fp8 = got_codes.as<uint8_t>();
+        g.y_fp8_scale = d_act_scale.as<float>();
+        cuda::decode_gemv(g, nullptr);
+        QED_CUDA_CHECK(cudaDeviceSynchronize());
+        const size_t n = size_t(rows) * inter;
+        const std::vector<uint16_t> got_h = download<uint16_t>(got, n + inter), want_h = download<uint16_t>(want, n);
+        const std::vector<uint8_t> codes_h = download<uint8_t>(got_codes, n + inter),
+                                   want_codes_h = download<uint8_t>(want_codes, n);
+        for (size_t i = 0; i < n; ++i) {
+          ASSERT_EQ(got_h[i], want_h[i]) << what << " element " << i;
+          ASSERT_EQ(codes_h[i], want_codes_h[i]) << what << " code " << i;
+        }
+        for (size_t i = n; i < n + inter; ++i) {
+          ASSERT_EQ(got_h[i], 0x7FC1) << what << ": wrote past the last row at " << i;
+          ASSERT_EQ(codes_h[i], 0xAB) << what << ": wrote a code past the last row at " << i;
+        }
+      }
+    }
+  }
+}
+
 TEST_F(DecodeGemvTest, RefusesShapesAndArgumentsItCannotTake) {
   const RunnableLaunch<cuda::DecodeGemv> launch;
   const cuda::DecodeGemv& g = launch.g;
@@ -270,6 +333,32 @@ TEST_F(DecodeGemvTest, RefusesShapesAndArgumentsItCannotTake) {
   }
   cuda::DecodeGemv bad = g;
   bad.out = 0;
+  EXPECT_THROW(run(bad), std::exception);
+  // SiLU-and-mul: a variant of one feature per CTA cannot pair rows; an odd out has no halves; no fp32 output; an
+  // E4M3 output needs a scale and SiLU-and-mul.
+  const int single = 5;  // w8f1u8
+  ASSERT_EQ(cuda::kDecodeGemvVariants[single].features, 1);
+  cuda::DecodeGemv silu = g;
+  silu.silu_mul = true;
+  silu.out = 2 * (g.out / 2);
+  silu.f32_out = false;
+  EXPECT_NO_THROW(run(silu));
+  QED_CUDA_CHECK(cudaDeviceSynchronize());
+  bad = silu;
+  bad.variant = single;
+  EXPECT_THROW(run(bad), std::exception);
+  bad = silu;
+  bad.out = silu.out - 1;
+  EXPECT_THROW(run(bad), std::exception);
+  bad = silu;
+  bad.f32_out = true;
+  EXPECT_THROW(run(bad), std::exception);
+  bad = silu;
+  bad.y_fp8 = static_cast<uint8_t*>(const_cast<void*>(g.x));
+  EXPECT_THROW(run(bad), std::exception);
+  bad = g;
+  bad.y_fp8 = static_cast<uint8_t*>(const_cast<void*>(g.x));
+  bad.y_fp8_scale = static_cast<const float*>(g.x);
   EXPECT_THROW(run(bad), std::exception);
 }
 

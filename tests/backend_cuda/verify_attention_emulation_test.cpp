@@ -45,6 +45,14 @@ inline unsigned atomicAdd(uint32_t* p, unsigned v) {  // called by one thread of
 inline float __ldcg(const float* p) {
   return *p;
 }
+inline float2 __ldcg(const float2* p) {
+  if (reinterpret_cast<uintptr_t>(p) % 8 != 0) qed::testing::emulated::fail_access("misaligned 8-byte load", p);
+  return *p;
+}
+inline float4 __ldcg(const float4* p) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) qed::testing::emulated::fail_access("misaligned 16-byte load", p);
+  return *p;
+}
 
 namespace qed::cuda {
 using std::isnan;
@@ -66,9 +74,6 @@ constexpr float kLog2e = 1.4426950408889634f;
 int row_partition_size(int kv_len, int partitions) {
   const int even = (kv_len + partitions - 1) / partitions;
   return max(kMinPartitionKeys, (even + 15) / 16 * 16);
-}
-float merge_weight(float m, float merged) {
-  return m == -INFINITY ? 0.0f : exp2f(m - merged);
 }
 void pdl_wait() {}
 void pdl_trigger() {}

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "backend/cuda/attention_kernels.h"
+#include "backend/cuda/attention_merge.cuh"
 #include "backend/cuda/bf16_vec.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/env_switch.h"
@@ -46,6 +47,8 @@ struct Params {
 
 // Partitions the fused merge takes (its weights live in shared memory); more go to merge_partitions_kernel.
 constexpr int kMaxFusedMergePartitions = 64;
+// Decode launches of up to this many rows run the tensor-core CTA with the batched merge tail (merge_if_last).
+constexpr int kBatchedMergeMaxRows = 2;
 
 // What a CTA (blockIdx.x = launch row, blockIdx.y = KV head x subgroup) attends with.
 struct RowView {
@@ -122,22 +125,18 @@ __device__ __forceinline__ void write_result(const Params& p, const RowView& v, 
   }
 }
 
-// Weight of a partial result with running max m (log2 units) when the merged max is `merged`: 0 for an empty
-// partial (m = -inf), which also keeps exp2(-inf - -inf) = NaN out when every partial is empty.
-__device__ __forceinline__ float merge_weight(float m, float merged) {
-  return m == -INFINITY ? 0.0f : exp2f(m - merged);
-}
-
 // The split-K merge folded into the attention kernel: every CTA of a (row, KV head group) counts itself done once
 // its partials are written (fence, then one atomic); the last one re-arms the counter and merges the group's
-// partitions in a fixed order (deterministic whichever CTA is last): per head the max and the sum of the weighted
-// sums over partitions 0, 1, ..., then each output dim sums its weighted values in the same order. Partials are
-// read through L2 (__ldcg): other CTAs wrote them. Saves the merge launch, and its wait for the whole attention
-// grid, per layer.
+// partitions in partition order (deterministic whichever CTA is last). Partials are read through L2 (__ldcg):
+// other CTAs wrote them. Saves the merge launch, and its wait for the whole attention grid, per layer.
+// BATCHED: the tail as merge_partials (attention_merge.cuh), which issues the merging CTA's loads together; else
+// one element's partitions at a time. Same results. Measured on an H200 (14B shape, 2026-12-02): with BATCHED the
+// tensor-core CTA made decode steps 2.2% (bf16) and 3.2% (FP8) shorter at batch 1, but the same kernel ran 5-10%
+// slower at 4-32 rows x 1024-4500 keys (bench_decode_attention: its whole code changed with it, not only the
+// merge), so only launches of few rows take it (kBatchedMergeMaxRows).
+template <bool BATCHED>
 __device__ void merge_if_last(const Params& p, const RowView& v) {
   __shared__ bool last;
-  __shared__ float weights[kMaxGroup][kMaxFusedMergePartitions];
-  __shared__ float sums[kMaxGroup];
   const int parts = p.partitions, head_dim = p.shape.head_dim;
   __threadfence();  // this CTA's partials, visible device-wide before it counts itself done
   __syncthreads();
@@ -149,37 +148,48 @@ __device__ void merge_if_last(const Params& p, const RowView& v) {
   __syncthreads();
   if (!last) return;
   __threadfence();
-  for (int item = int(threadIdx.x); item < v.heads_here * parts; item += int(blockDim.x)) {
-    const int g = item / parts, part = item % parts;
-    weights[g][part] = __ldcg(partial_of(p, v, v.head0 + g, part) + head_dim);  // the max, for now
-  }
-  __syncthreads();
-  if (int(threadIdx.x) < v.heads_here) {
-    const int g = int(threadIdx.x);
-    float merged = -INFINITY;
-    for (int part = 0; part < parts; ++part) merged = fmaxf(merged, weights[g][part]);
-    float sum = 0.0f;
-    for (int part = 0; part < parts; ++part) {
-      const float w = merge_weight(weights[g][part], merged);
-      weights[g][part] = w;
-      if (w != 0.0f) sum += __ldcg(partial_of(p, v, v.head0 + g, part) + head_dim + 1) * w;
+  auto partial = [&](int g, int part) -> const float* { return partial_of(p, v, v.head0 + g, part); };
+  auto out_offset = [&](int g) { return (size_t(v.row) * p.shape.num_heads + size_t(v.head0 + g)) * head_dim; };
+  if constexpr (BATCHED) {
+    __shared__ float maxes[kMaxGroup * kMaxFusedMergePartitions], sums[kMaxGroup * kMaxFusedMergePartitions];
+    __shared__ float row_sums[kMaxGroup];
+    merge_partials(int(blockDim.x), v.heads_here, parts, head_dim, partial, out_offset, maxes, sums, row_sums, p.out,
+                   p.out_fp8, p.out_fp8_scale);
+  } else {
+    __shared__ float weights[kMaxGroup][kMaxFusedMergePartitions];
+    __shared__ float row_sums[kMaxGroup];
+    for (int item = int(threadIdx.x); item < v.heads_here * parts; item += int(blockDim.x)) {
+      const int g = item / parts, part = item % parts;
+      weights[g][part] = __ldcg(partial(g, part) + head_dim);  // the max, for now
     }
-    sums[g] = sum;
-  }
-  __syncthreads();
-  const float fp8_scale = p.out_fp8 ? *p.out_fp8_scale : 1.0f;
-  for (int item = int(threadIdx.x); item < v.heads_here * head_dim; item += int(blockDim.x)) {
-    const int g = item / head_dim, d = item % head_dim;
-    float value = 0.0f;
-    for (int part = 0; part < parts; ++part) {
-      const float w = weights[g][part];
-      if (w != 0.0f) value += __ldcg(partial_of(p, v, v.head0 + g, part) + d) * w;  // empty partials: unwritten
+    __syncthreads();
+    if (int(threadIdx.x) < v.heads_here) {
+      const int g = int(threadIdx.x);
+      float merged = -INFINITY;
+      for (int part = 0; part < parts; ++part) merged = fmaxf(merged, weights[g][part]);
+      float sum = 0.0f;
+      for (int part = 0; part < parts; ++part) {
+        const float w = merge_weight(weights[g][part], merged);
+        weights[g][part] = w;
+        if (w != 0.0f) sum += __ldcg(partial(g, part) + head_dim + 1) * w;
+      }
+      row_sums[g] = sum;
     }
-    const float sum = sums[g];
-    const size_t at = (size_t(v.row) * p.shape.num_heads + size_t(v.head0 + g)) * head_dim + size_t(d);
-    const __nv_bfloat16 o = __float2bfloat16(sum > 0.0f ? value / sum : 0.0f);
-    p.out[at] = o;
-    if (p.out_fp8) p.out_fp8[at] = quantize_e4m3(__bfloat162float(o), fp8_scale);
+    __syncthreads();
+    const float fp8_scale = p.out_fp8 ? *p.out_fp8_scale : 1.0f;
+    for (int item = int(threadIdx.x); item < v.heads_here * head_dim; item += int(blockDim.x)) {
+      const int g = item / head_dim, d = item % head_dim;
+      float value = 0.0f;
+      for (int part = 0; part < parts; ++part) {
+        const float w = weights[g][part];
+        if (w != 0.0f) value += __ldcg(partial(g, part) + d) * w;  // empty partials: unwritten
+      }
+      const float sum = row_sums[g];
+      const size_t at = out_offset(g) + size_t(d);
+      const __nv_bfloat16 o = __float2bfloat16(sum > 0.0f ? value / sum : 0.0f);
+      p.out[at] = o;
+      if (p.out_fp8) p.out_fp8[at] = quantize_e4m3(__bfloat162float(o), fp8_scale);
+    }
   }
 }
 
@@ -334,7 +344,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params p) {
   const int end = min(v.kv_len, begin + psize);
   if (begin >= end) {
     write_empty_partials(p, v, part);
-    if (p.merge_counters) merge_if_last(p, v);  // an empty partition counts too
+    if (p.merge_counters) merge_if_last<false>(p, v);  // an empty partition counts too
     return;
   }
 
@@ -429,7 +439,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Params p) {
     }
     write_result(p, v, part, g, d, merged, sum, value * p.v_dequant);
   }
-  if (p.merge_counters) merge_if_last(p, v);
+  if (p.merge_counters) merge_if_last<false>(p, v);
 }
 
 }  // namespace
@@ -557,7 +567,11 @@ void launch(const Params& params, DecodeKernel kernel, cudaStream_t stream) {
       }
     }
     if (kernel != DecodeKernel::CudaCores) {
-      launch_kernel(attention_mma_kernel<HEAD_DIM, FP8, false>, grid, dim3(kThreads), 0, stream, true, params);
+      if (params.batch.rows <= kBatchedMergeMaxRows) {
+        launch_kernel(attention_mma_kernel<HEAD_DIM, FP8, false, true>, grid, dim3(kThreads), 0, stream, true, params);
+      } else {
+        launch_kernel(attention_mma_kernel<HEAD_DIM, FP8, false>, grid, dim3(kThreads), 0, stream, true, params);
+      }
       return;
     }
   }

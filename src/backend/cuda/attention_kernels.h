@@ -57,9 +57,10 @@ struct KvCacheView {
 // bench_decode_attention), or the CUDA-core kernel (A/B).
 enum class DecodeKernel : uint8_t { TensorCores, TensorCoresPipelined, CudaCores };
 
-// Floats of scratch that attention_partitions() may use per (row, head, partition).
+// Floats of scratch that attention_partitions() may use per (row, head, partition): the head_dim values, the max
+// and the sum, padded to a multiple of 4 so every partial starts 16-byte aligned (the fused merge's float4 loads).
 constexpr size_t attention_partial_floats(int head_dim) {
-  return size_t(head_dim) + 2;
+  return size_t(head_dim) + 4;
 }
 
 // How many KV partitions a launch splits each row's keys into: enough CTAs to fill `num_sms` multiprocessors

@@ -47,7 +47,8 @@ struct MmaRing {
 // one it computes on (16 KiB in flight per warp at bf16 / 128 instead of the 8 KiB its registers hold), the block
 // table looked up as far ahead. Measured without it (H200, rows 12 x 2400 keys): 1.7-1.9 TB/s, each warp waiting a
 // block-table and a K/V round trip per chunk.
-template <int HEAD_DIM, bool FP8, bool PIPELINED>
+// BATCHED_MERGE: merge_if_last's batched tail (few-row launches).
+template <int HEAD_DIM, bool FP8, bool PIPELINED, bool BATCHED_MERGE = false>
 __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
   using Raw = std::conditional_t<FP8, uint2, uint4>;  // one lane's 8 elements of a K or V row, as stored
   static_assert(HEAD_DIM % 64 == 0, "V loads cover 64 dims per 8 lanes");
@@ -80,7 +81,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
   const int end = min(v.kv_len, begin + psize);
   if (begin >= end) {
     write_empty_partials(p, v, part);
-    if (p.merge_counters) merge_if_last(p, v);  // an empty partition counts too
+    if (p.merge_counters) merge_if_last<BATCHED_MERGE>(p, v);  // an empty partition counts too
     return;
   }
 
@@ -328,7 +329,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(Params p) {
     }
     write_result(p, v, part, g, d, merged, sum, value * p.v_dequant);
   }
-  if (p.merge_counters) merge_if_last(p, v);
+  if (p.merge_counters) merge_if_last<BATCHED_MERGE>(p, v);
 }
 
 }  // namespace

@@ -19,7 +19,7 @@
 // row (partials) and the sequence's first row (counters), so this launch and a per-row launch of the same step can
 // share the buffers (they run one after the other).
 //
-// Included by attention_kernels.cu after its helpers (kThreads, kLog2e, row_partition_size, merge_weight, the MMA
+// Included by attention_kernels.cu after its helpers (kThreads, kLog2e, row_partition_size, the MMA
 // operand helpers, cp_async_16_shared and the wait), and by the CPU emulation test with emulated ones.
 #include <cuda_bf16.h>
 
@@ -27,6 +27,7 @@
 #include <type_traits>
 
 #include "backend/cuda/attention_kernels.h"
+#include "backend/cuda/attention_merge.cuh"
 
 namespace qed::cuda {
 namespace {
@@ -39,8 +40,8 @@ struct VerifyStage {
   static constexpr int kRowBytes = HEAD_DIM * (FP8 ? 1 : 2);
   static constexpr int kPitch = kRowBytes + 16;
   static constexpr int kBytes = 2 * kVerifyTileKeys * kPitch;  // K rows, then V rows
-  // The fused merge reuses the (then idle) stages: weights [M][partitions] and sums [M].
-  static constexpr int kMergeBytes = (kVerifyMaxM * kMaxFusedMergePartitions + kVerifyMaxM) * 4;
+  // The fused merge reuses the (then idle) stages: maxes and sums [M][partitions], row sums [M].
+  static constexpr int kMergeBytes = (2 * kVerifyMaxM * kMaxFusedMergePartitions + kVerifyMaxM) * 4;
   static constexpr int kSharedBytes = 2 * kBytes > kMergeBytes ? 2 * kBytes : kMergeBytes;
 };
 
@@ -73,51 +74,27 @@ __device__ __forceinline__ float* verify_partial(const VerifyParams& p, int row,
 __device__ void verify_merge_if_last(const VerifyParams& p, unsigned char* shared, int row0, int rows_m, int group,
                                      int head0) {
   __shared__ bool last;
-  float* weights = reinterpret_cast<float*>(shared);  // [rows_m][parts]
-  float* sums = weights + kVerifyMaxM * kMaxFusedMergePartitions;
-  const int parts = p.partitions, head_dim = p.shape.head_dim;
+  // In the (then idle) stages: maxes and sums [M][partitions], row sums [M].
+  float* maxes = reinterpret_cast<float*>(shared);
+  float* sums = maxes + kVerifyMaxM * kMaxFusedMergePartitions;
+  float* row_sums = sums + kVerifyMaxM * kMaxFusedMergePartitions;
   __threadfence();
   __syncthreads();  // also: every warp is done with the stages
   if (threadIdx.x == 0) {
     uint32_t* counter = p.merge_counters + size_t(row0) * p.shape.num_kv_heads + blockIdx.y;
-    last = atomicAdd(counter, 1u) == uint32_t(parts - 1);
+    last = atomicAdd(counter, 1u) == uint32_t(p.partitions - 1);
     if (last) *counter = 0;
   }
   __syncthreads();
   if (!last) return;
   __threadfence();
-  for (int item = int(threadIdx.x); item < rows_m * parts; item += kThreads) {
-    const int m = item / parts, part = item % parts;
-    weights[m * parts + part] = __ldcg(verify_partial(p, row0 + m / group, head0 + m % group, part) + head_dim);
-  }
-  __syncthreads();
-  for (int m = int(threadIdx.x); m < rows_m; m += kThreads) {
-    float merged = -INFINITY;
-    for (int part = 0; part < parts; ++part) merged = fmaxf(merged, weights[m * parts + part]);
-    float sum = 0.0f;
-    for (int part = 0; part < parts; ++part) {
-      const float w = merge_weight(weights[m * parts + part], merged);
-      weights[m * parts + part] = w;
-      if (w != 0.0f) sum += __ldcg(verify_partial(p, row0 + m / group, head0 + m % group, part) + head_dim + 1) * w;
-    }
-    sums[m] = sum;
-  }
-  __syncthreads();
-  const float fp8_scale = p.out_fp8 ? *p.out_fp8_scale : 1.0f;
-  for (int item = int(threadIdx.x); item < rows_m * head_dim; item += kThreads) {
-    const int m = item / head_dim, d = item % head_dim;
-    const int row = row0 + m / group, head = head0 + m % group;
-    float value = 0.0f;
-    for (int part = 0; part < parts; ++part) {
-      const float w = weights[m * parts + part];
-      if (w != 0.0f) value += __ldcg(verify_partial(p, row, head, part) + d) * w;
-    }
-    const float sum = sums[m];
-    const size_t at = (size_t(row) * p.shape.num_heads + size_t(head)) * head_dim + size_t(d);
-    const __nv_bfloat16 o = __float2bfloat16(sum > 0.0f ? value / sum : 0.0f);
-    p.out[at] = o;
-    if (p.out_fp8) p.out_fp8[at] = quantize_e4m3(__bfloat162float(o), fp8_scale);
-  }
+  merge_partials(
+      kThreads, rows_m, p.partitions, p.shape.head_dim,
+      [&](int m, int part) -> const float* { return verify_partial(p, row0 + m / group, head0 + m % group, part); },
+      [&](int m) {
+        return (size_t(row0 + m / group) * p.shape.num_heads + size_t(head0 + m % group)) * p.shape.head_dim;
+      },
+      maxes, sums, row_sums, p.out, p.out_fp8, p.out_fp8_scale);
 }
 
 template <int HEAD_DIM, bool FP8>

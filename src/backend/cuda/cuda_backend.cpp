@@ -295,7 +295,9 @@ void CudaBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
   cuda::AttentionRouting routing;
   routing.prefill_min_rows =
       cuda::prefill_attention_supports(config_.head_dim) ? options_.prefill_attention_min_rows : 0;
-  routing.prefill_tile_rows = cuda::kPrefillTiling.rows;
+  int longest_chunk = 0;
+  for (const SequenceChunk& seq : batch.sequences) longest_chunk = std::max(longest_chunk, int(seq.tokens.size()));
+  routing.prefill_tile_rows = cuda::prefill_tiling_for(longest_chunk).rows;
   routing.verify_max_rows =
       verify_attention_rows(config_, cuda::kMaxGraphVerifyRows, int(batch.sequences.size()), kv_fp8_);
   const cuda::StepSections sections = cuda::measure_step(batch, routing);
@@ -493,7 +495,7 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
     cuda::rmsnorm_bf16(l == 0 ? residual : delta, l == 0 ? nullptr : residual, w.input_norm.as<uint16_t>(), normed,
                        rows, hidden, eps, stream_, qkv_fp8 ? linears_->fp8_input() : nullptr, qkv_fp8);
     if (amax_) amax_->record(l, cuda::AmaxSite::QkvInput, normed, rows, hidden, hidden, stream_);
-    linears_->run(w.qkv, normed, qkv, rows, stream_, qkv_fp8 != nullptr);
+    linears_->run(w.qkv, normed, qkv, rows, stream_, qkv_fp8 ? linears_->fp8_input() : nullptr);
     // RoPE on the q and k heads of the qkv rows and the K/V cache write, one launch.
     const cuda::KvCacheView cache = layer_kv(l);
     const cuda::KvCacheTarget target{const_cast<void*>(cache.k), const_cast<void*>(cache.v), kv_fp8_, cache.k_scale,
@@ -520,7 +522,9 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
     }
     if (s.prefill_tile_count > 0) {
       cuda::prefill_attention(qkv, qkv_dim_, cache, attention, ints(s.prefill_tiles), s.prefill_tile_count,
-                              cuda::kPrefillTiling, shape, attn_.as<uint16_t>(), stream_);
+                              s.routing.prefill_tile_rows == cuda::kPrefillTilingLong.rows ? cuda::kPrefillTilingLong
+                                                                                           : cuda::kPrefillTiling,
+                              shape, attn_.as<uint16_t>(), stream_);
     }
     if (amax_) {
       // K (after RoPE) and V as the cache write read them: attention leaves the qkv rows as they were.
@@ -528,18 +532,27 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
       amax_->record(l, cuda::AmaxSite::V, qkv + q_dim + kv_dim, rows, kv_dim, qkv_dim_, stream_);
       amax_->record(l, cuda::AmaxSite::OInput, attn_.as<uint16_t>(), rows, q_dim, q_dim, stream_);
     }
-    linears_->run(w.o_proj, attn_.as<uint16_t>(), delta, rows, stream_, o_fp8_fused);
+    linears_->run(w.o_proj, attn_.as<uint16_t>(), delta, rows, stream_, o_fp8_fused ? linears_->fp8_input() : nullptr);
     if (options_.row_parallel_reduce) options_.row_parallel_reduce(delta, size_t(rows) * hidden, stream_);
     const float* gate_up_fp8 = cuda::LinearRunner::static_fp8_scale(w.gate_up);
     cuda::rmsnorm_bf16(delta, residual, w.post_attention_norm.as<uint16_t>(), normed, rows, hidden, eps, stream_,
                        gate_up_fp8 ? linears_->fp8_input() : nullptr, gate_up_fp8);
     if (amax_) amax_->record(l, cuda::AmaxSite::GateUpInput, normed, rows, hidden, hidden, stream_);
-    linears_->run(w.gate_up, normed, gate_up_.as<uint16_t>(), rows, stream_, gate_up_fp8 != nullptr);
     const float* down_fp8 = cuda::LinearRunner::static_fp8_scale(w.down_proj);
-    cuda::silu_and_mul_bf16(gate_up_.as<uint16_t>(), act_.as<uint16_t>(), rows, inter, stream_,
-                            down_fp8 ? linears_->fp8_input() : nullptr, down_fp8);
+    const uint8_t* gate_up_in = gate_up_fp8 ? linears_->fp8_input() : nullptr;
+    // At decode rows SiLU-and-mul is the gate_up GEMV's epilogue where the plan runs one (no gate_up_ round trip,
+    // one launch fewer), its E4M3 output in silu_fp8_output() since the GEMV reads fp8_input().
+    const uint8_t* down_in = nullptr;
+    if (linears_->run_gate_up_silu(w.gate_up, normed, act_.as<uint16_t>(), rows, stream_, gate_up_in, down_fp8)) {
+      down_in = down_fp8 ? linears_->silu_fp8_output() : nullptr;
+    } else {
+      linears_->run(w.gate_up, normed, gate_up_.as<uint16_t>(), rows, stream_, gate_up_in);
+      cuda::silu_and_mul_bf16(gate_up_.as<uint16_t>(), act_.as<uint16_t>(), rows, inter, stream_,
+                              down_fp8 ? linears_->fp8_input() : nullptr, down_fp8);
+      down_in = down_fp8 ? linears_->fp8_input() : nullptr;
+    }
     if (amax_) amax_->record(l, cuda::AmaxSite::DownInput, act_.as<uint16_t>(), rows, inter, inter, stream_);
-    linears_->run(w.down_proj, act_.as<uint16_t>(), delta, rows, stream_, down_fp8 != nullptr);
+    linears_->run(w.down_proj, act_.as<uint16_t>(), delta, rows, stream_, down_in);
     if (options_.row_parallel_reduce) options_.row_parallel_reduce(delta, size_t(rows) * hidden, stream_);
   }
 }

@@ -11,6 +11,7 @@
 #include "backend/cuda/decode_gemv.h"
 #include "backend/cuda/fp8_convert.cuh"
 #include "backend/cuda/pdl.cuh"
+#include "backend/cuda/silu_mul.cuh"
 
 namespace qed::cuda {
 
@@ -62,7 +63,10 @@ namespace {
 template <class F, int ROWS, int V>
 void launch_variant(const GemvParams& p, bool pdl, cudaStream_t stream) {
   constexpr DecodeGemvVariant v = kDecodeGemvVariants[V];
-  const unsigned blocks = unsigned((p.out + v.features - 1) / v.features);
+  // With SiLU-and-mul a CTA covers features / 2 outputs (a gate and an up row each).
+  const int outputs = p.glu_inter > 0 ? p.glu_inter : p.out;
+  const int per_cta = p.glu_inter > 0 ? v.features / 2 : v.features;
+  const unsigned blocks = unsigned((outputs + per_cta - 1) / per_cta);
   launch_kernel(decode_gemv_kernel<F, ROWS, v.warps, v.features, v.unroll, v.prefetch>, dim3(blocks),
                 dim3(v.warps * 32), 0, stream, pdl, p);
 }
@@ -84,7 +88,10 @@ void launch_format(const DecodeGemv& g, cudaStream_t stream) {
                      g.type == SkinnyWeight::Int8 || g.per_channel,
                      g.f32_out,
                      g.out,
-                     g.in};
+                     g.in,
+                     g.silu_mul ? g.out / 2 : 0,
+                     g.y_fp8,
+                     g.y_fp8_scale};
   const auto variants = std::make_integer_sequence<int, kDecodeGemvVariantCount>{};
   switch (g.rows) {
     case 1:

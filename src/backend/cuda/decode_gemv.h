@@ -46,11 +46,21 @@ struct DecodeGemv : DecodeGemmOperands {
   // instead of the sm_89+ cvt instruction: which is cheaper is measured. Below sm_89 the bit path is always taken.
   bool fp8_bits = false;
   bool pdl = false;  // launch with programmatic dependent launch (pdl.cuh)
+  // SiLU-and-mul in the epilogue (decode_gemv_silu_supports): w is gate_up, out = 2 · inter, and y gets
+  // silu(gate) · up, rows × inter bf16, bit-identical to this GEMV then silu_and_mul_bf16; y_fp8 (optional) also
+  // its E4M3 codes / *y_fp8_scale, as silu_and_mul_bf16's out_fp8.
+  bool silu_mul = false;
+  uint8_t* y_fp8 = nullptr;
+  const float* y_fp8_scale = nullptr;
 };
 
 // Whether decode_gemv takes this shape: rows in [1, kDecodeGemvMaxRows], in a positive multiple of one 16-byte
 // vector (8 bf16, 16 E4M3 / int8 elements), out positive.
 bool decode_gemv_supports(SkinnyWeight type, int rows, int in, int out);
+
+// Whether the variant can fuse SiLU-and-mul: it pairs gate and up rows in a CTA, so it needs an even number of
+// features per CTA, and out must be even.
+bool decode_gemv_silu_supports(int variant, int out);
 
 void decode_gemv(const DecodeGemv& g, cudaStream_t stream);
 

@@ -1,10 +1,10 @@
 #pragma once
 // The decode GEMV kernel itself (decode_gemv.h), written against primitives the including file defines first, in
 // qed::cuda's unnamed namespace: load_weight_vector (16 bytes, streamed), load_x_vector (16 bytes, cached),
-// f16x2_to_float2, e4m3x4_to_f16x2_cvt with fp8_cvt_scale_fix(), pdl_wait / pdl_trigger, and fp8_convert.cuh's
-// e4m3x4_to_f16x2_times_2m8. decode_gemv.cuh defines them for the device; tests/backend_cuda/
-// decode_gemv_emulation_test.cpp as host emulations, so the CPU build runs this very code. Unnamed namespace: each
-// includer gets its own copy.
+// f16x2_to_float2, e4m3x4_to_f16x2_cvt with fp8_cvt_scale_fix(), pdl_wait / pdl_trigger, fp8_convert.cuh's
+// e4m3x4_to_f16x2_times_2m8 and quantize_e4m3, and silu_mul.cuh. decode_gemv.cuh defines them for the device;
+// tests/backend_cuda/ decode_gemv_emulation_test.cpp as host emulations, so the CPU build runs this very code. Unnamed
+// namespace: each includer gets its own copy.
 #include <cuda_bf16.h>
 
 #include <cstddef>
@@ -22,6 +22,12 @@ struct GemvParams {
   void* y;
   bool per_channel, f32_out;
   int out, in;
+  // > 0: W is gate_up (out = 2 · glu_inter: the gate rows, then the up rows) and y[r][n] = silu(gate) · up
+  // (rows × glu_inter bf16), each product rounded to bf16 first as silu_and_mul_bf16 reads them; y_fp8 (optional)
+  // also gets y's E4M3 codes / *y_fp8_scale (a static-scale FP8 down_proj's input).
+  int glu_inter = 0;
+  uint8_t* y_fp8 = nullptr;
+  const float* y_fp8_scale = nullptr;
 };
 
 __device__ __forceinline__ uint32_t word_of(const uint4& v, int q) {
@@ -99,18 +105,23 @@ struct Int8Gemv {
 
 // One CTA: FEATURES consecutive output features; its WARPS · 32 threads take the 16-byte vectors of K in turn
 // (thread t: vectors t, t + threads, ...), UNROLL vectors per feature in one batch of loads, then a fixed-order
-// reduction (shuffles, then the warps through shared memory): deterministic.
+// reduction (shuffles, then the warps through shared memory): deterministic. With glu_inter (even FEATURES only) a
+// CTA takes FEATURES / 2 consecutive gate rows and the up rows of the same features: a feature's sum is the same
+// whichever row it shares a CTA with, so the fused output is the unfused GEMV + silu_and_mul_bf16 bit for bit.
 template <class F, int ROWS, int WARPS, int FEATURES, int UNROLL, bool PREFETCH>
 __global__ void __launch_bounds__(WARPS * 32) decode_gemv_kernel(GemvParams p) {
   constexpr int kThreads = WARPS * 32;
+  constexpr int kHalf = FEATURES > 1 ? FEATURES / 2 : 1;  // glu: gate rows per CTA (even FEATURES only)
   const int tid = int(threadIdx.x);
-  const int n0 = int(blockIdx.x) * FEATURES;
+  const bool glu = FEATURES % 2 == 0 && p.glu_inter > 0;
+  const int n0 = int(blockIdx.x) * (glu ? kHalf : FEATURES);
   const int vectors = p.in / F::kElems;
   const uint4* w_row[FEATURES];
 #pragma unroll
   for (int f = 0; f < FEATURES; ++f) {
     // Past the last feature: a duplicate row, summed and never stored.
-    w_row[f] = reinterpret_cast<const uint4*>(p.w + size_t(min(n0 + f, p.out - 1)) * size_t(p.in) * F::kWeightBytes);
+    const int row = glu ? (f < kHalf ? 0 : p.glu_inter) + min(n0 + f % kHalf, p.glu_inter - 1) : min(n0 + f, p.out - 1);
+    w_row[f] = reinterpret_cast<const uint4*>(p.w + size_t(row) * size_t(p.in) * F::kWeightBytes);
   }
   uint4 wv[FEATURES][UNROLL];
   auto load_weights = [&](int base) {
@@ -197,19 +208,36 @@ __global__ void __launch_bounds__(WARPS * 32) decode_gemv_kernel(GemvParams p) {
     }
   }
   __syncthreads();
+  // Output feature n (a weight row) from the partials at slot: the references' order, the dot product times the
+  // product of the scales, then the bias.
+  auto finish = [&](int slot, int n) {
+    float sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) sum += partial[w][slot];
+    sum = __fmul_rn(sum, F::scale_fix());
+    if (p.w_scales) {
+      const float x_scale = p.x_scale ? *p.x_scale : 1.0f;
+      sum = __fmul_rn(sum, __fmul_rn(x_scale, p.w_scales[p.per_channel ? n : 0]));
+    }
+    if (p.bias) sum = __fadd_rn(sum, __bfloat162float(p.bias[n]));
+    return sum;
+  };
+  if (glu) {
+    if (tid >= ROWS * kHalf) return;
+    const int r = tid / kHalf, h = tid % kHalf, n = n0 + h;
+    if (n >= p.glu_inter) return;
+    const float gate = __bfloat162float(__float2bfloat16(finish(r * FEATURES + h, n)));
+    const float up = __bfloat162float(__float2bfloat16(finish(r * FEATURES + kHalf + h, p.glu_inter + n)));
+    const __nv_bfloat16 value = __float2bfloat16(silu_mul(gate, up));
+    const size_t at = size_t(r) * size_t(p.glu_inter) + size_t(n);
+    static_cast<__nv_bfloat16*>(p.y)[at] = value;
+    if (p.y_fp8) p.y_fp8[at] = quantize_e4m3(__bfloat162float(value), *p.y_fp8_scale);
+    return;
+  }
   if (tid >= ROWS * FEATURES) return;
   const int r = tid / FEATURES, n = n0 + tid % FEATURES;
   if (n >= p.out) return;
-  float sum = 0.0f;
-#pragma unroll
-  for (int w = 0; w < WARPS; ++w) sum += partial[w][tid];
-  // The references' order: the dot product times the product of the scales, then the bias.
-  sum = __fmul_rn(sum, F::scale_fix());
-  if (p.w_scales) {
-    const float x_scale = p.x_scale ? *p.x_scale : 1.0f;
-    sum = __fmul_rn(sum, __fmul_rn(x_scale, p.w_scales[p.per_channel ? n : 0]));
-  }
-  if (p.bias) sum = __fadd_rn(sum, __bfloat162float(p.bias[n]));
+  const float sum = finish(tid, n);
   const size_t at = size_t(r) * size_t(p.out) + size_t(n);
   if (p.f32_out) {
     static_cast<float*>(p.y)[at] = sum;

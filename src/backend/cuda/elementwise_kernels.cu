@@ -6,6 +6,7 @@
 #include "backend/cuda/fp8_convert.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/rope_rotate.cuh"
+#include "backend/cuda/silu_mul.cuh"
 
 namespace qed::cuda {
 namespace {
@@ -50,10 +51,6 @@ __global__ void rope_kernel(__nv_bfloat16* __restrict__ x, int row_stride, const
     __nv_bfloat16* head = base + size_t(h) * head_dim;
     rope_rotate(__bfloat162float(head[i]), __bfloat162float(head[i + half]), c, s, head[i], head[i + half]);
   }
-}
-
-__device__ __forceinline__ float silu_mul(float g, float u) {
-  return (g / (1.0f + expf(-g))) * u;
 }
 
 // grid (rows, column chunks of kThreads * 8): a single decode row still spreads over several SMs.

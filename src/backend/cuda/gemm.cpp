@@ -5,6 +5,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/decode_gemm_plan.h"
 #include "backend/cuda/decode_gemv.h"
+#include "backend/cuda/env_switch.h"
 #include "backend/cuda/gemm_fallback.h"
 #include "backend/cuda/gemv_kernels.h"
 #include "core/error.h"
@@ -135,6 +136,25 @@ bool Gemm::run_decode(const DecodeGemmOperands& o, cudaStream_t stream) {
   // skinny_gemm refuses what it cannot take with a one-line error.
   run_skinny(skinny_gemm_for(o, plan.kernel == DecodeGemmKernel::Skinny ? plan : DecodeGemmPlan{}), stream);
   return true;
+}
+
+bool Gemm::run_decode_silu_supported(const DecodeGemmOperands& o) const {
+  static const bool enabled = env_flag("QED_FUSED_SILU", true);
+  if (!enabled || o.rows < 1 || o.rows > kDecodeGemvMaxRows || o.f32_out) return false;
+  if ((reinterpret_cast<uintptr_t>(o.x) | reinterpret_cast<uintptr_t>(o.w)) % 16 != 0) return false;
+  const DecodeGemmPlan plan = decode_gemm_plan(o.type, o.rows, o.out, o.in);
+  return plan.kernel == DecodeGemmKernel::DecodeGemv && decode_gemv_supports(o.type, o.rows, o.in, o.out) &&
+         decode_gemv_silu_supports(plan.gemv_variant, o.out);
+}
+
+void Gemm::run_decode_silu(const DecodeGemmOperands& o, uint8_t* y_fp8, const float* y_fp8_scale, cudaStream_t stream) {
+  if (!run_decode_silu_supported(o))
+    fail("gemm: no fused SiLU-and-mul kernel for {} rows of {}x{}", o.rows, o.out, o.in);
+  DecodeGemv g = decode_gemv_for(o, decode_gemm_plan(o.type, o.rows, o.out, o.in), /*pdl=*/true);
+  g.silu_mul = true;
+  g.y_fp8 = y_fp8;
+  g.y_fp8_scale = y_fp8_scale;
+  decode_gemv(g, stream);
 }
 
 Gemm::~Gemm() {

@@ -59,6 +59,12 @@ class Gemm {
   // cuBLASLt. Int8 operands of up to kSkinnyInt8Rows rows always run here (their cuBLASLt path dequantizes into
   // scratch that only larger batches have); a shape no int8 kernel takes throws.
   bool run_decode(const DecodeGemmOperands& o, cudaStream_t stream);
+  // gate_up (o.out = 2 · inter) with SiLU-and-mul fused into the plan's decode_gemv (DecodeGemv::silu_mul): y =
+  // silu(gate) · up, rows × inter bf16, y_fp8 (optional) its E4M3 codes / *y_fp8_scale. Whether it can:
+  // run_decode_silu_supported (the plan runs decode_gemv with a pairing variant, aligned operands, not switched off
+  // by QED_FUSED_SILU=0), else run_decode_silu throws.
+  bool run_decode_silu_supported(const DecodeGemmOperands& o) const;
+  void run_decode_silu(const DecodeGemmOperands& o, uint8_t* y_fp8, const float* y_fp8_scale, cudaStream_t stream);
   // Whether the device has FP8 tensor cores (sm_89+), which the skinny FP8 kernel needs.
   bool has_fp8_mma() const { return fp8_mma_; }
 

@@ -30,7 +30,19 @@ struct PrefillTiling {
 constexpr bool prefill_tiling_supported(PrefillTiling tiling) {
   return (tiling.rows == 64 && tiling.warps == 4) || (tiling.rows == 128 && (tiling.warps == 8 || tiling.warps == 4));
 }
+// The backend's choice per step (prefill_tiling_for): 128 rows / 4 warps for long chunks, 64 / 4 for short ones.
+// Measured on an H200 (bench_prefill_attention, 14B shape, 2026-12-02; ms a layer, 64/4 vs 128/4 vs 128/8):
+// prompt 1024 0.115 / 0.103 / 0.101, 8192 5.333 / 3.578 / 4.140; a 512-row chunk over 4096 cached keys 0.522 /
+// 0.414, 2048 over 6144 2.383 / 1.882; but a 64-row chunk over 2048 0.136 / 0.171 (half of each 128-row tile
+// empty).
 constexpr PrefillTiling kPrefillTiling{64, 4};
+constexpr PrefillTiling kPrefillTilingLong{128, 4};
+constexpr int kPrefillLongChunkRows = 256;
+
+// The tiling for a step whose longest chunk on the prefill kernel has `longest_chunk` new rows.
+constexpr PrefillTiling prefill_tiling_for(int longest_chunk) {
+  return longest_chunk >= kPrefillLongChunkRows ? kPrefillTilingLong : kPrefillTiling;
+}
 
 // Head dims the kernel is compiled for; other head dims take paged_attention_bf16.
 constexpr bool prefill_attention_supports(int head_dim) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "backend/cuda/decode_gemm_plan.h"
+#include "backend/cuda/decode_gemv.h"
 #include "backend/cuda/gemv_kernels.h"
 #include "backend/cuda/quant_kernels.h"
 #include "core/error.h"
@@ -44,6 +45,7 @@ LinearRunner::LinearRunner(Gemm& gemm, const std::vector<const CudaLinear*>& lin
   chunk_rows_ = std::min(max_rows_, kChunkRows);
   if (widest_fp8_in > 0) {
     x_q_ = DeviceBuffer(size_t(max_rows_) * widest_fp8_in);
+    silu_fp8_ = DeviceBuffer(size_t(std::min(max_rows_, kDecodeGemvMaxRows)) * widest_fp8_in);
     scale_ = DeviceBuffer(sizeof(float));
   }
   if (widest_acc_out > 0) acc_ = DeviceBuffer(size_t(chunk_rows_) * widest_acc_out * sizeof(float));
@@ -55,12 +57,58 @@ const float* LinearRunner::static_fp8_scale(const CudaLinear& linear) {
   return linear.format == LinearFormat::Fp8 && linear.input_scale.bytes() ? linear.input_scale.as<float>() : nullptr;
 }
 
+DecodeGemmOperands LinearRunner::decode_operands(const CudaLinear& linear, const void* x, const float* x_scale,
+                                                 uint16_t* y, int rows) const {
+  DecodeGemmOperands o;
+  o.x = x;
+  o.w = linear.weight.data();
+  o.bias = linear.bias.bytes() ? linear.bias.as<uint16_t>() : nullptr;
+  o.y = y;
+  o.rows = rows;
+  o.out = linear.out;
+  o.in = linear.in;
+  switch (linear.format) {
+    case LinearFormat::Bf16:
+      o.type = SkinnyWeight::Bf16;
+      break;
+    case LinearFormat::Fp8:
+      o.type = SkinnyWeight::Fp8E4m3;
+      o.x_scale = x_scale;
+      o.w_scales = linear.weight_scale.as<float>();
+      o.per_channel = linear.per_channel;
+      break;
+    case LinearFormat::Int8WeightOnly:
+      o.type = SkinnyWeight::Int8;
+      o.w_scales = linear.weight_scale.as<float>();
+      break;
+  }
+  return o;
+}
+
+bool LinearRunner::run_gate_up_silu(const CudaLinear& gate_up, const uint16_t* x, uint16_t* act, int rows,
+                                    cudaStream_t stream, const uint8_t* ready_fp8, const float* act_fp8_scale) {
+  if (rows <= 0 || rows > std::min(max_rows_, kDecodeGemvMaxRows)) return false;
+  if (ready_fp8 && !static_fp8_scale(gate_up)) fail("linear: a pre-quantized input needs a static FP8 input scale");
+  const bool fp8 = gate_up.format == LinearFormat::Fp8;
+  const float* x_scale = fp8 && gate_up.input_scale.bytes() ? gate_up.input_scale.as<float>() : scale_.as<float>();
+  const void* x_in = fp8 ? static_cast<const void*>(ready_fp8 ? ready_fp8 : x_q_.as<uint8_t>()) : x;
+  const DecodeGemmOperands o = decode_operands(gate_up, x_in, fp8 ? x_scale : nullptr, act, rows);
+  if (!gemm_.run_decode_silu_supported(o)) return false;
+  if (act_fp8_scale && !silu_fp8_.bytes()) fail("linear: an E4M3 SiLU output without an FP8 layer to size it");
+  if (fp8 && !ready_fp8) {
+    if (!gate_up.input_scale.bytes()) dynamic_fp8_scale_bf16(x, size_t(rows) * gate_up.in, scale_.as<float>(), stream);
+    quantize_fp8_bf16(x, size_t(rows) * gate_up.in, x_scale, x_q_.as<uint8_t>(), stream);
+  }
+  gemm_.run_decode_silu(o, act_fp8_scale ? silu_fp8_.as<uint8_t>() : nullptr, act_fp8_scale, stream);
+  return true;
+}
+
 void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y, int rows, cudaStream_t stream,
-                       bool fp8_input_ready) {
+                       const uint8_t* ready_fp8) {
   if (rows <= 0) return;
   if (rows > max_rows_) fail("linear: {} rows, the scratch holds {}", rows, max_rows_);
   const uint16_t* bias = linear.bias.bytes() ? linear.bias.as<uint16_t>() : nullptr;
-  if (fp8_input_ready && linear.format != LinearFormat::Fp8) fail("linear: a pre-quantized input for a non-FP8 layer");
+  if (ready_fp8 && linear.format != LinearFormat::Fp8) fail("linear: a pre-quantized input for a non-FP8 layer");
   const size_t in = size_t(linear.in), out = size_t(linear.out);
   switch (linear.format) {
     case LinearFormat::Bf16: {
@@ -70,28 +118,16 @@ void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y,
     }
     case LinearFormat::Fp8: {
       const float* x_scale = linear.input_scale.bytes() ? linear.input_scale.as<float>() : scale_.as<float>();
-      uint8_t* x_q = x_q_.as<uint8_t>();
-      if (fp8_input_ready) {
+      const uint8_t* x_q = ready_fp8 ? ready_fp8 : x_q_.as<uint8_t>();
+      if (ready_fp8) {
         if (!static_fp8_scale(linear)) fail("linear: a pre-quantized input needs a static FP8 input scale");
       } else {
         if (!linear.input_scale.bytes()) dynamic_fp8_scale_bf16(x, size_t(rows) * in, scale_.as<float>(), stream);
-        quantize_fp8_bf16(x, size_t(rows) * in, x_scale, x_q, stream);
+        quantize_fp8_bf16(x, size_t(rows) * in, x_scale, x_q_.as<uint8_t>(), stream);
       }
       // Decode: one pass over the E4M3 weight with either scale kind applied in the kernel's epilogue, where the
       // plan names a kernel for it.
-      DecodeGemmOperands o;
-      o.x = x_q;
-      o.w = linear.weight.data();
-      o.type = SkinnyWeight::Fp8E4m3;
-      o.x_scale = x_scale;
-      o.w_scales = linear.weight_scale.as<float>();
-      o.per_channel = linear.per_channel;
-      o.bias = bias;
-      o.y = y;
-      o.rows = rows;
-      o.out = linear.out;
-      o.in = linear.in;
-      if (gemm_.run_decode(o, stream)) return;
+      if (gemm_.run_decode(decode_operands(linear, x_q, x_scale, y, rows), stream)) return;
       if (!linear.per_channel) {
         const GemmWeight w{linear.weight.data(), GemmType::F8_E4M3, linear.out, linear.in,
                            linear.weight_scale.as<float>()};
@@ -113,17 +149,7 @@ void LinearRunner::run(const CudaLinear& linear, const uint16_t* x, uint16_t* y,
       // refuses a bad shape or pointer with a one-line error): the dequantization scratch only exists for larger
       // batches.
       if (rows <= kSkinnyInt8Rows) {
-        DecodeGemmOperands o;
-        o.x = x;
-        o.w = q;
-        o.type = SkinnyWeight::Int8;
-        o.w_scales = linear.weight_scale.as<float>();
-        o.bias = bias;
-        o.y = y;
-        o.rows = rows;
-        o.out = linear.out;
-        o.in = linear.in;
-        gemm_.run_decode(o, stream);
+        gemm_.run_decode(decode_operands(linear, x, nullptr, y, rows), stream);
         return;
       }
       int8_to_bf16(q, out * in, dequant_.as<uint16_t>(), stream);

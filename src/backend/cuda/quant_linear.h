@@ -33,18 +33,28 @@ class LinearRunner {
   LinearRunner(Gemm& gemm, const std::vector<const CudaLinear*>& linears, int max_rows);
 
   // y (rows × linear.out bf16) = x (rows × linear.in bf16) · W^T (+ bias), on `stream`. 16-byte aligned pointers.
-  // fp8_input_ready: the kernel that produced x already wrote its E4M3 codes to fp8_input() with
-  // static_fp8_scale(linear) (fused quantization), so the FP8 path skips its own quantization pass.
+  // ready_fp8: the kernel that produced x already wrote its E4M3 codes there (fp8_input() or silu_fp8_output())
+  // with static_fp8_scale(linear) (fused quantization), so the FP8 path skips its own quantization pass.
   void run(const CudaLinear& linear, const uint16_t* x, uint16_t* y, int rows, cudaStream_t stream,
-           bool fp8_input_ready = false);
+           const uint8_t* ready_fp8 = nullptr);
+  // gate_up (out = 2 · inter) then SiLU-and-mul in one decode GEMV, where Gemm::run_decode_silu_supported says
+  // the plan allows it: act (rows × inter bf16) = silu(gate) · up as silu_and_mul_bf16 computes it, and with
+  // act_fp8_scale (a static-scale FP8 down_proj's) also act's E4M3 codes, to silu_fp8_output(): the GEMV is still
+  // reading fp8_input(). false: nothing ran; the caller runs run() and silu_and_mul_bf16.
+  bool run_gate_up_silu(const CudaLinear& gate_up, const uint16_t* x, uint16_t* act, int rows, cudaStream_t stream,
+                        const uint8_t* ready_fp8, const float* act_fp8_scale);
 
   // The static activation scale of an FP8 layer (device pointer), which lets the producer of its input quantize
   // it; null for every other layer (bf16, int8, dynamic FP8).
   static const float* static_fp8_scale(const CudaLinear& linear);
   // Where a fused producer writes the E4M3 input of the next FP8 layer (max_rows × its in_features bytes).
   uint8_t* fp8_input() const { return x_q_.as<uint8_t>(); }
+  // Where run_gate_up_silu writes the E4M3 codes of its output (decode rows × the widest FP8 input).
+  uint8_t* silu_fp8_output() const { return silu_fp8_.as<uint8_t>(); }
 
-  size_t scratch_bytes() const { return x_q_.bytes() + scale_.bytes() + acc_.bytes() + dequant_.bytes(); }
+  size_t scratch_bytes() const {
+    return x_q_.bytes() + silu_fp8_.bytes() + scale_.bytes() + acc_.bytes() + dequant_.bytes();
+  }
   // Rows of one chunk of the fp32-scratch GEMMs.
   int chunk_rows() const { return chunk_rows_; }
 
@@ -52,10 +62,15 @@ class LinearRunner {
   Gemm& gemm_;
   int max_rows_ = 0;
   int chunk_rows_ = 0;
-  DeviceBuffer x_q_;      // E4M3 activations, max_rows × widest FP8 input
-  DeviceBuffer scale_;    // the dynamic activation scale of the current FP8 GEMM
-  DeviceBuffer acc_;      // fp32, chunk_rows × widest per-channel / int8 output
-  DeviceBuffer dequant_;  // bf16 copy of the largest int8 weight
+  // The operands of a decode kernel for `linear` (x bf16, or the E4M3 codes x_q with x_scale for FP8).
+  DecodeGemmOperands decode_operands(const CudaLinear& linear, const void* x, const float* x_scale, uint16_t* y,
+                                     int rows) const;
+
+  DeviceBuffer x_q_;       // E4M3 activations, max_rows × widest FP8 input
+  DeviceBuffer silu_fp8_;  // E4M3 output of run_gate_up_silu, kDecodeGemvMaxRows × widest FP8 input
+  DeviceBuffer scale_;     // the dynamic activation scale of the current FP8 GEMM
+  DeviceBuffer acc_;       // fp32, chunk_rows × widest per-channel / int8 output
+  DeviceBuffer dequant_;   // bf16 copy of the largest int8 weight
 };
 
 }  // namespace qed::cuda
