@@ -86,7 +86,6 @@ void pdl_trigger() {}
 }  // namespace qed::cuda
 
 #include "backend/cuda/decode_gemv_tile.cuh"
-#include "backend/cuda/silu_mul.cuh"
 
 #undef threadIdx
 #undef blockIdx

@@ -11,7 +11,6 @@
 #include "backend/cuda/decode_gemv.h"
 #include "backend/cuda/fp8_convert.cuh"
 #include "backend/cuda/pdl.cuh"
-#include "backend/cuda/silu_mul.cuh"
 
 namespace qed::cuda {
 

@@ -2,13 +2,15 @@
 // The decode GEMV kernel itself (decode_gemv.h), written against primitives the including file defines first, in
 // qed::cuda's unnamed namespace: load_weight_vector (16 bytes, streamed), load_x_vector (16 bytes, cached),
 // f16x2_to_float2, e4m3x4_to_f16x2_cvt with fp8_cvt_scale_fix(), pdl_wait / pdl_trigger, fp8_convert.cuh's
-// e4m3x4_to_f16x2_times_2m8 and quantize_e4m3, and silu_mul.cuh. decode_gemv.cuh defines them for the device;
-// tests/backend_cuda/ decode_gemv_emulation_test.cpp as host emulations, so the CPU build runs this very code. Unnamed
-// namespace: each includer gets its own copy.
+// e4m3x4_to_f16x2_times_2m8 and quantize_e4m3. decode_gemv.cuh defines them for the device, and
+// tests/backend_cuda/decode_gemv_emulation_test.cpp as host emulations, so the CPU build runs this very code.
+// Unnamed namespace: each includer gets its own copy.
 #include <cuda_bf16.h>
 
 #include <cstddef>
 #include <cstdint>
+
+#include "backend/cuda/silu_mul.cuh"
 
 namespace qed::cuda {
 namespace {
