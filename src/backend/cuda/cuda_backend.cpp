@@ -295,8 +295,12 @@ void CudaBackend::forward(const ForwardBatch& batch, ForwardResult& result) {
   cuda::AttentionRouting routing;
   routing.prefill_min_rows =
       cuda::prefill_attention_supports(config_.head_dim) ? options_.prefill_attention_min_rows : 0;
+  // The tiling follows the longest chunk that goes to the prefill kernel (routing does not depend on tile rows).
+  routing.prefill_tile_rows = cuda::kPrefillTiling.rows;
   int longest_chunk = 0;
-  for (const SequenceChunk& seq : batch.sequences) longest_chunk = std::max(longest_chunk, int(seq.tokens.size()));
+  for (const SequenceChunk& seq : batch.sequences) {
+    if (cuda::routes_to_prefill(seq, routing)) longest_chunk = std::max(longest_chunk, int(seq.tokens.size()));
+  }
   routing.prefill_tile_rows = cuda::prefill_tiling_for(longest_chunk).rows;
   routing.verify_max_rows =
       verify_attention_rows(config_, cuda::kMaxGraphVerifyRows, int(batch.sequences.size()), kv_fp8_);
@@ -522,9 +526,8 @@ void CudaBackend::run_layers(const cuda::StepSections& s, const std::byte* meta)
     }
     if (s.prefill_tile_count > 0) {
       cuda::prefill_attention(qkv, qkv_dim_, cache, attention, ints(s.prefill_tiles), s.prefill_tile_count,
-                              s.routing.prefill_tile_rows == cuda::kPrefillTilingLong.rows ? cuda::kPrefillTilingLong
-                                                                                           : cuda::kPrefillTiling,
-                              shape, attn_.as<uint16_t>(), stream_);
+                              cuda::prefill_tiling_of(s.routing.prefill_tile_rows), shape, attn_.as<uint16_t>(),
+                              stream_);
     }
     if (amax_) {
       // K (after RoPE) and V as the cache write read them: attention leaves the qkv rows as they were.

@@ -43,6 +43,10 @@ constexpr int kPrefillLongChunkRows = 256;
 constexpr PrefillTiling prefill_tiling_for(int longest_chunk) {
   return longest_chunk >= kPrefillLongChunkRows ? kPrefillTilingLong : kPrefillTiling;
 }
+// The tiling of the two above whose tiles have `tile_rows` rows (AttentionRouting::prefill_tile_rows).
+constexpr PrefillTiling prefill_tiling_of(int tile_rows) {
+  return tile_rows == kPrefillTilingLong.rows ? kPrefillTilingLong : kPrefillTiling;
+}
 
 // Head dims the kernel is compiled for; other head dims take paged_attention_bf16.
 constexpr bool prefill_attention_supports(int head_dim) {
